@@ -1,0 +1,182 @@
+//! RabbitMQ: the topology, and publishing with publisher confirms.
+//!
+//! Topology (names from [`AmqpSettings`]): the direct exchange `erasure` routes requests to the
+//! quorum queue `erasure.requests`; that queue dead-letters (at least once, so nothing is ever
+//! dropped) to the fanout exchange `erasure.dlx` and its quorum queue `erasure.requests.dead`;
+//! outcome events go to the topic exchange `erasure.events`.
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::config::AmqpSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ ended the consumer")]
+    ConsumerClosed,
+    #[error("RabbitMQ did not confirm the message (nack)")]
+    Nacked,
+    #[error("RabbitMQ could not route the message to any queue (exchange {exchange:?}, routing key {routing_key:?})")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+}
+
+pub async fn connect(settings: &AmqpSettings) -> Result<Connection, BrokerError> {
+    let properties = ConnectionProperties::default().with_connection_name("erasure".into());
+    Ok(Connection::connect(settings.url.expose(), properties).await?)
+}
+
+/// A channel in confirm mode: every publish on it is acknowledged by the broker.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, BrokerError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Declares every exchange, queue and binding. Idempotent; a queue that exists with other
+/// arguments makes the broker refuse, and the error says so.
+pub async fn declare_topology(
+    channel: &Channel,
+    settings: &AmqpSettings,
+) -> Result<(), BrokerError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            settings.exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            settings.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            settings.events_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut requests = quorum();
+    requests.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(settings.dead_letter_exchange.as_str().into()),
+    );
+    // Quorum queues dead-letter at most once unless told otherwise; at-least-once needs the
+    // queue to refuse publishes when full instead of dropping its head.
+    requests.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    requests.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    requests.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(settings.delivery_limit.min(i32::MAX as u32) as i32),
+    );
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(settings.queue.as_str().into(), durable_queue, requests)
+        .await?;
+    channel
+        .queue_declare(
+            settings.dead_letter_queue.as_str().into(),
+            durable_queue,
+            quorum(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            settings.queue.as_str().into(),
+            settings.exchange.as_str().into(),
+            settings.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            settings.dead_letter_queue.as_str().into(),
+            settings.dead_letter_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+fn quorum() -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    table
+}
+
+/// Publishes a persistent JSON message on a confirm channel and waits for the broker's
+/// confirm. With `mandatory`, a message no queue takes is an error instead of being dropped
+/// (requests must reach the queue; events may have no subscriber yet).
+pub async fn publish_json(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    message_id: &str,
+    body: &[u8],
+    mandatory: bool,
+) -> Result<(), BrokerError> {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.into());
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    if confirmation.is_nack() {
+        return Err(BrokerError::Nacked);
+    }
+    if confirmation.take_message().is_some() {
+        return Err(BrokerError::Unroutable {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! PostgreSQL: creating the database when missing, the pool, and migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::config::DatabaseSettings;
+use crate::plan::ident;
+
+/// The worker's own tables (schema `erasure`).
+static ERASURE: Migrator = sqlx::migrate!("./migrations/erasure");
+/// The reference business schema (schema `public`), when `database.reference_schema` is on.
+static REFERENCE: Migrator = sqlx::migrate!("./migrations/reference");
+
+/// Creates the database named in `url` if it does not exist yet.
+pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    let name = options
+        .get_database()
+        .unwrap_or_else(|| options.get_username())
+        .to_string();
+    // Try the database itself first: it usually exists, and the maintenance database may be
+    // closed to this role.
+    if options.connect().await.is_ok() {
+        return Ok(());
+    }
+    let mut maintenance = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut maintenance)
+            .await?;
+    if !exists {
+        match sqlx::query(&format!("CREATE DATABASE {}", ident(&name)))
+            .execute(&mut maintenance)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another process created it at the same moment.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    maintenance.close().await
+}
+
+/// The pool every query goes through. Server-side timeouts travel in the start-up packet, so
+/// they cost no round trip and hold on every connection.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(settings.url.expose())?
+        .application_name("erasure")
+        .options([
+            (
+                "statement_timeout",
+                format!("{}ms", settings.statement_timeout_ms),
+            ),
+            ("lock_timeout", format!("{}ms", settings.lock_timeout_ms)),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", settings.idle_in_transaction_timeout_ms),
+            ),
+        ]);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        // A ping before every acquire is a round trip per erasure; broken connections surface
+        // as errors on use instead, and those are retried.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+}
+
+/// Creates the database if needed, connects, and applies migrations.
+pub async fn prepare(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    ensure_database(settings.url.expose()).await?;
+    let pool = connect(settings).await?;
+    migrate(&pool, settings.reference_schema).await?;
+    Ok(pool)
+}
+
+/// Applies the worker's migrations, and the reference schema's when asked. Both sets are
+/// recorded in `erasure._sqlx_migrations` (disjoint version numbers), so nothing of the
+/// worker's lands in `public`.
+pub async fn migrate(pool: &PgPool, reference_schema: bool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS erasure")
+        .execute(&mut *conn)
+        .await
+        .or_else(ignore_concurrent_create)?;
+    sqlx::query("SET search_path TO erasure")
+        .execute(&mut *conn)
+        .await?;
+    let result = run_migrations(&mut conn, reference_schema).await;
+    // The connection goes back to the pool: restore what every other query expects.
+    sqlx::query("RESET search_path").execute(&mut *conn).await?;
+    result
+}
+
+async fn run_migrations(conn: &mut PgConnection, reference_schema: bool) -> anyhow::Result<()> {
+    let sets: &[&Migrator] = if reference_schema {
+        &[&ERASURE, &REFERENCE]
+    } else {
+        &[&ERASURE]
+    };
+    for set in sets {
+        // Each set tolerates the other's rows in the shared history table.
+        let migrator = Migrator {
+            migrations: set.migrations.clone(),
+            ignore_missing: true,
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn ignore_concurrent_create(
+    e: sqlx::Error,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    match &e {
+        // Two processes starting at once both try to create the schema.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => Ok(Default::default()),
+        _ => Err(e),
+    }
+}
+
+/// The key of the keyed hash generated by the first migration.
+pub async fn instance_source_id_key(pool: &PgPool) -> Result<Vec<u8>, sqlx::Error> {
+    sqlx::query_scalar("SELECT source_id_key FROM erasure.instance")
+        .fetch_one(pool)
+        .await
+}
+
+/// True for errors that may pass on their own: serialization failures, deadlocks, lock and
+/// statement timeouts, and connections lost.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300")
+        ),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,171 @@
+//! The deletion object: the record of one erasure request, as compliance staff and auditors
+//! see it (modelled on Voucherify's permanent-deletion object).
+
+use chrono::{DateTime, Months, SecondsFormat, Utc};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// The columns every query that returns a deletion object selects, in [`DeletionRow`]'s order.
+pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json, already_erased, \
+     error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at";
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct DeletionRow {
+    pub id: String,
+    pub request_id: Uuid,
+    pub related_object_id: Option<String>,
+    pub status: String,
+    pub data_json: Value,
+    pub already_erased: bool,
+    pub error_key: Option<String>,
+    pub error_message: Option<String>,
+    pub requested_by: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl DeletionRow {
+    pub fn is_final(&self) -> bool {
+        self.status == "DONE" || self.status == "FAILED"
+    }
+
+    /// The public shape; `count_keys` orders `data_json` (every key present, 0 when absent).
+    pub fn to_object(&self, count_keys: &[String]) -> DeletionObject {
+        let mut counts = Map::new();
+        for key in count_keys {
+            let n = self.data_json.get(key).and_then(Value::as_i64).unwrap_or(0);
+            counts.insert(key.clone(), Value::from(n));
+        }
+        // Keys recorded under an earlier plan stay visible.
+        if let Some(recorded) = self.data_json.as_object() {
+            for (key, value) in recorded {
+                if !counts.contains_key(key) {
+                    counts.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        DeletionObject {
+            id: self.id.clone(),
+            object: "permanent_deletion".into(),
+            request_id: self.request_id,
+            related_object: "customer".into(),
+            related_object_id: self.related_object_id.clone(),
+            status: self.status.clone(),
+            created_at: millis(self.created_at),
+            completed_at: self.completed_at.map(millis),
+            requested_by: self.requested_by.clone(),
+            requested_at: auto(self.requested_at),
+            due_at: auto(self.due_at),
+            data_json: Value::Object(counts),
+            already_erased: self.already_erased,
+            error: self.error_key.as_ref().map(|key| ErrorObject {
+                key: key.clone(),
+                message: self.error_message.clone().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct DeletionObject {
+    pub id: String,
+    pub object: String,
+    pub request_id: Uuid,
+    pub related_object: String,
+    pub related_object_id: Option<String>,
+    pub status: String,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+    pub requested_by: Option<String>,
+    pub requested_at: String,
+    pub due_at: String,
+    pub data_json: Value,
+    pub already_erased: bool,
+    pub error: Option<ErrorObject>,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct ErrorObject {
+    pub key: String,
+    pub message: String,
+}
+
+fn millis(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Whole seconds stay whole ("2026-11-23T09:30:00Z"), as requests usually give them.
+fn auto(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A new deletion id: `del_` and 24 base62 characters (about 143 random bits).
+pub fn new_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let suffix: String = (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("del_{suffix}")
+}
+
+/// One calendar month after `requested_at` (GDPR Art. 12(3)); the 31st of January gives the
+/// last day of February.
+pub fn due_at(requested_at: DateTime<Utc>) -> DateTime<Utc> {
+    requested_at
+        .checked_add_months(Months::new(1))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The deletion with this `del_` id or request id.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    id_or_request_id: &str,
+) -> Result<Option<DeletionRow>, sqlx::Error> {
+    match Uuid::parse_str(id_or_request_id) {
+        Ok(request_id) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM erasure.deletions WHERE request_id = $1"
+            ))
+            .bind(request_id)
+            .fetch_optional(db)
+            .await
+        }
+        Err(_) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM erasure.deletions WHERE id = $1"
+            ))
+            .bind(id_or_request_id)
+            .fetch_optional(db)
+            .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn due_at_is_one_calendar_month_later() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
+        assert_eq!(auto(due_at(at)), "2026-12-23T09:30:00Z");
+        let end_of_january = Utc.with_ymd_and_hms(2027, 1, 31, 12, 0, 0).unwrap();
+        assert_eq!(auto(due_at(end_of_january)), "2027-02-28T12:00:00Z");
+    }
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        let id = new_id();
+        assert_eq!(id.len(), 28);
+        assert!(id.starts_with("del_"));
+        assert!(id[4..].chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(id, new_id());
+    }
+}

@@ -1,0 +1,684 @@
+//! Carrying out one request: the erasure statement on the common path, and a short transaction
+//! with a fresh snapshot for everything else (duplicates, already erased, not found, reused
+//! request ids, rejected messages, internal failures).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::db::is_transient;
+use crate::deletion::{self, COLUMNS, DeletionRow};
+use crate::keyed_hash::KeyedHash;
+use crate::plan::sql::erase_statement;
+use crate::plan::{Plan, ident};
+use crate::request::{ErasureRequest, InvalidRequest};
+
+/// The way a request came in, recorded on its deletion object and audit row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Amqp,
+    Http,
+    Cli,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Amqp => "amqp",
+            Channel::Http => "http",
+            Channel::Cli => "cli",
+        }
+    }
+}
+
+/// What became of a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A final outcome (DONE or FAILED) was recorded just now.
+    Recorded(DeletionRow),
+    /// The request id already had this final outcome; nothing changed.
+    Duplicate(DeletionRow),
+    /// The message was not a valid request, or reused a request id for another customer. It was
+    /// audited, and recorded as a FAILED deletion when its request id was new.
+    Rejected {
+        message: String,
+        deletion: Option<DeletionRow>,
+    },
+}
+
+/// Runs erasures for one plan against one database.
+#[derive(Clone)]
+pub struct Eraser {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    plan: Plan,
+    statement: String,
+    count_keys: Vec<String>,
+    hash: KeyedHash,
+    max_attempts: u32,
+    /// Is a customer with this id or lookup value still there?
+    find_customer: String,
+}
+
+/// The statement's audit insert failed its check: another delivery of the same request
+/// recorded its outcome first, and this statement rolled back.
+const LOST_RACE_CONSTRAINT: &str = "audit_log_outcome_has_deletion";
+/// How often the fresh-snapshot path may send a request back to the erasure statement.
+const MAX_ROUNDS: usize = 5;
+
+impl Eraser {
+    pub fn new(pool: PgPool, plan: Plan, hash: KeyedHash, max_attempts: u32) -> Self {
+        let subject = &plan.subject;
+        let table = format!("{}.{}", ident(&plan.schema), ident(&subject.table));
+        let key = ident(&subject.key);
+        let find_customer = match &subject.lookup {
+            Some(lookup) => format!(
+                "SELECT s.{key}::text FROM {table} s WHERE s.{key} = $1 OR s.{} = $1 \
+                 ORDER BY (s.{key} = $1) DESC LIMIT 1",
+                ident(lookup)
+            ),
+            None => format!("SELECT s.{key}::text FROM {table} s WHERE s.{key} = $1"),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                statement: erase_statement(&plan),
+                count_keys: plan.count_keys(),
+                pool,
+                plan,
+                hash,
+                max_attempts: max_attempts.max(1),
+                find_customer,
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
+    }
+
+    pub fn count_keys(&self) -> &[String] {
+        &self.inner.count_keys
+    }
+
+    pub fn keyed_hash(&self) -> &KeyedHash {
+        &self.inner.hash
+    }
+
+    /// The generated erasure statement (what `erasure plan --sql` prints).
+    pub fn statement(&self) -> &str {
+        &self.inner.statement
+    }
+
+    /// Carries out `request`. Errors that may pass (deadlocks, lock timeouts, lost
+    /// connections) are retried with exponential backoff and jitter; an error returned here
+    /// left nothing recorded, so the request can safely be tried again later.
+    pub async fn erase(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let attempt = || self.erase_once(request, channel, received_at);
+        let result = attempt
+            .retry(self.backoff())
+            .when(is_retryable)
+            .notify(|e, delay| {
+                tracing::warn!(request_id = %request.request_id, error = %SafeError(e), ?delay, "erasure attempt failed; retrying")
+            })
+            .await;
+        match result {
+            Err(e) if !is_transient(&e) => {
+                // A failure that will not pass by retrying (a constraint the plan does not know
+                // about, say): recorded, so the request ends instead of circling forever.
+                tracing::error!(request_id = %request.request_id, error = %SafeError(&e), "erasure failed");
+                let message = format!("the erasure failed: {}", SafeError(&e));
+                self.record_internal_failure(request, channel, received_at, &message)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .with_jitter()
+            .with_max_times(self.inner.max_attempts as usize - 1)
+    }
+
+    async fn erase_once(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Result<Outcome, sqlx::Error> {
+        for _ in 0..MAX_ROUNDS {
+            match self.run_statement(request, channel, received_at).await {
+                Ok(Some(row)) => return Ok(Outcome::Recorded(row)),
+                Ok(None) => {}
+                Err(sqlx::Error::Database(e)) if e.constraint() == Some(LOST_RACE_CONSTRAINT) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(outcome) = self.settle(request, channel, received_at).await? {
+                return Ok(outcome);
+            }
+        }
+        // The customer keeps reappearing between the two paths: let the caller retry later.
+        Err(sqlx::Error::Protocol(
+            "the customer changed under every attempt; giving up for now".into(),
+        ))
+    }
+
+    /// The erasure statement. `None`: it found no customer to act on for this request.
+    async fn run_statement(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Result<Option<DeletionRow>, sqlx::Error> {
+        let inner = &self.inner;
+        let requested_at = request.requested_at.unwrap_or(received_at);
+        let (inner_pad, outer_pad) = inner.hash.pads();
+        let mut query = sqlx::query_as::<_, DeletionRow>(&inner.statement)
+            .bind(&request.customer_id)
+            .bind(request.request_id)
+            .bind(deletion::new_id())
+            .bind(inner.hash.digest(&request.customer_id))
+            .bind(&request.requested_by)
+            .bind(&request.reason)
+            .bind(requested_at)
+            .bind(deletion::due_at(requested_at))
+            .bind(channel.as_str())
+            .bind(received_at)
+            .bind(inner_pad)
+            .bind(outer_pad);
+        for guard in &inner.plan.guards {
+            query = query.bind(&guard.when.values).bind(&guard.message);
+        }
+        query.fetch_optional(&inner.pool).await
+    }
+
+    /// The path for every request the statement did not settle, in one transaction with a
+    /// fresh snapshot. `None`: the customer is there after all; run the statement again.
+    async fn settle(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Result<Option<Outcome>, sqlx::Error> {
+        let inner = &self.inner;
+        let requested_hash = inner.hash.digest(&request.customer_id);
+        let mut tx = inner.pool.begin().await?;
+        let prior = lock_prior(&mut tx, request.request_id).await?;
+        if let Some((prior, prior_hash)) = prior {
+            let same_customer = prior_hash.as_deref() == Some(requested_hash.as_slice());
+            if !same_customer {
+                let message = "request_id was already used for another customer".to_string();
+                audit(
+                    &mut tx,
+                    &Audit {
+                        action: "request.rejected",
+                        request_id: Some(request.request_id),
+                        deletion_id: None,
+                        related_object_id: None,
+                        channel,
+                        requested_by: Some(&request.requested_by),
+                        error_key: Some("invalid_request"),
+                        detail: json!({ "message": message }),
+                        received_at,
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Some(Outcome::Rejected {
+                    message,
+                    deletion: None,
+                }));
+            }
+            if prior.is_final() {
+                audit(
+                    &mut tx,
+                    &Audit {
+                        action: "request.duplicate",
+                        request_id: Some(request.request_id),
+                        deletion_id: Some(&prior.id),
+                        related_object_id: prior.related_object_id.as_deref(),
+                        channel,
+                        requested_by: Some(&request.requested_by),
+                        error_key: None,
+                        detail: json!({ "status": prior.status }),
+                        received_at,
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Some(Outcome::Duplicate(prior)));
+            }
+        }
+
+        let live: Option<String> = sqlx::query_scalar(&inner.find_customer)
+            .bind(&request.customer_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if live.is_some() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+
+        let earlier = erased_by_earlier_deletion(&mut tx, &request.customer_id, &requested_hash)
+            .await?;
+        let requested_at = request.requested_at.unwrap_or(received_at);
+        let record = match &earlier {
+            Some((customer, source_hash)) => Final {
+                related_object_id: Some(customer.clone()),
+                source_id_hash: source_hash.clone(),
+                status: "DONE",
+                already_erased: true,
+                error: None,
+                ..Final::new(request.request_id, Some(requested_hash.clone()), requested_at, channel)
+            },
+            None => Final {
+                // Unknown to this service: the identifier is nobody's data here, and compliance
+                // staff need to see what was asked for.
+                related_object_id: Some(request.customer_id.clone()),
+                status: "FAILED",
+                error: Some(("not_found", "no customer has this id or source id".into())),
+                ..Final::new(request.request_id, Some(requested_hash.clone()), requested_at, channel)
+            },
+        };
+        let record = Final {
+            requested_by: Some(&request.requested_by),
+            reason: request.reason.as_deref(),
+            ..record
+        };
+        let row = record_final(&mut tx, &record, self.zero_counts()).await?;
+        audit(
+            &mut tx,
+            &Audit {
+                action: if row.status == "DONE" {
+                    "erasure.done"
+                } else {
+                    "erasure.failed"
+                },
+                request_id: Some(request.request_id),
+                deletion_id: Some(&row.id),
+                related_object_id: row.related_object_id.as_deref(),
+                channel,
+                requested_by: Some(&request.requested_by),
+                error_key: row.error_key.as_deref(),
+                detail: json!({ "counts": row.data_json, "already_erased": row.already_erased }),
+                received_at,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Outcome::Recorded(row)))
+    }
+
+    /// Audits a message that is not a valid request and, when it carries a request id not seen
+    /// before, records a FAILED deletion with error key `invalid_request`.
+    pub async fn reject(
+        &self,
+        invalid: &InvalidRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        size: usize,
+    ) -> Result<Outcome, sqlx::Error> {
+        let attempt = || self.reject_once(invalid, channel, received_at, size);
+        attempt.retry(self.backoff()).when(is_retryable).await
+    }
+
+    async fn reject_once(
+        &self,
+        invalid: &InvalidRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        size: usize,
+    ) -> Result<Outcome, sqlx::Error> {
+        let inner = &self.inner;
+        let mut tx = inner.pool.begin().await?;
+        let mut deletion = None;
+        if let Some(request_id) = invalid.request_id {
+            // A request id already recorded keeps its outcome: a bad message cannot change it.
+            if lock_prior(&mut tx, request_id).await?.is_none() {
+                let related = match &invalid.customer_id {
+                    Some(customer) => Some(self.resolve_customer(&mut tx, customer).await?),
+                    None => None,
+                };
+                let requested_at = invalid.requested_at.unwrap_or(received_at);
+                let record = Final {
+                    related_object_id: related,
+                    status: "FAILED",
+                    error: Some(("invalid_request", invalid.message.clone())),
+                    requested_by: invalid.requested_by.as_deref(),
+                    ..Final::new(
+                        request_id,
+                        invalid
+                            .customer_id
+                            .as_deref()
+                            .map(|c| inner.hash.digest(c)),
+                        requested_at,
+                        channel,
+                    )
+                };
+                deletion = Some(record_final(&mut tx, &record, self.zero_counts()).await?);
+            }
+        }
+        audit(
+            &mut tx,
+            &Audit {
+                action: "request.rejected",
+                request_id: invalid.request_id,
+                deletion_id: deletion.as_ref().map(|d| d.id.as_str()),
+                related_object_id: deletion
+                    .as_ref()
+                    .and_then(|d| d.related_object_id.as_deref()),
+                channel,
+                requested_by: invalid.requested_by.as_deref(),
+                error_key: Some("invalid_request"),
+                detail: json!({ "message": invalid.message, "bytes": size }),
+                received_at,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Outcome::Rejected {
+            message: invalid.message.clone(),
+            deletion,
+        })
+    }
+
+    /// Records FAILED `internal` for a request whose erasure cannot succeed as things are.
+    async fn record_internal_failure(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<Outcome, sqlx::Error> {
+        let inner = &self.inner;
+        let mut tx = inner.pool.begin().await?;
+        if let Some((prior, _)) = lock_prior(&mut tx, request.request_id).await?
+            && prior.is_final()
+        {
+            tx.commit().await?;
+            return Ok(Outcome::Duplicate(prior));
+        }
+        let related = self.resolve_customer(&mut tx, &request.customer_id).await?;
+        let record = Final {
+            related_object_id: Some(related),
+            status: "FAILED",
+            error: Some(("internal", message.to_string())),
+            requested_by: Some(&request.requested_by),
+            reason: request.reason.as_deref(),
+            ..Final::new(
+                request.request_id,
+                Some(inner.hash.digest(&request.customer_id)),
+                request.requested_at.unwrap_or(received_at),
+                channel,
+            )
+        };
+        let row = record_final(&mut tx, &record, self.zero_counts()).await?;
+        audit(
+            &mut tx,
+            &Audit {
+                action: "erasure.failed",
+                request_id: Some(request.request_id),
+                deletion_id: Some(&row.id),
+                related_object_id: row.related_object_id.as_deref(),
+                channel,
+                requested_by: Some(&request.requested_by),
+                error_key: Some("internal"),
+                detail: json!({ "message": message }),
+                received_at,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Outcome::Recorded(row))
+    }
+
+    /// The customer id to record for `identifier`: the live customer's id, the id of a
+    /// customer an earlier deletion erased, or, when nobody here has it, the identifier itself.
+    /// Never a source id in clear.
+    async fn resolve_customer(
+        &self,
+        conn: &mut PgConnection,
+        identifier: &str,
+    ) -> Result<String, sqlx::Error> {
+        let live: Option<String> = sqlx::query_scalar(&self.inner.find_customer)
+            .bind(identifier)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(id) = live {
+            return Ok(id);
+        }
+        let hash = self.inner.hash.digest(identifier);
+        Ok(erased_by_earlier_deletion(conn, identifier, &hash)
+            .await?
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| identifier.to_string()))
+    }
+
+    fn zero_counts(&self) -> Value {
+        let counts: Map<String, Value> = self
+            .inner
+            .count_keys
+            .iter()
+            .map(|k| (k.clone(), Value::from(0)))
+            .collect();
+        Value::Object(counts)
+    }
+}
+
+/// Retry what may pass, and the foreign-key violations a concurrent insert of a child row
+/// causes (the next attempt's snapshot sees and erases that row).
+fn is_retryable(e: &sqlx::Error) -> bool {
+    is_transient(e)
+        || matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
+}
+
+/// An error as it may be logged and stored: database errors by code and constraint, never
+/// their message or detail (PostgreSQL puts key values there).
+pub struct SafeError<'a>(pub &'a sqlx::Error);
+
+impl std::fmt::Display for SafeError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            sqlx::Error::Database(db) => {
+                write!(
+                    f,
+                    "database error {}",
+                    db.code().as_deref().unwrap_or("without code")
+                )?;
+                if let Some(constraint) = db.constraint() {
+                    write!(f, " on constraint {constraint}")?;
+                }
+                if let Some(table) = db.table() {
+                    write!(f, " in table {table}")?;
+                }
+                Ok(())
+            }
+            sqlx::Error::Io(e) => write!(f, "database connection: {}", e.kind()),
+            sqlx::Error::PoolTimedOut => f.write_str("no database connection available in time"),
+            sqlx::Error::PoolClosed => f.write_str("the database pool is closed"),
+            sqlx::Error::Protocol(p) => write!(f, "database protocol: {p}"),
+            other => write!(f, "database: {}", kind_name(other)),
+        }
+    }
+}
+
+fn kind_name(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Configuration(_) => "configuration",
+        sqlx::Error::Tls(_) => "tls",
+        sqlx::Error::RowNotFound => "row not found",
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "decoding a value",
+        sqlx::Error::WorkerCrashed => "connection worker crashed",
+        _ => "other error",
+    }
+}
+
+/// The deletion already holding `request_id`, locked, with its requested-id hash.
+async fn lock_prior(
+    conn: &mut PgConnection,
+    request_id: Uuid,
+) -> Result<Option<(DeletionRow, Option<Vec<u8>>)>, sqlx::Error> {
+    let row: Option<DeletionRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM erasure.deletions WHERE request_id = $1 FOR UPDATE"
+    ))
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let hash: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT requested_id_hash FROM erasure.deletions WHERE request_id = $1",
+            )
+            .bind(request_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(Some((row, hash)))
+        }
+    }
+}
+
+/// The customer id, and source id hash, of an earlier DONE deletion that erased the customer
+/// `identifier` names (by id, or by source id through its keyed hash).
+async fn erased_by_earlier_deletion(
+    conn: &mut PgConnection,
+    identifier: &str,
+    hash: &[u8],
+) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT related_object_id, source_id_hash FROM erasure.deletions \
+         WHERE status = 'DONE' AND NOT already_erased AND related_object_id IS NOT NULL \
+           AND (related_object_id = $1 OR source_id_hash = $2) \
+         ORDER BY (related_object_id = $1) DESC, completed_at LIMIT 1",
+    )
+    .bind(identifier)
+    .bind(hash)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A final outcome written outside the erasure statement.
+struct Final<'a> {
+    request_id: Uuid,
+    related_object_id: Option<String>,
+    requested_id_hash: Option<Vec<u8>>,
+    source_id_hash: Option<Vec<u8>>,
+    status: &'static str,
+    already_erased: bool,
+    error: Option<(&'static str, String)>,
+    requested_by: Option<&'a str>,
+    reason: Option<&'a str>,
+    requested_at: DateTime<Utc>,
+    channel: Channel,
+}
+
+impl Final<'_> {
+    fn new(
+        request_id: Uuid,
+        requested_id_hash: Option<Vec<u8>>,
+        requested_at: DateTime<Utc>,
+        channel: Channel,
+    ) -> Self {
+        Self {
+            request_id,
+            related_object_id: None,
+            requested_id_hash,
+            source_id_hash: None,
+            status: "FAILED",
+            already_erased: false,
+            error: None,
+            requested_by: None,
+            reason: None,
+            requested_at,
+            channel,
+        }
+    }
+}
+
+async fn record_final(
+    conn: &mut PgConnection,
+    record: &Final<'_>,
+    counts: Value,
+) -> Result<DeletionRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
+           source_id_hash, status, data_json, already_erased, error_key, error_message, requested_by, \
+           reason, requested_at, due_at, channel, completed_at, attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1) \
+         ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
+           source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, \
+           data_json = EXCLUDED.data_json, already_erased = EXCLUDED.already_erased, \
+           error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
+           completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1 \
+         WHERE d.status IN ('PENDING', 'IN_PROGRESS') \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(deletion::new_id())
+    .bind(record.request_id)
+    .bind(&record.related_object_id)
+    .bind(&record.requested_id_hash)
+    .bind(&record.source_id_hash)
+    .bind(record.status)
+    .bind(counts)
+    .bind(record.already_erased)
+    .bind(record.error.as_ref().map(|(key, _)| *key))
+    .bind(record.error.as_ref().map(|(_, message)| message.as_str()))
+    .bind(record.requested_by)
+    .bind(record.reason)
+    .bind(record.requested_at)
+    .bind(deletion::due_at(record.requested_at))
+    .bind(record.channel.as_str())
+    .fetch_one(conn)
+    .await
+}
+
+struct Audit<'a> {
+    action: &'static str,
+    request_id: Option<Uuid>,
+    deletion_id: Option<&'a str>,
+    related_object_id: Option<&'a str>,
+    channel: Channel,
+    requested_by: Option<&'a str>,
+    error_key: Option<&'a str>,
+    detail: Value,
+    received_at: DateTime<Utc>,
+}
+
+async fn audit(conn: &mut PgConnection, entry: &Audit<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, \
+           related_object_id, channel, requested_by, error_key, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(entry.received_at)
+    .bind(entry.action)
+    .bind(entry.request_id)
+    .bind(entry.deletion_id)
+    .bind(entry.related_object_id)
+    .bind(entry.channel.as_str())
+    .bind(entry.requested_by)
+    .bind(entry.error_key)
+    .bind(&entry.detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

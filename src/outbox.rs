@@ -1,0 +1,146 @@
+//! Outcome events, published at least once.
+//!
+//! The deletions table is the outbox: a final deletion whose `event_published_at` is null has
+//! an event still owed. The worker wakes the publisher after each commit; a periodic sweep
+//! catches what a crash between commit and publish left behind. Rows are marked only after
+//! the broker confirmed the event, and claimed with `SKIP LOCKED`, so several workers share
+//! the work without publishing the same event over and over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{self, BrokerError};
+use crate::config::AmqpSettings;
+use crate::deletion::{COLUMNS, DeletionRow};
+
+/// Events claimed per transaction.
+const BATCH: i64 = 200;
+/// How often the publisher looks for owed events without being woken.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct Outbox {
+    pool: PgPool,
+    count_keys: Arc<[String]>,
+    wake: Arc<Notify>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Outbox {
+    pub fn new(pool: PgPool, count_keys: &[String]) -> Self {
+        Self {
+            pool,
+            count_keys: count_keys.into(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells the publisher an outcome was just committed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes owed events until `shutdown`, reconnecting to the broker as needed; drains
+    /// once more before returning.
+    pub async fn run(self, settings: AmqpSettings, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.publish_until(&settings, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?delay, "event publisher lost its connection; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn publish_until(
+        &self,
+        settings: &AmqpSettings,
+        shutdown: &CancellationToken,
+    ) -> Result<(), OutboxError> {
+        let connection = broker::connect(settings).await?;
+        let channel = broker::confirm_channel(&connection).await?;
+        broker::declare_topology(&channel, settings).await?;
+        loop {
+            self.drain(&channel, settings).await?;
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let drained = self.drain(&channel, settings).await;
+                    let _ = connection.close(200, "shutting down".into()).await;
+                    return drained.map(|_| ());
+                }
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
+    }
+
+    /// Publishes every owed event; returns how many.
+    pub async fn drain(
+        &self,
+        channel: &lapin::Channel,
+        settings: &AmqpSettings,
+    ) -> Result<usize, OutboxError> {
+        let mut published = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<DeletionRow> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM erasure.deletions \
+                 WHERE event_published_at IS NULL AND status IN ('DONE', 'FAILED') \
+                 ORDER BY completed_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                return Ok(published);
+            }
+            let bodies: Vec<(String, &'static str, Vec<u8>)> = rows
+                .iter()
+                .map(|row| {
+                    let key = if row.status == "DONE" {
+                        "deletion.done"
+                    } else {
+                        "deletion.failed"
+                    };
+                    let body = serde_json::to_vec(&row.to_object(&self.count_keys))
+                        .expect("a deletion object serializes");
+                    (row.id.clone(), key, body)
+                })
+                .collect();
+            try_join_all(bodies.iter().map(|(id, key, body)| {
+                broker::publish_json(channel, &settings.events_exchange, key, id, body, false)
+            }))
+            .await?;
+            let ids: Vec<&str> = bodies.iter().map(|(id, _, _)| id.as_str()).collect();
+            sqlx::query(
+                "UPDATE erasure.deletions SET event_published_at = clock_timestamp() WHERE id = ANY($1)",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            published += ids.len();
+            tracing::debug!(events = ids.len(), "published outcome events");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Turns a plan into the erasure statement: one SQL statement of data-modifying CTEs that
+//! locks the customer, evaluates the guards, runs every step, and writes the deletion object and
+//! its audit row. One round trip, atomic by itself (no BEGIN/COMMIT needed).
+//!
+//! How it stays correct under concurrency:
+//! - `target` locks the customer row (`FOR UPDATE`). A second erasure of the same customer waits
+//!   there; when the first commits, the row is gone, `target` is empty and nothing is touched.
+//!   The caller then looks again with a fresh snapshot (already erased, not found, duplicate).
+//! - `target` is empty when the request id already has a final outcome: a redelivery never
+//!   erases again.
+//! - The deletion row is written with `ON CONFLICT (request_id) DO UPDATE ... WHERE` the row is
+//!   still open and names the same customer. When that condition fails (a concurrent delivery of
+//!   the same request finished first), no row comes back, the audit insert violates
+//!   `audit_log_outcome_has_deletion`, and the whole statement, erasure included, rolls back.
+//! - Foreign keys are checked at the end of the statement, so steps may run in any order.
+//!
+//! Parameters: see [`Params`].
+
+use std::fmt::Write;
+
+use super::{Action, Plan, Step, ident};
+use crate::deletion::COLUMNS;
+use crate::keyed_hash::KeyedHash;
+
+/// Parameter numbers of the erasure statement. Guards follow, two each (values, message).
+pub struct Params;
+
+impl Params {
+    /// text: the identifier the request named (the subject's key or lookup).
+    pub const CUSTOMER: u32 = 1;
+    /// uuid: the request id.
+    pub const REQUEST_ID: u32 = 2;
+    /// text: the id of a new deletion object.
+    pub const DELETION_ID: u32 = 3;
+    /// bytea: keyed hash of the identifier the request named.
+    pub const REQUESTED_ID_HASH: u32 = 4;
+    /// text
+    pub const REQUESTED_BY: u32 = 5;
+    /// text
+    pub const REASON: u32 = 6;
+    /// timestamptz
+    pub const REQUESTED_AT: u32 = 7;
+    /// timestamptz
+    pub const DUE_AT: u32 = 8;
+    /// text: amqp, http or cli.
+    pub const CHANNEL: u32 = 9;
+    /// timestamptz: when the worker received the request.
+    pub const RECEIVED_AT: u32 = 10;
+    /// bytea: inner and outer key pads of the keyed hash.
+    pub const INNER_PAD: u32 = 11;
+    pub const OUTER_PAD: u32 = 12;
+    /// The first guard's values (text[]); its message (text) is the next one.
+    pub const FIRST_GUARD: u32 = 13;
+}
+
+/// The erasure statement for `plan`.
+pub fn erase_statement(plan: &Plan) -> String {
+    let schema = ident(&plan.schema);
+    let subject = &plan.subject;
+    let table = |name: &str| format!("{schema}.{}", ident(name));
+    let p = |n: u32| format!("${n}");
+    let key = ident(&subject.key);
+    let mut sql = String::from("WITH\n");
+
+    // The customer, locked. A request naming an id wins over one naming a lookup value.
+    let (lookup_select, lookup_match) = match &subject.lookup {
+        Some(lookup) => (
+            format!("s.{}", ident(lookup)),
+            format!(
+                " OR (s.{lookup} = {c} AND NOT EXISTS (SELECT 1 FROM {t} k WHERE k.{key} = {c}))",
+                lookup = ident(lookup),
+                c = p(Params::CUSTOMER),
+                t = table(&subject.table),
+            ),
+        ),
+        None => ("NULL::text".to_string(), String::new()),
+    };
+    writeln!(
+        sql,
+        "target AS MATERIALIZED (\n  SELECT s.{key}::text AS subject_id, {lookup_select}::text AS lookup_value\n  \
+         FROM {t} s\n  WHERE (s.{key} = {c}{lookup_match})\n    AND NOT EXISTS (SELECT 1 FROM erasure.deletions d \
+         WHERE d.request_id = {r} AND d.status IN ('DONE', 'FAILED'))\n  FOR UPDATE OF s\n),",
+        t = table(&subject.table),
+        c = p(Params::CUSTOMER),
+        r = p(Params::REQUEST_ID),
+    )
+    .unwrap();
+
+    // The first guard that holds, if any.
+    let mut guards = Vec::new();
+    for (i, guard) in plan.guards.iter().enumerate() {
+        let values = Params::FIRST_GUARD + 2 * i as u32;
+        guards.push(format!(
+            "  SELECT {i} AS ord, '{key}'::text AS error_key, {message}::text AS error_message\n  \
+             WHERE EXISTS (SELECT 1 FROM target t JOIN {table} g ON g.{column} = t.subject_id\n    \
+             WHERE g.{when}::text = ANY({values_p}::text[]))",
+            key = guard.error.key(),
+            message = p(values + 1),
+            table = table(&guard.table),
+            column = ident(&guard.column),
+            when = ident(&guard.when.column),
+            values_p = p(values),
+        ));
+    }
+    if guards.is_empty() {
+        sql.push_str(
+            "blocked AS MATERIALIZED (\n  SELECT NULL::text AS error_key, NULL::text AS error_message WHERE false\n),\n",
+        );
+    } else {
+        writeln!(
+            sql,
+            "blocked AS MATERIALIZED (\n  SELECT error_key, error_message FROM (\n{}\n  ) g ORDER BY ord LIMIT 1\n),",
+            guards.join("\n  UNION ALL\n")
+        )
+        .unwrap();
+    }
+    sql.push_str(
+        "go AS MATERIALIZED (\n  SELECT subject_id FROM target WHERE NOT EXISTS (SELECT 1 FROM blocked)\n),\n",
+    );
+
+    // The steps, then the subject itself.
+    for (i, step) in plan.steps.iter().enumerate() {
+        let reach = reach(plan, step, "x", 0);
+        let statement = match step.action {
+            Action::Delete => format!("DELETE FROM {} x WHERE {reach}", table(&step.table)),
+            Action::Anonymize => {
+                let sets: Vec<String> = step
+                    .set_null
+                    .iter()
+                    .map(|c| format!("{} = NULL", ident(c)))
+                    .chain(step.set_now.iter().map(|c| format!("{} = now()", ident(c))))
+                    .collect();
+                format!(
+                    "UPDATE {} x SET {} WHERE {reach}",
+                    table(&step.table),
+                    sets.join(", ")
+                )
+            }
+        };
+        writeln!(sql, "step_{i} AS (\n  {statement}\n  RETURNING 1\n),").unwrap();
+    }
+    writeln!(
+        sql,
+        "subject AS (\n  DELETE FROM {} x WHERE x.{key}::text IN (SELECT subject_id FROM go)\n  RETURNING 1\n),",
+        table(&subject.table)
+    )
+    .unwrap();
+
+    // Counts, in the plan's order.
+    let mut pairs = Vec::new();
+    for count_key in plan.count_keys() {
+        let mut sources: Vec<String> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.counted_as == count_key)
+            .map(|(i, _)| format!("(SELECT count(*) FROM step_{i})"))
+            .collect();
+        if subject.counted_as == count_key {
+            sources.push("(SELECT count(*) FROM subject)".into());
+        }
+        pairs.push(format!("'{}', {}", sql_string(&count_key), sources.join(" + ")));
+    }
+    writeln!(
+        sql,
+        "counts AS (\n  SELECT jsonb_build_object({}) AS data_json\n),",
+        pairs.join(", ")
+    )
+    .unwrap();
+
+    let source_hash = KeyedHash::sql(
+        "t.lookup_value",
+        &p(Params::INNER_PAD),
+        &p(Params::OUTER_PAD),
+    );
+    writeln!(
+        sql,
+        "outcome AS (\n  INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
+         source_id_hash, status, data_json, error_key, error_message, requested_by, reason, requested_at, due_at, \
+         channel, completed_at, attempts)\n  \
+         SELECT {del}, {req}, t.subject_id, {rh}, {source_hash},\n    \
+         CASE WHEN b.error_key IS NULL THEN 'DONE' ELSE 'FAILED' END, c.data_json, b.error_key, b.error_message,\n    \
+         {by}, {reason}, {at}, {due}, {channel}, clock_timestamp(), 1\n  \
+         FROM target t CROSS JOIN counts c LEFT JOIN blocked b ON true\n  \
+         ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id,\n    \
+         source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, data_json = EXCLUDED.data_json,\n    \
+         error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
+         completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1\n  \
+         WHERE d.status IN ('PENDING', 'IN_PROGRESS') AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
+         RETURNING d.*\n),",
+        del = p(Params::DELETION_ID),
+        req = p(Params::REQUEST_ID),
+        rh = p(Params::REQUESTED_ID_HASH),
+        by = p(Params::REQUESTED_BY),
+        reason = p(Params::REASON),
+        at = p(Params::REQUESTED_AT),
+        due = p(Params::DUE_AT),
+        channel = p(Params::CHANNEL),
+    )
+    .unwrap();
+    writeln!(
+        sql,
+        "audit AS (\n  INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, \
+         channel, requested_by, error_key, detail)\n  \
+         SELECT {received}, CASE WHEN b.error_key IS NULL THEN 'erasure.done' ELSE 'erasure.failed' END, {req},\n    \
+         (SELECT o.id FROM outcome o), t.subject_id, {channel}, {by}, b.error_key, jsonb_build_object('counts', c.data_json)\n  \
+         FROM target t CROSS JOIN counts c LEFT JOIN blocked b ON true\n)",
+        received = p(Params::RECEIVED_AT),
+        req = p(Params::REQUEST_ID),
+        channel = p(Params::CHANNEL),
+        by = p(Params::REQUESTED_BY),
+    )
+    .unwrap();
+    write!(sql, "SELECT {COLUMNS} FROM outcome").unwrap();
+    sql
+}
+
+/// The condition that selects the rows of `step` (aliased `alias`) that belong to the customer.
+fn reach(plan: &Plan, step: &Step, alias: &str, depth: usize) -> String {
+    let column = format!("{alias}.{}", ident(&step.column));
+    match &step.through {
+        None => format!("{column}::text IN (SELECT subject_id FROM go)"),
+        Some(through) => {
+            let parent = plan
+                .step(&through.table)
+                .expect("plan consistency guarantees through tables have steps");
+            let parent_alias = format!("p{depth}");
+            format!(
+                "{column} IN (SELECT {parent_alias}.{key} FROM {schema}.{table} {parent_alias} WHERE {inner})",
+                key = ident(&through.key),
+                schema = ident(&plan.schema),
+                table = ident(&through.table),
+                inner = reach(plan, parent, &parent_alias, depth + 1),
+            )
+        }
+    }
+}
+
+/// `value` for use inside a single-quoted SQL literal.
+fn sql_string(value: &str) -> String {
+    value.replace('\'', "''")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::BUILT_IN;
+
+    #[test]
+    fn the_statement_binds_values_and_quotes_identifiers() {
+        let sql = erase_statement(&Plan::parse(BUILT_IN).unwrap());
+        assert!(sql.contains(r#"DELETE FROM "public"."events" x"#), "{sql}");
+        assert!(!sql.contains("'OPEN'"), "guard values are bound, not spliced");
+        assert!(sql.contains("ANY($13::text[])"));
+        assert!(sql.contains(
+            r#"x."order_id" IN (SELECT p0."id" FROM "public"."orders" p0 WHERE p0."customer_id"::text IN (SELECT subject_id FROM go))"#
+        ));
+    }
+
+    #[test]
+    fn hostile_names_stay_inside_their_quotes() {
+        let text = BUILT_IN.replace(
+            "table = \"events\"",
+            "table = \"events\\\"; DROP TABLE customers; --\"",
+        );
+        let sql = erase_statement(&Plan::parse(&text).unwrap());
+        assert!(sql.contains(r#""events""; DROP TABLE customers; --""#), "{sql}");
+    }
+}

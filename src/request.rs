@@ -1,0 +1,226 @@
+//! The request message: reading it, and saying exactly what is wrong with one that is not valid.
+//!
+//! Error messages name fields and rules, never the values: a bad message may still carry a
+//! customer's identifiers, and these messages end up in logs, audit rows and deletion objects.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The largest request message accepted, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Messages up to this size are still read for their `request_id` when they are rejected.
+const MAX_INSPECTED_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErasureRequest {
+    pub request_id: Uuid,
+    /// The customer's id or source id, 1 to 255 characters.
+    pub customer_id: String,
+    pub requested_by: String,
+    pub reason: Option<String>,
+    /// When the data subject asked; `None` means at receipt.
+    pub requested_at: Option<DateTime<Utc>>,
+}
+
+/// A message that is not a valid request, with whatever could still be read from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidRequest {
+    pub message: String,
+    pub request_id: Option<Uuid>,
+    pub customer_id: Option<String>,
+    pub requested_by: Option<String>,
+    pub requested_at: Option<DateTime<Utc>>,
+}
+
+impl InvalidRequest {
+    fn bare(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            request_id: None,
+            customer_id: None,
+            requested_by: None,
+            requested_at: None,
+        }
+    }
+}
+
+pub fn parse(body: &[u8]) -> Result<ErasureRequest, InvalidRequest> {
+    if body.len() > MAX_INSPECTED_BYTES {
+        return Err(InvalidRequest::bare(format!(
+            "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+            body.len()
+        )));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        InvalidRequest::bare(format!(
+            "message is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(InvalidRequest::bare("message is not a JSON object"));
+    };
+
+    let mut problems = Vec::new();
+    let request_id = match fields.get("request_id") {
+        None | Some(Value::Null) => {
+            problems.push("request_id: is required".to_string());
+            None
+        }
+        Some(Value::String(s)) => match Uuid::parse_str(s) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                problems.push("request_id: must be a UUID".to_string());
+                None
+            }
+        },
+        Some(_) => {
+            problems.push("request_id: must be a string holding a UUID".to_string());
+            None
+        }
+    };
+    let customer_id = bounded_text(&fields, "customer_id", 1, 255, true, &mut problems);
+    let requested_by = bounded_text(&fields, "requested_by", 1, 255, true, &mut problems);
+    let reason = bounded_text(&fields, "reason", 0, 1000, false, &mut problems);
+    let requested_at = match fields.get("requested_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            Ok(at) => Some(at.with_timezone(&Utc)),
+            Err(_) => {
+                problems.push("requested_at: must be an RFC 3339 timestamp".to_string());
+                None
+            }
+        },
+        Some(_) => {
+            problems.push("requested_at: must be a string holding an RFC 3339 timestamp".into());
+            None
+        }
+    };
+    if body.len() > MAX_MESSAGE_BYTES {
+        problems.insert(
+            0,
+            format!(
+                "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
+                body.len()
+            ),
+        );
+    }
+
+    match (request_id, customer_id, requested_by) {
+        (Some(request_id), Some(customer_id), Some(requested_by)) if problems.is_empty() => {
+            Ok(ErasureRequest {
+                request_id,
+                customer_id,
+                requested_by,
+                reason,
+                requested_at,
+            })
+        }
+        (request_id, customer_id, requested_by) => Err(InvalidRequest {
+            message: problems.join("; "),
+            request_id,
+            customer_id,
+            requested_by,
+            requested_at,
+        }),
+    }
+}
+
+/// A string field of `min..=max` characters without NUL (PostgreSQL text cannot hold one).
+fn bounded_text(
+    fields: &serde_json::Map<String, Value>,
+    name: &str,
+    min: usize,
+    max: usize,
+    required: bool,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match fields.get(name) {
+        None | Some(Value::Null) => {
+            if required {
+                problems.push(format!("{name}: is required"));
+            }
+            None
+        }
+        Some(Value::String(s)) => {
+            let chars = s.chars().count();
+            if chars < min || chars > max {
+                problems.push(format!("{name}: must be {min} to {max} characters"));
+                None
+            } else if s.contains('\0') {
+                problems.push(format!("{name}: must not contain NUL characters"));
+                None
+            } else {
+                Some(s.clone())
+            }
+        }
+        Some(_) => {
+            problems.push(format!("{name}: must be a string"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"{"request_id":"1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b","customer_id":"cust_8Xk2",
+        "requested_by":"support-portal","reason":"GDPR Art. 17 request #4411",
+        "requested_at":"2026-11-23T09:30:00Z","extra":{"ignored":true}}"#;
+
+    #[test]
+    fn a_valid_message_is_read_and_unknown_fields_are_ignored() {
+        let request = parse(VALID.as_bytes()).unwrap();
+        assert_eq!(request.customer_id, "cust_8Xk2");
+        assert_eq!(request.reason.as_deref(), Some("GDPR Art. 17 request #4411"));
+        assert_eq!(
+            request.requested_at.unwrap().to_rfc3339(),
+            "2026-11-23T09:30:00+00:00"
+        );
+    }
+
+    #[test]
+    fn errors_name_fields_but_never_echo_values() {
+        let body = r#"{"request_id":"not-a-uuid","customer_id":"jane@example.com","requested_by":""}"#;
+        let err = parse(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "request_id: must be a UUID; requested_by: must be 1 to 255 characters"
+        );
+        assert!(!err.message.contains("jane"));
+        assert_eq!(err.customer_id.as_deref(), Some("jane@example.com"));
+    }
+
+    #[test]
+    fn syntax_errors_give_a_position_not_the_text() {
+        let err = parse(b"{\"customer_id\": \"jane@example.com\" oops").unwrap_err();
+        assert!(err.message.starts_with("message is not valid JSON (line 1"));
+        assert!(!err.message.contains("jane"));
+    }
+
+    #[test]
+    fn a_too_large_message_keeps_its_request_id() {
+        let body = VALID.replace("GDPR Art. 17 request #4411", &"x".repeat(MAX_MESSAGE_BYTES));
+        let err = parse(body.as_bytes()).unwrap_err();
+        assert!(err.message.starts_with("message is "), "{}", err.message);
+        assert!(err.request_id.is_some());
+    }
+
+    #[test]
+    fn lengths_count_characters_and_nul_is_refused() {
+        let long = "é".repeat(255);
+        let body = VALID.replace("cust_8Xk2", &long);
+        assert_eq!(parse(body.as_bytes()).unwrap().customer_id, long);
+        let body = VALID.replace("cust_8Xk2", "cust\\u0000x");
+        let err = parse(body.as_bytes()).unwrap_err();
+        assert_eq!(err.message, "customer_id: must not contain NUL characters");
+    }
+
+    #[test]
+    fn a_json_array_is_not_a_request() {
+        assert_eq!(parse(b"[1]").unwrap_err().message, "message is not a JSON object");
+    }
+}

@@ -1,0 +1,201 @@
+//! The queue consumer. [`handle_delivery`] is the one step: read a message, carry it out, and
+//! say what to do with the delivery. The loop around it only receives, bounds concurrency,
+//! acknowledges after the commit, reconnects, and stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{self, BrokerError};
+use crate::config::{AmqpSettings, WorkerSettings};
+use crate::erase::{Channel, Eraser, Outcome, SafeError};
+use crate::outbox::Outbox;
+use crate::request;
+
+/// What to do with a delivery once its message was handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// The outcome is committed (or was already): acknowledge.
+    Ack,
+    /// The message can never succeed: reject it to the dead-letter queue, body intact.
+    DeadLetter,
+    /// Nothing was recorded and the cause may pass (the database is unreachable): give it back.
+    Requeue,
+}
+
+/// Handles one message body. Never panics on bad input; every path ends in a disposition.
+pub async fn handle_delivery(eraser: &Eraser, body: &[u8]) -> Disposition {
+    let received_at = Utc::now();
+    match request::parse(body) {
+        Ok(request) => match eraser.erase(&request, Channel::Amqp, received_at).await {
+            Ok(Outcome::Recorded(row)) => {
+                tracing::info!(
+                    request_id = %request.request_id,
+                    deletion_id = %row.id,
+                    status = %row.status,
+                    error_key = row.error_key.as_deref(),
+                    already_erased = row.already_erased,
+                    "request carried out"
+                );
+                Disposition::Ack
+            }
+            Ok(Outcome::Duplicate(row)) => {
+                tracing::info!(request_id = %request.request_id, deletion_id = %row.id, status = %row.status, "request already carried out; acknowledging the repeat");
+                Disposition::Ack
+            }
+            Ok(Outcome::Rejected { message, .. }) => {
+                tracing::warn!(request_id = %request.request_id, reason = %message, "request rejected to the dead-letter queue");
+                Disposition::DeadLetter
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %request.request_id, error = %SafeError(&e), "request not carried out; it goes back to the queue");
+                Disposition::Requeue
+            }
+        },
+        Err(invalid) => match eraser
+            .reject(&invalid, Channel::Amqp, received_at, body.len())
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(request_id = ?invalid.request_id, reason = %invalid.message, bytes = body.len(), "invalid message rejected to the dead-letter queue");
+                Disposition::DeadLetter
+            }
+            Err(e) => {
+                tracing::warn!(error = %SafeError(&e), "could not record an invalid message; it goes back to the queue");
+                Disposition::Requeue
+            }
+        },
+    }
+}
+
+/// The consumer, with what it needs.
+pub struct Worker {
+    pub eraser: Eraser,
+    pub outbox: Outbox,
+    pub amqp: AmqpSettings,
+    pub settings: WorkerSettings,
+}
+
+impl Worker {
+    /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away. On
+    /// shutdown, stops taking deliveries and lets the ones in flight finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let mut delay = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match this.clone().consume(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?delay, "consumer lost its broker connection; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn consume(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), BrokerError> {
+        let connection = broker::connect(&self.amqp).await?;
+        let channel = connection.create_channel().await?;
+        broker::declare_topology(&channel, &self.amqp).await?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("erasure-{}", uuid::Uuid::new_v4());
+        let mut consumer = channel
+            .basic_consume(
+                self.amqp.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %self.amqp.queue, prefetch = self.settings.prefetch, concurrency = self.settings.concurrency, "consuming requests");
+
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut in_flight = JoinSet::new();
+        let result = loop {
+            while in_flight.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(e)) => break Err(BrokerError::from(e)),
+                    None => break Err(BrokerError::ConsumerClosed),
+                },
+            };
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            in_flight.spawn(async move {
+                worker.settle(delivery, &shutdown).await;
+                drop(permit);
+            });
+        };
+
+        // Stop the broker from sending more, then let what is in flight commit and acknowledge.
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        while in_flight.join_next().await.is_some() {}
+        let _ = connection.close(200, "shutting down".into()).await;
+        result
+    }
+
+    /// Handles one delivery and answers the broker. A message that could not be handled because
+    /// the database is unreachable is held (intake pauses as permits run out) and tried again
+    /// with backoff; on shutdown it goes back to the queue.
+    async fn settle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let disposition = handle_delivery(&self.eraser, &delivery.data).await;
+            let answered = match disposition {
+                Disposition::Ack => {
+                    let acked = delivery.ack(BasicAckOptions::default()).await;
+                    self.outbox.wake();
+                    acked
+                }
+                Disposition::DeadLetter => {
+                    let rejected = delivery
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await;
+                    self.outbox.wake();
+                    rejected
+                }
+                Disposition::Requeue => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+                        }
+                        _ = tokio::time::sleep(delay) => {
+                            delay = (delay * 2).min(Duration::from_secs(30));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = answered {
+                // The channel is gone; the broker redelivers, and the recorded outcome stands.
+                tracing::warn!(error = %e, "could not answer the broker for a delivery");
+            }
+            return;
+        }
+    }
+}
