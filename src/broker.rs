@@ -22,7 +22,9 @@ pub enum BrokerError {
     ConsumerClosed,
     #[error("RabbitMQ did not confirm the message (nack)")]
     Nacked,
-    #[error("RabbitMQ could not route the message to any queue (exchange {exchange:?}, routing key {routing_key:?})")]
+    #[error(
+        "RabbitMQ could not route the message to any queue (exchange {exchange:?}, routing key {routing_key:?})"
+    )]
     Unroutable {
         exchange: String,
         routing_key: String,

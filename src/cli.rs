@@ -16,10 +16,19 @@ use crate::request;
 use crate::startup::{Application, shutdown_signal};
 
 #[derive(Debug, Parser)]
-#[command(name = "erasure", version, about = "Carries out GDPR right-to-be-forgotten requests")]
+#[command(
+    name = "erasure",
+    version,
+    about = "Carries out GDPR right-to-be-forgotten requests"
+)]
 pub struct Cli {
     /// Directory holding default.toml and $ERASURE_ENV.toml.
-    #[arg(long, global = true, env = "ERASURE_CONFIG_DIR", default_value = "config")]
+    #[arg(
+        long,
+        global = true,
+        env = "ERASURE_CONFIG_DIR",
+        default_value = "config"
+    )]
     pub config_dir: PathBuf,
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -118,12 +118,12 @@ async fn run_migrations(conn: &mut PgConnection, reference_schema: bool) -> anyh
     Ok(())
 }
 
-fn ignore_concurrent_create(
-    e: sqlx::Error,
-) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+fn ignore_concurrent_create(e: sqlx::Error) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
     match &e {
         // Two processes starting at once both try to create the schema.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => Ok(Default::default()),
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            Ok(Default::default())
+        }
         _ => Err(e),
     }
 }

@@ -278,8 +278,8 @@ impl Eraser {
             return Ok(None);
         }
 
-        let earlier = erased_by_earlier_deletion(&mut tx, &request.customer_id, &requested_hash)
-            .await?;
+        let earlier =
+            erased_by_earlier_deletion(&mut tx, &request.customer_id, &requested_hash).await?;
         let requested_at = request.requested_at.unwrap_or(received_at);
         let record = match &earlier {
             Some((customer, source_hash)) => Final {
@@ -288,7 +288,12 @@ impl Eraser {
                 status: "DONE",
                 already_erased: true,
                 error: None,
-                ..Final::new(request.request_id, Some(requested_hash.clone()), requested_at, channel)
+                ..Final::new(
+                    request.request_id,
+                    Some(requested_hash.clone()),
+                    requested_at,
+                    channel,
+                )
             },
             None => Final {
                 // Unknown to this service: the identifier is nobody's data here, and compliance
@@ -296,7 +301,12 @@ impl Eraser {
                 related_object_id: Some(request.customer_id.clone()),
                 status: "FAILED",
                 error: Some(("not_found", "no customer has this id or source id".into())),
-                ..Final::new(request.request_id, Some(requested_hash.clone()), requested_at, channel)
+                ..Final::new(
+                    request.request_id,
+                    Some(requested_hash.clone()),
+                    requested_at,
+                    channel,
+                )
             },
         };
         let record = Final {
@@ -366,10 +376,7 @@ impl Eraser {
                     requested_by: invalid.requested_by.as_deref(),
                     ..Final::new(
                         request_id,
-                        invalid
-                            .customer_id
-                            .as_deref()
-                            .map(|c| inner.hash.digest(c)),
+                        invalid.customer_id.as_deref().map(|c| inner.hash.digest(c)),
                         requested_at,
                         channel,
                     )

@@ -175,7 +175,10 @@ mod tests {
     fn a_valid_message_is_read_and_unknown_fields_are_ignored() {
         let request = parse(VALID.as_bytes()).unwrap();
         assert_eq!(request.customer_id, "cust_8Xk2");
-        assert_eq!(request.reason.as_deref(), Some("GDPR Art. 17 request #4411"));
+        assert_eq!(
+            request.reason.as_deref(),
+            Some("GDPR Art. 17 request #4411")
+        );
         assert_eq!(
             request.requested_at.unwrap().to_rfc3339(),
             "2026-11-23T09:30:00+00:00"
@@ -184,7 +187,8 @@ mod tests {
 
     #[test]
     fn errors_name_fields_but_never_echo_values() {
-        let body = r#"{"request_id":"not-a-uuid","customer_id":"jane@example.com","requested_by":""}"#;
+        let body =
+            r#"{"request_id":"not-a-uuid","customer_id":"jane@example.com","requested_by":""}"#;
         let err = parse(body.as_bytes()).unwrap_err();
         assert_eq!(
             err.message,
@@ -221,6 +225,9 @@ mod tests {
 
     #[test]
     fn a_json_array_is_not_a_request() {
-        assert_eq!(parse(b"[1]").unwrap_err().message, "message is not a JSON object");
+        assert_eq!(
+            parse(b"[1]").unwrap_err().message,
+            "message is not a JSON object"
+        );
     }
 }

@@ -62,7 +62,9 @@ impl Application {
             .await
             .is_err()
         {
-            tracing::warn!("event publisher did not finish in time; the next start publishes what is owed");
+            tracing::warn!(
+                "event publisher did not finish in time; the next start publishes what is owed"
+            );
         }
         self.pool.close().await;
     }

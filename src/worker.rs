@@ -173,9 +173,7 @@ impl Worker {
                     acked
                 }
                 Disposition::DeadLetter => {
-                    let rejected = delivery
-                        .reject(BasicRejectOptions { requeue: false })
-                        .await;
+                    let rejected = delivery.reject(BasicRejectOptions { requeue: false }).await;
                     self.outbox.wake();
                     rejected
                 }

@@ -182,7 +182,9 @@ fn find_gaps(
         let covering = step.filter(|step| {
             fk.child_columns == [step.column.clone()]
                 && match &step.through {
-                    None => fk.parent == subject.table && fk.parent_columns == [subject.key.clone()],
+                    None => {
+                        fk.parent == subject.table && fk.parent_columns == [subject.key.clone()]
+                    }
                     Some(t) => fk.parent == t.table && fk.parent_columns == [t.key.clone()],
                 }
         });

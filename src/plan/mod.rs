@@ -334,7 +334,10 @@ impl Plan {
         for s in &self.steps {
             let reach = match &s.through {
                 Some(t) => format!("{} -> {}.{}", s.column, t.table, t.key),
-                None => format!("{} -> {}.{}", s.column, self.subject.table, self.subject.key),
+                None => format!(
+                    "{} -> {}.{}",
+                    s.column, self.subject.table, self.subject.key
+                ),
             };
             let action = match s.action {
                 Action::Delete => "delete rows".to_string(),

@@ -159,7 +159,11 @@ pub fn erase_statement(plan: &Plan) -> String {
         if subject.counted_as == count_key {
             sources.push("(SELECT count(*) FROM subject)".into());
         }
-        pairs.push(format!("'{}', {}", sql_string(&count_key), sources.join(" + ")));
+        pairs.push(format!(
+            "'{}', {}",
+            sql_string(&count_key),
+            sources.join(" + ")
+        ));
     }
     writeln!(
         sql,
@@ -250,7 +254,10 @@ mod tests {
     fn the_statement_binds_values_and_quotes_identifiers() {
         let sql = erase_statement(&Plan::parse(BUILT_IN).unwrap());
         assert!(sql.contains(r#"DELETE FROM "public"."events" x"#), "{sql}");
-        assert!(!sql.contains("'OPEN'"), "guard values are bound, not spliced");
+        assert!(
+            !sql.contains("'OPEN'"),
+            "guard values are bound, not spliced"
+        );
         assert!(sql.contains("ANY($13::text[])"));
         assert!(sql.contains(
             r#"x."order_id" IN (SELECT p0."id" FROM "public"."orders" p0 WHERE p0."customer_id"::text IN (SELECT subject_id FROM go))"#
@@ -264,6 +271,9 @@ mod tests {
             "table = \"events\\\"; DROP TABLE customers; --\"",
         );
         let sql = erase_statement(&Plan::parse(&text).unwrap());
-        assert!(sql.contains(r#""events""; DROP TABLE customers; --""#), "{sql}");
+        assert!(
+            sql.contains(r#""events""; DROP TABLE customers; --""#),
+            "{sql}"
+        );
     }
 }

@@ -1,0 +1,156 @@
+//! The `erasure` binary itself, as an operator runs it.
+
+use std::process::Output;
+
+use tokio::process::Command;
+
+use crate::helpers::{Shape, TestApp};
+
+/// Runs the binary with the test application's configuration in the environment.
+async fn erasure(app: &TestApp, args: &[&str]) -> Output {
+    let amqp = &app.settings.amqp;
+    Command::new(env!("CARGO_BIN_EXE_erasure"))
+        .args(args)
+        .env("ERASURE_DATABASE_URL", app.settings.database.url.expose())
+        .env("ERASURE_AMQP_URL", amqp.url.expose())
+        .env("ERASURE_AMQP__EXCHANGE", &amqp.exchange)
+        .env("ERASURE_AMQP__QUEUE", &amqp.queue)
+        .env(
+            "ERASURE_AMQP__DEAD_LETTER_EXCHANGE",
+            &amqp.dead_letter_exchange,
+        )
+        .env("ERASURE_AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
+        .env("ERASURE_AMQP__EVENTS_EXCHANGE", &amqp.events_exchange)
+        .env_remove("ERASURE_ENV")
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn enqueue_leads_to_a_done_deletion_that_status_prints() {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_cli", "src_cli", Shape::typical())
+        .await;
+    app.start_worker().await;
+
+    let enqueued = erasure(
+        &app,
+        &[
+            "enqueue",
+            "src_cli",
+            "--requested-by",
+            "ops",
+            "--reason",
+            "ticket 9",
+        ],
+    )
+    .await;
+    assert!(enqueued.status.success(), "{}", stderr(&enqueued));
+    let request_id = stdout(&enqueued).trim().lines().last().unwrap().to_string();
+    let row = app.wait_for_final(request_id.parse().unwrap()).await;
+    assert_eq!(row.status, "DONE");
+
+    for id in [request_id.as_str(), row.id.as_str()] {
+        let status = erasure(&app, &["status", id]).await;
+        assert!(status.status.success(), "{}", stderr(&status));
+        let object: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+        assert_eq!(object["id"], row.id.as_str());
+        assert_eq!(object["request_id"], request_id.as_str());
+        assert_eq!(object["status"], "DONE");
+        assert_eq!(object["related_object_id"], "cust_cli");
+        assert_eq!(object["data_json"], Shape::typical().expected_counts());
+        assert_eq!(object["error"], serde_json::Value::Null);
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn status_of_an_unknown_id_exits_1() {
+    let app = TestApp::new().await;
+    let output = erasure(&app, &["status", "del_doesnotexist"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no deletion has the id"));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn enqueue_refuses_an_invalid_request_without_publishing() {
+    let app = TestApp::new().await;
+    let long = "c".repeat(256);
+    let output = erasure(&app, &["enqueue", &long, "--requested-by", "ops"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("customer_id: must be 1 to 255 characters"));
+    assert!(app.take_all(&app.settings.amqp.queue).await.is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn plan_prints_the_plan_and_its_sql_and_names_a_gap() {
+    let app = TestApp::new().await;
+    let output = erasure(&app, &["plan"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("The plan covers the live schema."));
+    let output = erasure(&app, &["plan", "--sql"]).await;
+    assert!(stdout(&output).contains("DELETE FROM \"public\".\"events\""));
+
+    sqlx::query(
+        "CREATE TABLE wishlists (id bigserial PRIMARY KEY, owner text REFERENCES customers (id))",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let output = erasure(&app, &["plan"]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("public.wishlists references public.customers"),
+        "{}",
+        stderr(&output)
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_service_stops_cleanly_on_sigterm() {
+    let app = TestApp::new().await;
+    let amqp = &app.settings.amqp;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erasure"))
+        .arg("run")
+        .env("ERASURE_DATABASE_URL", app.settings.database.url.expose())
+        .env("ERASURE_AMQP__EXCHANGE", &amqp.exchange)
+        .env("ERASURE_AMQP__QUEUE", &amqp.queue)
+        .env(
+            "ERASURE_AMQP__DEAD_LETTER_EXCHANGE",
+            &amqp.dead_letter_exchange,
+        )
+        .env("ERASURE_AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
+        .env("ERASURE_AMQP__EVENTS_EXCHANGE", &amqp.events_exchange)
+        .env("ERASURE_HTTP_ADDR", "127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it consumes: a request gets an outcome.
+    let request_id = app.request_erasure("cust_nobody").await;
+    app.wait_for_final(request_id).await;
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("the service stops within 30 s")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    app.cleanup().await;
+}

@@ -1,0 +1,7 @@
+//! Integration tests against the machine's real PostgreSQL and RabbitMQ.
+
+mod cli;
+mod erasure_outcomes;
+mod helpers;
+mod invalid_messages;
+mod plan_check;
