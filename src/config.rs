@@ -84,9 +84,54 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Read(#[from] Box<figment::Error>),
+    #[error("{0}")]
+    Invalid(String),
+}
+
 impl Settings {
-    /// Reads the layers from `dir` (normally `config/`) and the process environment.
-    pub fn load(dir: &Path) -> Result<Self, Box<figment::Error>> {
+    /// Reads the layers from `dir` (normally `config/`) and the process environment, and checks
+    /// that the values fit together.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let settings = Self::read(dir)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Values each layer accepts on its own but that cannot work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let worker = &self.worker;
+        if worker.concurrency == 0 || worker.prefetch == 0 || worker.max_attempts == 0 {
+            return invalid(
+                "worker.concurrency, worker.prefetch and worker.max_attempts must be at least 1"
+                    .into(),
+            );
+        }
+        if usize::from(worker.prefetch) < worker.concurrency {
+            return invalid(format!(
+                "worker.prefetch ({}) must be at least worker.concurrency ({}), or slots stay idle",
+                worker.prefetch, worker.concurrency
+            ));
+        }
+        // Each worker slot keeps a connection; the outbox and the other paths need one more.
+        if (self.database.max_connections as usize) <= worker.concurrency {
+            return invalid(format!(
+                "database.max_connections ({}) must exceed worker.concurrency ({}): each slot keeps a connection and the outbox needs one",
+                self.database.max_connections, worker.concurrency
+            ));
+        }
+        if self.amqp.delivery_limit == 0 {
+            return invalid("amqp.delivery_limit must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn read(dir: &Path) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::new()
             .merge(Toml::string(BUILT_IN))
             .merge(Toml::file(dir.join("default.toml")));
@@ -113,5 +158,38 @@ impl Settings {
             .merge(Toml::string(BUILT_IN))
             .extract()
             .expect("the built-in configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_configuration_is_valid() {
+        Settings::built_in().validate().unwrap();
+    }
+
+    #[test]
+    fn a_pool_no_larger_than_the_worker_slots_is_refused() {
+        let mut settings = Settings::built_in();
+        settings.database.max_connections = settings.worker.concurrency as u32;
+        let message = settings.validate().unwrap_err().to_string();
+        assert!(message.contains("database.max_connections"), "{message}");
+    }
+
+    #[test]
+    fn a_prefetch_below_the_concurrency_is_refused() {
+        let mut settings = Settings::built_in();
+        settings.worker.prefetch = 1;
+        let message = settings.validate().unwrap_err().to_string();
+        assert!(message.contains("worker.prefetch"), "{message}");
+    }
+
+    #[test]
+    fn zero_slots_are_refused() {
+        let mut settings = Settings::built_in();
+        settings.worker.concurrency = 0;
+        assert!(settings.validate().is_err());
     }
 }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::db::is_transient;
@@ -121,34 +122,16 @@ impl Eraser {
         &self.inner.statement
     }
 
-    /// Carries out `request`. Errors that may pass (deadlocks, lock timeouts, lost
-    /// connections) are retried with exponential backoff and jitter; an error returned here
-    /// left nothing recorded, so the request can safely be tried again later.
+    /// Carries out `request` on a connection of its own. Hot paths keep a [`Session`] instead.
     pub async fn erase(
         &self,
         request: &ErasureRequest,
         channel: Channel,
         received_at: DateTime<Utc>,
     ) -> Result<Outcome, sqlx::Error> {
-        let attempt = || self.erase_once(request, channel, received_at);
-        let result = attempt
-            .retry(self.backoff())
-            .when(is_retryable)
-            .notify(|e, delay| {
-                tracing::warn!(request_id = %request.request_id, error = %SafeError(e), ?delay, "erasure attempt failed; retrying")
-            })
-            .await;
-        match result {
-            Err(e) if !is_transient(&e) => {
-                // A failure that will not pass by retrying (a constraint the plan does not know
-                // about, say): recorded, so the request ends instead of circling forever.
-                tracing::error!(request_id = %request.request_id, error = %SafeError(&e), "erasure failed");
-                let message = format!("the erasure failed: {}", SafeError(&e));
-                self.record_internal_failure(request, channel, received_at, &message)
-                    .await
-            }
-            other => other,
-        }
+        Session::new(self.clone())
+            .erase(request, channel, received_at)
+            .await
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -161,12 +144,16 @@ impl Eraser {
 
     async fn erase_once(
         &self,
+        conn: &mut PgConnection,
         request: &ErasureRequest,
         channel: Channel,
         received_at: DateTime<Utc>,
     ) -> Result<Outcome, sqlx::Error> {
         for _ in 0..MAX_ROUNDS {
-            match self.run_statement(request, channel, received_at).await {
+            match self
+                .run_statement(conn, request, channel, received_at)
+                .await
+            {
                 Ok(Some(row)) => return Ok(Outcome::Recorded(row)),
                 Ok(None) => {}
                 Err(sqlx::Error::Database(e)) if e.constraint() == Some(LOST_RACE_CONSTRAINT) => {}
@@ -185,6 +172,7 @@ impl Eraser {
     /// The erasure statement. `None`: it found no customer to act on for this request.
     async fn run_statement(
         &self,
+        conn: &mut PgConnection,
         request: &ErasureRequest,
         channel: Channel,
         received_at: DateTime<Utc>,
@@ -208,7 +196,7 @@ impl Eraser {
         for guard in &inner.plan.guards {
             query = query.bind(&guard.when.values).bind(&guard.message);
         }
-        query.fetch_optional(&inner.pool).await
+        Ok(query.fetch_all(conn).await?.pop())
     }
 
     /// The path for every request the statement did not settle, in one transaction with a
@@ -488,6 +476,77 @@ impl Eraser {
             .map(|k| (k.clone(), Value::from(0)))
             .collect();
         Value::Object(counts)
+    }
+}
+
+/// An [`Eraser`] with a connection kept from one erasure to the next.
+///
+/// A connection going back to the pool costs a round trip (the pool pings it on release), so
+/// each worker slot keeps its own: a typical erasure is then exactly one round trip. The
+/// connection is dropped after any error and a fresh one taken for the next attempt.
+pub struct Session {
+    eraser: Eraser,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl Session {
+    pub fn new(eraser: Eraser) -> Self {
+        Self { eraser, conn: None }
+    }
+
+    pub fn eraser(&self) -> &Eraser {
+        &self.eraser
+    }
+
+    /// Carries out `request`. Errors that may pass (deadlocks, lock timeouts, lost
+    /// connections) are retried with exponential backoff and jitter; an error returned here
+    /// left nothing recorded, so the request can safely be tried again later.
+    pub async fn erase(
+        &mut self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let mut delays = self.eraser.backoff().build();
+        let result = loop {
+            let eraser = self.eraser.clone();
+            let attempt = match self.connection().await {
+                Ok(conn) => eraser.erase_once(conn, request, channel, received_at).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Err(e) => {
+                    self.conn = None;
+                    match delays.next().filter(|_| is_retryable(&e)) {
+                        Some(delay) => {
+                            tracing::warn!(request_id = %request.request_id, error = %SafeError(&e), ?delay, "erasure attempt failed; retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => break Err(e),
+                    }
+                }
+                ok => break ok,
+            }
+        };
+        match result {
+            Err(e) if !is_transient(&e) => {
+                // A failure that will not pass by retrying (a constraint the plan does not know
+                // about, say): recorded, so the request ends instead of circling forever.
+                tracing::error!(request_id = %request.request_id, error = %SafeError(&e), "erasure failed");
+                let message = format!("the erasure failed: {}", SafeError(&e));
+                self.eraser
+                    .record_internal_failure(request, channel, received_at, &message)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.eraser.inner.pool.acquire().await?);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
     }
 }
 

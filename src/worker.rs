@@ -13,13 +13,13 @@ use lapin::options::{
     BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, BrokerError};
 use crate::config::{AmqpSettings, WorkerSettings};
-use crate::erase::{Channel, Eraser, Outcome, SafeError};
+use crate::erase::{Channel, Eraser, Outcome, SafeError, Session};
 use crate::outbox::Outbox;
 use crate::request;
 
@@ -35,10 +35,10 @@ pub enum Disposition {
 }
 
 /// Handles one message body. Never panics on bad input; every path ends in a disposition.
-pub async fn handle_delivery(eraser: &Eraser, body: &[u8]) -> Disposition {
+pub async fn handle_delivery(session: &mut Session, body: &[u8]) -> Disposition {
     let received_at = Utc::now();
     match request::parse(body) {
-        Ok(request) => match eraser.erase(&request, Channel::Amqp, received_at).await {
+        Ok(request) => match session.erase(&request, Channel::Amqp, received_at).await {
             Ok(Outcome::Recorded(row)) => {
                 tracing::info!(
                     request_id = %request.request_id,
@@ -63,7 +63,8 @@ pub async fn handle_delivery(eraser: &Eraser, body: &[u8]) -> Disposition {
                 Disposition::Requeue
             }
         },
-        Err(invalid) => match eraser
+        Err(invalid) => match session
+            .eraser()
             .reject(&invalid, Channel::Amqp, received_at, body.len())
             .await
         {
@@ -91,10 +92,23 @@ impl Worker {
     /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away. On
     /// shutdown, stops taking deliveries and lets the ones in flight finish.
     pub async fn run(self, shutdown: CancellationToken) {
+        // One session per concurrent delivery: taking one is the permit to handle a delivery,
+        // and its connection stays with it across deliveries and reconnects.
+        let slots = self.settings.concurrency.max(1);
+        let (release, mut sessions) = mpsc::channel(slots);
+        for _ in 0..slots {
+            release
+                .try_send(Session::new(self.eraser.clone()))
+                .expect("the channel holds every session");
+        }
         let this = Arc::new(self);
         let mut delay = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
-            match this.clone().consume(&shutdown).await {
+            match this
+                .clone()
+                .consume(&mut sessions, &release, &shutdown)
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, ?delay, "consumer lost its broker connection; reconnecting");
@@ -108,7 +122,12 @@ impl Worker {
         }
     }
 
-    async fn consume(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), BrokerError> {
+    async fn consume(
+        self: Arc<Self>,
+        sessions: &mut mpsc::Receiver<Session>,
+        release: &mpsc::Sender<Session>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BrokerError> {
         let connection = broker::connect(&self.amqp).await?;
         let channel = connection.create_channel().await?;
         broker::declare_topology(&channel, &self.amqp).await?;
@@ -126,13 +145,12 @@ impl Worker {
             .await?;
         tracing::info!(queue = %self.amqp.queue, prefetch = self.settings.prefetch, concurrency = self.settings.concurrency, "consuming requests");
 
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut in_flight = JoinSet::new();
         let result = loop {
             while in_flight.try_join_next().is_some() {}
-            let permit = tokio::select! {
+            let mut session = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
-                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                session = sessions.recv() => session.expect("the worker holds a sender"),
             };
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -144,9 +162,10 @@ impl Worker {
             };
             let worker = self.clone();
             let shutdown = shutdown.clone();
+            let release = release.clone();
             in_flight.spawn(async move {
-                worker.settle(delivery, &shutdown).await;
-                drop(permit);
+                worker.settle(&mut session, delivery, &shutdown).await;
+                let _ = release.send(session).await;
             });
         };
 
@@ -162,10 +181,15 @@ impl Worker {
     /// Handles one delivery and answers the broker. A message that could not be handled because
     /// the database is unreachable is held (intake pauses as permits run out) and tried again
     /// with backoff; on shutdown it goes back to the queue.
-    async fn settle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+    async fn settle(
+        &self,
+        session: &mut Session,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) {
         let mut delay = Duration::from_millis(500);
         loop {
-            let disposition = handle_delivery(&self.eraser, &delivery.data).await;
+            let disposition = handle_delivery(session, &delivery.data).await;
             let answered = match disposition {
                 Disposition::Ack => {
                     let acked = delivery.ack(BasicAckOptions::default()).await;

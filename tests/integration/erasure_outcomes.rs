@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use erasure::erase::{Channel, Outcome};
+use erasure::erase::{Channel, Outcome, Session};
 use erasure::request::ErasureRequest;
 use erasure::worker::{Disposition, handle_delivery};
 use futures_util::StreamExt;
@@ -10,6 +10,7 @@ use lapin::types::FieldTable;
 use uuid::Uuid;
 
 use crate::helpers::{Shape, TestApp};
+use crate::pg_proxy::RoundTripCounter;
 
 /// status, amount, customer_id, billing_email, anonymized.
 type KeptOrder = (String, i64, Option<String>, Option<String>, bool);
@@ -210,7 +211,7 @@ async fn a_request_redelivered_after_the_worker_stopped_before_acknowledging_era
         let delivery = consumer.next().await.unwrap().unwrap();
         assert!(!delivery.redelivered);
         assert_eq!(
-            handle_delivery(app.eraser(), &delivery.data).await,
+            handle_delivery(&mut Session::new(app.eraser().clone()), &delivery.data).await,
             Disposition::Ack
         );
         connection.close(320, "worker died".into()).await.unwrap();
@@ -439,5 +440,61 @@ async fn concurrent_deliveries_of_one_request_record_one_outcome() {
         actions.iter().filter(|a| *a == "request.duplicate").count(),
         5
     );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_typical_erasure_is_one_database_round_trip() {
+    let app = TestApp::new().await;
+    for i in 0..6 {
+        app.seed_customer(
+            &format!("cust_rt_{i}"),
+            &format!("src_rt_{i}"),
+            Shape::typical(),
+        )
+        .await;
+    }
+    let proxy = RoundTripCounter::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = format!(
+        "postgres://postgres@{}/{}?sslmode=disable",
+        proxy.addr, app.database
+    );
+    let mut settings = app.settings.clone();
+    settings.database.url = erasure::config::Secret::new(url);
+    settings.database.max_connections = 1;
+    let through_proxy = erasure::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let mut session = Session::new(through_proxy.eraser.clone());
+
+    // The first erasure on a connection also prepares the statement.
+    let first = session
+        .erase(&request_for("cust_rt_0"), Channel::Amqp, Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(first, Outcome::Recorded(ref row) if row.status == "DONE"));
+    let before = proxy.round_trips();
+    for i in 1..6 {
+        let outcome = session
+            .erase(
+                &request_for(&format!("cust_rt_{i}")),
+                Channel::Amqp,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let Outcome::Recorded(row) = outcome else {
+            panic!("expected a recorded outcome")
+        };
+        assert_eq!(row.data_json, Shape::typical().expected_counts());
+    }
+    assert_eq!(
+        proxy.round_trips() - before,
+        5,
+        "one round trip per erasure"
+    );
+    // The session holds its connection until dropped; closing the pool waits for it.
+    drop(session);
+    through_proxy.pool.close().await;
     app.cleanup().await;
 }

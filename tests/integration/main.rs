@@ -4,4 +4,5 @@ mod cli;
 mod erasure_outcomes;
 mod helpers;
 mod invalid_messages;
+mod pg_proxy;
 mod plan_check;
