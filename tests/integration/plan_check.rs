@@ -5,18 +5,12 @@ use crate::helpers::TestApp;
 #[tokio::test]
 async fn a_table_referencing_customers_outside_the_plan_stops_the_worker() {
     let app = TestApp::new().await;
-    sqlx::query(
+    let err = refusal_after(
+        &app,
         "CREATE TABLE loyalty_cards (id bigserial PRIMARY KEY, \
          holder text NOT NULL REFERENCES customers (id), number text)",
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let err = Application::build(app.settings.clone())
-        .await
-        .err()
-        .expect("the worker refuses to start")
-        .to_string();
+    .await;
     assert!(
         err.contains("public.loyalty_cards references public.customers"),
         "{err}"
@@ -28,18 +22,12 @@ async fn a_table_referencing_customers_outside_the_plan_stops_the_worker() {
 #[tokio::test]
 async fn a_table_referencing_a_deleted_table_outside_the_plan_stops_the_worker() {
     let app = TestApp::new().await;
-    sqlx::query(
+    let err = refusal_after(
+        &app,
         "CREATE TABLE event_attachments (id bigserial PRIMARY KEY, \
          event_id bigint REFERENCES events (id), blob text)",
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let err = Application::build(app.settings.clone())
-        .await
-        .err()
-        .expect("the worker refuses to start")
-        .to_string();
+    .await;
     assert!(
         err.contains("public.event_attachments references public.events"),
         "{err}"
@@ -102,4 +90,14 @@ fn tempdir(id: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("erasure-test-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Adds `ddl` to the test database and returns why the worker then refuses to start.
+async fn refusal_after(app: &TestApp, ddl: &str) -> String {
+    sqlx::query(ddl).execute(&app.pool).await.unwrap();
+    Application::build(app.settings.clone())
+        .await
+        .err()
+        .expect("the worker refuses to start")
+        .to_string()
 }
