@@ -182,3 +182,67 @@ pub async fn publish_json(
     }
     Ok(())
 }
+
+/// A shared confirm channel for publishing requests, opened on first use and again after the
+/// connection is lost. Also answers whether the broker is reachable.
+pub struct Publisher {
+    settings: AmqpSettings,
+    open: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+}
+
+impl Publisher {
+    pub fn new(settings: AmqpSettings) -> Self {
+        Self {
+            settings,
+            open: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The channel, connecting (and declaring the topology) when there is none or it broke.
+    pub async fn channel(&self) -> Result<Channel, BrokerError> {
+        let mut open = self.open.lock().await;
+        if let Some((connection, channel)) = open.as_ref()
+            && connection.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        *open = None;
+        let connection = connect(&self.settings).await?;
+        let channel = confirm_channel(&connection).await?;
+        declare_topology(&channel, &self.settings).await?;
+        *open = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Publishes one request message to the requests queue, confirmed and routed.
+    pub async fn publish_request(&self, request_id: &str, body: &[u8]) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let published = publish_json(
+            &channel,
+            &self.settings.exchange,
+            &self.settings.routing_key,
+            request_id,
+            body,
+            true,
+        )
+        .await;
+        if published.is_err() {
+            // Start from a fresh channel next time.
+            *self.open.lock().await = None;
+        }
+        published
+    }
+
+    /// True when a channel is open or can be opened.
+    pub async fn is_reachable(&self) -> bool {
+        self.channel().await.is_ok()
+    }
+
+    /// Closes the connection, if any.
+    pub async fn close(&self) {
+        if let Some((connection, _)) = self.open.lock().await.take() {
+            let _ = connection.close(200, "shutting down".into()).await;
+        }
+    }
+}

@@ -5,15 +5,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::broker;
 use crate::config::Settings;
 use crate::deletion;
+use crate::keys::{self, KeyError};
 use crate::plan::{Plan, check};
 use crate::request;
-use crate::startup::{Application, shutdown_signal};
+use crate::startup::{Application, Mode, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,10 +38,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Migrate, declare the broker topology, and run the service until SIGTERM/SIGINT (default).
+    /// Migrate, declare the broker topology, and run the consumer and the HTTP API until
+    /// SIGTERM/SIGINT (default).
     Run,
-    /// Run only the queue consumer.
+    /// Run only the queue consumer (HTTP serves only /healthz, /readyz and /metrics).
     Worker,
+    /// Run only the HTTP API.
+    Api,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Apply migrations and exit.
     Migrate,
     /// Print the erasure plan and check it against the live schema.
@@ -65,10 +75,34 @@ pub enum Command {
     Status { id: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; the last line printed is the key itself, shown this once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The key may only read (GET); writes answer 403.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke the live key with this id or name.
+    Revoke { id_or_name: String },
+}
+
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&cli.config_dir).context("reading the configuration")?;
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run | Command::Worker => {
+        command @ (Command::Run | Command::Worker | Command::Api) => {
+            let mode = match command {
+                Command::Worker => Mode::Worker,
+                Command::Api => Mode::Api,
+                _ => Mode::All,
+            };
+            let listener = TcpListener::bind(settings.http.addr)
+                .await
+                .with_context(|| format!("listening on {}", settings.http.addr))?;
             let app = Application::build(settings).await?;
             let shutdown = CancellationToken::new();
             let signal = {
@@ -78,10 +112,59 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     shutdown.cancel();
                 })
             };
-            app.run_worker(shutdown).await;
+            app.run(mode, listener, shutdown).await;
             signal.abort();
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command } => {
+            let pool = crate::db::prepare(&settings.database).await?;
+            match command {
+                KeysCommand::Create { name, read_only } => {
+                    match keys::create(&pool, &name, read_only).await {
+                        Ok(key) => {
+                            let access = if read_only { "read-only" } else { "read-write" };
+                            println!("created {access} key {name:?}; it is shown only this once:");
+                            println!("{key}");
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(e @ (KeyError::InvalidName | KeyError::NameTaken(_))) => {
+                            eprintln!("error: {e}");
+                            Ok(ExitCode::from(2))
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                KeysCommand::List => {
+                    for key in keys::list(&pool).await? {
+                        let access = if key.read_only {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        };
+                        let state = match key.revoked_at {
+                            Some(at) => format!("revoked {}", at.to_rfc3339()),
+                            None => "live".into(),
+                        };
+                        println!(
+                            "{}\t{}\t{access}\tcreated {}\t{state}",
+                            key.id,
+                            key.name,
+                            key.created_at.to_rfc3339()
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                KeysCommand::Revoke { id_or_name } => {
+                    if keys::revoke(&pool, &id_or_name).await? {
+                        println!("revoked");
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!("error: no live key has the id or name {id_or_name:?}");
+                        Ok(ExitCode::from(1))
+                    }
+                }
+            }
         }
         Command::Migrate => {
             crate::db::prepare(&settings.database).await?;

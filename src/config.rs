@@ -46,6 +46,10 @@ pub struct AmqpSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// Requests each API key may make per minute.
+    pub rate_limit_per_minute: u32,
+    /// How long a request accepted over HTTP may stay unpublished before the relay publishes it.
+    pub relay_after_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -124,6 +128,9 @@ impl Settings {
                 "database.max_connections ({}) must exceed worker.concurrency ({}): each slot keeps a connection and the outbox needs one",
                 self.database.max_connections, worker.concurrency
             ));
+        }
+        if self.http.rate_limit_per_minute == 0 {
+            return invalid("http.rate_limit_per_minute must be at least 1".into());
         }
         if self.amqp.delivery_limit == 0 {
             return invalid("amqp.delivery_limit must be at least 1".into());

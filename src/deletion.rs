@@ -106,12 +106,16 @@ fn auto(at: DateTime<Utc>) -> String {
 
 /// A new deletion id: `del_` and 24 base62 characters (about 143 random bits).
 pub fn new_id() -> String {
+    format!("del_{}", random_base62(24))
+}
+
+/// `len` random base62 characters from the operating system's generator.
+pub fn random_base62(len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    let suffix: String = (0..24)
+    (0..len)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("del_{suffix}")
+        .collect()
 }
 
 /// One calendar month after `requested_at` (GDPR Art. 12(3)); the 31st of January gives the

@@ -694,7 +694,7 @@ async fn record_final(
            source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, \
            data_json = EXCLUDED.data_json, already_erased = EXCLUDED.already_erased, \
            error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
-           completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1 \
+           completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL \
          WHERE d.status IN ('PENDING', 'IN_PROGRESS') \
          RETURNING {COLUMNS}"
     ))

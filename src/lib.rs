@@ -7,16 +7,22 @@
 //! - [`erase`] runs the [`plan`]'s generated SQL, which erases one customer and records the
 //!   [`deletion`] object and its audit row in one statement;
 //! - [`outbox`] publishes each outcome event at least once, from the deletions table;
+//! - [`api`] takes requests over HTTP through [`intake`] (recorded, then published) and
+//!   answers status queries; [`keys`] guards it; [`metrics`] counts what happens;
 //! - [`startup`] wires it all together and [`config`] says how.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod deletion;
 pub mod erase;
+pub mod intake;
 pub mod keyed_hash;
+pub mod keys;
+pub mod metrics;
 pub mod outbox;
 pub mod plan;
 pub mod request;

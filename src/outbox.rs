@@ -5,6 +5,10 @@
 //! catches what a crash between commit and publish left behind. Rows are marked only after
 //! the broker confirmed the event, and claimed with `SKIP LOCKED`, so several workers share
 //! the work without publishing the same event over and over.
+//!
+//! The same loop relays requests accepted over HTTP whose publication was not confirmed (see
+//! [`crate::intake`]), once they are older than a grace period that lets the submitting
+//! process publish them itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +32,7 @@ pub struct Outbox {
     pool: PgPool,
     count_keys: Arc<[String]>,
     wake: Arc<Notify>,
+    relay_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +44,13 @@ pub enum OutboxError {
 }
 
 impl Outbox {
-    pub fn new(pool: PgPool, count_keys: &[String]) -> Self {
+    /// `relay_after`: how old an unpublished HTTP request must be before the relay takes it.
+    pub fn new(pool: PgPool, count_keys: &[String], relay_after: Duration) -> Self {
         Self {
             pool,
             count_keys: count_keys.into(),
             wake: Arc::new(Notify::new()),
+            relay_after,
         }
     }
 
@@ -80,6 +87,7 @@ impl Outbox {
         let channel = broker::confirm_channel(&connection).await?;
         broker::declare_topology(&channel, settings).await?;
         loop {
+            self.relay_requests(&channel, settings).await?;
             self.drain(&channel, settings).await?;
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -141,6 +149,53 @@ impl Outbox {
             tx.commit().await?;
             published += ids.len();
             tracing::debug!(events = ids.len(), "published outcome events");
+        }
+    }
+}
+
+impl Outbox {
+    /// Publishes every request accepted over HTTP that is still owed to the broker and older
+    /// than the grace period; returns how many.
+    pub async fn relay_requests(
+        &self,
+        channel: &lapin::Channel,
+        settings: &AmqpSettings,
+    ) -> Result<usize, OutboxError> {
+        let mut relayed = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let owed: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, request_id::text, pending_message FROM erasure.deletions \
+                 WHERE pending_message IS NOT NULL AND created_at < now() - $1::interval \
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(format!("{} milliseconds", self.relay_after.as_millis()))
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if owed.is_empty() {
+                tx.commit().await?;
+                return Ok(relayed);
+            }
+            try_join_all(owed.iter().map(|(_, request_id, message)| {
+                broker::publish_json(
+                    channel,
+                    &settings.exchange,
+                    &settings.routing_key,
+                    request_id,
+                    message,
+                    true,
+                )
+            }))
+            .await?;
+            let ids: Vec<&str> = owed.iter().map(|(id, _, _)| id.as_str()).collect();
+            sqlx::query("UPDATE erasure.deletions SET pending_message = NULL WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            relayed += ids.len();
+            tracing::info!(requests = ids.len(), "relayed requests accepted over HTTP");
         }
     }
 }

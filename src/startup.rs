@@ -1,13 +1,18 @@
-//! Wiring: from settings to a running worker.
+//! Wiring: from settings to a running service.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api;
+use crate::broker::Publisher;
 use crate::config::Settings;
 use crate::erase::Eraser;
+use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
 use crate::outbox::Outbox;
 use crate::plan::{Plan, check};
@@ -18,6 +23,18 @@ pub struct Application {
     pub settings: Settings,
     pub pool: PgPool,
     pub eraser: Eraser,
+    pub intake: Intake,
+}
+
+/// What a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The consumer and the HTTP API.
+    All,
+    /// The consumer, with only the operations routes over HTTP.
+    Worker,
+    /// The HTTP API alone.
+    Api,
 }
 
 impl Application {
@@ -33,39 +50,73 @@ impl Application {
             Some(key) => key.expose().as_bytes().to_vec(),
             None => crate::db::instance_source_id_key(&pool).await?,
         };
-        let eraser = Eraser::new(
-            pool.clone(),
-            plan,
-            KeyedHash::new(&key),
-            settings.worker.max_attempts,
-        );
+        let hash = KeyedHash::new(&key);
+        let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
+        let intake = Intake::new(pool.clone(), &plan, hash.clone(), publisher);
+        let eraser = Eraser::new(pool.clone(), plan, hash, settings.worker.max_attempts);
+        crate::metrics::handle();
         Ok(Self {
             settings,
             pool,
             eraser,
+            intake,
         })
     }
 
-    /// The consumer and the event publisher, until `shutdown`.
-    pub async fn run_worker(self, shutdown: CancellationToken) {
-        let outbox = Outbox::new(self.pool.clone(), self.eraser.count_keys());
-        let worker = Worker {
-            eraser: self.eraser.clone(),
-            outbox: outbox.clone(),
-            amqp: self.settings.amqp.clone(),
-            settings: self.settings.worker.clone(),
+    /// The HTTP state this application serves.
+    pub fn api_state(&self) -> api::ApiState {
+        api::state(
+            self.pool.clone(),
+            self.intake.clone(),
+            self.eraser.keyed_hash().clone(),
+            self.eraser.count_keys(),
+            self.settings.http.rate_limit_per_minute,
+        )
+    }
+
+    /// Runs `mode` until `shutdown`, serving HTTP on `listener`. The outbox (outcome events and
+    /// the relay of requests accepted over HTTP) runs in every mode.
+    pub async fn run(self, mode: Mode, listener: TcpListener, shutdown: CancellationToken) {
+        let outbox = Outbox::new(
+            self.pool.clone(),
+            self.eraser.count_keys(),
+            Duration::from_millis(self.settings.http.relay_after_ms),
+        );
+        let relay = tokio::spawn(
+            outbox
+                .clone()
+                .run(self.settings.amqp.clone(), shutdown.clone()),
+        );
+        let router = match mode {
+            Mode::All | Mode::Api => api::router(self.api_state()),
+            Mode::Worker => api::ops_router(self.api_state()),
         };
-        let publisher = tokio::spawn(outbox.run(self.settings.amqp.clone(), shutdown.clone()));
-        worker.run(shutdown).await;
-        // The publisher drains what the last erasures owe, briefly.
-        if tokio::time::timeout(Duration::from_secs(10), publisher)
+        let http = tokio::spawn(api::serve(listener, router, shutdown.clone()));
+        if mode != Mode::Api {
+            let worker = Worker {
+                eraser: self.eraser.clone(),
+                outbox,
+                amqp: self.settings.amqp.clone(),
+                settings: self.settings.worker.clone(),
+            };
+            worker.run(shutdown.clone()).await;
+        }
+        shutdown.cancelled().await;
+        match http.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        // The outbox drains what the last erasures owe, briefly.
+        if tokio::time::timeout(Duration::from_secs(10), relay)
             .await
             .is_err()
         {
             tracing::warn!(
-                "event publisher did not finish in time; the next start publishes what is owed"
+                "the outbox did not finish in time; the next start publishes what is owed"
             );
         }
+        self.intake.publisher().close().await;
         self.pool.close().await;
     }
 }

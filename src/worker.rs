@@ -37,9 +37,11 @@ pub enum Disposition {
 /// Handles one message body. Never panics on bad input; every path ends in a disposition.
 pub async fn handle_delivery(session: &mut Session, body: &[u8]) -> Disposition {
     let received_at = Utc::now();
+    let started = std::time::Instant::now();
     match request::parse(body) {
         Ok(request) => match session.erase(&request, Channel::Amqp, received_at).await {
             Ok(Outcome::Recorded(row)) => {
+                crate::metrics::outcome(&row, started.elapsed());
                 tracing::info!(
                     request_id = %request.request_id,
                     deletion_id = %row.id,
@@ -55,6 +57,7 @@ pub async fn handle_delivery(session: &mut Session, body: &[u8]) -> Disposition 
                 Disposition::Ack
             }
             Ok(Outcome::Rejected { message, .. }) => {
+                crate::metrics::rejected();
                 tracing::warn!(request_id = %request.request_id, reason = %message, "request rejected to the dead-letter queue");
                 Disposition::DeadLetter
             }
@@ -69,6 +72,7 @@ pub async fn handle_delivery(session: &mut Session, body: &[u8]) -> Disposition 
             .await
         {
             Ok(_) => {
+                crate::metrics::rejected();
                 tracing::warn!(request_id = ?invalid.request_id, reason = %invalid.message, bytes = body.len(), "invalid message rejected to the dead-letter queue");
                 Disposition::DeadLetter
             }

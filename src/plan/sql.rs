@@ -53,6 +53,22 @@ impl Params {
     pub const FIRST_GUARD: u32 = 13;
 }
 
+/// A scalar subquery giving the subject's key for the identifier in parameter `param` (its key
+/// or, failing that, its lookup value), or NULL when no subject matches. Locks nothing.
+pub fn subject_key_of(plan: &Plan, param: u32) -> String {
+    let subject = &plan.subject;
+    let table = format!("{}.{}", ident(&plan.schema), ident(&subject.table));
+    let key = ident(&subject.key);
+    match &subject.lookup {
+        Some(lookup) => format!(
+            "(SELECT k FROM (SELECT s.{key}::text AS k, 0 AS o FROM {table} s WHERE s.{key} = ${param} \
+             UNION ALL SELECT s.{key}::text, 1 FROM {table} s WHERE s.{lookup} = ${param}) m ORDER BY o LIMIT 1)",
+            lookup = ident(lookup),
+        ),
+        None => format!("(SELECT s.{key}::text FROM {table} s WHERE s.{key} = ${param})"),
+    }
+}
+
 /// The erasure statement for `plan`.
 pub fn erase_statement(plan: &Plan) -> String {
     let schema = ident(&plan.schema);
@@ -189,7 +205,7 @@ pub fn erase_statement(plan: &Plan) -> String {
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id,\n    \
          source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, data_json = EXCLUDED.data_json,\n    \
          error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
-         completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1\n  \
+         completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL\n  \
          WHERE d.status IN ('PENDING', 'IN_PROGRESS') AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
          RETURNING d.*\n),",
         del = p(Params::DELETION_ID),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use erasure::broker;
 use erasure::config::{Secret, Settings};
 use erasure::deletion::{self, DeletionRow};
-use erasure::startup::Application;
+use erasure::startup::{Application, Mode};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -121,12 +121,20 @@ impl TestApp {
 
     /// Starts one more worker (consumer and event publisher) in this process.
     pub async fn start_worker(&mut self) {
+        self.start(Mode::Worker).await;
+    }
+
+    /// Starts one more service process in `mode`, in this process; returns its base URL.
+    pub async fn start(&mut self, mode: Mode) -> String {
         let app = Application::build(self.settings.clone())
             .await
-            .expect("the worker builds");
+            .expect("the service builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(app.run_worker(shutdown.clone()));
+        let handle = tokio::spawn(app.run(mode, listener, shutdown.clone()));
         self.workers.push((shutdown, handle));
+        base
     }
 
     /// Stops every worker, letting in-flight deliveries finish.

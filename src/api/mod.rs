@@ -1,0 +1,149 @@
+//! The HTTP API (contract section 6): submission and status for upstream services and
+//! compliance staff, plus health, readiness and metrics for operators.
+//!
+//! Layers, outermost first: a trace id for every request (in the logs and in error bodies),
+//! the request log and metrics by matched route (never the raw path: paths carry customer ids),
+//! panics turned into the JSON 500, then, on `/v1` only, authentication and rate limiting.
+
+mod auth;
+pub mod error;
+mod ops;
+pub mod rate_limit;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::broker::Publisher;
+use crate::intake::Intake;
+use crate::keyed_hash::KeyedHash;
+use error::{ApiError, TRACE_ID};
+use rate_limit::RateLimiter;
+
+/// Largest request body accepted (a request message's limit).
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub intake: Intake,
+    pub publisher: Arc<Publisher>,
+    pub hash: KeyedHash,
+    pub count_keys: Arc<[String]>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The whole API: `/v1` and the operations routes.
+pub fn router(state: ApiState) -> Router {
+    let v1 = routes::v1().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    finish(ops::routes().merge(v1), state)
+}
+
+/// Only `/healthz`, `/readyz` and `/metrics`, for a process that runs the worker alone.
+pub fn ops_router(state: ApiState) -> Router {
+    finish(ops::routes(), state)
+}
+
+fn finish(routes: Router<ApiState>, state: ApiState) -> Router {
+    routes
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`; requests in flight finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Gives the request a trace id, logs it by matched route and records its metrics.
+async fn observe(request: Request, next: Next) -> Response {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!("http", trace_id = %trace_id, method = %method, route = %route);
+    let started = Instant::now();
+    let mut response = TRACE_ID
+        .scope(trace_id.clone(), next.run(request).instrument(span.clone()))
+        .await;
+    let took = started.elapsed();
+    let status = response.status();
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            ms = took.as_secs_f64() * 1000.0,
+            "HTTP request"
+        )
+    });
+    crate::metrics::http_request(method.as_str(), &route, status.as_u16(), took);
+    if let Ok(value) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert("x-trace-id", value);
+    }
+    response
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn wrong_method(method: Method) -> ApiError {
+    ApiError::invalid_with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("this route does not take {method}"),
+    )
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal(&"a handler panicked").into_response()
+}
+
+/// Builds the state from the parts the application made.
+pub fn state(
+    pool: PgPool,
+    intake: Intake,
+    hash: KeyedHash,
+    count_keys: &[String],
+    rate_limit_per_minute: u32,
+) -> ApiState {
+    ApiState {
+        publisher: intake.publisher(),
+        pool,
+        intake,
+        hash,
+        count_keys: count_keys.into(),
+        limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
+        metrics: crate::metrics::handle(),
+    }
+}
+
+/// A handler's answer: a value or the error envelope.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,88 @@
+//! Prometheus metrics: one recorder per process, rendered by `GET /metrics`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::deletion::DeletionRow;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Seconds: from a millisecond to half a minute.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process's recorder (once) and returns the handle that renders it.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("the buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        "erasure_outcomes_total",
+        "Erasure outcomes recorded, by status and error key"
+    );
+    describe_histogram!(
+        "erasure_duration_seconds",
+        "Time from receiving a request to its recorded outcome"
+    );
+    describe_counter!("erasure_rows_total", "Rows erased or anonymized, by table");
+    describe_counter!(
+        "erasure_http_requests_total",
+        "HTTP requests answered, by method, matched route and status"
+    );
+    describe_histogram!(
+        "erasure_http_request_duration_seconds",
+        "HTTP request handling time, by method and matched route"
+    );
+    describe_gauge!(
+        "erasure_deletions_overdue",
+        "Open deletions past their due date (read at scrape time)"
+    );
+}
+
+/// Records a final outcome and the rows it erased.
+pub fn outcome(row: &DeletionRow, took: Duration) {
+    let error_key = row.error_key.clone().unwrap_or_else(|| "none".into());
+    counter!("erasure_outcomes_total", "status" => row.status.clone(), "error_key" => error_key)
+        .increment(1);
+    histogram!("erasure_duration_seconds", "status" => row.status.clone())
+        .record(took.as_secs_f64());
+    if let Some(counts) = row.data_json.as_object() {
+        for (table, n) in counts {
+            if let Some(n) = n.as_u64().filter(|n| *n > 0) {
+                counter!("erasure_rows_total", "table" => table.clone()).increment(n);
+            }
+        }
+    }
+}
+
+/// Records a message rejected before it named a customer.
+pub fn rejected() {
+    counter!("erasure_outcomes_total", "status" => "FAILED", "error_key" => "invalid_request")
+        .increment(1);
+}
+
+pub fn http_request(method: &str, route: &str, status: u16, took: Duration) {
+    counter!("erasure_http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+    histogram!("erasure_http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned())
+        .record(took.as_secs_f64());
+}
+
+pub fn overdue(count: i64) {
+    gauge!("erasure_deletions_overdue").set(count as f64);
+}
