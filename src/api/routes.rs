@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,9 +49,18 @@ async fn submit(
     Extension(caller): Extension<Caller>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let customer_id = path_value(path)?;
+    let body = body.map_err(|rejection| {
+        ApiError::invalid_with_status(
+            rejection.status(),
+            format!(
+                "the body could not be read; at most {} bytes are accepted",
+                super::BODY_LIMIT
+            ),
+        )
+    })?;
     let request_id = match headers.get("idempotency-key") {
         None => Uuid::new_v4(),
         Some(value) => value

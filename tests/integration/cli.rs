@@ -151,3 +151,36 @@ async fn the_service_stops_cleanly_on_sigterm() {
     assert!(status.success(), "{status:?}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn keys_are_created_listed_and_revoked() {
+    let app = TestApp::new().await;
+    let created = erasure(&app, &["keys", "create", "--name", "portal", "--read-only"]).await;
+    assert!(created.status.success(), "{}", stderr(&created));
+    let printed = stdout(&created);
+    let key = printed.lines().last().unwrap().to_owned();
+    let caller = erasure::keys::verify(&app.pool, &key)
+        .await
+        .unwrap()
+        .expect("the printed key works");
+    assert_eq!(caller.name, "portal");
+    assert!(caller.read_only);
+    // The secret is stored only as a hash.
+    let secret = key.rsplit_once('_').unwrap().1;
+    assert!(app.rows_containing(secret).await.is_empty());
+
+    let taken = erasure(&app, &["keys", "create", "--name", "portal"]).await;
+    assert_eq!(taken.status.code(), Some(2));
+    assert!(stderr(&taken).contains("already named"), "{}", stderr(&taken));
+
+    let listed = stdout(&erasure(&app, &["keys", "list"]).await);
+    assert!(listed.contains("portal\tread-only"), "{listed}");
+    assert!(!listed.contains(secret));
+
+    let revoked = erasure(&app, &["keys", "revoke", "portal"]).await;
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(erasure::keys::verify(&app.pool, &key).await.unwrap().is_none());
+    let again = erasure(&app, &["keys", "revoke", "portal"]).await;
+    assert_eq!(again.status.code(), Some(1));
+    app.cleanup().await;
+}

@@ -416,6 +416,11 @@ impl TestApp {
         found
     }
 
+    /// A count without parameters.
+    pub async fn count_of(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
     pub async fn count(&self, sql: &str, bind: &str) -> i64 {
         sqlx::query_scalar(sql)
             .bind(bind)

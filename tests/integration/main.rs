@@ -3,6 +3,7 @@
 mod cli;
 mod erasure_outcomes;
 mod helpers;
+mod http_api;
 mod invalid_messages;
 mod pg_proxy;
 mod plan_check;

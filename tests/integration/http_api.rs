@@ -1,0 +1,658 @@
+//! The HTTP API over real HTTP, against a service running in this process with the test's own
+//! database and broker names.
+
+use std::time::Duration;
+
+use erasure::startup::Mode;
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{Shape, TestApp};
+
+/// A client for one running service, with one key.
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    client: Client,
+}
+
+impl Api {
+    pub async fn new(app: &TestApp, base: String, read_only: bool) -> Self {
+        let name = format!("test-{}", Uuid::new_v4().simple());
+        let key = erasure::keys::create(&app.pool, &name, read_only)
+            .await
+            .unwrap();
+        let api = Self {
+            base,
+            key,
+            client: Client::new(),
+        };
+        api.wait_until_listening().await;
+        api
+    }
+
+    async fn wait_until_listening(&self) {
+        for _ in 0..100 {
+            if self.get_plain("/healthz").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the API did not start listening");
+    }
+
+    async fn get_plain(&self, path: &str) -> reqwest::Result<Response> {
+        self.client.get(format!("{}{path}", self.base)).send().await
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        read(self.request(Method::GET, path).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, customer: &str, key: Option<Uuid>, body: Option<Value>) -> Response {
+        let mut request = self.request(
+            Method::POST,
+            &format!("/v1/customers/{customer}/permanent-deletion"),
+        );
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key.to_string());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Polls a deletion until it is final.
+    pub async fn wait_for_final(&self, id: &str) -> Value {
+        for _ in 0..600 {
+            let (status, body) = self.get(&format!("/v1/permanent-deletions/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["status"] == "DONE" || body["status"] == "FAILED" {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("deletion {id} did not reach a final status in 30 s");
+    }
+}
+
+pub async fn read(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.json().await.expect("every answer is JSON");
+    (status, body)
+}
+
+/// Checks the error envelope of the contract and returns its message.
+pub async fn expect_error(response: Response, status: StatusCode, key: &str) -> String {
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/json");
+    let (got, body) = read(response).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["code"], status.as_u16(), "{body}");
+    assert_eq!(body["key"], key, "{body}");
+    assert!(body["details"].is_string(), "{body}");
+    assert_eq!(body["trace_id"].as_str().unwrap().len(), 32, "{body}");
+    body["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_post_is_accepted_pending_and_polled_to_done_then_found_by_id_and_source_id() {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_http", "src_http", Shape::typical())
+        .await;
+    let base = app.start(Mode::All).await;
+    let api = Api::new(&app, base, false).await;
+
+    let response = api
+        .post(
+            "src_http",
+            None,
+            Some(json!({"requested_by": "compliance-desk", "reason": "Art. 17 #12", "requested_at": "2026-11-23T09:30:00Z"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let (_, accepted) = read(response).await;
+    assert_eq!(accepted["status"], "PENDING");
+    assert_eq!(accepted["object"], "permanent_deletion");
+    assert_eq!(accepted["requested_by"], "compliance-desk");
+    assert_eq!(accepted["due_at"], "2026-12-23T09:30:00Z");
+    // Named by source id, recorded under the customer's id.
+    assert_eq!(accepted["related_object_id"], "cust_http");
+    let id = accepted["id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/permanent-deletions/{id}"));
+
+    let done = api.wait_for_final(id).await;
+    assert_eq!(done["status"], "DONE");
+    assert_eq!(done["data_json"], Shape::typical().expected_counts());
+    assert_eq!(done["error"], Value::Null);
+    // By request id, by customer id and by source id, after the customer is gone.
+    let request_id = done["request_id"].as_str().unwrap();
+    assert_eq!(
+        api.get(&format!("/v1/permanent-deletions/{request_id}"))
+            .await
+            .1,
+        done
+    );
+    for name in ["cust_http", "src_http"] {
+        let (status, latest) = api
+            .get(&format!("/v1/customers/{name}/permanent-deletion"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(latest["id"], id);
+    }
+    // Nothing keeps the source id or the message in clear.
+    assert_eq!(app.rows_containing("src_http").await, Vec::<String>::new());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_answers_200_with_the_same_object_and_erases_once() {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_idem", "src_idem", Shape::typical())
+        .await;
+    let base = app.start(Mode::All).await;
+    let api = Api::new(&app, base, false).await;
+    let key = Uuid::new_v4();
+
+    let first = api.post("cust_idem", Some(key), None).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let (_, first) = read(first).await;
+    assert_eq!(first["request_id"], key.to_string());
+    // The requester defaults to the key's name.
+    assert!(first["requested_by"].as_str().unwrap().starts_with("test-"));
+    let done = api.wait_for_final(first["id"].as_str().unwrap()).await;
+
+    let again = api.post("cust_idem", Some(key), None).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(again.headers().contains_key("location"));
+    assert_eq!(read(again).await.1, done);
+    let deletions = app
+        .count(
+            "SELECT count(*) FROM erasure.deletions WHERE request_id::text = $1",
+            &key.to_string(),
+        )
+        .await;
+    assert_eq!(deletions, 1);
+
+    // The key reused for another customer is refused and changes nothing.
+    let reused = api.post("cust_someone_else", Some(key), None).await;
+    expect_error(reused, StatusCode::CONFLICT, "conflict").await;
+    assert_eq!(
+        api.get(&format!("/v1/permanent-deletions/{key}")).await.1,
+        done
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn keys_are_required_and_read_only_keys_cannot_write() {
+    let mut app = TestApp::new().await;
+    let base = app.start(Mode::Api).await;
+    let writer = Api::new(&app, base.clone(), false).await;
+    let reader = Api::new(&app, base.clone(), true).await;
+    let client = Client::new();
+    let list = format!("{base}/v1/permanent-deletions");
+
+    let missing = client.get(&list).send().await.unwrap();
+    assert!(missing.headers().contains_key("www-authenticate"));
+    expect_error(missing, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    for presented in [
+        "Bearer nonsense",
+        "Basic dXNlcjpwYXNz",
+        &format!("Bearer {}x", writer.key),
+        &format!("Bearer {}", writer.key.replace("erk_", "erk_X")),
+    ] {
+        let response = client
+            .get(&list)
+            .header("Authorization", presented)
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    // A key whose secret is wrong but whose id is right.
+    let (id_part, _) = writer.key.rsplit_once('_').unwrap();
+    let forged = format!("Bearer {id_part}_{}", "A".repeat(32));
+    let response = client
+        .get(&list)
+        .header("Authorization", forged)
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    assert_eq!(
+        reader.get("/v1/permanent-deletions").await.0,
+        StatusCode::OK
+    );
+    let refused = reader.post("cust_any", None, None).await;
+    expect_error(refused, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.deletions").await,
+        0,
+        "a refused write records nothing"
+    );
+    assert_eq!(
+        writer.post("cust_any", None, None).await.status(),
+        StatusCode::ACCEPTED
+    );
+
+    // Revoked keys stop working at once.
+    assert!(
+        erasure::keys::revoke(&app.pool, &id_part["erk_".len()..])
+            .await
+            .unwrap()
+    );
+    let revoked = writer
+        .request(Method::GET, "/v1/permanent-deletions")
+        .send()
+        .await
+        .unwrap();
+    expect_error(revoked, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_error_is_the_json_envelope() {
+    let mut app = TestApp::new().await;
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base, false).await;
+    let post = "/v1/customers/cust_x/permanent-deletion";
+
+    let unknown = api
+        .request(Method::GET, "/v1/nothing-here")
+        .send()
+        .await
+        .unwrap();
+    expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    let unknown = api.request(Method::GET, "/").send().await.unwrap();
+    expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    let wrong_method = api.request(Method::DELETE, post).send().await.unwrap();
+    expect_error(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+    )
+    .await;
+    let wrong_method = api
+        .request(Method::PUT, "/v1/permanent-deletions")
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+    )
+    .await;
+
+    let malformed = api
+        .request(Method::POST, post)
+        .header("Content-Type", "application/json")
+        .body("{\"requested_by\": \"Jane Roe")
+        .send()
+        .await
+        .unwrap();
+    let message = expect_error(malformed, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(!message.contains("Jane"), "{message}");
+    let not_an_object = api
+        .request(Method::POST, post)
+        .json(&json!(["requested_by"]))
+        .send()
+        .await
+        .unwrap();
+    expect_error(not_an_object, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let wrong_type = api
+        .request(Method::POST, post)
+        .header("Content-Type", "text/plain")
+        .body("please erase")
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        wrong_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "invalid_request",
+    )
+    .await;
+    let bad_field = api
+        .post("cust_x", None, Some(json!({"requested_at": "yesterday"})))
+        .await;
+    expect_error(bad_field, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let bad_key = api
+        .request(Method::POST, post)
+        .header("Idempotency-Key", "not-a-uuid")
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad_key, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let too_long = api.post(&"c".repeat(256), None, None).await;
+    expect_error(too_long, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let too_large = api
+        .request(Method::POST, post)
+        .header("Content-Type", "application/json")
+        .body(format!("{{\"reason\": \"{}\"}}", "r".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    expect_error(too_large, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request").await;
+
+    for path in [
+        "/v1/permanent-deletions/del_unknown",
+        "/v1/permanent-deletions/4b1e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+        "/v1/customers/cust_never_seen/permanent-deletion",
+    ] {
+        let response = api.request(Method::GET, path).send().await.unwrap();
+        expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    for query in [
+        "limit=0",
+        "limit=101",
+        "status=done",
+        "overdue=maybe",
+        "starting_after=del_gone",
+        "page=2",
+    ] {
+        let response = api
+            .request(Method::GET, &format!("/v1/permanent-deletions?{query}"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.deletions").await,
+        0,
+        "no bad request recorded anything"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn pages_cover_every_deletion_once_newest_first() {
+    let mut app = TestApp::new().await;
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base, false).await;
+    for i in 0..12 {
+        let response = api.post(&format!("cust_page_{i}"), None, None).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    // Rows sharing one creation time: the id breaks the tie.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         SELECT 'del_tie' || lpad(n::text, 20, '0'), gen_random_uuid(), 'PENDING', now(), now() + interval '1 month', 'cli' \
+         FROM generate_series(1, 9) n",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let expected: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM erasure.deletions ORDER BY created_at DESC, id DESC")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(expected.len(), 21);
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/permanent-deletions?limit=5".to_string();
+    loop {
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["object"], "list");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 5);
+        seen.extend(data.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+        path = format!(
+            "/v1/permanent-deletions?limit=5&starting_after={}",
+            seen.last().unwrap()
+        );
+    }
+    assert_eq!(seen, expected);
+    // The default page is 20.
+    let (_, page) = api.get("/v1/permanent-deletions").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 20);
+    assert_eq!(page["has_more"], true);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn overdue_lists_open_deletions_past_their_due_date() {
+    let mut app = TestApp::new().await;
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base, false).await;
+    let old = api
+        .post(
+            "cust_old",
+            None,
+            Some(json!({"requested_at": "2026-08-01T10:00:00Z"})),
+        )
+        .await;
+    let (_, old) = read(old).await;
+    let (_, fresh) = read(api.post("cust_fresh", None, None).await).await;
+
+    let (_, overdue) = api.get("/v1/permanent-deletions?overdue=true").await;
+    let ids: Vec<&str> = overdue["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [old["id"].as_str().unwrap()]);
+    let (_, pending) = api.get("/v1/permanent-deletions?status=PENDING").await;
+    assert_eq!(pending["data"].as_array().unwrap().len(), 2);
+    let (_, done) = api.get("/v1/permanent-deletions?status=DONE").await;
+    assert_eq!(done["data"], json!([]));
+    // A final deletion is never overdue.
+    sqlx::query(
+        "UPDATE erasure.deletions SET status = 'FAILED', error_key = 'not_found', \
+         error_message = 'gone', completed_at = now(), pending_message = NULL WHERE id = $1",
+    )
+    .bind(old["id"].as_str().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (_, overdue) = api.get("/v1/permanent-deletions?overdue=true").await;
+    assert_eq!(overdue["data"], json!([]));
+    assert_ne!(fresh["id"], old["id"]);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_key_over_its_limit_gets_429_with_the_rate_limit_headers() {
+    let mut app = TestApp::with_settings(|s| s.http.rate_limit_per_minute = 3).await;
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base.clone(), true).await;
+    let other = Api::new(&app, base, true).await;
+    for remaining in ["2", "1", "0"] {
+        let response = api
+            .request(Method::GET, "/v1/permanent-deletions")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-ratelimit-limit"], "3");
+        assert_eq!(response.headers()["x-ratelimit-remaining"], remaining);
+        let reset: u64 = response.headers()["x-ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&reset));
+    }
+    let limited = api
+        .request(Method::GET, "/v1/permanent-deletions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    assert!(limited.headers().contains_key("retry-after"));
+    expect_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Another key has its own allowance.
+    assert_eq!(other.get("/v1/permanent-deletions").await.0, StatusCode::OK);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let mut app = TestApp::new().await;
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base, true).await;
+    let ready = |api: &Api| {
+        let url = format!("{}/readyz", api.base);
+        async move { read(Client::new().get(url).send().await.unwrap()).await }
+    };
+    let (status, body) = ready(&api).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "ready", "database": "ok", "broker": "ok"})
+    );
+    let (status, _) = read(
+        Client::new()
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", crate::helpers::database_server()))
+        .await
+        .unwrap();
+    let lock_out = |allow: bool| {
+        format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {allow}",
+            app.database
+        )
+    };
+    sqlx::query(&lock_out(false)).execute(&admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&app.database)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (status, body) = ready(&api).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["database"], "unreachable");
+    assert_eq!(body["broker"], "ok");
+    // Liveness does not depend on the database.
+    let (status, _) = read(
+        Client::new()
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    sqlx::query(&lock_out(true)).execute(&admin).await.unwrap();
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        status = ready(&api).await.0;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "ready again once the database is back"
+    );
+    admin.close().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_request_accepted_by_a_process_that_dies_before_publishing_is_still_carried_out() {
+    let mut app = TestApp::with_settings(|s| s.http.relay_after_ms = 200).await;
+    app.seed_customer("cust_orphan", "src_orphan", Shape::typical())
+        .await;
+    // An API whose broker is unreachable: the request is recorded, the publish fails.
+    let mut cut_off = app.settings.clone();
+    cut_off.amqp.url = erasure::config::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
+    let api_app = erasure::startup::Application::build(cut_off).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let process = tokio::spawn(api_app.run(Mode::Api, listener, shutdown.clone()));
+    let api = Api::new(&app, base, false).await;
+    let response = api.post("src_orphan", None, None).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (_, accepted) = read(response).await;
+    // The process goes away before anything reached the broker.
+    process.abort();
+    let _ = process.await;
+    assert!(app.take_all(&app.settings.amqp.queue).await.is_empty());
+
+    // A worker with a working broker relays and carries it out.
+    app.start_worker().await;
+    let request_id: Uuid = accepted["request_id"].as_str().unwrap().parse().unwrap();
+    let row = app.wait_for_final(request_id).await;
+    assert_eq!(row.status, "DONE");
+    assert_eq!(row.id, accepted["id"].as_str().unwrap());
+    assert_eq!(row.data_json, Shape::typical().expected_counts());
+    let still_pending = app
+        .count_of("SELECT count(*) FROM erasure.deletions WHERE pending_message IS NOT NULL")
+        .await;
+    assert_eq!(
+        still_pending, 0,
+        "the stored message is gone once the deletion ended"
+    );
+    assert_eq!(
+        app.rows_containing("src_orphan").await,
+        Vec::<String>::new()
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes_and_requests_by_route_not_by_path() {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_metric", "src_metric", Shape::typical())
+        .await;
+    let base = app.start(Mode::All).await;
+    let api = Api::new(&app, base, false).await;
+    let (_, accepted) = read(api.post("cust_metric", None, None).await).await;
+    api.wait_for_final(accepted["id"].as_str().unwrap()).await;
+
+    let response = Client::new()
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    for expected in [
+        "erasure_outcomes_total{status=\"DONE\",error_key=\"none\"}",
+        "erasure_duration_seconds_bucket",
+        "erasure_rows_total{table=\"events\"}",
+        "route=\"/v1/permanent-deletions/{id}\"",
+        "route=\"/v1/customers/{customer_id}/permanent-deletion\"",
+        "erasure_deletions_overdue",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("cust_metric"),
+        "a customer id leaked into metrics"
+    );
+    app.cleanup().await;
+}
