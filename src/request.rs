@@ -128,6 +128,17 @@ pub fn parse(body: &[u8]) -> Result<ErasureRequest, InvalidRequest> {
     }
 }
 
+/// Checks a customer identifier as a request would (1 to 255 characters, no NUL).
+pub fn check_customer_id(customer_id: &str) -> Result<(), String> {
+    let fields = serde_json::Map::from_iter([("customer_id".to_owned(), Value::from(customer_id))]);
+    let mut problems = Vec::new();
+    bounded_text(&fields, "customer_id", 1, 255, true, &mut problems);
+    match problems.pop() {
+        None => Ok(()),
+        Some(problem) => Err(problem),
+    }
+}
+
 /// A string field of `min..=max` characters without NUL (PostgreSQL text cannot hold one).
 fn bounded_text(
     fields: &serde_json::Map<String, Value>,

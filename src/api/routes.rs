@@ -144,6 +144,7 @@ async fn latest_for_customer(
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let customer_id = path_value(path)?;
+    request::check_customer_id(&customer_id).map_err(ApiError::invalid)?;
     let hash = state.hash.digest(&customer_id);
     let row: Option<DeletionRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM erasure.deletions \

@@ -171,7 +171,11 @@ async fn keys_are_created_listed_and_revoked() {
 
     let taken = erasure(&app, &["keys", "create", "--name", "portal"]).await;
     assert_eq!(taken.status.code(), Some(2));
-    assert!(stderr(&taken).contains("already named"), "{}", stderr(&taken));
+    assert!(
+        stderr(&taken).contains("already named"),
+        "{}",
+        stderr(&taken)
+    );
 
     let listed = stdout(&erasure(&app, &["keys", "list"]).await);
     assert!(listed.contains("portal\tread-only"), "{listed}");
@@ -179,7 +183,12 @@ async fn keys_are_created_listed_and_revoked() {
 
     let revoked = erasure(&app, &["keys", "revoke", "portal"]).await;
     assert!(revoked.status.success(), "{}", stderr(&revoked));
-    assert!(erasure::keys::verify(&app.pool, &key).await.unwrap().is_none());
+    assert!(
+        erasure::keys::verify(&app.pool, &key)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let again = erasure(&app, &["keys", "revoke", "portal"]).await;
     assert_eq!(again.status.code(), Some(1));
     app.cleanup().await;

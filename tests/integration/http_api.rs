@@ -280,6 +280,7 @@ async fn every_error_is_the_json_envelope() {
     let unknown = api.request(Method::GET, "/").send().await.unwrap();
     expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
     let wrong_method = api.request(Method::DELETE, post).send().await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET,HEAD,POST");
     expect_error(
         wrong_method,
         StatusCode::METHOD_NOT_ALLOWED,

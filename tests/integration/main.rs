@@ -5,5 +5,6 @@ mod erasure_outcomes;
 mod helpers;
 mod http_api;
 mod invalid_messages;
+mod openapi;
 mod pg_proxy;
 mod plan_check;

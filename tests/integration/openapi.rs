@@ -1,0 +1,260 @@
+//! `docs/openapi.json` is kept true: real answers of a running service, for every documented
+//! operation, must have a documented status and match the documented schema.
+
+use std::collections::BTreeSet;
+
+use erasure::startup::Mode;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{Shape, TestApp};
+use crate::http_api::Api;
+
+const DOCUMENT: &str = include_str!("../../docs/openapi.json");
+
+struct Document {
+    doc: Value,
+    exercised: BTreeSet<(String, String)>,
+}
+
+impl Document {
+    fn load() -> Self {
+        let doc: Value = serde_json::from_str(DOCUMENT).expect("the document is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        Self {
+            doc,
+            exercised: BTreeSet::new(),
+        }
+    }
+
+    fn operations(&self) -> BTreeSet<(String, String)> {
+        let mut operations = BTreeSet::new();
+        for (path, item) in self.doc["paths"].as_object().unwrap() {
+            for method in ["get", "post", "put", "patch", "delete"] {
+                if item.get(method).is_some() {
+                    operations.insert((method.to_owned(), path.clone()));
+                }
+            }
+        }
+        operations
+    }
+
+    /// Follows a `$ref` inside the document.
+    fn resolve<'a>(&'a self, value: &'a Value) -> &'a Value {
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(reference) => {
+                let pointer = reference.trim_start_matches('#');
+                self.resolve(self.doc.pointer(pointer).expect("the reference resolves"))
+            }
+            None => value,
+        }
+    }
+
+    /// Sends `request` as an instance of `method template` and checks the answer.
+    async fn check(
+        &mut self,
+        method: &str,
+        template: &str,
+        request: RequestBuilder,
+    ) -> (StatusCode, Value) {
+        self.exercised
+            .insert((method.to_owned(), template.to_owned()));
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let text = response.text().await.unwrap();
+        let operation = &self.doc["paths"][template][method];
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not documented"
+        );
+        let documented = operation["responses"]
+            .get(status.as_str())
+            .unwrap_or_else(|| {
+                panic!("{method} {template} answered {status}, which is not documented: {text}")
+            });
+        let documented = self.resolve(documented);
+        let content = documented["content"]
+            .as_object()
+            .expect("every answer has a body");
+        let (media, spec) = content.iter().next().unwrap();
+        assert!(
+            content_type.starts_with(media.as_str()),
+            "{method} {template} {status}: content type {content_type}, documented {media}"
+        );
+        if media != "application/json" {
+            return (status, Value::String(text));
+        }
+        let body: Value = serde_json::from_str(&text).expect("a JSON body");
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": self.doc["components"],
+            "allOf": [spec["schema"]],
+        });
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&root)
+            .expect("the schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(&body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {status} does not match the document: {errors:?}\n{body}"
+        );
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn real_answers_match_the_openapi_document_for_every_operation() {
+    let mut app = TestApp::with_settings(|s| s.http.rate_limit_per_minute = 50).await;
+    app.seed_customer("cust_doc", "src_doc", Shape::typical())
+        .await;
+    let base = app.start(Mode::All).await;
+    let api = Api::new(&app, base.clone(), false).await;
+    let reader = Api::new(&app, base.clone(), true).await;
+    let burner = Api::new(&app, base.clone(), true).await;
+    let anonymous = reqwest::Client::new();
+    let mut doc = Document::load();
+    let submit = "/v1/customers/{customer_id}/permanent-deletion";
+    let one = "/v1/permanent-deletions/{id}";
+    let list = "/v1/permanent-deletions";
+    let post_path = "/v1/customers/src_doc/permanent-deletion";
+    let key = Uuid::new_v4().to_string();
+
+    let (status, accepted) = doc
+        .check(
+            "post",
+            submit,
+            api.request(Method::POST, post_path)
+                .header("Idempotency-Key", &key)
+                .json(&json!({"requested_by": "dpo", "reason": "Art. 17", "requested_at": "2026-11-23T09:30:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    api.wait_for_final(&id).await;
+    let repeat = api
+        .request(Method::POST, post_path)
+        .header("Idempotency-Key", &key);
+    assert_eq!(doc.check("post", submit, repeat).await.0, StatusCode::OK);
+    let reused = api
+        .request(Method::POST, "/v1/customers/cust_other/permanent-deletion")
+        .header("Idempotency-Key", &key);
+    assert_eq!(
+        doc.check("post", submit, reused).await.0,
+        StatusCode::CONFLICT
+    );
+    let not_json = api
+        .request(Method::POST, post_path)
+        .header("Content-Type", "text/plain")
+        .body("x");
+    assert_eq!(
+        doc.check("post", submit, not_json).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let bad = api
+        .request(Method::POST, post_path)
+        .json(&json!({"requested_by": ""}));
+    assert_eq!(
+        doc.check("post", submit, bad).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let huge = api
+        .request(Method::POST, post_path)
+        .header("Content-Type", "application/json")
+        .body(" ".repeat(70_000));
+    assert_eq!(
+        doc.check("post", submit, huge).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let read_only = reader.request(Method::POST, post_path);
+    assert_eq!(
+        doc.check("post", submit, read_only).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let no_key = anonymous.post(format!("{base}{post_path}"));
+    assert_eq!(
+        doc.check("post", submit, no_key).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong_method = api.request(Method::DELETE, post_path);
+    assert_eq!(
+        doc.check("post", submit, wrong_method).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    for (path, expected) in [
+        (post_path.to_owned(), StatusCode::OK),
+        (
+            "/v1/customers/cust_doc/permanent-deletion".into(),
+            StatusCode::OK,
+        ),
+        (
+            "/v1/customers/nobody/permanent-deletion".into(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/v1/customers/{}/permanent-deletion", "n".repeat(300)),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let request = reader.request(Method::GET, &path);
+        assert_eq!(
+            doc.check("get", submit, request).await.0,
+            expected,
+            "{path}"
+        );
+    }
+    for (path, expected) in [
+        (format!("/v1/permanent-deletions/{id}"), StatusCode::OK),
+        (format!("/v1/permanent-deletions/{key}"), StatusCode::OK),
+        (
+            "/v1/permanent-deletions/del_nothing".into(),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let request = reader.request(Method::GET, &path);
+        assert_eq!(doc.check("get", one, request).await.0, expected, "{path}");
+    }
+    for (query, expected) in [
+        ("", StatusCode::OK),
+        ("?status=DONE&limit=1", StatusCode::OK),
+        ("?overdue=true", StatusCode::OK),
+        ("?limit=1000", StatusCode::BAD_REQUEST),
+    ] {
+        let request = reader.request(Method::GET, &format!("{list}{query}"));
+        assert_eq!(doc.check("get", list, request).await.0, expected, "{query}");
+    }
+    let mut limited = StatusCode::OK;
+    for _ in 0..60 {
+        let request = burner.request(Method::GET, list);
+        limited = doc.check("get", list, request).await.0;
+        if limited == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(limited, StatusCode::TOO_MANY_REQUESTS);
+
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let request = anonymous.get(format!("{base}{path}"));
+        assert_eq!(
+            doc.check("get", path, request).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+
+    assert_eq!(
+        doc.exercised,
+        doc.operations(),
+        "every documented operation is exercised"
+    );
+    app.cleanup().await;
+}
