@@ -18,6 +18,9 @@ use crate::config::AmqpSettings;
 pub enum BrokerError {
     #[error("RabbitMQ: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The reason, never the URL itself (it may carry a password).
+    #[error("the AMQP URL is not valid: {0}")]
+    InvalidUrl(String),
     #[error("RabbitMQ ended the consumer")]
     ConsumerClosed,
     #[error("RabbitMQ did not confirm the message (nack)")]
@@ -31,9 +34,23 @@ pub enum BrokerError {
     },
 }
 
+/// Connects with heartbeats on (`amqp.heartbeat_secs`, unless the URL sets `heartbeat`), so a
+/// dead peer is noticed within two heartbeats, and without lapin's automatic recovery: the
+/// consumer and publishers own their reconnect loops.
 pub async fn connect(settings: &AmqpSettings) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name("erasure".into());
-    Ok(Connection::connect(settings.url.expose(), properties).await?)
+    let mut uri: lapin::uri::AMQPUri = settings
+        .url
+        .expose()
+        .parse()
+        .map_err(BrokerError::InvalidUrl)?;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(settings.heartbeat_secs);
+    }
+    if uri.query.connection_timeout.is_none() {
+        uri.query.connection_timeout = Some(10_000);
+    }
+    Ok(Connection::connect_uri(uri, properties).await?)
 }
 
 /// A channel in confirm mode: every publish on it is acknowledged by the broker.

@@ -112,10 +112,17 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     shutdown.cancel();
                 })
             };
-            app.run(mode, listener, shutdown).await;
+            let clean = app.run(mode, listener, shutdown).await;
             signal.abort();
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
+            if clean {
+                tracing::info!("stopped");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                tracing::error!(
+                    "stopped with erasures unfinished; they roll back and are redelivered"
+                );
+                Ok(ExitCode::from(3))
+            }
         }
         Command::Keys { command } => {
             let pool = crate::db::prepare(&settings.database).await?;

@@ -41,6 +41,8 @@ pub struct AmqpSettings {
     pub dead_letter_queue: String,
     pub events_exchange: String,
     pub delivery_limit: u32,
+    /// AMQP heartbeat interval asked of the broker, in seconds.
+    pub heartbeat_secs: u16,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -57,6 +59,10 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub prefetch: u16,
     pub max_attempts: u32,
+    /// Deliveries of one request that may start an erasure; the next is a poison message.
+    pub max_deliveries: u32,
+    /// On SIGTERM/SIGINT, how long in-flight erasures may take to finish.
+    pub shutdown_grace_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -110,11 +116,21 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         let worker = &self.worker;
-        if worker.concurrency == 0 || worker.prefetch == 0 || worker.max_attempts == 0 {
+        if worker.concurrency == 0
+            || worker.prefetch == 0
+            || worker.max_attempts == 0
+            || worker.max_deliveries == 0
+        {
             return invalid(
-                "worker.concurrency, worker.prefetch and worker.max_attempts must be at least 1"
+                "worker.concurrency, worker.prefetch, worker.max_attempts and worker.max_deliveries must be at least 1"
                     .into(),
             );
+        }
+        if worker.max_deliveries >= self.amqp.delivery_limit {
+            return invalid(format!(
+                "worker.max_deliveries ({}) must be below amqp.delivery_limit ({}), the broker's backstop",
+                worker.max_deliveries, self.amqp.delivery_limit
+            ));
         }
         if usize::from(worker.prefetch) < worker.concurrency {
             return invalid(format!(

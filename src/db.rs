@@ -135,19 +135,47 @@ pub async fn instance_source_id_key(pool: &PgPool) -> Result<Vec<u8>, sqlx::Erro
         .await
 }
 
-/// True for errors that may pass on their own: serialization failures, deadlocks, lock and
-/// statement timeouts, and connections lost.
-pub fn is_transient(e: &sqlx::Error) -> bool {
+/// What a database error means for the request that met it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Caused by this request meeting others (serialization failure, deadlock, lock or
+    /// statement timeout, a child row inserted concurrently): retried a bounded number of
+    /// times, each counted; when they run out, the request is FAILED `internal`.
+    Transient,
+    /// The database is out of reach (connection lost or refused, backend terminated, server
+    /// shutting down, pool exhausted or closed): never the request's fault, never counted
+    /// against it, never a FAILED outcome. The delivery is held and retried until it recovers.
+    Infrastructure,
+    /// Will fail the same way every time (a constraint the plan does not know about, say):
+    /// FAILED `internal` at once.
+    Permanent,
+}
+
+pub fn classify(e: &sqlx::Error) -> ErrorClass {
     match e {
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300")
-        ),
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            match code {
+                "40001" | "40P01" | "55P03" | "57014" | "23503" => ErrorClass::Transient,
+                "57P01" | "57P02" | "57P03" | "53300" | "53100" | "53200" => {
+                    ErrorClass::Infrastructure
+                }
+                _ if code.starts_with("08") => ErrorClass::Infrastructure,
+                _ => ErrorClass::Permanent,
+            }
+        }
         sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        _ => false,
+        | sqlx::Error::Protocol(_) => ErrorClass::Infrastructure,
+        _ => ErrorClass::Permanent,
     }
+}
+
+/// True for errors that may pass by trying again (transient or infrastructure).
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    classify(e) != ErrorClass::Permanent
 }

@@ -12,7 +12,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::db::is_transient;
+use crate::db::{ErrorClass, classify, is_transient};
 use crate::deletion::{self, COLUMNS, DeletionRow};
 use crate::keyed_hash::KeyedHash;
 use crate::plan::sql::erase_statement;
@@ -50,6 +50,10 @@ pub enum Outcome {
         message: String,
         deletion: Option<DeletionRow>,
     },
+    /// The request could not be carried out (an error that will not pass, transient errors
+    /// past the attempts allowed, or a poison message): recorded FAILED `internal` with the
+    /// cause; the message goes to the dead-letter queue for inspection.
+    Stopped(DeletionRow),
 }
 
 /// Runs erasures for one plan against one database.
@@ -326,6 +330,58 @@ impl Eraser {
         Ok(Some(Outcome::Recorded(row)))
     }
 
+    /// Counts one more delivery of a redelivered request that has no final outcome, marking its
+    /// deletion IN_PROGRESS; returns how many redeliveries have started, or `None` when the
+    /// request already has a final outcome (or its id belongs to another customer) and the
+    /// erasure will say so. Only redeliveries pay this round trip: a message delivered again
+    /// and again without an outcome is what a request that crashes the worker looks like.
+    pub async fn count_redelivery(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Result<Option<u32>, sqlx::Error> {
+        let requested_at = request.requested_at.unwrap_or(received_at);
+        let attempts: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO erasure.deletions AS d (id, request_id, requested_id_hash, status, \
+               requested_by, reason, requested_at, due_at, channel, attempts) \
+             VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5, $6, $7, $8, 1) \
+             ON CONFLICT (request_id) DO UPDATE SET status = 'IN_PROGRESS', attempts = d.attempts + 1 \
+             WHERE d.status IN ('PENDING', 'IN_PROGRESS') \
+               AND d.requested_id_hash = EXCLUDED.requested_id_hash \
+             RETURNING d.attempts",
+        )
+        .bind(deletion::new_id())
+        .bind(request.request_id)
+        .bind(self.inner.hash.digest(&request.customer_id))
+        .bind(&request.requested_by)
+        .bind(&request.reason)
+        .bind(requested_at)
+        .bind(deletion::due_at(requested_at))
+        .bind(channel.as_str())
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(attempts.map(|n| n.max(0) as u32))
+    }
+
+    /// Ends a request that keeps coming back without an outcome: FAILED `internal`, to be
+    /// dead-lettered.
+    pub async fn stop_poison(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        deliveries: u32,
+    ) -> Result<Outcome, sqlx::Error> {
+        let message = format!(
+            "the request was delivered {deliveries} times and never finished (the worker stopped \
+             or crashed while carrying it out); it is stopped as a poison message"
+        );
+        tracing::error!(request_id = %request.request_id, deliveries, "poison message stopped");
+        self.record_internal_failure(request, channel, received_at, &message)
+            .await
+    }
+
     /// Audits a message that is not a valid request and, when it carries a request id not seen
     /// before, records a FAILED deletion with error key `invalid_request`.
     pub async fn reject(
@@ -443,7 +499,7 @@ impl Eraser {
         )
         .await?;
         tx.commit().await?;
-        Ok(Outcome::Recorded(row))
+        Ok(Outcome::Stopped(row))
     }
 
     /// The customer id to record for `identifier`: the live customer's id, the id of a
@@ -498,9 +554,13 @@ impl Session {
         &self.eraser
     }
 
-    /// Carries out `request`. Errors that may pass (deadlocks, lock timeouts, lost
-    /// connections) are retried with exponential backoff and jitter; an error returned here
-    /// left nothing recorded, so the request can safely be tried again later.
+    /// Carries out `request`, deciding by [`ErrorClass`]:
+    /// - transient errors are retried with exponential backoff and jitter, up to the configured
+    ///   attempts; when they run out the request is recorded FAILED `internal` with the last
+    ///   cause, and [`Outcome::Stopped`] says to dead-letter it;
+    /// - permanent errors are recorded FAILED `internal` at once, also [`Outcome::Stopped`];
+    /// - infrastructure errors are returned without recording anything and without counting
+    ///   against the request: the caller holds the delivery and tries again later.
     pub async fn erase(
         &mut self,
         request: &ErasureRequest,
@@ -508,38 +568,53 @@ impl Session {
         received_at: DateTime<Utc>,
     ) -> Result<Outcome, sqlx::Error> {
         let mut delays = self.eraser.backoff().build();
-        let result = loop {
+        let mut attempts: u32 = 0;
+        let mut reconnected = false;
+        let (e, attempts) = loop {
             let eraser = self.eraser.clone();
+            let reused = self.conn.is_some();
             let attempt = match self.connection().await {
                 Ok(conn) => eraser.erase_once(conn, request, channel, received_at).await,
                 Err(e) => Err(e),
             };
-            match attempt {
-                Err(e) => {
-                    self.conn = None;
-                    match delays.next().filter(|_| is_retryable(&e)) {
+            let e = match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) => e,
+            };
+            self.conn = None;
+            match classify(&e) {
+                // A kept connection that died while idle (a database restart, a terminated
+                // backend): one immediate try on a fresh connection before calling it an outage.
+                ErrorClass::Infrastructure if reused && !reconnected => {
+                    reconnected = true;
+                    tracing::info!(request_id = %request.request_id, error = %SafeError(&e), "kept connection lost; reconnecting");
+                }
+                ErrorClass::Infrastructure => return Err(e),
+                ErrorClass::Transient => {
+                    attempts += 1;
+                    match delays.next() {
                         Some(delay) => {
-                            tracing::warn!(request_id = %request.request_id, error = %SafeError(&e), ?delay, "erasure attempt failed; retrying");
+                            tracing::warn!(request_id = %request.request_id, error = %SafeError(&e), attempts, ?delay, "erasure attempt failed; retrying");
                             tokio::time::sleep(delay).await;
                         }
-                        None => break Err(e),
+                        None => break (e, attempts),
                     }
                 }
-                ok => break ok,
+                ErrorClass::Permanent => break (e, attempts + 1),
             }
         };
-        match result {
-            Err(e) if !is_transient(&e) => {
-                // A failure that will not pass by retrying (a constraint the plan does not know
-                // about, say): recorded, so the request ends instead of circling forever.
-                tracing::error!(request_id = %request.request_id, error = %SafeError(&e), "erasure failed");
-                let message = format!("the erasure failed: {}", SafeError(&e));
-                self.eraser
-                    .record_internal_failure(request, channel, received_at, &message)
-                    .await
-            }
-            other => other,
-        }
+        let message = if classify(&e) == ErrorClass::Transient {
+            format!(
+                "the erasure failed {attempts} times; the last time: {}",
+                SafeError(&e)
+            )
+        } else {
+            format!("the erasure failed: {}", SafeError(&e))
+        };
+        tracing::error!(request_id = %request.request_id, error = %SafeError(&e), attempts, "erasure failed");
+        self.eraser
+            .record_internal_failure(request, channel, received_at, &message)
+            .await
     }
 
     async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
@@ -550,11 +625,10 @@ impl Session {
     }
 }
 
-/// Retry what may pass, and the foreign-key violations a concurrent insert of a child row
-/// causes (the next attempt's snapshot sees and erases that row).
+/// Retry what may pass, including the foreign-key violations a concurrent insert of a child
+/// row causes (the next attempt's snapshot sees and erases that row).
 fn is_retryable(e: &sqlx::Error) -> bool {
     is_transient(e)
-        || matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
 }
 
 /// An error as it may be logged and stored: database errors by code and constraint, never

@@ -75,8 +75,10 @@ impl Application {
     }
 
     /// Runs `mode` until `shutdown`, serving HTTP on `listener`. The outbox (outcome events and
-    /// the relay of requests accepted over HTTP) runs in every mode.
-    pub async fn run(self, mode: Mode, listener: TcpListener, shutdown: CancellationToken) {
+    /// the relay of requests accepted over HTTP) runs in every mode. Returns false when the
+    /// shutdown grace period ran out with erasures still in flight: the caller should exit
+    /// at once, non-zero.
+    pub async fn run(self, mode: Mode, listener: TcpListener, shutdown: CancellationToken) -> bool {
         let outbox = Outbox::new(
             self.pool.clone(),
             self.eraser.count_keys(),
@@ -99,7 +101,9 @@ impl Application {
                 amqp: self.settings.amqp.clone(),
                 settings: self.settings.worker.clone(),
             };
-            worker.run(shutdown.clone()).await;
+            if !worker.run(shutdown.clone()).await {
+                return false;
+            }
         }
         shutdown.cancelled().await;
         match http.await {
@@ -118,6 +122,7 @@ impl Application {
         }
         self.intake.publisher().close().await;
         self.pool.close().await;
+        true
     }
 }
 

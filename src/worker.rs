@@ -35,37 +35,56 @@ pub enum Disposition {
 }
 
 /// Handles one message body. Never panics on bad input; every path ends in a disposition.
-pub async fn handle_delivery(session: &mut Session, body: &[u8]) -> Disposition {
+/// `redelivered`: the broker delivered it before; such deliveries are counted, and one past
+/// `max_deliveries` is stopped as a poison message instead of being tried again.
+pub async fn handle_delivery(
+    session: &mut Session,
+    body: &[u8],
+    redelivered: bool,
+    max_deliveries: u32,
+) -> Disposition {
     let received_at = Utc::now();
     let started = std::time::Instant::now();
     match request::parse(body) {
-        Ok(request) => match session.erase(&request, Channel::Amqp, received_at).await {
-            Ok(Outcome::Recorded(row)) => {
-                crate::metrics::outcome(&row, started.elapsed());
-                tracing::info!(
-                    request_id = %request.request_id,
-                    deletion_id = %row.id,
-                    status = %row.status,
-                    error_key = row.error_key.as_deref(),
-                    already_erased = row.already_erased,
-                    "request carried out"
-                );
-                Disposition::Ack
+        Ok(request) => {
+            match carry_out(session, &request, received_at, redelivered, max_deliveries).await {
+                Ok(Outcome::Recorded(row)) => {
+                    crate::metrics::outcome(&row, started.elapsed());
+                    tracing::info!(
+                        request_id = %request.request_id,
+                        deletion_id = %row.id,
+                        status = %row.status,
+                        error_key = row.error_key.as_deref(),
+                        already_erased = row.already_erased,
+                        "request carried out"
+                    );
+                    Disposition::Ack
+                }
+                Ok(Outcome::Duplicate(row)) => {
+                    tracing::info!(request_id = %request.request_id, deletion_id = %row.id, status = %row.status, "request already carried out; acknowledging the repeat");
+                    Disposition::Ack
+                }
+                Ok(Outcome::Stopped(row)) => {
+                    crate::metrics::outcome(&row, started.elapsed());
+                    tracing::error!(
+                        request_id = %request.request_id,
+                        deletion_id = %row.id,
+                        error = row.error_message.as_deref(),
+                        "request failed; its message goes to the dead-letter queue"
+                    );
+                    Disposition::DeadLetter
+                }
+                Ok(Outcome::Rejected { message, .. }) => {
+                    crate::metrics::rejected();
+                    tracing::warn!(request_id = %request.request_id, reason = %message, "request rejected to the dead-letter queue");
+                    Disposition::DeadLetter
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %request.request_id, error = %SafeError(&e), "request not carried out; it goes back to the queue");
+                    Disposition::Requeue
+                }
             }
-            Ok(Outcome::Duplicate(row)) => {
-                tracing::info!(request_id = %request.request_id, deletion_id = %row.id, status = %row.status, "request already carried out; acknowledging the repeat");
-                Disposition::Ack
-            }
-            Ok(Outcome::Rejected { message, .. }) => {
-                crate::metrics::rejected();
-                tracing::warn!(request_id = %request.request_id, reason = %message, "request rejected to the dead-letter queue");
-                Disposition::DeadLetter
-            }
-            Err(e) => {
-                tracing::warn!(request_id = %request.request_id, error = %SafeError(&e), "request not carried out; it goes back to the queue");
-                Disposition::Requeue
-            }
-        },
+        }
         Err(invalid) => match session
             .eraser()
             .reject(&invalid, Channel::Amqp, received_at, body.len())
@@ -84,6 +103,28 @@ pub async fn handle_delivery(session: &mut Session, body: &[u8]) -> Disposition 
     }
 }
 
+async fn carry_out(
+    session: &mut Session,
+    request: &request::ErasureRequest,
+    received_at: chrono::DateTime<Utc>,
+    redelivered: bool,
+    max_deliveries: u32,
+) -> Result<Outcome, sqlx::Error> {
+    if redelivered {
+        let eraser = session.eraser();
+        if let Some(redeliveries) = eraser
+            .count_redelivery(request, Channel::Amqp, received_at)
+            .await?
+            && redeliveries >= max_deliveries
+        {
+            return eraser
+                .stop_poison(request, Channel::Amqp, received_at, redeliveries + 1)
+                .await;
+        }
+    }
+    session.erase(request, Channel::Amqp, received_at).await
+}
+
 /// The consumer, with what it needs.
 pub struct Worker {
     pub eraser: Eraser,
@@ -94,8 +135,11 @@ pub struct Worker {
 
 impl Worker {
     /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away. On
-    /// shutdown, stops taking deliveries and lets the ones in flight finish.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// shutdown, stops taking deliveries and lets the ones in flight finish within the grace
+    /// period. Returns false when the grace period ran out with deliveries still in flight (they
+    /// were not acknowledged: the broker gives them to another worker, and their uncommitted
+    /// work rolls back when this process exits).
+    pub async fn run(self, shutdown: CancellationToken) -> bool {
         // One session per concurrent delivery: taking one is the permit to handle a delivery,
         // and its connection stays with it across deliveries and reconnects.
         let slots = self.settings.concurrency.max(1);
@@ -113,17 +157,18 @@ impl Worker {
                 .consume(&mut sessions, &release, &shutdown)
                 .await
             {
-                Ok(()) => return,
+                Ok(finished) => return finished,
                 Err(e) => {
                     tracing::warn!(error = %e, ?delay, "consumer lost its broker connection; reconnecting");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return true,
                         _ = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         }
+        true
     }
 
     async fn consume(
@@ -131,7 +176,7 @@ impl Worker {
         sessions: &mut mpsc::Receiver<Session>,
         release: &mpsc::Sender<Session>,
         shutdown: &CancellationToken,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<bool, BrokerError> {
         let connection = broker::connect(&self.amqp).await?;
         let channel = connection.create_channel().await?;
         broker::declare_topology(&channel, &self.amqp).await?;
@@ -150,7 +195,7 @@ impl Worker {
         tracing::info!(queue = %self.amqp.queue, prefetch = self.settings.prefetch, concurrency = self.settings.concurrency, "consuming requests");
 
         let mut in_flight = JoinSet::new();
-        let result = loop {
+        let result: Result<(), BrokerError> = loop {
             while in_flight.try_join_next().is_some() {}
             let mut session = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -177,9 +222,25 @@ impl Worker {
         let _ = channel
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
-        while in_flight.join_next().await.is_some() {}
+        let grace = Duration::from_millis(self.settings.shutdown_grace_ms);
+        let drained = async { while in_flight.join_next().await.is_some() {} };
+        let finished = if shutdown.is_cancelled() {
+            let finished = tokio::time::timeout(grace, drained).await.is_ok();
+            if !finished {
+                tracing::error!(
+                    in_flight = in_flight.len(),
+                    grace_ms = self.settings.shutdown_grace_ms,
+                    "the shutdown grace period ran out; unfinished deliveries go back to the queue"
+                );
+                return Ok(false);
+            }
+            finished
+        } else {
+            drained.await;
+            true
+        };
         let _ = connection.close(200, "shutting down".into()).await;
-        result
+        result.map(|()| finished)
     }
 
     /// Handles one delivery and answers the broker. A message that could not be handled because
@@ -193,7 +254,13 @@ impl Worker {
     ) {
         let mut delay = Duration::from_millis(500);
         loop {
-            let disposition = handle_delivery(session, &delivery.data).await;
+            let disposition = handle_delivery(
+                session,
+                &delivery.data,
+                delivery.redelivered,
+                self.settings.max_deliveries,
+            )
+            .await;
             let answered = match disposition {
                 Disposition::Ack => {
                     let acked = delivery.ack(BasicAckOptions::default()).await;

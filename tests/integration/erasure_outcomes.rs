@@ -211,7 +211,13 @@ async fn a_request_redelivered_after_the_worker_stopped_before_acknowledging_era
         let delivery = consumer.next().await.unwrap().unwrap();
         assert!(!delivery.redelivered);
         assert_eq!(
-            handle_delivery(&mut Session::new(app.eraser().clone()), &delivery.data).await,
+            handle_delivery(
+                &mut Session::new(app.eraser().clone()),
+                &delivery.data,
+                delivery.redelivered,
+                app.settings.worker.max_deliveries,
+            )
+            .await,
             Disposition::Ack
         );
         connection.close(320, "worker died".into()).await.unwrap();

@@ -34,7 +34,7 @@ pub struct TestApp {
     pub app: Option<Application>,
     connection: Connection,
     pub channel: Channel,
-    workers: Vec<(CancellationToken, JoinHandle<()>)>,
+    workers: Vec<(CancellationToken, JoinHandle<bool>)>,
 }
 
 /// What a seeded customer owns, as the erasure should count it.
@@ -141,10 +141,14 @@ impl TestApp {
     pub async fn stop_workers(&mut self) {
         for (shutdown, handle) in self.workers.drain(..) {
             shutdown.cancel();
-            tokio::time::timeout(Duration::from_secs(30), handle)
+            let clean = tokio::time::timeout(Duration::from_secs(30), handle)
                 .await
                 .expect("the worker stops within 30 s")
                 .unwrap();
+            assert!(
+                clean,
+                "the worker finished its deliveries in the grace period"
+            );
         }
     }
 
