@@ -28,6 +28,9 @@ pub struct DatabaseSettings {
     pub statement_timeout_ms: u64,
     pub lock_timeout_ms: u64,
     pub idle_in_transaction_timeout_ms: u64,
+    /// PostgreSQL 14 and later: how often a running statement checks that its client is still
+    /// there; 0 leaves the server's setting (for older servers).
+    pub client_connection_check_interval_ms: u64,
     pub reference_schema: bool,
 }
 

@@ -51,19 +51,27 @@ pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
 /// The pool every query goes through. Server-side timeouts travel in the start-up packet, so
 /// they cost no round trip and hold on every connection.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    let mut server_settings = vec![
+        (
+            "statement_timeout",
+            format!("{}ms", settings.statement_timeout_ms),
+        ),
+        ("lock_timeout", format!("{}ms", settings.lock_timeout_ms)),
+        (
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", settings.idle_in_transaction_timeout_ms),
+        ),
+    ];
+    // Without it, a statement whose worker died keeps running, and commits, on its own.
+    if settings.client_connection_check_interval_ms > 0 {
+        server_settings.push((
+            "client_connection_check_interval",
+            format!("{}ms", settings.client_connection_check_interval_ms),
+        ));
+    }
     let options = PgConnectOptions::from_str(settings.url.expose())?
         .application_name("erasure")
-        .options([
-            (
-                "statement_timeout",
-                format!("{}ms", settings.statement_timeout_ms),
-            ),
-            ("lock_timeout", format!("{}ms", settings.lock_timeout_ms)),
-            (
-                "idle_in_transaction_session_timeout",
-                format!("{}ms", settings.idle_in_transaction_timeout_ms),
-            ),
-        ]);
+        .options(server_settings);
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))

@@ -6,29 +6,9 @@ use tokio::process::Command;
 
 use crate::helpers::{Shape, TestApp};
 
-/// The binary, with the test application's configuration in the environment.
-fn binary(app: &TestApp) -> Command {
-    let amqp = &app.settings.amqp;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_erasure"));
-    command
-        .env("ERASURE_DATABASE_URL", app.settings.database.url.expose())
-        .env("ERASURE_AMQP_URL", amqp.url.expose())
-        .env("ERASURE_AMQP__EXCHANGE", &amqp.exchange)
-        .env("ERASURE_AMQP__QUEUE", &amqp.queue)
-        .env(
-            "ERASURE_AMQP__DEAD_LETTER_EXCHANGE",
-            &amqp.dead_letter_exchange,
-        )
-        .env("ERASURE_AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
-        .env("ERASURE_AMQP__EVENTS_EXCHANGE", &amqp.events_exchange)
-        .env("ERASURE_HTTP_ADDR", "127.0.0.1:0")
-        .env_remove("ERASURE_ENV");
-    command
-}
-
 /// Runs the binary to completion.
 async fn erasure(app: &TestApp, args: &[&str]) -> Output {
-    binary(app)
+    app.command()
         .args(args)
         .output()
         .await
@@ -129,7 +109,8 @@ async fn plan_prints_the_plan_and_its_sql_and_names_a_gap() {
 #[tokio::test]
 async fn the_service_stops_cleanly_on_sigterm() {
     let app = TestApp::new().await;
-    let mut child = binary(&app)
+    let mut child = app
+        .command()
         .arg("run")
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -2,6 +2,8 @@
 
 mod cli;
 mod erasure_outcomes;
+mod fault_proxy;
+mod faults;
 mod helpers;
 mod http_api;
 mod invalid_messages;

@@ -1,0 +1,392 @@
+//! Faults injected into real worker processes and real servers. After each scenario the oracle
+//! holds: every request ends exactly once as DONE or FAILED (or is still queued or
+//! dead-lettered, never vanished), counts are recorded once, other customers' rows are
+//! unchanged, and no partial erasure is ever visible.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::process::Child;
+use uuid::Uuid;
+
+use crate::fault_proxy::{FaultProxy, Mode};
+use crate::helpers::{Shape, TestApp};
+
+/// Twice the default client_connection_check_interval: by then the server has cancelled the
+/// statement of a worker that died.
+const CLIENT_CHECK: Duration = Duration::from_millis(2000);
+
+/// Starts the worker binary with the test's configuration and `env` on top.
+fn spawn_worker(app: &TestApp, env: &[(&str, &str)]) -> Child {
+    let mut command = app.command();
+    command
+        .arg("worker")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("the worker starts")
+}
+
+/// Holds a lock on one of `customer`'s order_events rows, so that an erasure of that customer
+/// stops in the middle of its statement, after it started deleting.
+async fn hold_order_event(app: &TestApp, customer: &str) -> Transaction<'static, Postgres> {
+    let mut tx = app.pool.begin().await.unwrap();
+    let locked: Option<i64> = sqlx::query_scalar(
+        "SELECT oe.id FROM order_events oe JOIN orders o ON o.id = oe.order_id \
+         WHERE o.customer_id = $1 LIMIT 1 FOR UPDATE OF oe",
+    )
+    .bind(customer)
+    .fetch_optional(&mut *tx)
+    .await
+    .unwrap();
+    assert!(locked.is_some(), "the customer has order events");
+    tx
+}
+
+/// Waits until a backend of the test database waits on a lock.
+async fn wait_until_blocked(app: &TestApp) {
+    for _ in 0..400 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&app.database)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no erasure got to the lock");
+}
+
+/// What the target owns right now, as another session sees it: all or nothing, never half.
+async fn visible_rows(conn: &mut PgConnection, customer: &str) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE customer_id = $1), \
+                (SELECT count(*) FROM customer_events WHERE customer_id = $1), \
+                (SELECT count(*) FROM customers WHERE id = $1)",
+    )
+    .bind(customer)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+async fn kill_9(child: &mut Child) {
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+/// The oracle for one erased customer: DONE once with the exact counts, one audit outcome,
+/// everyone else unchanged.
+async fn assert_erased_once(app: &TestApp, request_id: Uuid, shape: Shape, others: &str) {
+    let row = app.wait_for_final(request_id).await;
+    assert_eq!(row.status, "DONE", "{row:?}");
+    assert_eq!(row.data_json, shape.expected_counts());
+    let outcomes: Vec<String> = app
+        .audit_actions(request_id)
+        .await
+        .into_iter()
+        .filter(|a| a.starts_with("erasure."))
+        .collect();
+    assert_eq!(outcomes, ["erasure.done"]);
+    assert_eq!(
+        app.checksum_of_others(&row.related_object_id.unwrap())
+            .await,
+        others
+    );
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_the_statement_leaves_nothing_half_done() {
+    let app = TestApp::new().await;
+    let shape = Shape::typical();
+    app.seed_customer("cust_k9", "src_k9", shape).await;
+    app.seed_customer("cust_bystander", "src_bystander", shape)
+        .await;
+    let others = app.checksum_of_others("cust_k9").await;
+    let lock = hold_order_event(&app, "cust_k9").await;
+    let slow_locks = [("ERASURE_DATABASE__LOCK_TIMEOUT_MS", "60000")];
+    let mut worker = spawn_worker(&app, &slow_locks);
+    let request_id = app.request_erasure("cust_k9").await;
+    wait_until_blocked(&app).await;
+    let mut observer = app.pool.acquire().await.unwrap();
+    assert_eq!(visible_rows(&mut observer, "cust_k9").await, (16, 28, 1));
+
+    kill_9(&mut worker).await;
+    // The server notices the dead client within client_connection_check_interval and cancels
+    // its statement: released after that, nothing the dead worker started takes effect.
+    tokio::time::sleep(CLIENT_CHECK).await;
+    lock.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(visible_rows(&mut observer, "cust_k9").await, (16, 28, 1));
+
+    let mut next = spawn_worker(&app, &[]);
+    assert_erased_once(&app, request_id, shape, &others).await;
+    assert_eq!(visible_rows(&mut observer, "cust_k9").await, (0, 0, 0));
+    drop(observer);
+    kill_9(&mut next).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_request_that_kills_every_worker_is_stopped_as_poison_and_innocents_go_through() {
+    let app = TestApp::new().await;
+    app.seed_customer("cust_poison", "src_poison", Shape::typical())
+        .await;
+    app.seed_customer("cust_innocent", "src_innocent", Shape::typical())
+        .await;
+    let lock = hold_order_event(&app, "cust_poison").await;
+    let env = [
+        ("ERASURE_DATABASE__LOCK_TIMEOUT_MS", "60000"),
+        ("ERASURE_WORKER__MAX_DELIVERIES", "2"),
+    ];
+    let poison = app.request_erasure("cust_poison").await;
+    // Twice the request hangs its worker, which is then killed.
+    for round in 0..2 {
+        let mut worker = spawn_worker(&app, &env);
+        wait_until_blocked(&app).await;
+        if round == 0 {
+            app.request_erasure("cust_innocent").await;
+        }
+        kill_9(&mut worker).await;
+        // Let the killed worker's backend notice and give up the statement.
+        tokio::time::sleep(CLIENT_CHECK).await;
+    }
+    let mut worker = spawn_worker(&app, &env);
+    let stopped = app.wait_for_final(poison).await;
+    assert_eq!(stopped.status, "FAILED");
+    assert_eq!(stopped.error_key.as_deref(), Some("internal"));
+    assert!(
+        stopped.error_message.as_deref().unwrap().contains("poison"),
+        "{stopped:?}"
+    );
+    let dead = app.wait_for_dead_letters(1).await;
+    assert_eq!(dead.len(), 1, "only the poison message is dead-lettered");
+    let body: serde_json::Value = serde_json::from_slice(&dead[0]).unwrap();
+    assert_eq!(body["request_id"], poison.to_string());
+    // The poison customer is untouched; the innocent one is erased, once.
+    let mut observer = app.pool.acquire().await.unwrap();
+    assert_eq!(
+        visible_rows(&mut observer, "cust_poison").await,
+        (16, 28, 1)
+    );
+    for _ in 0..200 {
+        if visible_rows(&mut observer, "cust_innocent").await == (0, 0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        visible_rows(&mut observer, "cust_innocent").await,
+        (0, 0, 0)
+    );
+    let innocent = app
+        .count(
+            "SELECT count(*) FROM erasure.deletions WHERE status = 'DONE' AND related_object_id = $1",
+            "cust_innocent",
+        )
+        .await;
+    assert_eq!(innocent, 1);
+    drop(observer);
+    lock.rollback().await.unwrap();
+    kill_9(&mut worker).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_erasure_in_flight_finish_and_exits_0() {
+    let app = TestApp::new().await;
+    let shape = Shape::typical();
+    app.seed_customer("cust_term", "src_term", shape).await;
+    let others = app.checksum_of_others("cust_term").await;
+    let lock = hold_order_event(&app, "cust_term").await;
+    let mut worker = spawn_worker(&app, &[("ERASURE_DATABASE__LOCK_TIMEOUT_MS", "60000")]);
+    let request_id = app.request_erasure("cust_term").await;
+    wait_until_blocked(&app).await;
+    signal(&worker, "-TERM").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.rollback().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("the worker stops within its grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_erased_once(&app, request_id, shape, &others).await;
+    // Acknowledged: nothing comes back.
+    assert!(app.take_all(&app.settings.amqp.queue).await.is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn past_the_grace_period_the_worker_exits_non_zero_and_the_request_is_redelivered() {
+    let app = TestApp::new().await;
+    let shape = Shape::typical();
+    app.seed_customer("cust_grace", "src_grace", shape).await;
+    let others = app.checksum_of_others("cust_grace").await;
+    let lock = hold_order_event(&app, "cust_grace").await;
+    let mut worker = spawn_worker(
+        &app,
+        &[
+            ("ERASURE_DATABASE__LOCK_TIMEOUT_MS", "60000"),
+            ("ERASURE_WORKER__SHUTDOWN_GRACE_MS", "1000"),
+        ],
+    );
+    let request_id = app.request_erasure("cust_grace").await;
+    wait_until_blocked(&app).await;
+    signal(&worker, "-TERM").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("the worker gives up after its grace period")
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    tokio::time::sleep(CLIENT_CHECK).await;
+    lock.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut observer = app.pool.acquire().await.unwrap();
+    assert_eq!(visible_rows(&mut observer, "cust_grace").await, (16, 28, 1));
+    drop(observer);
+
+    let mut next = spawn_worker(&app, &[]);
+    assert_erased_once(&app, request_id, shape, &others).await;
+    kill_9(&mut next).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_lock_held_past_every_attempt_fails_internal_and_dead_letters_without_erasing() {
+    let mut app = TestApp::with_settings(|s| {
+        s.database.lock_timeout_ms = 200;
+        s.worker.max_attempts = 3;
+    })
+    .await;
+    app.seed_customer("cust_locked", "src_locked", Shape::typical())
+        .await;
+    let lock = hold_order_event(&app, "cust_locked").await;
+    app.start_worker().await;
+    let request_id = app.request_erasure("cust_locked").await;
+    let row = app.wait_for_final(request_id).await;
+    assert_eq!(row.status, "FAILED");
+    assert_eq!(row.error_key.as_deref(), Some("internal"));
+    let message = row.error_message.unwrap();
+    assert!(message.contains("failed 3 times"), "{message}");
+    assert!(message.contains("55P03"), "{message}");
+    let dead = app.wait_for_dead_letters(1).await;
+    let body: serde_json::Value = serde_json::from_slice(&dead[0]).unwrap();
+    assert_eq!(body["request_id"], request_id.to_string());
+    let mut observer = app.pool.acquire().await.unwrap();
+    assert_eq!(
+        visible_rows(&mut observer, "cust_locked").await,
+        (16, 28, 1)
+    );
+    drop(observer);
+    lock.rollback().await.unwrap();
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn killed_backends_and_a_database_outage_lose_nothing_and_fail_nothing() {
+    let mut app = TestApp::new().await;
+    for i in 0..4 {
+        app.seed_customer(
+            &format!("cust_out_{i}"),
+            &format!("src_out_{i}"),
+            Shape::typical(),
+        )
+        .await;
+    }
+    app.start_worker().await;
+    let first = app.request_erasure("cust_out_0").await;
+    app.wait_for_final(first).await;
+
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", crate::helpers::database_server()))
+        .await
+        .unwrap();
+    let terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()";
+    // Every connection of the worker is killed while idle; the next request still goes through.
+    sqlx::query(terminate)
+        .bind(&app.database)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let second = app.request_erasure("cust_out_1").await;
+    assert_eq!(app.wait_for_final(second).await.status, "DONE");
+
+    // The database refuses connections for a while, with requests waiting.
+    let allow = |on: bool| format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {on}", app.database);
+    sqlx::query(&allow(false)).execute(&admin).await.unwrap();
+    sqlx::query(terminate)
+        .bind(&app.database)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let waiting = [
+        app.request_erasure("cust_out_2").await,
+        app.request_erasure("cust_out_3").await,
+    ];
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sqlx::query(&allow(true)).execute(&admin).await.unwrap();
+    for request_id in waiting {
+        let row = app.wait_for_final(request_id).await;
+        assert_eq!(
+            row.status, "DONE",
+            "an outage never fails a request: {row:?}"
+        );
+        assert_eq!(row.data_json, Shape::typical().expected_counts());
+    }
+    admin.close().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_reset_or_blackholed_broker_connection_is_replaced_and_nothing_is_lost() {
+    let proxy = FaultProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let app = TestApp::new().await;
+    for i in 0..3 {
+        app.seed_customer(
+            &format!("cust_net_{i}"),
+            &format!("src_net_{i}"),
+            Shape::typical(),
+        )
+        .await;
+    }
+    let through_proxy = format!("amqp://guest:guest@{}/%2f?heartbeat=1", proxy.addr);
+    let mut worker = spawn_worker(&app, &[("ERASURE_AMQP_URL", &through_proxy)]);
+    let first = app.request_erasure("cust_net_0").await;
+    assert_eq!(app.wait_for_final(first).await.status, "DONE");
+
+    // Reset: every connection closed at once.
+    proxy.reset();
+    let second = app.request_erasure("cust_net_1").await;
+    assert_eq!(app.wait_for_final(second).await.status, "DONE");
+
+    // Blackholed: connections stay open but nothing passes; heartbeats notice.
+    proxy.set(Mode::Blackhole);
+    let third = app.request_erasure("cust_net_2").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.reset();
+    proxy.set(Mode::Pass);
+    let row = app.wait_for_final(third).await;
+    assert_eq!(row.status, "DONE");
+    assert_eq!(row.data_json, Shape::typical().expected_counts());
+    let deletions = app.count_of("SELECT count(*) FROM erasure.deletions").await;
+    assert_eq!(deletions, 3);
+    kill_9(&mut worker).await;
+    app.cleanup().await;
+}
+
+async fn signal(child: &Child, which: &str) {
+    let pid = child.id().unwrap().to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args([which, &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(sent.success());
+}
