@@ -74,6 +74,10 @@ pub struct ErasureSettings {
     pub plan: Option<PathBuf>,
     /// Key of the keyed hash that stands in for source ids; `None` uses the database's own.
     pub source_id_key: Option<Secret>,
+    /// A customer with more rows than this in one table is erased in chunks.
+    pub chunk_threshold: i64,
+    /// Rows per chunk, each chunk its own short transaction.
+    pub chunk_rows: i64,
 }
 
 /// A value that must not appear in logs or `Debug` output (URLs carry passwords).
@@ -147,6 +151,11 @@ impl Settings {
                 "database.max_connections ({}) must exceed worker.concurrency ({}): each slot keeps a connection and the outbox needs one",
                 self.database.max_connections, worker.concurrency
             ));
+        }
+        if self.erasure.chunk_threshold < 1 || self.erasure.chunk_rows < 1 {
+            return invalid(
+                "erasure.chunk_threshold and erasure.chunk_rows must be at least 1".into(),
+            );
         }
         if self.http.rate_limit_per_minute == 0 {
             return invalid("http.rate_limit_per_minute must be at least 1".into());

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::db::{ErrorClass, classify, is_transient};
 use crate::deletion::{self, COLUMNS, DeletionRow};
 use crate::keyed_hash::KeyedHash;
-use crate::plan::sql::erase_statement;
+use crate::plan::sql::{ChunkStatement, chunk_statements, erase_statement, oversized_statement};
 use crate::plan::{Plan, ident};
 use crate::request::{ErasureRequest, InvalidRequest};
 
@@ -62,15 +62,37 @@ pub struct Eraser {
     inner: Arc<Inner>,
 }
 
+/// How hard to try, and when to erase in chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_attempts: u32,
+    pub chunk_threshold: i64,
+    pub chunk_rows: i64,
+}
+
 struct Inner {
     pool: PgPool,
     plan: Plan,
     statement: String,
+    oversized: String,
+    chunks: Vec<ChunkStatement>,
+    chunk_threshold: i64,
+    chunk_rows: i64,
     count_keys: Vec<String>,
     hash: KeyedHash,
     max_attempts: u32,
     /// Is a customer with this id or lookup value still there?
     find_customer: String,
+}
+
+/// What the fresh-snapshot path found.
+enum Settled {
+    Done(Box<Outcome>),
+    /// The customer is there: run the statement again.
+    Again,
+    /// The customer is too large for one statement (or this request already started on it in
+    /// chunks): erase in chunks, then run the statement again.
+    Chunked(String),
 }
 
 /// The statement's audit insert failed its check: another delivery of the same request
@@ -80,7 +102,7 @@ const LOST_RACE_CONSTRAINT: &str = "audit_log_outcome_has_deletion";
 const MAX_ROUNDS: usize = 5;
 
 impl Eraser {
-    pub fn new(pool: PgPool, plan: Plan, hash: KeyedHash, max_attempts: u32) -> Self {
+    pub fn new(pool: PgPool, plan: Plan, hash: KeyedHash, limits: Limits) -> Self {
         let subject = &plan.subject;
         let table = format!("{}.{}", ident(&plan.schema), ident(&subject.table));
         let key = ident(&subject.key);
@@ -95,11 +117,15 @@ impl Eraser {
         Self {
             inner: Arc::new(Inner {
                 statement: erase_statement(&plan),
+                oversized: oversized_statement(&plan),
+                chunks: chunk_statements(&plan),
+                chunk_threshold: limits.chunk_threshold.max(1),
+                chunk_rows: limits.chunk_rows.max(1),
                 count_keys: plan.count_keys(),
                 pool,
                 plan,
                 hash,
-                max_attempts: max_attempts.max(1),
+                max_attempts: limits.max_attempts.max(1),
                 find_customer,
             }),
         }
@@ -163,8 +189,14 @@ impl Eraser {
                 Err(sqlx::Error::Database(e)) if e.constraint() == Some(LOST_RACE_CONSTRAINT) => {}
                 Err(e) => return Err(e),
             }
-            if let Some(outcome) = self.settle(request, channel, received_at).await? {
-                return Ok(outcome);
+            match self.settle(request, channel, received_at).await? {
+                Settled::Done(outcome) => return Ok(*outcome),
+                Settled::Again => {}
+                Settled::Chunked(subject_id) => {
+                    // Then the statement once more: the customer row, the outcome, the audit.
+                    self.erase_in_chunks(conn, request, channel, received_at, &subject_id)
+                        .await?;
+                }
             }
         }
         // The customer keeps reappearing between the two paths: let the caller retry later.
@@ -196,7 +228,8 @@ impl Eraser {
             .bind(channel.as_str())
             .bind(received_at)
             .bind(inner_pad)
-            .bind(outer_pad);
+            .bind(outer_pad)
+            .bind(inner.chunk_threshold);
         for guard in &inner.plan.guards {
             query = query.bind(&guard.when.values).bind(&guard.message);
         }
@@ -204,13 +237,13 @@ impl Eraser {
     }
 
     /// The path for every request the statement did not settle, in one transaction with a
-    /// fresh snapshot. `None`: the customer is there after all; run the statement again.
+    /// fresh snapshot.
     async fn settle(
         &self,
         request: &ErasureRequest,
         channel: Channel,
         received_at: DateTime<Utc>,
-    ) -> Result<Option<Outcome>, sqlx::Error> {
+    ) -> Result<Settled, sqlx::Error> {
         let inner = &self.inner;
         let requested_hash = inner.hash.digest(&request.customer_id);
         let mut tx = inner.pool.begin().await?;
@@ -235,10 +268,10 @@ impl Eraser {
                 )
                 .await?;
                 tx.commit().await?;
-                return Ok(Some(Outcome::Rejected {
+                return Ok(Settled::Done(Box::new(Outcome::Rejected {
                     message,
                     deletion: None,
-                }));
+                })));
             }
             if prior.is_final() {
                 audit(
@@ -257,7 +290,7 @@ impl Eraser {
                 )
                 .await?;
                 tx.commit().await?;
-                return Ok(Some(Outcome::Duplicate(prior)));
+                return Ok(Settled::Done(Box::new(Outcome::Duplicate(prior))));
             }
         }
 
@@ -265,9 +298,26 @@ impl Eraser {
             .bind(&request.customer_id)
             .fetch_optional(&mut *tx)
             .await?;
-        if live.is_some() {
+        if let Some(subject_id) = live {
+            let claimed_by: Option<Uuid> =
+                sqlx::query_scalar("SELECT request_id FROM erasure.claims WHERE subject_id = $1")
+                    .bind(&subject_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let oversized: Option<bool> = sqlx::query_scalar(&inner.oversized)
+                .bind(&subject_id)
+                .bind(inner.chunk_threshold)
+                .fetch_one(&mut *tx)
+                .await?;
             tx.rollback().await?;
-            return Ok(None);
+            return match claimed_by {
+                Some(other) if other != request.request_id => Err(sqlx::Error::Protocol(format!(
+                    "the customer is being erased in chunks by request {other}; waiting for it"
+                ))),
+                Some(_) => Ok(Settled::Chunked(subject_id)),
+                None if oversized == Some(true) => Ok(Settled::Chunked(subject_id)),
+                None => Ok(Settled::Again),
+            };
         }
 
         let earlier =
@@ -327,7 +377,87 @@ impl Eraser {
         )
         .await?;
         tx.commit().await?;
-        Ok(Some(Outcome::Recorded(row)))
+        Ok(Settled::Done(Box::new(Outcome::Recorded(row))))
+    }
+
+    /// Erases the rows of every step of a customer too large for one short transaction, a
+    /// chunk at a time, each chunk one statement with its counts. Leaves the customer row and
+    /// the final outcome to the erasure statement. Resumable: the claim and the IN_PROGRESS
+    /// deletion with its counts survive a crash, and the rows already erased are gone.
+    async fn erase_in_chunks(
+        &self,
+        conn: &mut PgConnection,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        subject_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let inner = &self.inner;
+        let requested_at = request.requested_at.unwrap_or(received_at);
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let claimed: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO erasure.claims (subject_id, request_id) VALUES ($1, $2) \
+             ON CONFLICT (subject_id) DO UPDATE SET claimed_at = erasure.claims.claimed_at \
+             WHERE erasure.claims.request_id = EXCLUDED.request_id \
+             RETURNING request_id",
+        )
+        .bind(subject_id)
+        .bind(request.request_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let started: Option<String> = match claimed {
+            None => None,
+            Some(_) => {
+                sqlx::query_scalar(
+                    "INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, \
+                       requested_id_hash, status, requested_by, reason, requested_at, due_at, channel, attempts) \
+                     VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, $7, $8, $9, 1) \
+                     ON CONFLICT (request_id) DO UPDATE SET status = 'IN_PROGRESS', \
+                       related_object_id = EXCLUDED.related_object_id \
+                     WHERE d.status IN ('PENDING', 'IN_PROGRESS') \
+                       AND d.requested_id_hash = EXCLUDED.requested_id_hash \
+                     RETURNING d.id",
+                )
+                .bind(deletion::new_id())
+                .bind(request.request_id)
+                .bind(subject_id)
+                .bind(inner.hash.digest(&request.customer_id))
+                .bind(&request.requested_by)
+                .bind(&request.reason)
+                .bind(requested_at)
+                .bind(deletion::due_at(requested_at))
+                .bind(channel.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
+        if started.is_none() {
+            // Claimed by another request, or this request already ended: the next round of
+            // the statement and the settle path say which.
+            tx.rollback().await?;
+            return Ok(());
+        }
+        tx.commit().await?;
+        tracing::info!(request_id = %request.request_id, "erasing a large customer in chunks");
+        for chunk in &inner.chunks {
+            loop {
+                let erased: Option<i64> = sqlx::query_scalar(&chunk.sql)
+                    .bind(subject_id)
+                    .bind(inner.chunk_rows)
+                    .bind(request.request_id)
+                    .bind(&chunk.counted_as)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                match erased {
+                    None => return Ok(()),
+                    Some(n) if n < inner.chunk_rows => break,
+                    Some(n) => {
+                        tracing::debug!(request_id = %request.request_id, table = %chunk.table, rows = n, "chunk erased");
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counts one more delivery of a redelivered request that has no final outcome, marking its
@@ -469,6 +599,10 @@ impl Eraser {
             return Ok(Outcome::Duplicate(prior));
         }
         let related = self.resolve_customer(&mut tx, &request.customer_id).await?;
+        sqlx::query("DELETE FROM erasure.claims WHERE request_id = $1")
+            .bind(request.request_id)
+            .execute(&mut *tx)
+            .await?;
         let record = Final {
             related_object_id: Some(related),
             status: "FAILED",
@@ -766,7 +900,10 @@ async fn record_final(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1) \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
            source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, \
-           data_json = EXCLUDED.data_json, already_erased = EXCLUDED.already_erased, \
+           data_json = (SELECT COALESCE(jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) \
+             + COALESCE((EXCLUDED.data_json ->> k)::bigint, 0)), '{{}}'::jsonb) \
+             FROM jsonb_object_keys(d.data_json || EXCLUDED.data_json) k), \
+           already_erased = EXCLUDED.already_erased, \
            error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
            completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL \
          WHERE d.status IN ('PENDING', 'IN_PROGRESS') \

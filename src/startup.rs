@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::broker::Publisher;
 use crate::config::Settings;
-use crate::erase::Eraser;
+use crate::erase::{Eraser, Limits};
 use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
 use crate::outbox::Outbox;
@@ -53,7 +53,16 @@ impl Application {
         let hash = KeyedHash::new(&key);
         let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
         let intake = Intake::new(pool.clone(), &plan, hash.clone(), publisher);
-        let eraser = Eraser::new(pool.clone(), plan, hash, settings.worker.max_attempts);
+        let eraser = Eraser::new(
+            pool.clone(),
+            plan,
+            hash,
+            Limits {
+                max_attempts: settings.worker.max_attempts,
+                chunk_threshold: settings.erasure.chunk_threshold,
+                chunk_rows: settings.erasure.chunk_rows,
+            },
+        );
         crate::metrics::handle();
         Ok(Self {
             settings,

@@ -13,6 +13,10 @@
 //!   the same request finished first), no row comes back, the audit insert violates
 //!   `audit_log_outcome_has_deletion`, and the whole statement, erasure included, rolls back.
 //! - Foreign keys are checked at the end of the statement, so steps may run in any order.
+//! - `oversized` probes each step's table past the chunk threshold; a customer that large is
+//!   left alone (no outcome row, no audit row) and the caller erases it in chunks
+//!   ([`chunk_statements`]) before running this statement again for the rest. A customer
+//!   claimed by another request's chunked erasure (`erasure.claims`) is not a target.
 //!
 //! Parameters: see [`Params`].
 
@@ -49,8 +53,10 @@ impl Params {
     /// bytea: inner and outer key pads of the keyed hash.
     pub const INNER_PAD: u32 = 11;
     pub const OUTER_PAD: u32 = 12;
+    /// bigint: a customer with more rows than this in one table is erased in chunks.
+    pub const CHUNK_THRESHOLD: u32 = 13;
     /// The first guard's values (text[]); its message (text) is the next one.
-    pub const FIRST_GUARD: u32 = 13;
+    pub const FIRST_GUARD: u32 = 14;
 }
 
 /// A scalar subquery giving the subject's key for the identifier in parameter `param` (its key
@@ -95,7 +101,9 @@ pub fn erase_statement(plan: &Plan) -> String {
         sql,
         "target AS MATERIALIZED (\n  SELECT s.{key}::text AS subject_id, {lookup_select}::text AS lookup_value\n  \
          FROM {t} s\n  WHERE (s.{key} = {c}{lookup_match})\n    AND NOT EXISTS (SELECT 1 FROM erasure.deletions d \
-         WHERE d.request_id = {r} AND d.status IN ('DONE', 'FAILED'))\n  FOR UPDATE OF s\n),",
+         WHERE d.request_id = {r} AND d.status IN ('DONE', 'FAILED'))\n    \
+         AND NOT EXISTS (SELECT 1 FROM erasure.claims k WHERE k.subject_id = s.{key}::text AND k.request_id <> {r})\n  \
+         FOR UPDATE OF s\n),",
         t = table(&subject.table),
         c = p(Params::CUSTOMER),
         r = p(Params::REQUEST_ID),
@@ -130,8 +138,17 @@ pub fn erase_statement(plan: &Plan) -> String {
         )
         .unwrap();
     }
+    // Too many rows for one short statement: this statement does nothing and the caller
+    // erases in chunks. Probing past the threshold in an index costs a typical customer nothing.
+    writeln!(
+        sql,
+        "oversized AS MATERIALIZED (\n  SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM blocked) AND ({})\n),",
+        oversized_probes(plan, "SELECT subject_id FROM target", &p(Params::CHUNK_THRESHOLD))
+    )
+    .unwrap();
     sql.push_str(
-        "go AS MATERIALIZED (\n  SELECT subject_id FROM target WHERE NOT EXISTS (SELECT 1 FROM blocked)\n),\n",
+        "go AS MATERIALIZED (\n  SELECT subject_id FROM target \
+         WHERE NOT EXISTS (SELECT 1 FROM blocked) AND NOT EXISTS (SELECT 1 FROM oversized)\n),\n",
     );
 
     // The steps, then the subject itself.
@@ -202,8 +219,11 @@ pub fn erase_statement(plan: &Plan) -> String {
          CASE WHEN b.error_key IS NULL THEN 'DONE' ELSE 'FAILED' END, c.data_json, b.error_key, b.error_message,\n    \
          {by}, {reason}, {at}, {due}, {channel}, clock_timestamp(), 1\n  \
          FROM target t CROSS JOIN counts c LEFT JOIN blocked b ON true\n  \
+         WHERE NOT EXISTS (SELECT 1 FROM oversized)\n  \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id,\n    \
-         source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, data_json = EXCLUDED.data_json,\n    \
+         source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status,\n    \
+         data_json = (SELECT jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) + (EXCLUDED.data_json ->> k)::bigint)\n      \
+           FROM jsonb_object_keys(EXCLUDED.data_json) k),\n    \
          error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
          completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL\n  \
          WHERE d.status IN ('PENDING', 'IN_PROGRESS') AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
@@ -223,8 +243,10 @@ pub fn erase_statement(plan: &Plan) -> String {
         "audit AS (\n  INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, \
          channel, requested_by, error_key, detail)\n  \
          SELECT {received}, CASE WHEN b.error_key IS NULL THEN 'erasure.done' ELSE 'erasure.failed' END, {req},\n    \
-         (SELECT o.id FROM outcome o), t.subject_id, {channel}, {by}, b.error_key, jsonb_build_object('counts', c.data_json)\n  \
-         FROM target t CROSS JOIN counts c LEFT JOIN blocked b ON true\n)",
+         (SELECT o.id FROM outcome o), t.subject_id, {channel}, {by}, b.error_key,\n    \
+         jsonb_build_object('counts', (SELECT o.data_json FROM outcome o))\n  \
+         FROM target t LEFT JOIN blocked b ON true\n  WHERE NOT EXISTS (SELECT 1 FROM oversized)\n),\n\
+         unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = {req} AND EXISTS (SELECT 1 FROM outcome)\n)",
         received = p(Params::RECEIVED_AT),
         req = p(Params::REQUEST_ID),
         channel = p(Params::CHANNEL),
@@ -236,10 +258,101 @@ pub fn erase_statement(plan: &Plan) -> String {
 }
 
 /// The condition that selects the rows of `step` (aliased `alias`) that belong to the customer.
+/// `EXISTS` probes, OR-ed: does any step's table hold more than `threshold` rows of the
+/// subjects `subjects` names?
+fn oversized_probes(plan: &Plan, subjects: &str, threshold: &str) -> String {
+    let schema = ident(&plan.schema);
+    plan.steps
+        .iter()
+        .map(|step| {
+            format!(
+                "EXISTS (SELECT 1 FROM {schema}.{table} x WHERE {reach} OFFSET {threshold} LIMIT 1)",
+                table = ident(&step.table),
+                reach = reach_from(plan, step, "x", 0, subjects),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n    OR ")
+}
+
+/// Whether the subject with key `$1` has more than `$2` rows in some step's table.
+pub fn oversized_statement(plan: &Plan) -> String {
+    format!("SELECT {}", oversized_probes(plan, "SELECT $1::text", "$2"))
+}
+
+/// One chunk of a step of a chunked erasure, as one statement (its own short transaction):
+/// erases at most `$2` of the rows that belong to subject `$1` and adds how many to the
+/// deletion of request `$3` (while it is IN_PROGRESS) under the count key `$4`. Returns that
+/// number; no row when the deletion is no longer IN_PROGRESS (then nothing was erased).
+pub struct ChunkStatement {
+    pub table: String,
+    pub counted_as: String,
+    pub sql: String,
+}
+
+/// The chunk statements in the order they must run: a step reached through a parent runs
+/// before the parent's rows are anonymized or deleted (they would no longer lead to the
+/// subject).
+pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
+    let schema = ident(&plan.schema);
+    let mut steps: Vec<&Step> = plan.steps.iter().collect();
+    steps.sort_by_key(|step| std::cmp::Reverse(depth(plan, step)));
+    steps
+        .into_iter()
+        .map(|step| {
+            let table = format!("{schema}.{}", ident(&step.table));
+            let reach = reach_from(plan, step, "x", 0, "SELECT $1::text");
+            let change = match step.action {
+                Action::Delete => format!("DELETE FROM {table} y"),
+                Action::Anonymize => {
+                    let sets: Vec<String> = step
+                        .set_null
+                        .iter()
+                        .map(|c| format!("{} = NULL", ident(c)))
+                        .chain(step.set_now.iter().map(|c| format!("{} = now()", ident(c))))
+                        .collect();
+                    format!("UPDATE {table} y SET {}", sets.join(", "))
+                }
+            };
+            let sql = format!(
+                "WITH chunk AS (\n  SELECT x.ctid FROM {table} x WHERE {reach}\n    \
+                 AND EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.request_id = $3 AND d.status = 'IN_PROGRESS')\n  \
+                 LIMIT $2 FOR UPDATE\n),\n\
+                 done AS (\n  {change} WHERE y.ctid IN (SELECT ctid FROM chunk) RETURNING 1\n),\n\
+                 n AS (SELECT count(*) AS n FROM done)\n\
+                 UPDATE erasure.deletions d SET data_json = jsonb_set(d.data_json, ARRAY[$4::text], \
+                 to_jsonb(COALESCE((d.data_json ->> $4::text)::bigint, 0) + n.n))\n\
+                 FROM n WHERE d.request_id = $3 AND d.status = 'IN_PROGRESS'\n\
+                 RETURNING n.n"
+            );
+            ChunkStatement {
+                table: step.table.clone(),
+                counted_as: step.counted_as.clone(),
+                sql,
+            }
+        })
+        .collect()
+}
+
+fn depth(plan: &Plan, step: &Step) -> usize {
+    match &step.through {
+        None => 0,
+        Some(through) => plan
+            .step(&through.table)
+            .map_or(1, |parent| 1 + depth(plan, parent)),
+    }
+}
+
+/// The condition on `alias` (a row of `step`'s table) that it belongs to one of the subjects
+/// `subjects` (a subquery of subject keys as text) names, directly or through parents.
 fn reach(plan: &Plan, step: &Step, alias: &str, depth: usize) -> String {
+    reach_from(plan, step, alias, depth, "SELECT subject_id FROM go")
+}
+
+fn reach_from(plan: &Plan, step: &Step, alias: &str, depth: usize, subjects: &str) -> String {
     let column = format!("{alias}.{}", ident(&step.column));
     match &step.through {
-        None => format!("{column}::text IN (SELECT subject_id FROM go)"),
+        None => format!("{column}::text IN ({subjects})"),
         Some(through) => {
             let parent = plan
                 .step(&through.table)
@@ -250,7 +363,7 @@ fn reach(plan: &Plan, step: &Step, alias: &str, depth: usize) -> String {
                 key = ident(&through.key),
                 schema = ident(&plan.schema),
                 table = ident(&through.table),
-                inner = reach(plan, parent, &parent_alias, depth + 1),
+                inner = reach_from(plan, parent, &parent_alias, depth + 1, subjects),
             )
         }
     }
@@ -274,7 +387,7 @@ mod tests {
             !sql.contains("'OPEN'"),
             "guard values are bound, not spliced"
         );
-        assert!(sql.contains("ANY($13::text[])"));
+        assert!(sql.contains("ANY($14::text[])"));
         assert!(sql.contains(
             r#"x."order_id" IN (SELECT p0."id" FROM "public"."orders" p0 WHERE p0."customer_id"::text IN (SELECT subject_id FROM go))"#
         ));

@@ -1,5 +1,6 @@
 //! Integration tests against the machine's real PostgreSQL and RabbitMQ.
 
+mod chunked;
 mod cli;
 mod erasure_outcomes;
 mod fault_proxy;

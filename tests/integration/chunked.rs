@@ -1,0 +1,138 @@
+//! Customers too large for one short transaction: erased in chunks, resumable, counted once.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::helpers::{Shape, TestApp};
+
+fn large() -> Shape {
+    Shape {
+        events: 1000,
+        customer_events: 120,
+        daily_events: 5,
+        segments: 2,
+        orders: 30,
+        order_events_per_order: 5,
+    }
+}
+
+#[tokio::test]
+async fn a_large_customer_is_erased_in_chunks_counted_once_even_with_a_second_request() {
+    let mut app = TestApp::with_settings(|s| {
+        s.erasure.chunk_threshold = 100;
+        s.erasure.chunk_rows = 40;
+    })
+    .await;
+    app.seed_customer("cust_big", "src_big", large()).await;
+    app.seed_customer("cust_other", "src_other", Shape::typical())
+        .await;
+    let others = app.checksum_of_others("cust_big").await;
+    app.start_worker().await;
+    app.start_worker().await;
+
+    let by_id = app.request_erasure("cust_big").await;
+    let by_source = app.request_erasure("src_big").await;
+    let rows = [
+        app.wait_for_final(by_id).await,
+        app.wait_for_final(by_source).await,
+    ];
+    let (erased, again): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| !r.already_erased);
+    assert_eq!(
+        erased.len(),
+        1,
+        "one request erases, the other finds it done"
+    );
+    assert_eq!(erased[0].status, "DONE");
+    assert_eq!(erased[0].data_json, large().expected_counts());
+    assert_eq!(again[0].status, "DONE");
+    assert_eq!(again[0].related_object_id.as_deref(), Some("cust_big"));
+
+    let audited: Vec<String> = app.audit_actions(erased[0].request_id).await;
+    assert_eq!(audited, ["erasure.done"]);
+    assert_eq!(app.count_of("SELECT count(*) FROM erasure.claims").await, 0);
+    assert_eq!(app.checksum_of_others("cust_big").await, others);
+    for needle in ["Name of cust_big", "cust_big@mail.example", "src_big"] {
+        assert_eq!(
+            app.rows_containing(needle).await,
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_million_row_customer_killed_half_way_resumes_and_counts_every_row_once() {
+    let app = TestApp::new().await;
+    app.seed_customer("cust_before", "src_before", Shape::typical())
+        .await;
+    let whale = Shape {
+        events: 1_000_000,
+        ..Shape::typical()
+    };
+    app.seed_customer("cust_whale", "src_whale", whale).await;
+    app.seed_customer("cust_after", "src_after", Shape::typical())
+        .await;
+    let others = app.checksum_of_others("cust_whale").await;
+
+    let spawn = || {
+        let mut command = app.command();
+        command
+            .arg("worker")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command.spawn().expect("the worker starts")
+    };
+    let mut worker = spawn();
+    let request_id = app.request_erasure("cust_whale").await;
+    // Kill it once a good part of the events are gone.
+    let mut progress = 0;
+    for _ in 0..3000 {
+        progress = app
+            .count(
+                "SELECT COALESCE((SELECT (data_json ->> 'events')::bigint FROM erasure.deletions \
+                 WHERE request_id::text = $1 AND status = 'IN_PROGRESS'), 0)",
+                &request_id.to_string(),
+            )
+            .await;
+        if progress >= 300_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(progress >= 300_000, "the chunked erasure did not get going");
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Every committed chunk is counted, and nothing else: recorded + remaining = all.
+    let recorded = app
+        .count(
+            "SELECT (data_json ->> 'events')::bigint FROM erasure.deletions WHERE request_id::text = $1",
+            &request_id.to_string(),
+        )
+        .await;
+    let remaining = app
+        .count(
+            "SELECT count(*) FROM events WHERE customer_id = $1",
+            "cust_whale",
+        )
+        .await;
+    assert!(remaining > 0, "killed before the end");
+    assert_eq!(recorded + remaining, 1_000_000);
+    assert_eq!(
+        app.count("SELECT count(*) FROM customers WHERE id = $1", "cust_whale")
+            .await,
+        1
+    );
+
+    let mut next = spawn();
+    let row = app.wait_for_final(request_id).await;
+    assert_eq!(row.status, "DONE");
+    assert_eq!(row.data_json, whale.expected_counts());
+    assert_eq!(app.checksum_of_others("cust_whale").await, others);
+    assert_eq!(app.count_of("SELECT count(*) FROM erasure.claims").await, 0);
+    next.start_kill().unwrap();
+    next.wait().await.unwrap();
+    app.cleanup().await;
+}
