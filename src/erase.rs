@@ -274,21 +274,7 @@ impl Eraser {
                 })));
             }
             if prior.is_final() {
-                audit(
-                    &mut tx,
-                    &Audit {
-                        action: "request.duplicate",
-                        request_id: Some(request.request_id),
-                        deletion_id: Some(&prior.id),
-                        related_object_id: prior.related_object_id.as_deref(),
-                        channel,
-                        requested_by: Some(&request.requested_by),
-                        error_key: None,
-                        detail: json!({ "status": prior.status }),
-                        received_at,
-                    },
-                )
-                .await?;
+                audit_duplicate(&mut tx, request, &prior, channel, received_at).await?;
                 tx.commit().await?;
                 return Ok(Settled::Done(Box::new(Outcome::Duplicate(prior))));
             }
@@ -356,7 +342,11 @@ impl Eraser {
             reason: request.reason.as_deref(),
             ..record
         };
-        let row = record_final(&mut tx, &record, self.zero_counts()).await?;
+        let Some(row) = record_final(&mut tx, &record, self.zero_counts()).await? else {
+            // A concurrent delivery of this request finished first: the next round sees it.
+            tx.rollback().await?;
+            return Ok(Settled::Again);
+        };
         audit(
             &mut tx,
             &Audit {
@@ -555,7 +545,7 @@ impl Eraser {
                         channel,
                     )
                 };
-                deletion = Some(record_final(&mut tx, &record, self.zero_counts()).await?);
+                deletion = record_final(&mut tx, &record, self.zero_counts()).await?;
             }
         }
         audit(
@@ -590,13 +580,32 @@ impl Eraser {
         received_at: DateTime<Utc>,
         message: &str,
     ) -> Result<Outcome, sqlx::Error> {
+        loop {
+            if let Some(outcome) = self
+                .try_record_internal_failure(request, channel, received_at, message)
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// `None`: another delivery recorded a final outcome meanwhile; try again to see it.
+    async fn try_record_internal_failure(
+        &self,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<Option<Outcome>, sqlx::Error> {
         let inner = &self.inner;
         let mut tx = inner.pool.begin().await?;
         if let Some((prior, _)) = lock_prior(&mut tx, request.request_id).await?
             && prior.is_final()
         {
+            audit_duplicate(&mut tx, request, &prior, channel, received_at).await?;
             tx.commit().await?;
-            return Ok(Outcome::Duplicate(prior));
+            return Ok(Some(Outcome::Duplicate(prior)));
         }
         let related = self.resolve_customer(&mut tx, &request.customer_id).await?;
         sqlx::query("DELETE FROM erasure.claims WHERE request_id = $1")
@@ -616,7 +625,10 @@ impl Eraser {
                 channel,
             )
         };
-        let row = record_final(&mut tx, &record, self.zero_counts()).await?;
+        let Some(row) = record_final(&mut tx, &record, self.zero_counts()).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
         audit(
             &mut tx,
             &Audit {
@@ -633,7 +645,7 @@ impl Eraser {
         )
         .await?;
         tx.commit().await?;
-        Ok(Outcome::Stopped(row))
+        Ok(Some(Outcome::Stopped(row)))
     }
 
     /// The customer id to record for `identifier`: the live customer's id, the id of a
@@ -888,11 +900,12 @@ impl Final<'_> {
     }
 }
 
+/// `None`: another delivery of the same request recorded a final outcome first.
 async fn record_final(
     conn: &mut PgConnection,
     record: &Final<'_>,
     counts: Value,
-) -> Result<DeletionRow, sqlx::Error> {
+) -> Result<Option<DeletionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
            source_id_hash, status, data_json, already_erased, error_key, error_message, requested_by, \
@@ -924,7 +937,7 @@ async fn record_final(
     .bind(record.requested_at)
     .bind(deletion::due_at(record.requested_at))
     .bind(record.channel.as_str())
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
@@ -938,6 +951,31 @@ struct Audit<'a> {
     error_key: Option<&'a str>,
     detail: Value,
     received_at: DateTime<Utc>,
+}
+
+/// Audits a repeat of a request whose outcome `prior` stands.
+async fn audit_duplicate(
+    conn: &mut PgConnection,
+    request: &ErasureRequest,
+    prior: &DeletionRow,
+    channel: Channel,
+    received_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    audit(
+        conn,
+        &Audit {
+            action: "request.duplicate",
+            request_id: Some(request.request_id),
+            deletion_id: Some(&prior.id),
+            related_object_id: prior.related_object_id.as_deref(),
+            channel,
+            requested_by: Some(&request.requested_by),
+            error_key: None,
+            detail: json!({ "status": prior.status }),
+            received_at,
+        },
+    )
+    .await
 }
 
 async fn audit(conn: &mut PgConnection, entry: &Audit<'_>) -> Result<(), sqlx::Error> {

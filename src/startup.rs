@@ -1,6 +1,7 @@
 //! Wiring: from settings to a running service.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -98,9 +99,14 @@ impl Application {
                 .clone()
                 .run(self.settings.amqp.clone(), shutdown.clone()),
         );
+        let consuming = Arc::new(AtomicBool::new(false));
+        let mut state = self.api_state();
+        if mode != Mode::Api {
+            state.consumer = Some(consuming.clone());
+        }
         let router = match mode {
-            Mode::All | Mode::Api => api::router(self.api_state()),
-            Mode::Worker => api::ops_router(self.api_state()),
+            Mode::All | Mode::Api => api::router(state),
+            Mode::Worker => api::ops_router(state),
         };
         let http = tokio::spawn(api::serve(listener, router, shutdown.clone()));
         if mode != Mode::Api {
@@ -108,6 +114,7 @@ impl Application {
                 eraser: self.eraser.clone(),
                 outbox,
                 amqp: self.settings.amqp.clone(),
+                consuming,
                 settings: self.settings.worker.clone(),
             };
             if !worker.run(shutdown.clone()).await {

@@ -13,6 +13,8 @@ use lapin::options::{
     BasicRejectOptions,
 };
 use lapin::types::FieldTable;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -130,6 +132,8 @@ pub struct Worker {
     pub eraser: Eraser,
     pub outbox: Outbox,
     pub amqp: AmqpSettings,
+    /// True while the consumer is connected and consuming (readiness reads it).
+    pub consuming: Arc<AtomicBool>,
     pub settings: WorkerSettings,
 }
 
@@ -193,6 +197,7 @@ impl Worker {
             )
             .await?;
         tracing::info!(queue = %self.amqp.queue, prefetch = self.settings.prefetch, concurrency = self.settings.concurrency, "consuming requests");
+        self.consuming.store(true, Ordering::SeqCst);
 
         let mut in_flight = JoinSet::new();
         let result: Result<(), BrokerError> = loop {
@@ -222,6 +227,7 @@ impl Worker {
         let _ = channel
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
+        self.consuming.store(false, Ordering::SeqCst);
         let grace = Duration::from_millis(self.settings.shutdown_grace_ms);
         let drained = async { while in_flight.join_next().await.is_some() {} };
         let finished = if shutdown.is_cancelled() {

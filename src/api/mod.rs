@@ -43,6 +43,8 @@ pub struct ApiState {
     pub count_keys: Arc<[String]>,
     pub limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
+    /// In a process that consumes: whether the consumer is connected (readiness needs it).
+    pub consumer: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The whole API: `/v1` and the operations routes.
@@ -142,6 +144,7 @@ pub fn state(
         count_keys: count_keys.into(),
         limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
         metrics: crate::metrics::handle(),
+        consumer: None,
     }
 }
 

@@ -26,7 +26,8 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 only while PostgreSQL and RabbitMQ both answer.
+/// 200 only while PostgreSQL and RabbitMQ both answer (and, in a process that consumes, while
+/// its consumer is connected).
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     let database = async {
         tokio::time::timeout(
@@ -36,10 +37,15 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
         .await
         .is_ok_and(|r| r.is_ok())
     };
+    let consumer_connected = state
+        .consumer
+        .as_ref()
+        .is_none_or(|c| c.load(std::sync::atomic::Ordering::SeqCst));
     let broker = async {
-        tokio::time::timeout(PROBE_TIMEOUT, state.publisher.is_reachable())
-            .await
-            .unwrap_or(false)
+        consumer_connected
+            && tokio::time::timeout(PROBE_TIMEOUT, state.publisher.is_reachable())
+                .await
+                .unwrap_or(false)
     };
     let (database, broker) = tokio::join!(database, broker);
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };

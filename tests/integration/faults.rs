@@ -357,7 +357,14 @@ async fn a_reset_or_blackholed_broker_connection_is_replaced_and_nothing_is_lost
         .await;
     }
     let through_proxy = format!("amqp://guest:guest@{}/%2f?heartbeat=1", proxy.addr);
-    let mut worker = spawn_worker(&app, &[("ERASURE_AMQP_URL", &through_proxy)]);
+    let http = free_addr().await;
+    let mut worker = spawn_worker(
+        &app,
+        &[
+            ("ERASURE_AMQP_URL", &through_proxy),
+            ("ERASURE_HTTP_ADDR", &http),
+        ],
+    );
     let first = app.request_erasure("cust_net_0").await;
     assert_eq!(app.wait_for_final(first).await.status, "DONE");
 
@@ -370,6 +377,11 @@ async fn a_reset_or_blackholed_broker_connection_is_replaced_and_nothing_is_lost
     proxy.set(Mode::Blackhole);
     let third = app.request_erasure("cust_net_2").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        readiness(&http).await,
+        503,
+        "not ready while the broker is out of reach"
+    );
     proxy.reset();
     proxy.set(Mode::Pass);
     let row = app.wait_for_final(third).await;
@@ -377,6 +389,15 @@ async fn a_reset_or_blackholed_broker_connection_is_replaced_and_nothing_is_lost
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     let deletions = app.count_of("SELECT count(*) FROM erasure.deletions").await;
     assert_eq!(deletions, 3);
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = readiness(&http).await;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "ready again once the broker is back");
     kill_9(&mut worker).await;
     app.cleanup().await;
 }
@@ -389,4 +410,75 @@ async fn signal(child: &Child, which: &str) {
         .await
         .unwrap();
     assert!(sent.success());
+}
+
+/// A free local address for a child's HTTP port.
+async fn free_addr() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The status of `GET /readyz` (waiting for the server to listen).
+async fn readiness(addr: &str) -> u16 {
+    for _ in 0..100 {
+        if let Ok(response) = reqwest::get(format!("http://{addr}/readyz")).await {
+            return response.status().as_u16();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the worker's HTTP port never answered");
+}
+
+#[tokio::test]
+async fn duplicate_bursts_on_two_worker_processes_erase_once() {
+    let app = TestApp::new().await;
+    let shape = Shape::typical();
+    app.seed_customer("cust_burst", "src_burst", shape).await;
+    app.seed_customer("cust_calm", "src_calm", shape).await;
+    let others = app.checksum_of_others("cust_burst").await;
+    let mut workers = [spawn_worker(&app, &[]), spawn_worker(&app, &[])];
+    let first = Uuid::new_v4();
+    let second = Uuid::new_v4();
+    for _ in 0..10 {
+        app.publish(&TestApp::request(first, "cust_burst")).await;
+        app.publish(&TestApp::request(second, "src_burst")).await;
+    }
+    let rows = [
+        app.wait_for_final(first).await,
+        app.wait_for_final(second).await,
+    ];
+    let erased: Vec<_> = rows.iter().filter(|r| !r.already_erased).collect();
+    assert_eq!(erased.len(), 1, "{rows:?}");
+    assert_eq!(erased[0].data_json, shape.expected_counts());
+    assert!(rows.iter().all(|r| r.status == "DONE"));
+    // Every copy is answered: the queue drains, and each request has one outcome.
+    for _ in 0..200 {
+        let audited = app
+            .count_of(
+                "SELECT count(*) FROM erasure.audit_log WHERE action IN ('erasure.done', 'request.duplicate')",
+            )
+            .await;
+        if audited == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for request_id in [first, second] {
+        let actions = app.audit_actions(request_id).await;
+        assert_eq!(
+            actions.iter().filter(|a| *a == "erasure.done").count(),
+            1,
+            "{actions:?}"
+        );
+        assert_eq!(actions.len(), 10, "{actions:?}");
+    }
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.deletions").await,
+        2
+    );
+    assert_eq!(app.checksum_of_others("cust_burst").await, others);
+    for worker in &mut workers {
+        kill_9(worker).await;
+    }
+    app.cleanup().await;
 }
