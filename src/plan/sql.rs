@@ -156,19 +156,11 @@ pub fn erase_statement(plan: &Plan) -> String {
         let reach = reach(plan, step, "x", 0);
         let statement = match step.action {
             Action::Delete => format!("DELETE FROM {} x WHERE {reach}", table(&step.table)),
-            Action::Anonymize => {
-                let sets: Vec<String> = step
-                    .set_null
-                    .iter()
-                    .map(|c| format!("{} = NULL", ident(c)))
-                    .chain(step.set_now.iter().map(|c| format!("{} = now()", ident(c))))
-                    .collect();
-                format!(
-                    "UPDATE {} x SET {} WHERE {reach}",
-                    table(&step.table),
-                    sets.join(", ")
-                )
-            }
+            Action::Anonymize => format!(
+                "UPDATE {} x SET {} WHERE {reach}",
+                table(&step.table),
+                anonymize_sets(step)
+            ),
         };
         writeln!(sql, "step_{i} AS (\n  {statement}\n  RETURNING 1\n),").unwrap();
     }
@@ -304,15 +296,7 @@ pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
             let reach = reach_from(plan, step, "x", 0, "SELECT $1::text");
             let change = match step.action {
                 Action::Delete => format!("DELETE FROM {table} y"),
-                Action::Anonymize => {
-                    let sets: Vec<String> = step
-                        .set_null
-                        .iter()
-                        .map(|c| format!("{} = NULL", ident(c)))
-                        .chain(step.set_now.iter().map(|c| format!("{} = now()", ident(c))))
-                        .collect();
-                    format!("UPDATE {table} y SET {}", sets.join(", "))
-                }
+                Action::Anonymize => format!("UPDATE {table} y SET {}", anonymize_sets(step)),
             };
             let sql = format!(
                 "WITH chunk AS (\n  SELECT x.ctid FROM {table} x WHERE {reach}\n    \
@@ -332,6 +316,16 @@ pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
             }
         })
         .collect()
+}
+
+/// The SET list of an anonymizing step.
+fn anonymize_sets(step: &Step) -> String {
+    step.set_null
+        .iter()
+        .map(|c| format!("{} = NULL", ident(c)))
+        .chain(step.set_now.iter().map(|c| format!("{} = now()", ident(c))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn depth(plan: &Plan, step: &Step) -> usize {

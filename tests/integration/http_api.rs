@@ -508,30 +508,24 @@ async fn a_key_over_its_limit_gets_429_with_the_rate_limit_headers() {
     app.cleanup().await;
 }
 
+/// `GET` of an operations route, without a key.
+async fn ready_or_live(api: &Api, path: &str) -> (StatusCode, Value) {
+    let url = format!("{}{path}", api.base);
+    read(Client::new().get(url).send().await.unwrap()).await
+}
+
 #[tokio::test]
 async fn readiness_follows_the_database() {
     let mut app = TestApp::new().await;
     let base = app.start(Mode::Api).await;
     let api = Api::new(&app, base, true).await;
-    let ready = |api: &Api| {
-        let url = format!("{}/readyz", api.base);
-        async move { read(Client::new().get(url).send().await.unwrap()).await }
-    };
-    let (status, body) = ready(&api).await;
+    let (status, body) = ready_or_live(&api, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
         json!({"status": "ready", "database": "ok", "broker": "ok"})
     );
-    let (status, _) = read(
-        Client::new()
-            .get(format!("{}/healthz", api.base))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready_or_live(&api, "/healthz").await.0, StatusCode::OK);
 
     let admin = sqlx::PgPool::connect(&format!("{}/postgres", crate::helpers::database_server()))
         .await
@@ -548,25 +542,17 @@ async fn readiness_follows_the_database() {
         .execute(&admin)
         .await
         .unwrap();
-    let (status, body) = ready(&api).await;
+    let (status, body) = ready_or_live(&api, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["database"], "unreachable");
     assert_eq!(body["broker"], "ok");
     // Liveness does not depend on the database.
-    let (status, _) = read(
-        Client::new()
-            .get(format!("{}/healthz", api.base))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready_or_live(&api, "/healthz").await.0, StatusCode::OK);
 
     sqlx::query(&lock_out(true)).execute(&admin).await.unwrap();
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
     for _ in 0..50 {
-        status = ready(&api).await.0;
+        status = ready_or_live(&api, "/readyz").await.0;
         if status == StatusCode::OK {
             break;
         }
