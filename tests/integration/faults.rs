@@ -482,3 +482,53 @@ async fn duplicate_bursts_on_two_worker_processes_erase_once() {
     }
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn kill_9_after_commit_before_the_acknowledgement_erases_once() {
+    let proxy = FaultProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let app = TestApp::new().await;
+    let shape = Shape::typical();
+    app.seed_customer("cust_unacked", "src_unacked", shape)
+        .await;
+    let others = app.checksum_of_others("cust_unacked").await;
+    // The erasure waits on a lock while its broker connection goes silent; then it commits,
+    // and its acknowledgement is lost with the process.
+    let lock = hold_order_event(&app, "cust_unacked").await;
+    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let mut worker = spawn_worker(
+        &app,
+        &[
+            ("ERASURE_AMQP_URL", &through_proxy),
+            ("ERASURE_DATABASE__LOCK_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let request_id = app.request_erasure("cust_unacked").await;
+    wait_until_blocked(&app).await;
+    proxy.set(Mode::Blackhole);
+    lock.rollback().await.unwrap();
+    let committed = app.wait_for_final(request_id).await;
+    assert_eq!(committed.status, "DONE");
+    kill_9(&mut worker).await;
+    proxy.reset();
+
+    // The broker redelivers to the next worker, which finds the outcome recorded.
+    let mut next = spawn_worker(&app, &[]);
+    for _ in 0..400 {
+        if app.audit_actions(request_id).await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.audit_actions(request_id).await,
+        ["erasure.done", "request.duplicate"]
+    );
+    assert_erased_once(&app, request_id, shape, &others).await;
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.deletions").await,
+        1
+    );
+    kill_9(&mut next).await;
+    assert!(app.take_all(&app.settings.amqp.queue).await.is_empty());
+    app.cleanup().await;
+}
