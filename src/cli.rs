@@ -73,6 +73,9 @@ pub enum Command {
     },
     /// Print a deletion object by its del_ id or request id.
     Status { id: String },
+    /// Benchmark the worker end to end against pgbench on this machine (own database and
+    /// broker names; prints a table of figures and writes it to --out).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +230,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let _ = connection.close(200, "done".into()).await;
             println!("{request_id}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            let passed = crate::bench::run(settings, args).await?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Status { id } => {
             let plan = Plan::load(settings.erasure.plan.as_deref())?;
