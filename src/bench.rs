@@ -84,7 +84,10 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<bool
     ] {
         *name = format!("bench.{name}");
     }
-    let pool = crate::db::prepare(&settings.database).await?;
+    // Seeding runs long statements; the worker keeps its own limits.
+    let mut seeding = settings.database.clone();
+    seeding.statement_timeout_ms = 3_600_000;
+    let pool = crate::db::prepare(&seeding).await?;
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
 
     eprintln!(
