@@ -510,23 +510,12 @@ struct Whale {
 
 async fn whale(pool: &PgPool, settings: &Settings, rows: i64) -> anyhow::Result<Whale> {
     eprintln!("whale: {rows} events, worker against one raw DELETE");
-    let connection = broker::connect(&settings.amqp).await?;
-    let channel = broker::confirm_channel(&connection).await?;
     let request_id = Uuid::new_v4();
     let body = serde_json::to_vec(
         &json!({"request_id": request_id, "customer_id": "whale", "requested_by": "bench"}),
     )?;
     let started = Instant::now();
-    broker::publish_json(
-        &channel,
-        &settings.amqp.exchange,
-        &settings.amqp.routing_key,
-        &request_id.to_string(),
-        &body,
-        true,
-    )
-    .await?;
-    let _ = connection.close(200, "published".into()).await;
+    broker::publish_request_once(&settings.amqp, &request_id.to_string(), &body).await?;
     let mut longest_ms: f64 = 0.0;
     let counts: Value = loop {
         let longest: Option<f64> = sqlx::query_scalar(

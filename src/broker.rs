@@ -200,6 +200,29 @@ pub async fn publish_json(
     Ok(())
 }
 
+/// Publishes one request on a connection of its own (declaring the topology first), waiting
+/// for the broker's confirm; for one-off callers like `erasure enqueue`.
+pub async fn publish_request_once(
+    settings: &AmqpSettings,
+    request_id: &str,
+    body: &[u8],
+) -> Result<(), BrokerError> {
+    let connection = connect(settings).await?;
+    let channel = confirm_channel(&connection).await?;
+    declare_topology(&channel, settings).await?;
+    let published = publish_json(
+        &channel,
+        &settings.exchange,
+        &settings.routing_key,
+        request_id,
+        body,
+        true,
+    )
+    .await;
+    let _ = connection.close(200, "published".into()).await;
+    published
+}
+
 /// A shared confirm channel for publishing requests, opened on first use and again after the
 /// connection is lost. Also answers whether the broker is reachable.
 pub struct Publisher {

@@ -215,19 +215,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("error: not a valid request: {}", invalid.message);
                 return Ok(ExitCode::from(2));
             }
-            let connection = broker::connect(&settings.amqp).await?;
-            let channel = broker::confirm_channel(&connection).await?;
-            broker::declare_topology(&channel, &settings.amqp).await?;
-            broker::publish_json(
-                &channel,
-                &settings.amqp.exchange,
-                &settings.amqp.routing_key,
-                &request_id.to_string(),
-                &body,
-                true,
-            )
-            .await?;
-            let _ = connection.close(200, "done".into()).await;
+            broker::publish_request_once(&settings.amqp, &request_id.to_string(), &body).await?;
             println!("{request_id}");
             Ok(ExitCode::SUCCESS)
         }
