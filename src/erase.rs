@@ -383,7 +383,6 @@ impl Eraser {
         subject_id: &str,
     ) -> Result<(), sqlx::Error> {
         let inner = &self.inner;
-        let requested_at = request.requested_at.unwrap_or(received_at);
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let claimed: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO erasure.claims (subject_id, request_id) VALUES ($1, $2) \
@@ -395,30 +394,11 @@ impl Eraser {
         .bind(request.request_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let started: Option<String> = match claimed {
+        let started: Option<i32> = match claimed {
             None => None,
             Some(_) => {
-                sqlx::query_scalar(
-                    "INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, \
-                       requested_id_hash, status, requested_by, reason, requested_at, due_at, channel, attempts) \
-                     VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, $7, $8, $9, 1) \
-                     ON CONFLICT (request_id) DO UPDATE SET status = 'IN_PROGRESS', \
-                       related_object_id = EXCLUDED.related_object_id \
-                     WHERE d.status IN ('PENDING', 'IN_PROGRESS') \
-                       AND d.requested_id_hash = EXCLUDED.requested_id_hash \
-                     RETURNING d.id",
-                )
-                .bind(deletion::new_id())
-                .bind(request.request_id)
-                .bind(subject_id)
-                .bind(inner.hash.digest(&request.customer_id))
-                .bind(&request.requested_by)
-                .bind(&request.reason)
-                .bind(requested_at)
-                .bind(deletion::due_at(requested_at))
-                .bind(channel.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
+                self.mark_in_progress(&mut tx, request, channel, received_at, Some(subject_id), 0)
+                    .await?
             }
         };
         if started.is_none() {
@@ -461,27 +441,49 @@ impl Eraser {
         channel: Channel,
         received_at: DateTime<Utc>,
     ) -> Result<Option<u32>, sqlx::Error> {
+        let mut conn = self.inner.pool.acquire().await?;
+        let attempts = self
+            .mark_in_progress(&mut conn, request, channel, received_at, None, 1)
+            .await?;
+        Ok(attempts.map(|n| n.max(0) as u32))
+    }
+
+    /// Marks the request's deletion IN_PROGRESS (creating it if needed), adding `count` to its
+    /// attempts (a redelivery counts, the start of a chunked erasure does not) and recording `related` when given. Returns the attempts, or `None` when the
+    /// request already ended or its id belongs to another customer.
+    async fn mark_in_progress(
+        &self,
+        conn: &mut PgConnection,
+        request: &ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        related: Option<&str>,
+        count: i32,
+    ) -> Result<Option<i32>, sqlx::Error> {
         let requested_at = request.requested_at.unwrap_or(received_at);
-        let attempts: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO erasure.deletions AS d (id, request_id, requested_id_hash, status, \
-               requested_by, reason, requested_at, due_at, channel, attempts) \
-             VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5, $6, $7, $8, 1) \
-             ON CONFLICT (request_id) DO UPDATE SET status = 'IN_PROGRESS', attempts = d.attempts + 1 \
+        sqlx::query_scalar(
+            "INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, \
+               requested_id_hash, status, requested_by, reason, requested_at, due_at, channel, attempts) \
+             VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (request_id) DO UPDATE SET status = 'IN_PROGRESS', \
+               related_object_id = COALESCE(EXCLUDED.related_object_id, d.related_object_id), \
+               attempts = d.attempts + $10 \
              WHERE d.status IN ('PENDING', 'IN_PROGRESS') \
                AND d.requested_id_hash = EXCLUDED.requested_id_hash \
              RETURNING d.attempts",
         )
         .bind(deletion::new_id())
         .bind(request.request_id)
+        .bind(related)
         .bind(self.inner.hash.digest(&request.customer_id))
         .bind(&request.requested_by)
         .bind(&request.reason)
         .bind(requested_at)
         .bind(deletion::due_at(requested_at))
         .bind(channel.as_str())
-        .fetch_optional(&self.inner.pool)
-        .await?;
-        Ok(attempts.map(|n| n.max(0) as u32))
+        .bind(count)
+        .fetch_optional(conn)
+        .await
     }
 
     /// Ends a request that keeps coming back without an outcome: FAILED `internal`, to be
