@@ -375,30 +375,19 @@ async fn check_pgbench(pool: &PgPool, first: i64, erased: i64) -> anyhow::Result
 }
 
 fn spawn_worker(settings: &Settings) -> anyhow::Result<tokio::process::Child> {
-    let amqp = &settings.amqp;
     let worker = &settings.worker;
     Ok(tokio::process::Command::new(std::env::current_exe()?)
         .arg("worker")
-        .env("ERASURE_DATABASE_URL", settings.database.url.expose())
+        .envs(settings.connection_environment())
         .env(
             "ERASURE_DATABASE__MAX_CONNECTIONS",
             settings.database.max_connections.to_string(),
         )
-        .env("ERASURE_AMQP_URL", amqp.url.expose())
-        .env("ERASURE_AMQP__EXCHANGE", &amqp.exchange)
-        .env("ERASURE_AMQP__QUEUE", &amqp.queue)
-        .env(
-            "ERASURE_AMQP__DEAD_LETTER_EXCHANGE",
-            &amqp.dead_letter_exchange,
-        )
-        .env("ERASURE_AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
-        .env("ERASURE_AMQP__EVENTS_EXCHANGE", &amqp.events_exchange)
         .env(
             "ERASURE_WORKER__CONCURRENCY",
             worker.concurrency.to_string(),
         )
         .env("ERASURE_WORKER__PREFETCH", worker.prefetch.to_string())
-        .env("ERASURE_HTTP_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -41,7 +41,8 @@ pub enum Command {
     /// Migrate, declare the broker topology, and run the consumer and the HTTP API until
     /// SIGTERM/SIGINT (default).
     Run,
-    /// Run only the queue consumer (HTTP serves only /healthz, /readyz and /metrics).
+    /// Run only the queue consumer (with worker.ops_addr set, it serves /healthz, /readyz and
+    /// /metrics there).
     Worker,
     /// Run only the HTTP API.
     Api,
@@ -103,9 +104,20 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Api => Mode::Api,
                 _ => Mode::All,
             };
-            let listener = TcpListener::bind(settings.http.addr)
-                .await
-                .with_context(|| format!("listening on {}", settings.http.addr))?;
+            // A worker alone leaves the API's address free for `erasure api` beside it, and
+            // serves its operations routes only where told to.
+            let addr = match mode {
+                Mode::Worker => settings.worker.ops_addr,
+                Mode::All | Mode::Api => Some(settings.http.addr),
+            };
+            let listener = match addr {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("listening on {addr}"))?,
+                ),
+                None => None,
+            };
             let app = Application::build(settings).await?;
             let shutdown = CancellationToken::new();
             let signal = {

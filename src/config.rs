@@ -66,6 +66,8 @@ pub struct WorkerSettings {
     pub max_deliveries: u32,
     /// On SIGTERM/SIGINT, how long in-flight erasures may take to finish.
     pub shutdown_grace_ms: u64,
+    /// Where `erasure worker` serves /healthz, /readyz and /metrics; unset, it serves nothing.
+    pub ops_addr: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -185,6 +187,34 @@ impl Settings {
             }))
             .extract()
             .map_err(Box::new)
+    }
+
+    /// The environment variables that give a child `erasure` process this configuration's
+    /// database and broker (URLs and every name).
+    pub fn connection_environment(&self) -> Vec<(&'static str, String)> {
+        let amqp = &self.amqp;
+        vec![
+            (
+                "ERASURE_DATABASE_URL",
+                self.database.url.expose().to_owned(),
+            ),
+            ("ERASURE_AMQP_URL", amqp.url.expose().to_owned()),
+            ("ERASURE_AMQP__EXCHANGE", amqp.exchange.clone()),
+            ("ERASURE_AMQP__QUEUE", amqp.queue.clone()),
+            ("ERASURE_AMQP__ROUTING_KEY", amqp.routing_key.clone()),
+            (
+                "ERASURE_AMQP__DEAD_LETTER_EXCHANGE",
+                amqp.dead_letter_exchange.clone(),
+            ),
+            (
+                "ERASURE_AMQP__DEAD_LETTER_QUEUE",
+                amqp.dead_letter_queue.clone(),
+            ),
+            (
+                "ERASURE_AMQP__EVENTS_EXCHANGE",
+                amqp.events_exchange.clone(),
+            ),
+        ]
     }
 
     /// The built-in defaults alone, ignoring files and environment (for tests).

@@ -84,11 +84,17 @@ impl Application {
         )
     }
 
-    /// Runs `mode` until `shutdown`, serving HTTP on `listener`. The outbox (outcome events and
+    /// Runs `mode` until `shutdown`, serving HTTP on `listener` if given (the API in `All` and
+    /// `Api`, only the operations routes in `Worker`). The outbox (outcome events and
     /// the relay of requests accepted over HTTP) runs in every mode. Returns false when the
     /// shutdown grace period ran out with erasures still in flight: the caller should exit
     /// at once, non-zero.
-    pub async fn run(self, mode: Mode, listener: TcpListener, shutdown: CancellationToken) -> bool {
+    pub async fn run(
+        self,
+        mode: Mode,
+        listener: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> bool {
         let outbox = Outbox::new(
             self.pool.clone(),
             self.eraser.count_keys(),
@@ -108,7 +114,7 @@ impl Application {
             Mode::All | Mode::Api => api::router(state),
             Mode::Worker => api::ops_router(state),
         };
-        let http = tokio::spawn(api::serve(listener, router, shutdown.clone()));
+        let http = listener.map(|l| tokio::spawn(api::serve(l, router, shutdown.clone())));
         if mode != Mode::Api {
             let worker = Worker {
                 eraser: self.eraser.clone(),
@@ -122,10 +128,12 @@ impl Application {
             }
         }
         shutdown.cancelled().await;
-        match http.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
-            Ok(Ok(())) => {}
+        if let Some(server) = http {
+            match server.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+                Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+                Ok(Ok(())) => {}
+            }
         }
         // The outbox drains what the last erasures owe, briefly.
         if tokio::time::timeout(Duration::from_secs(10), relay)

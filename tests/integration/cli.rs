@@ -174,3 +174,25 @@ async fn keys_are_created_listed_and_revoked() {
     assert_eq!(again.status.code(), Some(1));
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_worker_alone_leaves_the_api_address_to_erasure_api() {
+    let app = TestApp::new().await;
+    // The API's address is taken (as by `erasure api` on the same host).
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut worker = app
+        .command()
+        .arg("worker")
+        .env("ERASURE_HTTP_ADDR", &addr)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let request_id = app.request_erasure("cust_nobody").await;
+    assert_eq!(app.wait_for_final(request_id).await.status, "FAILED");
+    assert!(worker.try_wait().unwrap().is_none(), "the worker runs");
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+    drop(taken);
+    app.cleanup().await;
+}

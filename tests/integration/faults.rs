@@ -362,7 +362,7 @@ async fn a_reset_or_blackholed_broker_connection_is_replaced_and_nothing_is_lost
         &app,
         &[
             ("ERASURE_AMQP_URL", &through_proxy),
-            ("ERASURE_HTTP_ADDR", &http),
+            ("ERASURE_WORKER__OPS_ADDR", &http),
         ],
     );
     let first = app.request_erasure("cust_net_0").await;

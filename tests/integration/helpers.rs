@@ -132,7 +132,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(app.run(mode, listener, shutdown.clone()));
+        let handle = tokio::spawn(app.run(mode, Some(listener), shutdown.clone()));
         self.workers.push((shutdown, handle));
         base
     }
@@ -154,19 +154,9 @@ impl TestApp {
 
     /// The `erasure` binary, with this application's configuration in the environment.
     pub fn command(&self) -> tokio::process::Command {
-        let amqp = &self.settings.amqp;
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_erasure"));
         command
-            .env("ERASURE_DATABASE_URL", self.settings.database.url.expose())
-            .env("ERASURE_AMQP_URL", amqp.url.expose())
-            .env("ERASURE_AMQP__EXCHANGE", &amqp.exchange)
-            .env("ERASURE_AMQP__QUEUE", &amqp.queue)
-            .env(
-                "ERASURE_AMQP__DEAD_LETTER_EXCHANGE",
-                &amqp.dead_letter_exchange,
-            )
-            .env("ERASURE_AMQP__DEAD_LETTER_QUEUE", &amqp.dead_letter_queue)
-            .env("ERASURE_AMQP__EVENTS_EXCHANGE", &amqp.events_exchange)
+            .envs(self.settings.connection_environment())
             .env("ERASURE_HTTP_ADDR", "127.0.0.1:0")
             .env_remove("ERASURE_ENV")
             .kill_on_drop(true);

@@ -579,7 +579,7 @@ async fn a_request_accepted_by_a_process_that_dies_before_publishing_is_still_ca
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let process = tokio::spawn(api_app.run(Mode::Api, listener, shutdown.clone()));
+    let process = tokio::spawn(api_app.run(Mode::Api, Some(listener), shutdown.clone()));
     let api = Api::new(&app, base, false).await;
     let response = api.post("src_orphan", None, None).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
