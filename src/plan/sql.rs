@@ -57,6 +57,18 @@ impl Params {
     pub const CHUNK_THRESHOLD: u32 = 13;
     /// The first guard's values (text[]); its message (text) is the next one.
     pub const FIRST_GUARD: u32 = 14;
+
+    /// The SQL type of parameter `n`.
+    pub fn sql_type(n: u32) -> &'static str {
+        match n {
+            Self::REQUEST_ID => "uuid",
+            Self::REQUESTED_ID_HASH | Self::INNER_PAD | Self::OUTER_PAD => "bytea",
+            Self::REQUESTED_AT | Self::DUE_AT | Self::RECEIVED_AT => "timestamptz",
+            Self::CHUNK_THRESHOLD => "bigint",
+            n if n >= Self::FIRST_GUARD && (n - Self::FIRST_GUARD) % 2 == 0 => "text[]",
+            _ => "text",
+        }
+    }
 }
 
 /// A scalar subquery giving the subject's key for the identifier in parameter `param` (its key
@@ -81,6 +93,9 @@ pub fn erase_statement(plan: &Plan) -> String {
     let subject = &plan.subject;
     let table = |name: &str| format!("{schema}.{}", ident(name));
     let p = |n: u32| format!("${n}");
+    // Where nothing around a parameter gives it a type, the statement names it, so that the
+    // statement prepares as printed with drivers that leave parameter types to the server.
+    let typed = |n: u32| format!("${n}::{}", Params::sql_type(n));
     let key = ident(&subject.key);
     let mut sql = String::from("WITH\n");
 
@@ -220,14 +235,14 @@ pub fn erase_statement(plan: &Plan) -> String {
          completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL\n  \
          WHERE d.status IN ('PENDING', 'IN_PROGRESS') AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
          RETURNING d.*\n),",
-        del = p(Params::DELETION_ID),
-        req = p(Params::REQUEST_ID),
-        rh = p(Params::REQUESTED_ID_HASH),
-        by = p(Params::REQUESTED_BY),
-        reason = p(Params::REASON),
-        at = p(Params::REQUESTED_AT),
-        due = p(Params::DUE_AT),
-        channel = p(Params::CHANNEL),
+        del = typed(Params::DELETION_ID),
+        req = typed(Params::REQUEST_ID),
+        rh = typed(Params::REQUESTED_ID_HASH),
+        by = typed(Params::REQUESTED_BY),
+        reason = typed(Params::REASON),
+        at = typed(Params::REQUESTED_AT),
+        due = typed(Params::DUE_AT),
+        channel = typed(Params::CHANNEL),
     )
     .unwrap();
     writeln!(
@@ -239,10 +254,10 @@ pub fn erase_statement(plan: &Plan) -> String {
          jsonb_build_object('counts', (SELECT o.data_json FROM outcome o))\n  \
          FROM target t LEFT JOIN blocked b ON true\n  WHERE NOT EXISTS (SELECT 1 FROM oversized)\n),\n\
          unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = {req} AND EXISTS (SELECT 1 FROM outcome)\n)",
-        received = p(Params::RECEIVED_AT),
-        req = p(Params::REQUEST_ID),
-        channel = p(Params::CHANNEL),
-        by = p(Params::REQUESTED_BY),
+        received = typed(Params::RECEIVED_AT),
+        req = typed(Params::REQUEST_ID),
+        channel = typed(Params::CHANNEL),
+        by = typed(Params::REQUESTED_BY),
     )
     .unwrap();
     write!(sql, "SELECT {COLUMNS} FROM outcome").unwrap();
