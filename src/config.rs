@@ -78,8 +78,10 @@ pub struct ErasureSettings {
     pub source_id_key: Option<Secret>,
     /// A customer with more rows than this in one table is erased in chunks.
     pub chunk_threshold: i64,
-    /// Rows per chunk, each chunk its own short transaction.
+    /// The most rows one chunk takes, each chunk its own short transaction.
     pub chunk_rows: i64,
+    /// How long one chunk's transaction should take (milliseconds); chunks are sized to it.
+    pub chunk_ms: u64,
 }
 
 /// A value that must not appear in logs or `Debug` output (URLs carry passwords).
@@ -154,9 +156,13 @@ impl Settings {
                 self.database.max_connections, worker.concurrency
             ));
         }
-        if self.erasure.chunk_threshold < 1 || self.erasure.chunk_rows < 1 {
+        if self.erasure.chunk_threshold < 1
+            || self.erasure.chunk_rows < 1
+            || self.erasure.chunk_ms < 1
+        {
             return invalid(
-                "erasure.chunk_threshold and erasure.chunk_rows must be at least 1".into(),
+                "erasure.chunk_threshold, erasure.chunk_rows and erasure.chunk_ms must be at least 1"
+                    .into(),
             );
         }
         if self.http.rate_limit_per_minute == 0 {
@@ -249,6 +255,17 @@ mod tests {
         settings.worker.prefetch = 1;
         let message = settings.validate().unwrap_err().to_string();
         assert!(message.contains("worker.prefetch"), "{message}");
+    }
+
+    #[test]
+    fn chunks_without_rows_or_time_are_refused() {
+        let mut settings = Settings::built_in();
+        settings.erasure.chunk_ms = 0;
+        let message = settings.validate().unwrap_err().to_string();
+        assert!(message.contains("erasure.chunk_ms"), "{message}");
+        let mut settings = Settings::built_in();
+        settings.erasure.chunk_rows = 0;
+        assert!(settings.validate().is_err());
     }
 
     #[test]

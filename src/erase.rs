@@ -67,7 +67,48 @@ pub struct Eraser {
 pub struct Limits {
     pub max_attempts: u32,
     pub chunk_threshold: i64,
+    /// The most rows one chunk takes.
     pub chunk_rows: i64,
+    /// How long one chunk's transaction should take; chunks are sized to it.
+    pub chunk_time: Duration,
+}
+
+/// The most rows the first chunk of a chunked erasure takes.
+const FIRST_CHUNK_ROWS: i64 = 1000;
+
+/// The size of the next chunk: it starts small, then follows how long chunks take, so that
+/// each transaction stays near its time budget whether the rows are cached or not, never
+/// taking more than `max` rows.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkSize {
+    rows: i64,
+    max: i64,
+    target: Duration,
+}
+
+impl ChunkSize {
+    /// The first chunk's rows: a tenth of the most and no more than `FIRST_CHUNK_ROWS`, so
+    /// that a cold table cannot make it long.
+    pub fn new(max: i64, target: Duration) -> Self {
+        let max = max.max(1);
+        Self {
+            rows: (max / 10).clamp(1, FIRST_CHUNK_ROWS),
+            max,
+            target,
+        }
+    }
+
+    pub fn rows(&self) -> i64 {
+        self.rows
+    }
+
+    /// A full chunk took `took`: size the next one to the budget, at most doubling or
+    /// halving at a time.
+    pub fn took(&mut self, took: Duration) {
+        let ratio = self.target.as_secs_f64() / took.as_secs_f64().max(1e-6);
+        let next = (self.rows as f64 * ratio.clamp(0.5, 2.0)) as i64;
+        self.rows = next.clamp(1, self.max);
+    }
 }
 
 struct Inner {
@@ -78,6 +119,7 @@ struct Inner {
     chunks: Vec<ChunkStatement>,
     chunk_threshold: i64,
     chunk_rows: i64,
+    chunk_time: Duration,
     count_keys: Vec<String>,
     hash: KeyedHash,
     max_attempts: u32,
@@ -121,6 +163,7 @@ impl Eraser {
                 chunks: chunk_statements(&plan),
                 chunk_threshold: limits.chunk_threshold.max(1),
                 chunk_rows: limits.chunk_rows.max(1),
+                chunk_time: limits.chunk_time,
                 count_keys: plan.count_keys(),
                 pool,
                 plan,
@@ -409,20 +452,25 @@ impl Eraser {
         }
         tx.commit().await?;
         tracing::info!(request_id = %request.request_id, "erasing a large customer in chunks");
+        let mut size = ChunkSize::new(inner.chunk_rows, inner.chunk_time);
         for chunk in &inner.chunks {
             loop {
+                let rows = size.rows();
+                let started = std::time::Instant::now();
                 let erased: Option<i64> = sqlx::query_scalar(&chunk.sql)
                     .bind(subject_id)
-                    .bind(inner.chunk_rows)
+                    .bind(rows)
                     .bind(request.request_id)
                     .bind(&chunk.counted_as)
                     .fetch_optional(&mut *conn)
                     .await?;
+                let took = started.elapsed();
                 match erased {
                     None => return Ok(()),
-                    Some(n) if n < inner.chunk_rows => break,
+                    Some(n) if n < rows => break,
                     Some(n) => {
-                        tracing::debug!(request_id = %request.request_id, table = %chunk.table, rows = n, "chunk erased");
+                        tracing::debug!(request_id = %request.request_id, table = %chunk.table, rows = n, ?took, "chunk erased");
+                        size.took(took);
                     }
                 }
             }
@@ -998,4 +1046,42 @@ async fn audit(conn: &mut PgConnection, entry: &Audit<'_>) -> Result<(), sqlx::E
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn the_first_chunk_is_small() {
+        assert_eq!(ChunkSize::new(5000, BUDGET).rows(), 500);
+        assert_eq!(ChunkSize::new(100_000, BUDGET).rows(), FIRST_CHUNK_ROWS);
+        assert_eq!(ChunkSize::new(5, BUDGET).rows(), 1);
+    }
+
+    #[test]
+    fn fast_chunks_grow_to_the_most_at_most_doubling() {
+        let mut size = ChunkSize::new(5000, BUDGET);
+        size.took(Duration::from_millis(1));
+        assert_eq!(size.rows(), 1000);
+        for _ in 0..10 {
+            size.took(Duration::from_millis(1));
+        }
+        assert_eq!(size.rows(), 5000);
+    }
+
+    #[test]
+    fn slow_chunks_shrink_toward_the_budget_at_most_halving() {
+        let mut size = ChunkSize::new(5000, BUDGET);
+        size.took(Duration::from_millis(400));
+        assert_eq!(size.rows(), 250);
+        size.took(Duration::from_millis(125));
+        assert_eq!(size.rows(), 200);
+        for _ in 0..20 {
+            size.took(Duration::from_secs(10));
+        }
+        assert_eq!(size.rows(), 1);
+    }
 }

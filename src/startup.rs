@@ -62,6 +62,7 @@ impl Application {
                 max_attempts: settings.worker.max_attempts,
                 chunk_threshold: settings.erasure.chunk_threshold,
                 chunk_rows: settings.erasure.chunk_rows,
+                chunk_time: std::time::Duration::from_millis(settings.erasure.chunk_ms),
             },
         );
         crate::metrics::handle();
