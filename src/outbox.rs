@@ -11,7 +11,7 @@
 //! process publish them itself.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use sqlx::PgPool;
@@ -24,8 +24,11 @@ use crate::deletion::{COLUMNS, DeletionRow};
 
 /// Events claimed per transaction.
 const BATCH: i64 = 200;
-/// How often the publisher looks for owed events without being woken.
+/// How often the publisher looks for owed events without being woken, and for requests to
+/// relay.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long the publisher waits, once woken, for more outcomes to publish with the first.
+const COALESCE: Duration = Duration::from_millis(20);
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -86,8 +89,14 @@ impl Outbox {
         let connection = broker::connect(settings).await?;
         let channel = broker::confirm_channel(&connection).await?;
         broker::declare_topology(&channel, settings).await?;
+        let mut relayed_at: Option<Instant> = None;
         loop {
-            self.relay_requests(&channel, settings).await?;
+            // Requests wait relay_after before the relay takes them: looking at every sweep is
+            // soon enough, and costs nothing per outcome.
+            if relayed_at.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                self.relay_requests(&channel, settings).await?;
+                relayed_at = Some(Instant::now());
+            }
             self.drain(&channel, settings).await?;
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -95,7 +104,8 @@ impl Outbox {
                     let _ = connection.close(200, "shutting down".into()).await;
                     return drained.map(|_| ());
                 }
-                _ = self.wake.notified() => {}
+                // Outcomes committed in the next moment go out in the same batch.
+                _ = self.wake.notified() => tokio::time::sleep(COALESCE).await,
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
             }
         }
@@ -149,6 +159,10 @@ impl Outbox {
             tx.commit().await?;
             published += ids.len();
             tracing::debug!(events = ids.len(), "published outcome events");
+            if ids.len() < BATCH as usize {
+                // That was all; what commits from now on wakes the publisher again.
+                return Ok(published);
+            }
         }
     }
 }
