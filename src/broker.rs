@@ -160,6 +160,21 @@ fn quorum() -> FieldTable {
     table
 }
 
+/// How many consumers the queue `queue` has (a passive declare: the queue must exist).
+pub async fn consumers(channel: &Channel, queue: &str) -> Result<u32, BrokerError> {
+    let queue = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(queue.consumer_count())
+}
+
 /// Publishes a persistent JSON message on a confirm channel and waits for the broker's
 /// confirm. With `mandatory`, a message no queue takes is an error instead of being dropped
 /// (requests must reach the queue; events may have no subscriber yet).

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod plan;
 pub mod request;
+pub mod roundtrip;
 pub mod startup;
 pub mod telemetry;
 pub mod worker;

@@ -10,7 +10,7 @@ use lapin::types::FieldTable;
 use uuid::Uuid;
 
 use crate::helpers::{Shape, TestApp};
-use crate::pg_proxy::RoundTripCounter;
+use erasure::roundtrip::RoundTripCounter;
 
 /// status, amount, customer_id, billing_email, anonymized.
 type KeptOrder = (String, i64, Option<String>, Option<String>, bool);
@@ -460,7 +460,9 @@ async fn a_typical_erasure_is_one_database_round_trip() {
         )
         .await;
     }
-    let proxy = RoundTripCounter::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = RoundTripCounter::start("127.0.0.1:5432".parse().unwrap())
+        .await
+        .unwrap();
     let url = format!(
         "postgres://postgres@{}/{}?sslmode=disable",
         proxy.addr, app.database

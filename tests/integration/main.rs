@@ -9,5 +9,4 @@ mod helpers;
 mod http_api;
 mod invalid_messages;
 mod openapi;
-mod pg_proxy;
 mod plan_check;

@@ -1,7 +1,7 @@
-//! A TCP proxy between the worker and PostgreSQL that counts round trips: every
+//! A TCP proxy between a client and PostgreSQL that counts the client's round trips: every
 //! extended-protocol exchange the client starts ends with one `Sync` message, and a simple
 //! query is one `Query` message. Connect through it with `sslmode=disable` so the stream can be
-//! read.
+//! read. The benchmark and the tests use it to count a worker's round trips per erasure.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,9 +17,9 @@ pub struct RoundTripCounter {
 
 impl RoundTripCounter {
     /// Listens on a free port of 127.0.0.1 and forwards to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let round_trips = Arc::new(AtomicUsize::new(0));
         let counter = round_trips.clone();
         tokio::spawn(async move {
@@ -38,7 +38,7 @@ impl RoundTripCounter {
                 });
             }
         });
-        Self { addr, round_trips }
+        Ok(Self { addr, round_trips })
     }
 
     pub fn round_trips(&self) -> usize {
