@@ -886,7 +886,8 @@ async fn whale(pool: &PgPool, settings: &Settings, rows: i64) -> anyhow::Result<
     let counts: Value = loop {
         let longest: Option<f64> = sqlx::query_scalar(
             "SELECT max(extract(epoch FROM clock_timestamp() - xact_start) * 1000)::float8 FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'erasure' AND xact_start IS NOT NULL",
+             WHERE datname = current_database() AND application_name = 'erasure' AND xact_start IS NOT NULL \
+               AND pid <> pg_backend_pid()",
         )
         .fetch_one(pool)
         .await?;
