@@ -110,11 +110,11 @@ impl ChunkSize {
         self.rows
     }
 
-    /// A full chunk took `took`: size the next one to the budget, at most doubling or
-    /// halving at a time.
+    /// A full chunk took `took`: size the next one to the budget, growing by half at most
+    /// (rows further on may be colder) and shrinking by half at most.
     pub fn took(&mut self, took: Duration) {
         let ratio = self.target.as_secs_f64() / took.as_secs_f64().max(1e-6);
-        let next = (self.rows as f64 * ratio.clamp(0.5, 2.0)) as i64;
+        let next = (self.rows as f64 * ratio.clamp(0.5, 1.5)) as i64;
         self.rows = next.clamp(1, self.max);
     }
 }
@@ -1073,10 +1073,10 @@ mod tests {
     }
 
     #[test]
-    fn fast_chunks_grow_to_the_most_at_most_doubling() {
+    fn fast_chunks_grow_to_the_most_by_half_at_a_time() {
         let mut size = ChunkSize::new(5000, BUDGET);
         size.took(Duration::from_millis(1));
-        assert_eq!(size.rows(), 1000);
+        assert_eq!(size.rows(), 750);
         for _ in 0..10 {
             size.took(Duration::from_millis(1));
         }
