@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::db::{ErrorClass, classify, is_transient};
 use crate::deletion::{self, COLUMNS, DeletionRow};
 use crate::keyed_hash::KeyedHash;
-use crate::plan::sql::{ChunkStatement, chunk_statements, erase_statement, oversized_statement};
+use crate::plan::sql::{
+    CHUNK_COUNT, ChunkStatement, chunk_statements, erase_statement, oversized_statement,
+};
 use crate::plan::{Plan, ident};
 use crate::request::{ErasureRequest, InvalidRequest};
 
@@ -78,8 +80,15 @@ pub struct Limits {
 /// every entry of the customer each time, and the heap pages of the rows earlier chunks
 /// erased, so each chunk would take longer than the one before and the last one longest. An
 /// index scan also marks the entries of erased rows dead, so later chunks skip them.
+///
+/// Chunks commit synchronously, even where the server or role turned `synchronous_commit`
+/// off: until a commit is on disk, the rows it erased cannot be marked dead (PostgreSQL sets
+/// no hint bits for an asynchronous commit not yet flushed), and every later chunk would walk
+/// their entries and fetch their rows again.
 const WALK_THE_INDEX: &str = "SELECT set_config('enable_bitmapscan', 'off', true), \
-     set_config('enable_seqscan', 'off', true)";
+     set_config('enable_seqscan', 'off', true), \
+     CASE WHEN current_setting('synchronous_commit') = 'off' \
+          THEN set_config('synchronous_commit', 'local', true) END";
 
 /// The most rows the first chunk of a chunked erasure takes.
 const FIRST_CHUNK_ROWS: i64 = 1000;
@@ -230,9 +239,10 @@ impl Eraser {
         channel: Channel,
         received_at: DateTime<Utc>,
     ) -> Result<Outcome, sqlx::Error> {
+        let mut after_chunks = false;
         for _ in 0..MAX_ROUNDS {
             match self
-                .run_statement(conn, request, channel, received_at)
+                .run_statement(conn, request, channel, received_at, after_chunks)
                 .await
             {
                 Ok(Some(row)) => return Ok(Outcome::Recorded(row)),
@@ -247,6 +257,7 @@ impl Eraser {
                     // Then the statement once more: the customer row, the outcome, the audit.
                     self.erase_in_chunks(conn, request, channel, received_at, &subject_id)
                         .await?;
+                    after_chunks = true;
                 }
             }
         }
@@ -257,12 +268,18 @@ impl Eraser {
     }
 
     /// The erasure statement. `None`: it found no customer to act on for this request.
+    ///
+    /// `after_chunks`: the customer's rows were just erased in chunks. The statistics still
+    /// count them, so the planner would check the customer's foreign keys (and probe its steps)
+    /// by scanning whole tables; in its own transaction the statement walks the indexes
+    /// instead, past the few rows left.
     async fn run_statement(
         &self,
         conn: &mut PgConnection,
         request: &ErasureRequest,
         channel: Channel,
         received_at: DateTime<Utc>,
+        after_chunks: bool,
     ) -> Result<Option<DeletionRow>, sqlx::Error> {
         let inner = &self.inner;
         let requested_at = request.requested_at.unwrap_or(received_at);
@@ -284,7 +301,14 @@ impl Eraser {
         for guard in &inner.plan.guards {
             query = query.bind(&guard.when.values).bind(&guard.message);
         }
-        Ok(query.fetch_all(conn).await?.pop())
+        if !after_chunks {
+            return Ok(query.fetch_all(conn).await?.pop());
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(WALK_THE_INDEX).execute(&mut *tx).await?;
+        let row = query.fetch_all(&mut *tx).await?.pop();
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// The path for every request the statement did not settle, in one transaction with a
@@ -467,23 +491,36 @@ impl Eraser {
                 let started = std::time::Instant::now();
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(WALK_THE_INDEX).execute(&mut *tx).await?;
-                let erased: Option<i64> = sqlx::query_scalar(&chunk.sql)
+                let erased = sqlx::query(&chunk.sql)
                     .bind(subject_id)
                     .bind(rows)
                     .bind(request.request_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64;
+                if erased == 0 {
+                    // This step is done (or the deletion ended, and so does every step).
+                    tx.rollback().await?;
+                    break;
+                }
+                let counted: Option<i32> = sqlx::query_scalar(CHUNK_COUNT)
+                    .bind(request.request_id)
                     .bind(&chunk.counted_as)
+                    .bind(erased)
                     .fetch_optional(&mut *tx)
                     .await?;
+                if counted.is_none() {
+                    // The deletion ended while this chunk ran: it erases nothing.
+                    tx.rollback().await?;
+                    return Ok(());
+                }
                 tx.commit().await?;
                 let took = started.elapsed();
-                match erased {
-                    None => return Ok(()),
-                    Some(n) if n < rows => break,
-                    Some(n) => {
-                        tracing::debug!(request_id = %request.request_id, table = %chunk.table, rows = n, ?took, "chunk erased");
-                        size.took(took);
-                    }
+                tracing::debug!(request_id = %request.request_id, table = %chunk.table, rows = erased, ?took, "chunk erased");
+                if erased < rows {
+                    break;
                 }
+                size.took(took);
             }
         }
         Ok(())

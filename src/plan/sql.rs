@@ -287,10 +287,10 @@ pub fn oversized_statement(plan: &Plan) -> String {
     format!("SELECT {}", oversized_probes(plan, "SELECT $1::text", "$2"))
 }
 
-/// One chunk of a step of a chunked erasure, as one statement (its own short transaction):
-/// erases at most `$2` of the rows that belong to subject `$1` and adds how many to the
-/// deletion of request `$3` (while it is IN_PROGRESS) under the count key `$4`. Returns that
-/// number; no row when the deletion is no longer IN_PROGRESS (then nothing was erased).
+/// One chunk of a step of a chunked erasure (run in its own short transaction, followed by
+/// [`CHUNK_COUNT`]): erases at most `$2` of the rows that belong to subject `$1`, and nothing
+/// once the deletion of request `$3` is no longer IN_PROGRESS. How many it erased is the
+/// command's row count: a `RETURNING` clause would fetch every erased row once more.
 /// The chunk is not locked ahead (that would write every row twice): the DELETE or UPDATE locks
 /// what it changes, and a row another delivery of the request changed first is skipped here
 /// and counted there.
@@ -299,6 +299,14 @@ pub struct ChunkStatement {
     pub counted_as: String,
     pub sql: String,
 }
+
+/// Adds `$3` rows under the count key `$2` to the deletion of request `$1` while it is
+/// IN_PROGRESS, in the chunk's transaction. No row: the deletion ended meanwhile (another
+/// delivery finished it), and the chunk must roll back.
+pub const CHUNK_COUNT: &str = "UPDATE erasure.deletions d \
+     SET data_json = jsonb_set(d.data_json, ARRAY[$2::text], \
+       to_jsonb(COALESCE((d.data_json ->> $2::text)::bigint, 0) + $3::bigint)) \
+     WHERE d.request_id = $1 AND d.status = 'IN_PROGRESS' RETURNING 1";
 
 /// The chunk statements in the order they must run: a step reached through a parent runs
 /// before the parent's rows are anonymized or deleted (they would no longer lead to the
@@ -317,15 +325,9 @@ pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
                 Action::Anonymize => format!("UPDATE {table} y SET {}", anonymize_sets(step)),
             };
             let sql = format!(
-                "WITH chunk AS (\n  SELECT x.ctid FROM {table} x WHERE {reach}\n    \
+                "{change} WHERE y.ctid = ANY (ARRAY(\n  SELECT x.ctid FROM {table} x WHERE {reach}\n    \
                  AND EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.request_id = $3 AND d.status = 'IN_PROGRESS')\n  \
-                 LIMIT $2\n),\n\
-                 done AS (\n  {change} WHERE y.ctid = ANY (ARRAY(SELECT ctid FROM chunk)) RETURNING 1\n),\n\
-                 n AS (SELECT count(*) AS n FROM done)\n\
-                 UPDATE erasure.deletions d SET data_json = jsonb_set(d.data_json, ARRAY[$4::text], \
-                 to_jsonb(COALESCE((d.data_json ->> $4::text)::bigint, 0) + n.n))\n\
-                 FROM n WHERE d.request_id = $3 AND d.status = 'IN_PROGRESS'\n\
-                 RETURNING n.n"
+                 LIMIT $2\n))"
             );
             ChunkStatement {
                 table: step.table.clone(),

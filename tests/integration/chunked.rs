@@ -62,6 +62,40 @@ async fn a_large_customer_is_erased_in_chunks_counted_once_even_with_a_second_re
 }
 
 #[tokio::test]
+async fn chunks_commit_durably_where_the_database_commits_asynchronously() {
+    let mut app = TestApp::with_settings(|s| {
+        s.erasure.chunk_threshold = 100;
+        s.erasure.chunk_rows = 40;
+    })
+    .await;
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{}\" SET synchronous_commit = off",
+        app.database
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // New sessions, the worker's among them, commit asynchronously.
+    let mut session: sqlx::PgConnection =
+        sqlx::Connection::connect(app.settings.database.url.expose())
+            .await
+            .unwrap();
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut session)
+        .await
+        .unwrap();
+    assert_eq!(setting, "off");
+    app.seed_customer("cust_big", "src_big", large()).await;
+    app.start_worker().await;
+
+    let request_id = app.request_erasure("cust_big").await;
+    let row = app.wait_for_final(request_id).await;
+    assert_eq!(row.status, "DONE");
+    assert_eq!(row.data_json, large().expected_counts());
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_million_row_customer_killed_half_way_resumes_and_counts_every_row_once() {
     let app = TestApp::new().await;
     app.seed_customer("cust_before", "src_before", Shape::typical())
