@@ -4,8 +4,8 @@
 //! seeds the reference schema with a truth table of counts, erases one third of the customers
 //! with `pgbench` running the worker's generated statement, one third with `pgbench` running
 //! the naive per-table transaction, and one third with the worker binary end to end through
-//! RabbitMQ; then erases a "whale" with the worker (chunked) and a twin whale with one raw
-//! `DELETE`. Every deletion object's counts must equal the truth table, or the run fails
+//! RabbitMQ; then erases two "whales" with the worker (chunked) and their twins with one raw
+//! `DELETE` each. Every deletion object's counts must equal the truth table, or the run fails
 //! instead of printing figures.
 
 use std::fmt::Write as _;
@@ -42,7 +42,7 @@ pub struct BenchArgs {
     /// Customers to seed (a third each for the two pgbench baselines and the worker).
     #[arg(long, default_value_t = 100_000)]
     pub customers: i64,
-    /// Events of the whale (and of its twin, erased by one raw DELETE).
+    /// Events of each whale (two erased by the worker, their twins by one raw DELETE each).
     #[arg(long, default_value_t = 1_000_000)]
     pub whale_rows: i64,
     /// Concurrency of the worker and of pgbench (default: worker.concurrency).
@@ -101,7 +101,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<bool
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
 
     eprintln!(
-        "seeding {} customers and two whales of {} events",
+        "seeding {} customers and four whales of {} events",
         args.customers, args.whale_rows
     );
     let started = Instant::now();
@@ -204,7 +204,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<bool
 
     figures.rows.push((
         format!(
-            "customers seeded (3 sets of {per_set}, each erased over {rounds} rounds) + 2 whales"
+            "customers seeded (3 sets of {per_set}, each erased over {rounds} rounds) + 4 whales"
         ),
         format!("{} in {:.1} s", args.customers, seeding.as_secs_f64()),
     ));
@@ -257,26 +257,33 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<bool
         figures.row(format!("CPU ms per erasure, {label}"), usage.describe());
     }
     figures.row(
-        "whale, worker chunked",
+        "whales, worker chunked (each from publish to DONE)",
         format!(
-            "{:.0} rows/s ({} rows in {:.2} s)",
+            "{:.0} rows/s (2 x {} rows in {:.2} s)",
             whale.worker_rate, args.whale_rows, whale.worker_secs
         ),
     );
     figures.row(
-        "whale, one raw DELETE",
-        format!("{:.0} rows/s ({:.2} s)", whale.raw_rate, whale.raw_secs),
+        "whales, one raw DELETE each",
+        format!(
+            "{:.0} rows/s (2 x {} rows in {:.2} s)",
+            whale.raw_rate, args.whale_rows, whale.raw_secs
+        ),
     );
     figures.row(
-        "whale worker / raw DELETE",
+        "whales, worker / raw DELETE",
         format!("{:.2}x", whale.worker_rate / whale.raw_rate),
     );
     figures.row(
-        "longest worker transaction during the whale (sampled every 10 ms)",
+        "WAL during the whales (whole server): worker chunked; raw DELETE",
+        format!("{}; {}", whale.worker_wal, whale.raw_wal),
+    );
+    figures.row(
+        "longest worker transaction during the whales (sampled every 10 ms)",
         format!("{:.0} ms", whale.longest_ms),
     );
     figures.row(
-        "worker peak RSS (VmHWM), after the backlog, the steady requests and the whale",
+        "worker peak RSS (VmHWM), after the backlog, the steady requests and the whales",
         rss_kib.map_or("unknown".into(), |k| {
             format!("{:.1} MiB", k as f64 / 1024.0)
         }),
@@ -429,15 +436,19 @@ async fn seed(pool: &PgPool, customers: i64, whale_rows: i64) -> anyhow::Result<
                 jsonb_build_object('street', c || ' Main St') \
          FROM generate_series(1, $1) c \
          UNION ALL SELECT w, 'src_' || w, 'Whale', w || '@mail.example', NULL, NULL \
-         FROM unnest(ARRAY['whale', 'whale_raw']) w",
-        // Everyone's events in one random order: no customer's rows are stored together.
+         FROM unnest(ARRAY['whale1', 'whale1_raw', 'whale2', 'whale2_raw']) w",
+        // Everyone's events in random order: no customer's rows are stored together. Each pair
+        // of whales is in its own half of the table (see `whale`); everyone else's rows are in
+        // both.
         "INSERT INTO events (customer_id, type, metadata) \
          SELECT customer_id, 'viewed', jsonb_build_object('n', n) FROM ( \
-           SELECT 'c' || c AS customer_id, n FROM generate_series(1, $1) c, generate_series(1, 400) n \
+           SELECT 'c' || c AS customer_id, n, random() < 0.5 AS later \
+           FROM generate_series(1, $1) c, generate_series(1, 400) n \
            WHERE n <= CASE WHEN c % $3 = 0 THEN 400 ELSE 40 END \
            UNION ALL \
-           SELECT CASE WHEN n % 2 = 0 THEN 'whale' ELSE 'whale_raw' END, n FROM generate_series(1, 2 * $2) n \
-         ) e ORDER BY random()",
+           SELECT 'whale' || w || CASE WHEN n % 2 = 0 THEN '' ELSE '_raw' END, n, w = 2 \
+           FROM generate_series(1, 2) w, generate_series(1, 2 * $2) n \
+         ) e ORDER BY later, random()",
         "INSERT INTO customer_events (customer_id, type, data) \
          SELECT 'c' || c, 'updated', jsonb_build_object('n', n) FROM generate_series(1, $1) c, generate_series(1, 200) n \
          WHERE n <= CASE WHEN c % $3 = 0 THEN 200 ELSE 20 END ORDER BY n, c",
@@ -869,17 +880,106 @@ struct Whale {
     raw_rate: f64,
     raw_secs: f64,
     longest_ms: f64,
+    worker_wal: Wal,
+    raw_wal: Wal,
 }
 
+/// WAL the server wrote and flushed to disk (`pg_stat_wal`, the whole server) over a phase.
+#[derive(Clone, Copy, Debug, Default)]
+struct Wal {
+    syncs: i64,
+    bytes: f64,
+}
+
+impl Wal {
+    async fn now(pool: &PgPool) -> anyhow::Result<Self> {
+        let (syncs, bytes): (i64, f64) =
+            sqlx::query_as("SELECT wal_sync, wal_bytes::float8 FROM pg_stat_wal")
+                .fetch_one(pool)
+                .await?;
+        Ok(Self { syncs, bytes })
+    }
+
+    async fn since(self, pool: &PgPool) -> anyhow::Result<Self> {
+        let now = Self::now(pool).await?;
+        Ok(Self {
+            syncs: now.syncs - self.syncs,
+            bytes: now.bytes - self.bytes,
+        })
+    }
+}
+
+impl std::ops::Add for Wal {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            syncs: self.syncs + other.syncs,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+impl std::fmt::Display for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} flushes, {:.1} MiB",
+            self.syncs,
+            self.bytes / (1024.0 * 1024.0)
+        )
+    }
+}
+
+/// The whales come in two pairs, each pair's rows sharing pages in its own half of the table.
+/// The first erasure in a pair's pages finds them full; the second finds them compacted by the
+/// `VACUUM` in between, and its full-page images are smaller. So the worker goes first in one
+/// pair and the raw `DELETE` in the other, and each side's rate is over both of its whales.
+/// The whales come in two pairs, each pair's rows sharing pages in its own half of the table.
+/// The first erasure in a pair's pages finds them full; the second finds them compacted by the
+/// `VACUUM` in between, and writes smaller full-page images. So the worker goes first in one
+/// pair and the raw `DELETE` in the other, and each side's rate is over both of its whales.
 async fn whale(pool: &PgPool, settings: &Settings, rows: i64) -> anyhow::Result<Whale> {
-    eprintln!("whale: {rows} events, worker against one raw DELETE");
+    eprintln!("whales: two pairs of {rows} events, each pair a worker erasure and a raw DELETE");
+    let mut worker = Side::default();
+    let mut raw = Side::default();
+    let mut longest_ms = worker_whale(pool, settings, "whale1", rows, &mut worker).await?;
+    raw_whale(pool, "whale2_raw", rows, &mut raw).await?;
+    longest_ms = longest_ms.max(worker_whale(pool, settings, "whale2", rows, &mut worker).await?);
+    raw_whale(pool, "whale1_raw", rows, &mut raw).await?;
+    Ok(Whale {
+        worker_rate: 2.0 * rows as f64 / worker.secs,
+        worker_secs: worker.secs,
+        raw_rate: 2.0 * rows as f64 / raw.secs,
+        raw_secs: raw.secs,
+        longest_ms,
+        worker_wal: worker.wal,
+        raw_wal: raw.wal,
+    })
+}
+
+/// Time and WAL one side spent on its whales.
+#[derive(Default)]
+struct Side {
+    secs: f64,
+    wal: Wal,
+}
+
+/// Erases `customer` with the worker from a checkpoint, from publish to DONE; returns the
+/// longest worker transaction sampled meanwhile, in milliseconds.
+async fn worker_whale(
+    pool: &PgPool,
+    settings: &Settings,
+    customer: &str,
+    rows: i64,
+    side: &mut Side,
+) -> anyhow::Result<f64> {
     let request_id = Uuid::new_v4();
     let body = serde_json::to_vec(
-        &json!({"request_id": request_id, "customer_id": "whale", "requested_by": "bench"}),
+        &json!({"request_id": request_id, "customer_id": customer, "requested_by": "bench"}),
     )?;
-    // The twin's rows share pages with the whale's: each erasure starts from a checkpoint, so
-    // that neither rides on the full-page writes the other already paid.
     quiesce(pool).await?;
+    let wal = Wal::now(pool).await?;
     let started = Instant::now();
     broker::publish_request_once(&settings.amqp, &request_id.to_string(), &body).await?;
     let mut longest_ms: f64 = 0.0;
@@ -899,34 +999,42 @@ async fn whale(pool: &PgPool, settings: &Settings, rows: i64) -> anyhow::Result<
         .fetch_optional(pool)
         .await?;
         if let Some((status, counts)) = row {
-            ensure!(status == "DONE", "the whale ended {status}");
+            ensure!(status == "DONE", "{customer} ended {status}");
             break counts;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let worker_secs = started.elapsed().as_secs_f64();
+    side.secs += started.elapsed().as_secs_f64();
+    side.wal = side.wal + wal.since(pool).await?;
     ensure!(
         counts["events"] == json!(rows),
-        "whale counts {counts}, expected {rows} events"
+        "{customer}: counts {counts}, expected {rows} events"
     );
+    Ok(longest_ms)
+}
+
+/// Deletes `customer`'s events with one raw `DELETE` from a checkpoint.
+async fn raw_whale(
+    pool: &PgPool,
+    customer: &str,
+    rows: i64,
+    side: &mut Side,
+) -> anyhow::Result<()> {
     quiesce(pool).await?;
+    let wal = Wal::now(pool).await?;
     let started = Instant::now();
-    let deleted = sqlx::query("DELETE FROM events WHERE customer_id = 'whale_raw'")
+    let deleted = sqlx::query("DELETE FROM events WHERE customer_id = $1")
+        .bind(customer)
         .execute(pool)
         .await?
         .rows_affected();
-    let raw_secs = started.elapsed().as_secs_f64();
+    side.secs += started.elapsed().as_secs_f64();
+    side.wal = side.wal + wal.since(pool).await?;
     ensure!(
         deleted as i64 == rows,
-        "the raw DELETE removed {deleted} rows"
+        "the raw DELETE of {customer} removed {deleted} rows"
     );
-    Ok(Whale {
-        worker_rate: rows as f64 / worker_secs,
-        worker_secs,
-        raw_rate: rows as f64 / raw_secs,
-        raw_secs,
-        longest_ms,
-    })
+    Ok(())
 }
 
 /// `url` naming database `name` instead (libpq form, which pgbench also reads).
