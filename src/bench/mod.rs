@@ -191,8 +191,10 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<bool
         "worker: {} requests at {steady_rate:.0}/s for latency",
         paced_ids.len()
     );
+    let checkpoints_before = checkpoints(&pool).await?;
     let paced = publish_paced(&settings, paced_ids, steady_rate).await?;
     wait_final(&pool, &paced).await?;
+    let latency_checkpoints = checkpoints(&pool).await? - checkpoints_before;
     let latency = check_worker(&pool, &paced, started_at).await?;
 
     let whale = whale(&pool, &settings, args.whale_rows).await?;
@@ -238,6 +240,10 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<bool
             paced.len()
         ),
         format!("{:.1} ms / {:.1} ms", latency.p50_ms, latency.p99_ms),
+    );
+    figures.row(
+        "checkpoints the server began during the latency measurement",
+        latency_checkpoints,
     );
     figures.row(
         format!(
@@ -336,6 +342,16 @@ impl Figures {
 
 /// Every phase starts from the same state: no dead rows left by the phase before, and a fresh
 /// checkpoint (so each pays its own full-page writes, none pays the previous phase's).
+/// Checkpoints the server has begun, for whatever reason (time, WAL volume, request). Its
+/// sync phase writes the data files on the disk the WAL is on, and commits wait meanwhile.
+async fn checkpoints(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 async fn quiesce(pool: &PgPool) -> anyhow::Result<()> {
     let started = Instant::now();
     sqlx::raw_sql("VACUUM (ANALYZE)").execute(pool).await?;
