@@ -554,7 +554,11 @@ async fn pgbench(
         "pgbench {name}: {} erasures, {clients} clients",
         per_client * clients as i64
     );
+    // The worker's sessions run with JIT off (`db::connect`); pgbench's do the same, so that
+    // both plan and run the statement alike.
+    let options = std::env::var("PGOPTIONS").unwrap_or_default();
     let output = tokio::process::Command::new("pgbench")
+        .env("PGOPTIONS", format!("{options} -c jit=off"))
         .args([
             "-n",
             "-M",
