@@ -1057,17 +1057,41 @@ async fn raw_whale(
     Ok(())
 }
 
+/// A libpq-style URL cut into `scheme://user:password@`, `host:port`, `/database` and the
+/// query string.
+struct UrlParts<'a> {
+    head: &'a str,
+    host: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+impl<'a> UrlParts<'a> {
+    fn of(url: &'a str) -> Self {
+        let (base, query) = url
+            .split_once('?')
+            .map_or((url, None), |(b, q)| (b, Some(q)));
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let authority_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |i| scheme_end + i);
+        let host_start = base[scheme_end..authority_end]
+            .rfind('@')
+            .map_or(scheme_end, |i| scheme_end + i + 1);
+        Self {
+            head: &base[..host_start],
+            host: &base[host_start..authority_end],
+            path: &base[authority_end..],
+            query,
+        }
+    }
+}
+
 /// `url` naming database `name` instead (libpq form, which pgbench also reads).
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{name}", &base[..host_end]);
-    if let Some(query) = query {
+    let parts = UrlParts::of(url);
+    let mut out = format!("{}{}/{name}", parts.head, parts.host);
+    if let Some(query) = parts.query {
         out = format!("{out}?{query}");
     }
     out
@@ -1076,28 +1100,15 @@ fn with_database(url: &str, name: &str) -> String {
 /// `url` with its host and port replaced by `address` and TLS off, so that a proxy between
 /// the client and the server can read the stream.
 fn with_host(url: &str, address: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let host_start = base[scheme_end..authority_end]
-        .rfind('@')
-        .map_or(scheme_end, |i| scheme_end + i + 1);
-    let mut params: Vec<&str> = query
+    let parts = UrlParts::of(url);
+    let mut params: Vec<&str> = parts
+        .query
         .into_iter()
         .flat_map(|q| q.split('&'))
         .filter(|p| !p.is_empty() && !p.starts_with("sslmode="))
         .collect();
     params.push("sslmode=disable");
-    format!(
-        "{}{address}{}?{}",
-        &base[..host_start],
-        &base[authority_end..],
-        params.join("&")
-    )
+    format!("{}{address}{}?{}", parts.head, parts.path, params.join("&"))
 }
 
 /// The peak resident set of process `pid`, from /proc (Linux).
