@@ -223,7 +223,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             let body = serde_json::to_vec(&message)?;
             // Refuse here what the worker would dead-letter.
-            if let Err(invalid) = request::parse(&body) {
+            if let Err(invalid) = request::parse(&body, chrono::Utc::now()) {
                 eprintln!("error: not a valid request: {}", invalid.message);
                 return Ok(ExitCode::from(2));
             }

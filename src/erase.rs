@@ -624,8 +624,19 @@ impl Eraser {
         let mut tx = inner.pool.begin().await?;
         let mut deletion = None;
         if let Some(request_id) = invalid.request_id {
-            // A request id already recorded keeps its outcome: a bad message cannot change it.
-            if lock_prior(&mut tx, request_id).await?.is_none() {
+            let requested_hash = invalid.customer_id.as_deref().map(|c| inner.hash.digest(c));
+            // A final outcome stands, and a bad message naming another customer (or none) under
+            // a request id already taken cannot touch that request. But an open deletion of the
+            // same customer (accepted over HTTP, then refused here, by a worker whose rules are
+            // stricter than those of the process that accepted it, say) ends FAILED with the
+            // reason: nothing else would ever end it.
+            let may_record = match lock_prior(&mut tx, request_id).await? {
+                None => true,
+                Some((prior, prior_hash)) => {
+                    !prior.is_final() && requested_hash.is_some() && prior_hash == requested_hash
+                }
+            };
+            if may_record {
                 let related = match &invalid.customer_id {
                     Some(customer) => Some(self.resolve_customer(&mut tx, customer).await?),
                     None => None,
@@ -636,12 +647,7 @@ impl Eraser {
                     status: "FAILED",
                     error: Some(("invalid_request", invalid.message.clone())),
                     requested_by: invalid.requested_by.as_deref(),
-                    ..Final::new(
-                        request_id,
-                        invalid.customer_id.as_deref().map(|c| inner.hash.digest(c)),
-                        requested_at,
-                        channel,
-                    )
+                    ..Final::new(request_id, requested_hash.clone(), requested_at, channel)
                 };
                 deletion = record_final(&mut tx, &record, self.zero_counts()).await?;
             }

@@ -1,9 +1,13 @@
 //! The request message: reading it, and saying exactly what is wrong with one that is not valid.
 //!
+//! [`parse`] is the only way in: a message from the queue, a request over HTTP and `erasure
+//! enqueue` all go through it, with the same limits, so whatever one intake accepts the worker
+//! accepts too.
+//!
 //! Error messages name fields and rules, never the values: a bad message may still carry a
 //! customer's identifiers, and these messages end up in logs, audit rows and deletion objects.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -21,6 +25,21 @@ pub struct ErasureRequest {
     pub reason: Option<String>,
     /// When the data subject asked; `None` means at receipt.
     pub requested_at: Option<DateTime<Utc>>,
+}
+
+/// How far ahead of the receiving clock `requested_at` may be: clock skew between the upstream
+/// service and us, no more. A later date would move `due_at` later than the law allows and keep
+/// the request out of the overdue view.
+pub const REQUESTED_AT_MAX_AHEAD: TimeDelta = TimeDelta::minutes(5);
+
+/// The earliest `requested_at` accepted: the day the GDPR began to apply (25 May 2018). An
+/// earlier date cannot be a GDPR request; it is a wrong field or a typo. A date after it but long
+/// past is accepted: its `due_at` has passed and the request shows as overdue at once, which is
+/// the truth about it.
+pub fn requested_at_earliest() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2018, 5, 25, 0, 0, 0)
+        .single()
+        .expect("a valid date")
 }
 
 /// A message that is not a valid request, with whatever could still be read from it.
@@ -45,7 +64,8 @@ impl InvalidRequest {
     }
 }
 
-pub fn parse(body: &[u8]) -> Result<ErasureRequest, InvalidRequest> {
+/// Reads a request message received at `received_at` (which bounds `requested_at`).
+pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<ErasureRequest, InvalidRequest> {
     if body.len() > MAX_INSPECTED_BYTES {
         return Err(InvalidRequest::bare(format!(
             "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
@@ -87,7 +107,24 @@ pub fn parse(body: &[u8]) -> Result<ErasureRequest, InvalidRequest> {
     let requested_at = match fields.get("requested_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
-            Ok(at) => Some(at.with_timezone(&Utc)),
+            Ok(at) => {
+                let at = at.with_timezone(&Utc);
+                if at < requested_at_earliest() {
+                    problems.push(
+                        "requested_at: must not be before 2018-05-25T00:00:00Z, when the GDPR began to apply"
+                            .to_string(),
+                    );
+                    None
+                } else if at > received_at + REQUESTED_AT_MAX_AHEAD {
+                    problems.push(format!(
+                        "requested_at: must not be more than {} minutes in the future",
+                        REQUESTED_AT_MAX_AHEAD.num_minutes()
+                    ));
+                    None
+                } else {
+                    Some(at)
+                }
+            }
             Err(_) => {
                 problems.push("requested_at: must be an RFC 3339 timestamp".to_string());
                 None
@@ -128,11 +165,13 @@ pub fn parse(body: &[u8]) -> Result<ErasureRequest, InvalidRequest> {
     }
 }
 
-/// Checks a customer identifier as a request would (1 to 255 characters, no NUL).
-pub fn check_customer_id(customer_id: &str) -> Result<(), String> {
-    let fields = serde_json::Map::from_iter([("customer_id".to_owned(), Value::from(customer_id))]);
+/// Checks an identifier a caller gives (a customer id, a deletion id, a cursor) as a request's
+/// `customer_id` is checked: 1 to 255 characters, no NUL. Every identifier is checked so before
+/// it reaches the database, which cannot hold a NUL in text.
+pub fn check_identifier(name: &str, value: &str) -> Result<(), String> {
+    let fields = serde_json::Map::from_iter([(name.to_owned(), Value::from(value))]);
     let mut problems = Vec::new();
-    bounded_text(&fields, "customer_id", 1, 255, true, &mut problems);
+    bounded_text(&fields, name, 1, 255, true, &mut problems);
     match problems.pop() {
         None => Ok(()),
         Some(problem) => Err(problem),
@@ -181,6 +220,18 @@ mod tests {
     const VALID: &str = r#"{"request_id":"1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b","customer_id":"cust_8Xk2",
         "requested_by":"support-portal","reason":"GDPR Art. 17 request #4411",
         "requested_at":"2026-11-23T09:30:00Z","extra":{"ignored":true}}"#;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
+    }
+
+    fn parse(body: &[u8]) -> Result<ErasureRequest, InvalidRequest> {
+        super::parse(body, now())
+    }
+
+    fn with_requested_at(at: &str) -> Result<ErasureRequest, InvalidRequest> {
+        parse(VALID.replace("2026-11-23T09:30:00Z", at).as_bytes())
+    }
 
     #[test]
     fn a_valid_message_is_read_and_unknown_fields_are_ignored() {
@@ -232,6 +283,37 @@ mod tests {
         let body = VALID.replace("cust_8Xk2", "cust\\u0000x");
         let err = parse(body.as_bytes()).unwrap_err();
         assert_eq!(err.message, "customer_id: must not contain NUL characters");
+    }
+
+    #[test]
+    fn requested_at_is_accepted_from_the_gdpr_start_to_a_few_minutes_ahead() {
+        for accepted in [
+            "2018-05-25T00:00:00Z",
+            "2018-05-25T02:00:00+02:00",
+            "2026-11-23T10:05:00Z",
+            "2026-11-23T11:05:00+01:00",
+        ] {
+            assert!(with_requested_at(accepted).is_ok(), "{accepted}");
+        }
+        for (refused, rule) in [
+            ("2018-05-24T23:59:59Z", "before 2018-05-25"),
+            ("2018-05-25T01:59:59+02:00", "before 2018-05-25"),
+            ("0001-01-01T00:00:00Z", "before 2018-05-25"),
+            ("2026-11-23T10:05:00.001Z", "in the future"),
+            ("9999-12-31T23:30:00-01:00", "in the future"),
+        ] {
+            let err = with_requested_at(refused).unwrap_err();
+            assert!(err.message.contains(rule), "{refused}: {}", err.message);
+            assert!(err.request_id.is_some());
+        }
+    }
+
+    #[test]
+    fn identifiers_are_bounded_and_never_hold_nul() {
+        assert!(check_identifier("id", "del_x").is_ok());
+        assert!(check_identifier("id", "abc\0def").is_err());
+        assert!(check_identifier("id", "").is_err());
+        assert!(check_identifier("id", &"x".repeat(256)).is_err());
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn handle_delivery(
 ) -> Disposition {
     let received_at = Utc::now();
     let started = std::time::Instant::now();
-    match request::parse(body) {
+    match request::parse(body, received_at) {
         Ok(request) => {
             match carry_out(session, &request, received_at, redelivered, max_deliveries).await {
                 Ok(Outcome::Recorded(row)) => {

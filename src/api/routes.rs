@@ -52,15 +52,7 @@ async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let customer_id = path_value(path)?;
-    let body = body.map_err(|rejection| {
-        ApiError::invalid_with_status(
-            rejection.status(),
-            format!(
-                "the body could not be read; at most {} bytes are accepted",
-                super::BODY_LIMIT
-            ),
-        )
-    })?;
+    let body = body.map_err(body_error)?;
     let request_id = match headers.get("idempotency-key") {
         None => Uuid::new_v4(),
         Some(value) => value
@@ -77,10 +69,12 @@ async fn submit(
     fields.insert("customer_id".into(), Value::String(customer_id));
     // The same rules as a queued message, so both routes accept exactly the same requests.
     let message = serde_json::to_vec(&fields).expect("a JSON object serializes");
-    let request = request::parse(&message).map_err(|invalid| ApiError::invalid(invalid.message))?;
+    let received_at = Utc::now();
+    let request = request::parse(&message, received_at)
+        .map_err(|invalid| ApiError::invalid(invalid.message))?;
     let (status, row) = match state
         .intake
-        .submit(&request, Channel::Http, Utc::now())
+        .submit(&request, Channel::Http, received_at)
         .await
     {
         Ok(Submitted::Accepted(row)) => (StatusCode::ACCEPTED, row),
@@ -99,6 +93,30 @@ async fn submit(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// Why a request body could not be read: it stalled past `http.request_timeout_ms` (408, the
+/// connection closes after the answer), was too large (413), or broke off (400).
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return ApiError::invalid_with_status(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            );
+        }
+        source = e.source();
+    }
+    ApiError::invalid_with_status(
+        rejection.status(),
+        format!(
+            "the body could not be read; at most {} bytes are accepted",
+            super::BODY_LIMIT
+        ),
+    )
 }
 
 /// The optional body: `requested_by`, `reason` and `requested_at`; anything else is ignored.
@@ -144,7 +162,7 @@ async fn latest_for_customer(
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let customer_id = path_value(path)?;
-    request::check_customer_id(&customer_id).map_err(ApiError::invalid)?;
+    request::check_identifier("customer_id", &customer_id).map_err(ApiError::invalid)?;
     let hash = state.hash.digest(&customer_id);
     let row: Option<DeletionRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM erasure.deletions \
@@ -165,6 +183,7 @@ async fn one(
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = path_value(path)?;
+    request::check_identifier("id", &id).map_err(ApiError::invalid)?;
     deletion::find(&state.pool, &id)
         .await?
         .map(|row| Json(object(&state, &row)))
@@ -253,6 +272,9 @@ impl ListFilter {
             .get("starting_after")
             .filter(|s| !s.is_empty())
             .cloned();
+        if let Some(cursor) = &starting_after {
+            request::check_identifier("starting_after", cursor).map_err(ApiError::invalid)?;
+        }
         Ok(Self {
             status,
             overdue,
@@ -294,6 +316,7 @@ mod tests {
             ("status", "done"),
             ("overdue", "yes"),
             ("colour", "blue"),
+            ("starting_after", "abc\0def"),
         ] {
             let err = ListFilter::parse(&params(&[bad])).unwrap_err();
             assert_eq!(err.key, "invalid_request", "{bad:?}");
