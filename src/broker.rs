@@ -34,6 +34,20 @@ pub enum BrokerError {
     },
 }
 
+/// Builds, now, the runtime lapin's socket adapter falls back on outside Tokio.
+///
+/// lapin runs each connection's I/O on a thread of its own, outside the Tokio runtime, and its
+/// socket adapter (`async-compat`) falls back there on a runtime of its own, built the first time
+/// it is needed and never again. Built at a moment when the process is out of file handles (a
+/// flood of HTTP connections), that build fails, and every later close of a broker connection
+/// panics on it. Built at start, while handles are plenty, it cannot fail later.
+pub fn prepare_io_runtime() {
+    let built = std::thread::spawn(|| drop(async_compat::Compat::new(()))).join();
+    if built.is_err() {
+        tracing::error!("could not build the broker client's I/O runtime");
+    }
+}
+
 /// Connects with heartbeats on (`amqp.heartbeat_secs`, unless the URL sets `heartbeat`), so a
 /// dead peer is noticed within two heartbeats, and without lapin's automatic recovery: the
 /// consumer and publishers own their reconnect loops.

@@ -55,6 +55,14 @@ pub struct HttpSettings {
     pub rate_limit_per_minute: u32,
     /// How long a request accepted over HTTP may stay unpublished before the relay publishes it.
     pub relay_after_ms: u64,
+    /// Connections served at once (lowered to fit the open-files limit).
+    pub max_connections: usize,
+    /// A connection with no request in progress is closed after this long without a byte.
+    pub idle_timeout_ms: u64,
+    /// A request's line and headers must arrive within this from its first byte.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive, and its answer be written, within this after its headers.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -167,6 +175,17 @@ impl Settings {
         }
         if self.http.rate_limit_per_minute == 0 {
             return invalid("http.rate_limit_per_minute must be at least 1".into());
+        }
+        let http = &self.http;
+        if http.max_connections == 0
+            || http.idle_timeout_ms == 0
+            || http.header_timeout_ms == 0
+            || http.request_timeout_ms == 0
+        {
+            return invalid(
+                "http.max_connections, http.idle_timeout_ms, http.header_timeout_ms and http.request_timeout_ms must be at least 1"
+                    .into(),
+            );
         }
         if self.amqp.delivery_limit == 0 {
             return invalid("amqp.delivery_limit must be at least 1".into());

@@ -6,6 +6,7 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = erasure::cli::Cli::parse();
     erasure::telemetry::init();
+    erasure::broker::prepare_io_runtime();
     match erasure::cli::execute(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -76,10 +76,12 @@ pub fn rejected() {
         .increment(1);
 }
 
-pub fn http_request(method: &str, route: &str, status: u16, took: Duration) {
-    counter!("erasure_http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string())
+/// Records an HTTP request. Every label is bounded: `method` one of the standard methods or
+/// "other", `route` a route template or "unmatched", `status` a status code.
+pub fn http_request(method: &'static str, route: &str, status: u16, took: Duration) {
+    counter!("erasure_http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string())
         .increment(1);
-    histogram!("erasure_http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned())
+    histogram!("erasure_http_request_duration_seconds", "method" => method, "route" => route.to_owned())
         .record(took.as_secs_f64());
 }
 

@@ -115,7 +115,11 @@ impl Application {
             Mode::All | Mode::Api => api::router(state),
             Mode::Worker => api::ops_router(state),
         };
-        let http = listener.map(|l| tokio::spawn(api::serve(l, router, shutdown.clone())));
+        let http = listener.map(|l| {
+            let settings = self.settings.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { api::serve(l, router, &settings, shutdown).await })
+        });
         if mode != Mode::Api {
             let worker = Worker {
                 eraser: self.eraser.clone(),

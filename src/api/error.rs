@@ -100,6 +100,51 @@ impl ApiError {
     }
 }
 
+/// A whole HTTP/1.1 answer carrying the envelope of an `invalid_request`, for a request hyper
+/// refused before it reached the router (see [`super::connection`]); the connection closes after
+/// it.
+pub fn bare_response(status: u16, message: &str, trace_id: &str) -> Vec<u8> {
+    whole_answer(status, "invalid_request", message, trace_id, "")
+}
+
+/// The answer to a connection over the server's cap: 503, try again in a second.
+pub fn busy_response(trace_id: &str) -> Vec<u8> {
+    whole_answer(
+        503,
+        "rate_limited",
+        "the server has too many open connections; try again shortly",
+        trace_id,
+        "retry-after: 1\r\n",
+    )
+}
+
+fn whole_answer(
+    status: u16,
+    key: &str,
+    message: &str,
+    trace_id: &str,
+    extra_headers: &str,
+) -> Vec<u8> {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = serde_json::to_string(&Envelope {
+        code: status,
+        key,
+        message,
+        details: "",
+        trace_id: trace_id.to_owned(),
+    })
+    .expect("an envelope serializes");
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         x-trace-id: {trace_id}\r\n{extra_headers}connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::internal(&crate::erase::SafeError(&e))

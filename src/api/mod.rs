@@ -6,13 +6,15 @@
 //! panics turned into the JSON 500, then, on `/v1` only, authentication and rate limiting.
 
 mod auth;
+pub mod connection;
 pub mod error;
 mod ops;
 pub mod rate_limit;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::Publisher;
+use crate::config::Settings;
 use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
 use error::{ApiError, TRACE_ID};
@@ -71,22 +74,49 @@ fn finish(routes: Router<ApiState>, state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown`; requests in flight finish first.
+/// Serves `router` on `listener` until `shutdown`, within the limits `settings` give; requests
+/// in progress finish first, within the shutdown grace period.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    settings: &Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let http = &settings.http;
+    let limits = server::ServerLimits {
+        max_connections: http.max_connections,
+        timeouts: connection::Timeouts {
+            idle: Duration::from_millis(http.idle_timeout_ms),
+            header: Duration::from_millis(http.header_timeout_ms),
+            request: Duration::from_millis(http.request_timeout_ms),
+        },
+        shutdown_grace: Duration::from_millis(settings.worker.shutdown_grace_ms),
+    };
+    let pool = u64::from(settings.database.max_connections);
+    server::serve(listener, router, limits, pool, shutdown).await
+}
+
+/// The method as a metric label or log field: one of the standard methods, or "other". Any
+/// token is a valid method, and a label per made-up method would grow without bound.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Gives the request a trace id, logs it by matched route and records its metrics.
 async fn observe(request: Request, next: Next) -> Response {
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -106,7 +136,7 @@ async fn observe(request: Request, next: Next) -> Response {
             "HTTP request"
         )
     });
-    crate::metrics::http_request(method.as_str(), &route, status.as_u16(), took);
+    crate::metrics::http_request(method, &route, status.as_u16(), took);
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("x-trace-id", value);
     }
@@ -120,7 +150,7 @@ async fn unknown_route() -> ApiError {
 async fn wrong_method(method: Method) -> ApiError {
     ApiError::invalid_with_status(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("this route does not take {method}"),
+        format!("this route does not take {}", method_label(&method)),
     )
 }
 
