@@ -154,7 +154,13 @@ impl TestApp {
 
     /// The `erasure` binary, with this application's configuration in the environment.
     pub fn command(&self) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_erasure"));
+        self.command_for(env!("CARGO_BIN_EXE_erasure"))
+    }
+
+    /// `program` (the binary, or a shell that starts it) with this application's configuration
+    /// in the environment.
+    pub fn command_for(&self, program: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(program);
         command
             .envs(self.settings.connection_environment())
             .env("ERASURE_HTTP_ADDR", "127.0.0.1:0")

@@ -5,6 +5,7 @@ mod cli;
 mod erasure_outcomes;
 mod fault_proxy;
 mod faults;
+mod hardening;
 mod helpers;
 mod http_api;
 mod invalid_messages;

@@ -219,6 +219,10 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
             "/v1/permanent-deletions/del_nothing".into(),
             StatusCode::NOT_FOUND,
         ),
+        (
+            "/v1/permanent-deletions/abc%00def".into(),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let request = reader.request(Method::GET, &path);
         assert_eq!(doc.check("get", one, request).await.0, expected, "{path}");
@@ -227,7 +231,12 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
         ("", StatusCode::OK),
         ("?status=DONE&limit=1", StatusCode::OK),
         ("?overdue=true", StatusCode::OK),
+        ("?status=&overdue=&limit=&starting_after=", StatusCode::OK),
         ("?limit=1000", StatusCode::BAD_REQUEST),
+        (
+            "?starting_after=del_000000000000000000000000",
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let request = reader.request(Method::GET, &format!("{list}{query}"));
         assert_eq!(doc.check("get", list, request).await.0, expected, "{query}");
