@@ -147,17 +147,18 @@ pub async fn instance_source_id_key(pool: &PgPool) -> Result<Vec<u8>, sqlx::Erro
         .await
 }
 
-/// What a database error means for the request that met it.
+/// What an error means for the request that met it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Caused by this request meeting others (serialization failure, deadlock, lock or
     /// statement timeout, a child row inserted concurrently): retried a bounded number of
     /// times, each counted; when they run out, the request is FAILED `internal`.
-    Transient,
-    /// The database is out of reach (connection lost or refused, backend terminated, server
-    /// shutting down, pool exhausted or closed): never the request's fault, never counted
-    /// against it, never a FAILED outcome. The delivery is held and retried until it recovers.
-    Infrastructure,
+    Retry,
+    /// The request cannot go on for now, through no fault of its own: the database is out of
+    /// reach (connection lost or refused, backend terminated, server shutting down, pool
+    /// exhausted or closed), or another request holds the customer. Never counted against it,
+    /// never a FAILED outcome: the delivery is held and tried again later.
+    Hold,
     /// Will fail the same way every time (a constraint the plan does not know about, say):
     /// FAILED `internal` at once.
     Permanent,
@@ -169,11 +170,9 @@ pub fn classify(e: &sqlx::Error) -> ErrorClass {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
             match code {
-                "40001" | "40P01" | "55P03" | "57014" | "23503" => ErrorClass::Transient,
-                "57P01" | "57P02" | "57P03" | "53300" | "53100" | "53200" => {
-                    ErrorClass::Infrastructure
-                }
-                _ if code.starts_with("08") => ErrorClass::Infrastructure,
+                "40001" | "40P01" | "55P03" | "57014" | "23503" => ErrorClass::Retry,
+                "57P01" | "57P02" | "57P03" | "53300" | "53100" | "53200" => ErrorClass::Hold,
+                _ if code.starts_with("08") => ErrorClass::Hold,
                 _ => ErrorClass::Permanent,
             }
         }
@@ -182,12 +181,53 @@ pub fn classify(e: &sqlx::Error) -> ErrorClass {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => ErrorClass::Infrastructure,
+        | sqlx::Error::Protocol(_) => ErrorClass::Hold,
         _ => ErrorClass::Permanent,
     }
 }
 
-/// True for errors that may pass by trying again (transient or infrastructure).
-pub fn is_transient(e: &sqlx::Error) -> bool {
+/// True for errors that may pass by trying again (retried or held).
+pub fn may_pass(e: &sqlx::Error) -> bool {
     classify(e) != ErrorClass::Permanent
+}
+
+/// An error as it may be logged and stored: database errors by code and constraint, never
+/// their message or detail (PostgreSQL puts key values there).
+pub struct SafeError<'a>(pub &'a sqlx::Error);
+
+impl std::fmt::Display for SafeError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            sqlx::Error::Database(db) => {
+                write!(
+                    f,
+                    "database error {}",
+                    db.code().as_deref().unwrap_or("without code")
+                )?;
+                if let Some(constraint) = db.constraint() {
+                    write!(f, " on constraint {constraint}")?;
+                }
+                if let Some(table) = db.table() {
+                    write!(f, " in table {table}")?;
+                }
+                Ok(())
+            }
+            sqlx::Error::Io(e) => write!(f, "database connection: {}", e.kind()),
+            sqlx::Error::PoolTimedOut => f.write_str("no database connection available in time"),
+            sqlx::Error::PoolClosed => f.write_str("the database pool is closed"),
+            sqlx::Error::Protocol(p) => write!(f, "database protocol: {p}"),
+            other => write!(f, "database: {}", kind_name(other)),
+        }
+    }
+}
+
+fn kind_name(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Configuration(_) => "configuration",
+        sqlx::Error::Tls(_) => "tls",
+        sqlx::Error::RowNotFound => "row not found",
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => "decoding a value",
+        sqlx::Error::WorkerCrashed => "connection worker crashed",
+        _ => "other error",
+    }
 }

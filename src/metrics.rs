@@ -6,7 +6,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::deletion::DeletionRow;
+use crate::deletion::{DeletionRow, DeletionStatus, ErrorKey};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -56,11 +56,10 @@ fn describe() {
 
 /// Records a final outcome and the rows it erased.
 pub fn outcome(row: &DeletionRow, took: Duration) {
-    let error_key = row.error_key.clone().unwrap_or_else(|| "none".into());
-    counter!("erasure_outcomes_total", "status" => row.status.clone(), "error_key" => error_key)
-        .increment(1);
-    histogram!("erasure_duration_seconds", "status" => row.status.clone())
-        .record(took.as_secs_f64());
+    let error_key = row.error_key.map_or("none", |key| key.as_str());
+    let status = row.status.as_str();
+    counter!("erasure_outcomes_total", "status" => status, "error_key" => error_key).increment(1);
+    histogram!("erasure_duration_seconds", "status" => status).record(took.as_secs_f64());
     if let Some(counts) = row.data_json.as_object() {
         for (table, n) in counts {
             if let Some(n) = n.as_u64().filter(|n| *n > 0) {
@@ -72,8 +71,12 @@ pub fn outcome(row: &DeletionRow, took: Duration) {
 
 /// Records a message rejected before it named a customer.
 pub fn rejected() {
-    counter!("erasure_outcomes_total", "status" => "FAILED", "error_key" => "invalid_request")
-        .increment(1);
+    counter!(
+        "erasure_outcomes_total",
+        "status" => DeletionStatus::Failed.as_str(),
+        "error_key" => ErrorKey::InvalidRequest.as_str()
+    )
+    .increment(1);
 }
 
 /// Records an HTTP request. Every label is bounded: `method` one of the standard methods or

@@ -11,6 +11,9 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::keyed_hash::KeyedHash;
+use crate::text_enum::text_enum;
+
 /// The largest request message accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Messages up to this size are still read for their `request_id` when they are rejected.
@@ -25,6 +28,56 @@ pub struct ErasureRequest {
     pub reason: Option<String>,
     /// When the data subject asked; `None` means at receipt.
     pub requested_at: Option<DateTime<Utc>>,
+}
+
+text_enum! {
+    /// Where a request came from, recorded on its deletion object and audit rows.
+    pub enum Channel {
+        /// A message from the queue.
+        Amqp = "amqp",
+        /// The HTTP API.
+        Http = "http",
+        /// `erasure` on a command line (and tests that call the engine directly).
+        Cli = "cli",
+    }
+}
+
+/// A valid request as the service received it: what it asks, where it came from and when, and
+/// the keyed hash of the identifier it names (computed once, here, for every use after).
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub request: ErasureRequest,
+    pub channel: Channel,
+    pub received_at: DateTime<Utc>,
+    /// Keyed hash of `request.customer_id`: a repeat of the request id is told apart from its
+    /// reuse for another customer by it, without keeping the identifier in clear.
+    pub requested_hash: Vec<u8>,
+}
+
+impl Received {
+    pub fn new(
+        request: ErasureRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        hash: &KeyedHash,
+    ) -> Self {
+        let requested_hash = hash.digest(&request.customer_id);
+        Self {
+            request,
+            channel,
+            received_at,
+            requested_hash,
+        }
+    }
+
+    pub fn request_id(&self) -> Uuid {
+        self.request.request_id
+    }
+
+    /// When the data subject asked: as the request says, or at receipt.
+    pub fn requested_at(&self) -> DateTime<Utc> {
+        self.request.requested_at.unwrap_or(self.received_at)
+    }
 }
 
 /// How far ahead of the receiving clock `requested_at` may be: clock skew between the upstream

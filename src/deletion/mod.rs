@@ -1,26 +1,77 @@
 //! The deletion object: the record of one erasure request, as compliance staff and auditors
 //! see it (modelled on Voucherify's permanent-deletion object).
+//!
+//! - this file: the object, its states and error keys, its ids and its due date;
+//! - [`store`]: every read and write of `erasure.deletions` (nothing else touches the table);
+//! - [`audit`]: the append-only audit trail, `erasure.audit_log`;
+//! - [`statement`]: what the erasure statement writes to both, as SQL fragments.
+
+pub mod audit;
+pub mod statement;
+pub mod store;
 
 use chrono::{DateTime, Months, SecondsFormat, Utc};
 use rand::Rng;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::PgExecutor;
 use uuid::Uuid;
+
+use crate::text_enum::text_enum;
+
+pub use store::find;
 
 /// The columns every query that returns a deletion object selects, in [`DeletionRow`]'s order.
 pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json, already_erased, \
      error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at";
+
+text_enum! {
+    /// Where a deletion stands. DONE and FAILED are final: nothing changes a final deletion.
+    pub enum DeletionStatus {
+        /// Accepted over HTTP, not yet taken by a worker.
+        Pending = "PENDING",
+        /// A worker has started on it (a redelivery was counted, or a chunked erasure began).
+        InProgress = "IN_PROGRESS",
+        Done = "DONE",
+        Failed = "FAILED",
+    }
+}
+
+impl DeletionStatus {
+    /// The statuses nothing changes any more.
+    pub const FINAL: &'static [DeletionStatus] = &[DeletionStatus::Done, DeletionStatus::Failed];
+    /// The statuses a worker may still carry forward.
+    pub const OPEN: &'static [DeletionStatus] =
+        &[DeletionStatus::Pending, DeletionStatus::InProgress];
+
+    pub fn is_final(self) -> bool {
+        Self::FINAL.contains(&self)
+    }
+}
+
+text_enum! {
+    /// Why a deletion FAILED.
+    pub enum ErrorKey {
+        /// No customer has the identifier, and none was erased under it before.
+        NotFound = "not_found",
+        /// A guard of the plan holds (an order in status OPEN, say): nothing was changed.
+        Conflict = "conflict",
+        /// The message was not a valid request.
+        InvalidRequest = "invalid_request",
+        /// The erasure could not be carried out (an error that will not pass, retries run out,
+        /// a poison message).
+        Internal = "internal",
+    }
+}
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DeletionRow {
     pub id: String,
     pub request_id: Uuid,
     pub related_object_id: Option<String>,
-    pub status: String,
+    pub status: DeletionStatus,
     pub data_json: Value,
     pub already_erased: bool,
-    pub error_key: Option<String>,
+    pub error_key: Option<ErrorKey>,
     pub error_message: Option<String>,
     pub requested_by: Option<String>,
     pub requested_at: DateTime<Utc>,
@@ -31,7 +82,7 @@ pub struct DeletionRow {
 
 impl DeletionRow {
     pub fn is_final(&self) -> bool {
-        self.status == "DONE" || self.status == "FAILED"
+        self.status.is_final()
     }
 
     /// The public shape; `count_keys` orders `data_json` (every key present, 0 when absent).
@@ -55,7 +106,7 @@ impl DeletionRow {
             request_id: self.request_id,
             related_object: "customer".into(),
             related_object_id: self.related_object_id.clone(),
-            status: self.status.clone(),
+            status: self.status,
             created_at: millis(self.created_at),
             completed_at: self.completed_at.map(millis),
             requested_by: self.requested_by.clone(),
@@ -63,8 +114,8 @@ impl DeletionRow {
             due_at: auto(self.due_at),
             data_json: Value::Object(counts),
             already_erased: self.already_erased,
-            error: self.error_key.as_ref().map(|key| ErrorObject {
-                key: key.clone(),
+            error: self.error_key.map(|key| ErrorObject {
+                key,
                 message: self.error_message.clone().unwrap_or_default(),
             }),
         }
@@ -78,7 +129,7 @@ pub struct DeletionObject {
     pub request_id: Uuid,
     pub related_object: String,
     pub related_object_id: Option<String>,
-    pub status: String,
+    pub status: DeletionStatus,
     pub created_at: String,
     pub completed_at: Option<String>,
     pub requested_by: Option<String>,
@@ -91,7 +142,7 @@ pub struct DeletionObject {
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct ErrorObject {
-    pub key: String,
+    pub key: ErrorKey,
     pub message: String,
 }
 
@@ -126,31 +177,6 @@ pub fn due_at(requested_at: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// The deletion with this `del_` id or request id.
-pub async fn find(
-    db: impl PgExecutor<'_>,
-    id_or_request_id: &str,
-) -> Result<Option<DeletionRow>, sqlx::Error> {
-    match Uuid::parse_str(id_or_request_id) {
-        Ok(request_id) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM erasure.deletions WHERE request_id = $1"
-            ))
-            .bind(request_id)
-            .fetch_optional(db)
-            .await
-        }
-        Err(_) => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM erasure.deletions WHERE id = $1"
-            ))
-            .bind(id_or_request_id)
-            .fetch_optional(db)
-            .await
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +188,21 @@ mod tests {
         assert_eq!(auto(due_at(at)), "2026-12-23T09:30:00Z");
         let end_of_january = Utc.with_ymd_and_hms(2027, 1, 31, 12, 0, 0).unwrap();
         assert_eq!(auto(due_at(end_of_january)), "2027-02-28T12:00:00Z");
+    }
+
+    #[test]
+    fn final_and_open_statuses_split_them_all() {
+        for status in DeletionStatus::ALL {
+            assert_ne!(
+                DeletionStatus::FINAL.contains(status),
+                DeletionStatus::OPEN.contains(status),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            DeletionStatus::sql_list(DeletionStatus::FINAL),
+            "('DONE', 'FAILED')"
+        );
     }
 
     #[test]

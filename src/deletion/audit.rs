@@ -1,0 +1,126 @@
+//! The audit trail, `erasure.audit_log`: one row per outcome, duplicate and rejected message,
+//! append-only (a trigger refuses changes). It holds ids, outcomes, error keys, timings and who
+//! asked, never a customer's personal data. Every row is written here, through [`Audit`], or by
+//! the erasure statement's audit step ([`super::statement::audit`]).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{DeletionRow, DeletionStatus, ErrorKey};
+use crate::request::{Channel, Received};
+use crate::text_enum::text_enum;
+
+text_enum! {
+    /// What an audit row records.
+    pub enum AuditAction {
+        /// A request erased its customer (or found it erased already).
+        ErasureDone = "erasure.done",
+        /// A request ended FAILED.
+        ErasureFailed = "erasure.failed",
+        /// A request came again after its outcome was recorded; the outcome stands.
+        RequestDuplicate = "request.duplicate",
+        /// A message was not a valid request, or reused a request id for another customer.
+        RequestRejected = "request.rejected",
+    }
+}
+
+impl AuditAction {
+    /// The action recording a final outcome in `status`.
+    pub fn outcome(status: DeletionStatus) -> Self {
+        match status {
+            DeletionStatus::Done => AuditAction::ErasureDone,
+            _ => AuditAction::ErasureFailed,
+        }
+    }
+}
+
+/// One audit row, built from what it is about.
+#[derive(Clone, Debug)]
+pub struct Audit<'a> {
+    action: AuditAction,
+    channel: Channel,
+    received_at: DateTime<Utc>,
+    request_id: Option<Uuid>,
+    requested_by: Option<&'a str>,
+    deletion_id: Option<&'a str>,
+    related_object_id: Option<&'a str>,
+    error_key: Option<ErrorKey>,
+    detail: Value,
+}
+
+impl<'a> Audit<'a> {
+    /// A row about a message received on `channel` at `received_at`.
+    pub fn new(action: AuditAction, channel: Channel, received_at: DateTime<Utc>) -> Self {
+        Self {
+            action,
+            channel,
+            received_at,
+            request_id: None,
+            requested_by: None,
+            deletion_id: None,
+            related_object_id: None,
+            error_key: None,
+            detail: Value::Object(Default::default()),
+        }
+    }
+
+    /// A row about the valid request `received`.
+    pub fn of(action: AuditAction, received: &'a Received) -> Self {
+        Self::new(action, received.channel, received.received_at).request(
+            Some(received.request_id()),
+            Some(&received.request.requested_by),
+        )
+    }
+
+    pub fn request(self, request_id: Option<Uuid>, requested_by: Option<&'a str>) -> Self {
+        Self {
+            request_id,
+            requested_by,
+            ..self
+        }
+    }
+
+    /// Names the deletion the row is about, and its customer.
+    pub fn deletion(self, row: &'a DeletionRow) -> Self {
+        Self {
+            deletion_id: Some(&row.id),
+            related_object_id: row.related_object_id.as_deref(),
+            ..self
+        }
+    }
+
+    pub fn error(self, key: Option<ErrorKey>) -> Self {
+        Self {
+            error_key: key,
+            ..self
+        }
+    }
+
+    /// What else the row says: counts, a reason, a size; nothing that names a person.
+    pub fn detail(self, detail: Value) -> Self {
+        Self { detail, ..self }
+    }
+
+    /// Appends the row, in the caller's transaction.
+    pub async fn append(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, \
+               related_object_id, channel, requested_by, error_key, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(self.received_at)
+        .bind(self.action)
+        .bind(self.request_id)
+        .bind(self.deletion_id)
+        .bind(self.related_object_id)
+        .bind(self.channel)
+        .bind(self.requested_by)
+        .bind(self.error_key)
+        .bind(&self.detail)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! Every read and write of `erasure.deletions`. Nothing else in the service names the table;
+//! the erasure statement writes its outcome through [`super::statement`], next door.
+//!
+//! A row is created by whichever comes first for its request id: the HTTP intake (PENDING), a
+//! redelivery or the start of a chunked erasure (IN_PROGRESS), or a final outcome. Later writes
+//! move it forward only while it is open, so a final outcome is never changed and the first
+//! one recorded stands, however many deliveries of the request race.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection, PgExecutor, Postgres};
+use uuid::Uuid;
+
+use super::{COLUMNS, DeletionRow, DeletionStatus, ErrorKey, due_at, new_id};
+use crate::request::{Channel, InvalidRequest, Received};
+
+/// The columns a new deletion row starts with, from the request that makes it. They are bound
+/// as `$1` to `$9` (with a fresh `del_` id and the due date), in [`NEW_COLUMNS`]'s order.
+#[derive(Clone, Copy, Debug)]
+pub struct NewDeletion<'a> {
+    pub request_id: Uuid,
+    /// The customer's key, when known.
+    pub related_object_id: Option<&'a str>,
+    pub requested_hash: Option<&'a [u8]>,
+    pub requested_by: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub requested_at: DateTime<Utc>,
+    pub channel: Channel,
+}
+
+const NEW_COLUMNS: &str = "id, request_id, related_object_id, requested_id_hash, requested_by, \
+     reason, requested_at, due_at, channel";
+/// The values of [`NEW_COLUMNS`], with the customer's key in `$3` as `related`.
+fn new_values(related: &str) -> String {
+    format!("$1, $2, {related}, $4, $5, $6, $7, $8, $9")
+}
+
+impl<'a> NewDeletion<'a> {
+    pub fn of(received: &'a Received) -> Self {
+        Self {
+            request_id: received.request_id(),
+            related_object_id: None,
+            requested_hash: Some(&received.requested_hash),
+            requested_by: Some(&received.request.requested_by),
+            reason: received.request.reason.as_deref(),
+            requested_at: received.requested_at(),
+            channel: received.channel,
+        }
+    }
+
+    /// A message that is not a valid request but carries `request_id`.
+    pub fn of_invalid(
+        invalid: &'a InvalidRequest,
+        request_id: Uuid,
+        requested_hash: Option<&'a [u8]>,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            request_id,
+            related_object_id: None,
+            requested_hash,
+            requested_by: invalid.requested_by.as_deref(),
+            reason: None,
+            requested_at: invalid.requested_at.unwrap_or(received_at),
+            channel,
+        }
+    }
+
+    pub fn related(self, related_object_id: Option<&'a str>) -> Self {
+        Self {
+            related_object_id,
+            ..self
+        }
+    }
+
+    /// `$1` to `$9`; the caller adds its own from `$10`.
+    fn arguments(&self) -> Result<PgArguments, sqlx::Error> {
+        let mut args = PgArguments::default();
+        add(&mut args, new_id())?;
+        add(&mut args, self.request_id)?;
+        add(&mut args, self.related_object_id)?;
+        add(&mut args, self.requested_hash)?;
+        add(&mut args, self.requested_by)?;
+        add(&mut args, self.reason)?;
+        add(&mut args, self.requested_at)?;
+        add(&mut args, due_at(self.requested_at))?;
+        add(&mut args, self.channel)?;
+        Ok(args)
+    }
+}
+
+fn add<'q, T>(args: &mut PgArguments, value: T) -> Result<(), sqlx::Error>
+where
+    T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'q,
+{
+    args.add(value).map_err(sqlx::Error::Encode)
+}
+
+/// The statuses a deletion may still leave, as an SQL list.
+fn open() -> String {
+    DeletionStatus::sql_list(DeletionStatus::OPEN)
+}
+
+fn finals() -> String {
+    DeletionStatus::sql_list(DeletionStatus::FINAL)
+}
+
+/// How a request ended, when it ends outside the erasure statement.
+#[derive(Clone, Debug)]
+pub struct FinalOutcome {
+    pub status: DeletionStatus,
+    pub already_erased: bool,
+    pub error: Option<(ErrorKey, String)>,
+    /// The keyed hash of the erased customer's lookup value, when an earlier deletion kept one.
+    pub source_id_hash: Option<Vec<u8>>,
+}
+
+impl FinalOutcome {
+    pub fn failed(key: ErrorKey, message: impl Into<String>) -> Self {
+        Self {
+            status: DeletionStatus::Failed,
+            already_erased: false,
+            error: Some((key, message.into())),
+            source_id_hash: None,
+        }
+    }
+
+    /// DONE with nothing erased: an earlier deletion erased the customer already.
+    pub fn already_erased(source_id_hash: Option<Vec<u8>>) -> Self {
+        Self {
+            status: DeletionStatus::Done,
+            already_erased: true,
+            error: None,
+            source_id_hash,
+        }
+    }
+}
+
+/// Records a final outcome, adding `counts` to what chunks counted before. `None`: the request
+/// already has a final outcome (another delivery recorded it first), which stands.
+pub async fn record_final(
+    conn: &mut PgConnection,
+    new: &NewDeletion<'_>,
+    outcome: &FinalOutcome,
+    counts: Value,
+) -> Result<Option<DeletionRow>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, source_id_hash, status, data_json, \
+           already_erased, error_key, error_message, completed_at, attempts) \
+         VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1) \
+         ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
+           source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, \
+           data_json = (SELECT COALESCE(jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) \
+             + COALESCE((EXCLUDED.data_json ->> k)::bigint, 0)), '{{}}'::jsonb) \
+             FROM jsonb_object_keys(d.data_json || EXCLUDED.data_json) k), \
+           already_erased = EXCLUDED.already_erased, \
+           error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
+           completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL \
+         WHERE d.status IN {open} \
+         RETURNING {COLUMNS}",
+        new_values("$3"),
+        open = open(),
+    );
+    let mut args = new.arguments()?;
+    add(&mut args, outcome.source_id_hash.as_deref())?;
+    add(&mut args, outcome.status)?;
+    add(&mut args, counts)?;
+    add(&mut args, outcome.already_erased)?;
+    add(&mut args, outcome.error.as_ref().map(|(key, _)| *key))?;
+    add(&mut args, outcome.error.as_ref().map(|(_, m)| m.as_str()))?;
+    sqlx::query_as_with(&sql, args).fetch_optional(conn).await
+}
+
+/// Marks the request's deletion IN_PROGRESS (creating it if needed), adding `attempt` to its
+/// attempts (a redelivery counts, the start of a chunked erasure does not) and recording the
+/// customer when `new` names one. Returns the attempts, or `None` when the request already
+/// ended or its id belongs to another customer.
+pub async fn mark_in_progress(
+    conn: &mut PgConnection,
+    new: &NewDeletion<'_>,
+    attempt: i32,
+) -> Result<Option<i32>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, status, attempts) \
+         VALUES ({}, '{in_progress}', $10) \
+         ON CONFLICT (request_id) DO UPDATE SET status = '{in_progress}', \
+           related_object_id = COALESCE(EXCLUDED.related_object_id, d.related_object_id), \
+           attempts = d.attempts + $10 \
+         WHERE d.status IN {open} AND d.requested_id_hash = EXCLUDED.requested_id_hash \
+         RETURNING d.attempts",
+        new_values("$3"),
+        in_progress = DeletionStatus::InProgress,
+        open = open(),
+    );
+    let mut args = new.arguments()?;
+    add(&mut args, attempt)?;
+    sqlx::query_scalar_with(&sql, args)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The insert of a request accepted over HTTP, PENDING with its message, for one plan (the
+/// customer's key is looked up in the statement, from the identifier in `$3`).
+#[derive(Clone, Debug)]
+pub struct PendingInsert {
+    sql: String,
+}
+
+impl PendingInsert {
+    /// `subject_key_of_3`: SQL giving the subject's key for the identifier in `$3`, or NULL.
+    pub fn new(subject_key_of_3: &str) -> Self {
+        Self {
+            sql: format!(
+                "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message) \
+                 VALUES ({}, '{pending}', $10) \
+                 ON CONFLICT (request_id) DO NOTHING \
+                 RETURNING {COLUMNS}",
+                new_values(subject_key_of_3),
+                pending = DeletionStatus::Pending,
+            ),
+        }
+    }
+
+    /// Records `received` as PENDING with `message`; `None` when its request id has a row.
+    pub async fn run(
+        &self,
+        db: impl PgExecutor<'_>,
+        received: &Received,
+        message: &[u8],
+    ) -> Result<Option<DeletionRow>, sqlx::Error> {
+        let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
+        let mut args = new.arguments()?;
+        add(&mut args, message)?;
+        sqlx::query_as_with(&self.sql, args)
+            .fetch_optional(db)
+            .await
+    }
+}
+
+/// The broker has the request message of this deletion: it is kept no longer.
+pub async fn clear_pending_message(
+    db: impl PgExecutor<'_>,
+    deletion_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erasure.deletions SET pending_message = NULL WHERE id = $1")
+        .bind(deletion_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Adds `rows` under `count_key` to the IN_PROGRESS deletion of `request_id`, in a chunk's
+/// transaction. False: the deletion ended meanwhile (another delivery finished it), and the
+/// chunk must roll back.
+pub async fn add_chunk_count(
+    conn: &mut PgConnection,
+    request_id: Uuid,
+    count_key: &str,
+    rows: i64,
+) -> Result<bool, sqlx::Error> {
+    let counted: Option<i32> = sqlx::query_scalar(&format!(
+        "UPDATE erasure.deletions d \
+         SET data_json = jsonb_set(d.data_json, ARRAY[$2::text], \
+           to_jsonb(COALESCE((d.data_json ->> $2::text)::bigint, 0) + $3::bigint)) \
+         WHERE d.request_id = $1 AND d.status = '{}' RETURNING 1",
+        DeletionStatus::InProgress
+    ))
+    .bind(request_id)
+    .bind(count_key)
+    .bind(rows)
+    .fetch_optional(conn)
+    .await?;
+    Ok(counted.is_some())
+}
+
+/// The deletion already holding a request id, with the keyed hash of the identifier it was
+/// asked for.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Prior {
+    #[sqlx(flatten)]
+    pub row: DeletionRow,
+    pub requested_id_hash: Option<Vec<u8>>,
+}
+
+impl Prior {
+    /// Whether it was asked for the identifier whose keyed hash is `hash`.
+    pub fn names(&self, hash: Option<&[u8]>) -> bool {
+        hash.is_some() && self.requested_id_hash.as_deref() == hash
+    }
+}
+
+/// The deletion holding `request_id`; with `lock`, locked until the transaction ends (so that
+/// no other delivery of the request records an outcome meanwhile).
+pub async fn prior(
+    db: impl PgExecutor<'_>,
+    request_id: Uuid,
+    lock: bool,
+) -> Result<Option<Prior>, sqlx::Error> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, requested_id_hash FROM erasure.deletions WHERE request_id = $1{lock}"
+    ))
+    .bind(request_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The customer key, and lookup-value hash, of an earlier DONE deletion that erased the
+/// customer `identifier` names (by key, or by lookup value through its keyed hash `hash`).
+pub async fn erased_earlier(
+    conn: &mut PgConnection,
+    identifier: &str,
+    hash: &[u8],
+) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT related_object_id, source_id_hash FROM erasure.deletions \
+         WHERE status = '{}' AND NOT already_erased AND related_object_id IS NOT NULL \
+           AND (related_object_id = $1 OR source_id_hash = $2) \
+         ORDER BY (related_object_id = $1) DESC, completed_at LIMIT 1",
+        DeletionStatus::Done
+    ))
+    .bind(identifier)
+    .bind(hash)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The deletion with this `del_` id or request id.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    id_or_request_id: &str,
+) -> Result<Option<DeletionRow>, sqlx::Error> {
+    match Uuid::parse_str(id_or_request_id) {
+        Ok(request_id) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM erasure.deletions WHERE request_id = $1"
+            ))
+            .bind(request_id)
+            .fetch_optional(db)
+            .await
+        }
+        Err(_) => {
+            sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM erasure.deletions WHERE id = $1"
+            ))
+            .bind(id_or_request_id)
+            .fetch_optional(db)
+            .await
+        }
+    }
+}
+
+/// The latest deletion naming a customer: by its key, or by an identifier whose keyed hash is
+/// `hash` (its lookup value, or whatever a request named it by), also after erasure.
+pub async fn latest_for_customer(
+    db: impl PgExecutor<'_>,
+    identifier: &str,
+    hash: &[u8],
+) -> Result<Option<DeletionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM erasure.deletions \
+         WHERE related_object_id = $1 OR source_id_hash = $2 OR requested_id_hash = $2 \
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(identifier)
+    .bind(hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// What a page of the list holds.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub status: Option<DeletionStatus>,
+    /// Only open deletions past their due date.
+    pub overdue: bool,
+    /// Only deletions after this one in the order (newest first).
+    pub after: Option<DeletionRow>,
+    pub limit: i64,
+}
+
+/// Deletions newest first, ties broken by id, as [`ListQuery`] says.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    query: &ListQuery,
+) -> Result<Vec<DeletionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM erasure.deletions \
+         WHERE ($1::text IS NULL OR status = $1) \
+           AND (NOT $2 OR (status IN {open} AND due_at < now())) \
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+        open = open(),
+    ))
+    .bind(query.status)
+    .bind(query.overdue)
+    .bind(query.after.as_ref().map(|row| row.created_at))
+    .bind(query.after.as_ref().map(|row| row.id.as_str()))
+    .bind(query.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Open deletions past their due date.
+pub async fn count_overdue(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM erasure.deletions WHERE status IN {} AND due_at < now()",
+        open()
+    ))
+    .fetch_one(db)
+    .await
+}
+
+/// Final deletions whose outcome event the broker has not confirmed, oldest first, locked for
+/// this transaction and skipped by any other publisher's.
+pub async fn claim_unpublished(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<DeletionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM erasure.deletions \
+         WHERE event_published_at IS NULL AND status IN {finals} \
+         ORDER BY completed_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        finals = finals(),
+    ))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// The broker confirmed the outcome events of these deletions.
+pub async fn mark_published(conn: &mut PgConnection, ids: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE erasure.deletions SET event_published_at = clock_timestamp() WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A request accepted over HTTP whose message the broker has not confirmed.
+#[derive(Debug, sqlx::FromRow)]
+pub struct OwedRequest {
+    pub id: String,
+    pub request_id: Uuid,
+    pub pending_message: Vec<u8>,
+}
+
+/// Requests accepted over HTTP longer than `older_than_ms` ago and still owed to the broker,
+/// locked for this transaction and skipped by any other relay's.
+pub async fn claim_owed_requests(
+    conn: &mut PgConnection,
+    older_than_ms: u128,
+    limit: i64,
+) -> Result<Vec<OwedRequest>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, request_id, pending_message FROM erasure.deletions \
+         WHERE pending_message IS NOT NULL AND created_at < now() - $1::interval \
+         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(format!("{older_than_ms} milliseconds"))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// The broker has the messages of these deletions.
+pub async fn clear_pending_messages(
+    conn: &mut PgConnection,
+    ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE erasure.deletions SET pending_message = NULL WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
