@@ -5,12 +5,19 @@
 //! dropped) to the fanout exchange `erasure.dlx` and its quorum queue `erasure.requests.dead`;
 //! outcome events go to the topic exchange `erasure.events`.
 
+use std::fmt::Display;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpSettings;
 
@@ -32,6 +39,52 @@ pub enum BrokerError {
         exchange: String,
         routing_key: String,
     },
+}
+
+/// The longest wait between two connection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+
+/// Runs `session` again and again until one ends or `shutdown` comes, and returns what it
+/// returned (or `on_shutdown`). A session connects to the broker and works until it is done or
+/// its connection fails; between sessions, a delay doubling from 200 ms to 30 s, with jitter,
+/// that starts over after a session that lasted longer than the longest delay.
+pub async fn reconnecting<T, E, F, Fut>(
+    who: &'static str,
+    shutdown: &CancellationToken,
+    on_shutdown: T,
+    mut session: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Display,
+{
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(MAX_RECONNECT_DELAY)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
+    while !shutdown.is_cancelled() {
+        let started = Instant::now();
+        let e = match session().await {
+            Ok(done) => return done,
+            Err(e) => e,
+        };
+        if started.elapsed() > MAX_RECONNECT_DELAY {
+            delays = backoff();
+        }
+        let delay = delays.next().unwrap_or(MAX_RECONNECT_DELAY);
+        tracing::warn!(error = %e, ?delay, "{who} lost its broker connection; reconnecting");
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    on_shutdown
 }
 
 /// Builds, now, the runtime lapin's socket adapter falls back on outside Tokio.

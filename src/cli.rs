@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -74,9 +75,6 @@ pub enum Command {
     },
     /// Print a deletion object by its del_ id or request id.
     Status { id: String },
-    /// Benchmark the worker end to end against pgbench on this machine (own database and
-    /// broker names; prints a table of figures and writes it to --out).
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,97 +93,21 @@ pub enum KeysCommand {
     Revoke { id_or_name: String },
 }
 
+/// Runs the command `cli` names; the exit code says how it ended.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&cli.config_dir).context("reading the configuration")?;
     match cli.command.unwrap_or(Command::Run) {
-        command @ (Command::Run | Command::Worker | Command::Api) => {
-            let mode = match command {
-                Command::Worker => Mode::Worker,
-                Command::Api => Mode::Api,
-                _ => Mode::All,
-            };
-            // A worker alone leaves the API's address free for `erasure api` beside it, and
-            // serves its operations routes only where told to.
-            let addr = match mode {
-                Mode::Worker => settings.worker.ops_addr,
-                Mode::All | Mode::Api => Some(settings.http.addr),
-            };
-            let listener = match addr {
-                Some(addr) => Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("listening on {addr}"))?,
-                ),
-                None => None,
-            };
-            let app = Application::build(settings).await?;
-            let shutdown = CancellationToken::new();
-            let signal = {
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    shutdown.cancel();
-                })
-            };
-            let clean = app.run(mode, listener, shutdown).await;
-            signal.abort();
-            if clean {
-                tracing::info!("stopped");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                tracing::error!(
-                    "stopped with erasures unfinished; they roll back and are redelivered"
-                );
-                Ok(ExitCode::from(3))
-            }
-        }
+        Command::Run => serve(settings, Mode::All).await,
+        Command::Worker => serve(settings, Mode::Worker).await,
+        Command::Api => serve(settings, Mode::Api).await,
         Command::Keys { command } => {
             let pool = crate::db::prepare(&settings.database).await?;
             match command {
                 KeysCommand::Create { name, read_only } => {
-                    match keys::create(&pool, &name, read_only).await {
-                        Ok(key) => {
-                            let access = if read_only { "read-only" } else { "read-write" };
-                            println!("created {access} key {name:?}; it is shown only this once:");
-                            println!("{key}");
-                            Ok(ExitCode::SUCCESS)
-                        }
-                        Err(e @ (KeyError::InvalidName | KeyError::NameTaken(_))) => {
-                            eprintln!("error: {e}");
-                            Ok(ExitCode::from(2))
-                        }
-                        Err(e) => Err(e.into()),
-                    }
+                    keys_create(&pool, &name, read_only).await
                 }
-                KeysCommand::List => {
-                    for key in keys::list(&pool).await? {
-                        let access = if key.read_only {
-                            "read-only"
-                        } else {
-                            "read-write"
-                        };
-                        let state = match key.revoked_at {
-                            Some(at) => format!("revoked {}", at.to_rfc3339()),
-                            None => "live".into(),
-                        };
-                        println!(
-                            "{}\t{}\t{access}\tcreated {}\t{state}",
-                            key.id,
-                            key.name,
-                            key.created_at.to_rfc3339()
-                        );
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                KeysCommand::Revoke { id_or_name } => {
-                    if keys::revoke(&pool, &id_or_name).await? {
-                        println!("revoked");
-                        Ok(ExitCode::SUCCESS)
-                    } else {
-                        eprintln!("error: no live key has the id or name {id_or_name:?}");
-                        Ok(ExitCode::from(1))
-                    }
-                }
+                KeysCommand::List => keys_list(&pool).await,
+                KeysCommand::Revoke { id_or_name } => keys_revoke(&pool, &id_or_name).await,
             }
         }
         Command::Migrate => {
@@ -193,66 +115,160 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { sql } => {
-            let plan = Plan::load(settings.erasure.plan.as_deref())?;
-            let pool = crate::db::prepare(&settings.database).await?;
-            if let Err(e) = check::against_live_schema(&plan, &pool).await {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(2));
-            }
-            if sql {
-                println!("{};", crate::plan::sql::erase_statement(&plan));
-            } else {
-                print!("{}", plan.describe());
-                println!("\nThe plan covers the live schema.");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Plan { sql } => plan(&settings, sql).await,
         Command::Enqueue {
             customer,
             requested_by,
             reason,
             request_id,
-        } => {
-            let request_id = request_id.unwrap_or_else(Uuid::new_v4);
-            let message = serde_json::json!({
-                "request_id": request_id,
-                "customer_id": customer,
-                "requested_by": requested_by,
-                "reason": reason,
-            });
-            let body = serde_json::to_vec(&message)?;
-            // Refuse here what the worker would dead-letter.
-            if let Err(invalid) = request::parse(&body, chrono::Utc::now()) {
-                eprintln!("error: not a valid request: {}", invalid.message);
-                return Ok(ExitCode::from(2));
-            }
-            broker::publish_request_once(&settings.amqp, &request_id.to_string(), &body).await?;
-            println!("{request_id}");
+        } => enqueue(&settings, customer, requested_by, reason, request_id).await,
+        Command::Status { id } => status(&settings, &id).await,
+    }
+}
+
+/// `erasure run`, `worker` and `api`: serves until SIGTERM or SIGINT. Exit 3 when the grace
+/// period ran out with erasures unfinished.
+async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
+    // A worker alone leaves the API's address free for `erasure api` beside it, and serves its
+    // operations routes only where told to.
+    let addr = match mode {
+        Mode::Worker => settings.worker.ops_addr,
+        Mode::All | Mode::Api => Some(settings.http.addr),
+    };
+    let listener = match addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?,
+        ),
+        None => None,
+    };
+    let app = Application::build(settings).await?;
+    let shutdown = CancellationToken::new();
+    let signal = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        })
+    };
+    let clean = app.run(mode, listener, shutdown).await;
+    signal.abort();
+    if clean {
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        tracing::error!("stopped with erasures unfinished; they roll back and are redelivered");
+        Ok(ExitCode::from(3))
+    }
+}
+
+/// `erasure keys create`: the key is the last line printed (exit 2 for a bad or taken name).
+async fn keys_create(pool: &PgPool, name: &str, read_only: bool) -> anyhow::Result<ExitCode> {
+    match keys::create(pool, name, read_only).await {
+        Ok(key) => {
+            let access = if read_only { "read-only" } else { "read-write" };
+            println!("created {access} key {name:?}; it is shown only this once:");
+            println!("{key}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => {
-            let passed = crate::bench::run(settings, args).await?;
-            Ok(if passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+        Err(e @ (KeyError::InvalidName | KeyError::NameTaken(_))) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
         }
-        Command::Status { id } => {
-            let plan = Plan::load(settings.erasure.plan.as_deref())?;
-            let pool = crate::db::prepare(&settings.database).await?;
-            match deletion::find(&pool, &id).await? {
-                Some(row) => {
-                    let object = row.to_object(&plan.count_keys());
-                    println!("{}", serde_json::to_string_pretty(&object)?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => {
-                    eprintln!("error: no deletion has the id or request id {id:?}");
-                    Ok(ExitCode::from(1))
-                }
-            }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `erasure keys list`: one line a key, never its secret.
+async fn keys_list(pool: &PgPool) -> anyhow::Result<ExitCode> {
+    for key in keys::list(pool).await? {
+        let access = if key.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        let state = match key.revoked_at {
+            Some(at) => format!("revoked {}", at.to_rfc3339()),
+            None => "live".into(),
+        };
+        println!(
+            "{}\t{}\t{access}\tcreated {}\t{state}",
+            key.id,
+            key.name,
+            key.created_at.to_rfc3339()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `erasure keys revoke`: exit 1 when no live key has the id or name.
+async fn keys_revoke(pool: &PgPool, id_or_name: &str) -> anyhow::Result<ExitCode> {
+    if keys::revoke(pool, id_or_name).await? {
+        println!("revoked");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: no live key has the id or name {id_or_name:?}");
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// `erasure plan [--sql]`: exit 2 naming every gap.
+async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
+    let plan = Plan::load(settings.erasure.plan.as_deref())?;
+    let pool = crate::db::prepare(&settings.database).await?;
+    if let Err(e) = check::against_live_schema(&plan, &pool).await {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    if sql {
+        println!("{};", crate::plan::sql::erase_statement(&plan));
+    } else {
+        print!("{}", plan.describe());
+        println!("\nThe plan covers the live schema.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `erasure enqueue`: publishes one request (exit 2, publishing nothing, for one the worker
+/// would refuse) and prints its request id.
+async fn enqueue(
+    settings: &Settings,
+    customer: String,
+    requested_by: String,
+    reason: Option<String>,
+    request_id: Option<Uuid>,
+) -> anyhow::Result<ExitCode> {
+    let request_id = request_id.unwrap_or_else(Uuid::new_v4);
+    let message = serde_json::json!({
+        "request_id": request_id,
+        "customer_id": customer,
+        "requested_by": requested_by,
+        "reason": reason,
+    });
+    let body = serde_json::to_vec(&message)?;
+    if let Err(invalid) = request::parse(&body, chrono::Utc::now()) {
+        eprintln!("error: not a valid request: {}", invalid.message);
+        return Ok(ExitCode::from(2));
+    }
+    broker::publish_request_once(&settings.amqp, &request_id.to_string(), &body).await?;
+    println!("{request_id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `erasure status ID`: the deletion object as JSON; exit 1 if unknown.
+async fn status(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
+    let plan = Plan::load(settings.erasure.plan.as_deref())?;
+    let pool = crate::db::prepare(&settings.database).await?;
+    match deletion::find(&pool, id).await? {
+        Some(row) => {
+            let object = row.to_object(&plan.count_keys());
+            println!("{}", serde_json::to_string_pretty(&object)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("error: no deletion has the id or request id {id:?}");
+            Ok(ExitCode::from(1))
         }
     }
 }

@@ -131,19 +131,42 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Values each layer accepts on its own but that cannot work together.
+    /// Values each layer accepts on its own but that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        let worker = &self.worker;
-        if worker.concurrency == 0
-            || worker.prefetch == 0
-            || worker.max_attempts == 0
-            || worker.max_deliveries == 0
-        {
-            return invalid(
-                "worker.concurrency, worker.prefetch, worker.max_attempts and worker.max_deliveries must be at least 1"
-                    .into(),
-            );
+        let (worker, http, erasure) = (&self.worker, &self.http, &self.erasure);
+        let counts: [(&str, u64); 14] = [
+            ("worker.concurrency", worker.concurrency as u64),
+            ("worker.prefetch", u64::from(worker.prefetch)),
+            ("worker.max_attempts", u64::from(worker.max_attempts)),
+            ("worker.max_deliveries", u64::from(worker.max_deliveries)),
+            (
+                "erasure.chunk_threshold",
+                erasure.chunk_threshold.max(0) as u64,
+            ),
+            ("erasure.chunk_rows", erasure.chunk_rows.max(0) as u64),
+            ("erasure.chunk_ms", erasure.chunk_ms),
+            (
+                "http.rate_limit_per_minute",
+                u64::from(http.rate_limit_per_minute),
+            ),
+            ("http.max_connections", http.max_connections as u64),
+            ("http.idle_timeout_ms", http.idle_timeout_ms),
+            ("http.header_timeout_ms", http.header_timeout_ms),
+            ("http.request_timeout_ms", http.request_timeout_ms),
+            ("amqp.delivery_limit", u64::from(self.amqp.delivery_limit)),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
+        ];
+        let zero: Vec<&str> = counts
+            .iter()
+            .filter(|(_, value)| *value == 0)
+            .map(|(name, _)| *name)
+            .collect();
+        if !zero.is_empty() {
+            return invalid(format!("{} must be at least 1", zero.join(", ")));
         }
         if worker.max_deliveries >= self.amqp.delivery_limit {
             return invalid(format!(
@@ -163,32 +186,6 @@ impl Settings {
                 "database.max_connections ({}) must exceed worker.concurrency ({}): each slot keeps a connection and the outbox needs one",
                 self.database.max_connections, worker.concurrency
             ));
-        }
-        if self.erasure.chunk_threshold < 1
-            || self.erasure.chunk_rows < 1
-            || self.erasure.chunk_ms < 1
-        {
-            return invalid(
-                "erasure.chunk_threshold, erasure.chunk_rows and erasure.chunk_ms must be at least 1"
-                    .into(),
-            );
-        }
-        if self.http.rate_limit_per_minute == 0 {
-            return invalid("http.rate_limit_per_minute must be at least 1".into());
-        }
-        let http = &self.http;
-        if http.max_connections == 0
-            || http.idle_timeout_ms == 0
-            || http.header_timeout_ms == 0
-            || http.request_timeout_ms == 0
-        {
-            return invalid(
-                "http.max_connections, http.idle_timeout_ms, http.header_timeout_ms and http.request_timeout_ms must be at least 1"
-                    .into(),
-            );
-        }
-        if self.amqp.delivery_limit == 0 {
-            return invalid("amqp.delivery_limit must be at least 1".into());
         }
         Ok(())
     }
@@ -292,5 +289,17 @@ mod tests {
         let mut settings = Settings::built_in();
         settings.worker.concurrency = 0;
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn every_zero_limit_is_named() {
+        let mut settings = Settings::built_in();
+        settings.http.idle_timeout_ms = 0;
+        settings.http.max_connections = 0;
+        let message = settings.validate().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "http.max_connections, http.idle_timeout_ms must be at least 1"
+        );
     }
 }

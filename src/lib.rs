@@ -1,19 +1,32 @@
 //! `erasure` carries out GDPR "right to be forgotten" requests.
 //!
 //! A tour, in the order a request travels:
-//! - [`request`] reads a request message and says precisely what is wrong with a bad one;
-//! - [`broker`] declares the RabbitMQ topology and publishes requests and outcome events;
-//! - [`worker`] consumes requests and hands each delivery to [`erase`];
-//! - [`erase`] runs the [`plan`]'s generated SQL, which erases one customer and records the
-//!   [`deletion`] object and its audit row in one statement;
-//! - [`outbox`] publishes each outcome event at least once, from the deletions table;
-//! - [`api`] takes requests over HTTP through [`intake`] (recorded, then published) and
-//!   answers status queries; [`keys`] guards it; [`metrics`] counts what happens;
-//! - [`startup`] wires it all together and [`config`] says how.
+//! - [`request`] reads a request message (one parser for the queue, the HTTP API and the
+//!   command line) and says precisely what is wrong with a bad one; a valid one becomes a
+//!   [`request::Received`];
+//! - [`broker`] declares the RabbitMQ topology, publishes requests and outcome events, and
+//!   reconnects with backoff;
+//! - [`worker`] consumes requests: [`worker::handle_delivery`] is the one step per delivery;
+//! - [`erase`] carries one out: a worker slot, the plan's erasure statement, the fresh look when
+//!   it found nothing, chunks for huge customers, failures; its [`erase::EraseError`] says
+//!   whether to retry, hold or give up;
+//! - [`plan`] is the erasure plan (data, checked against the live schema) and the SQL made
+//!   from it;
+//! - [`deletion`] is the deletion object and the only code that writes `erasure.deletions` and
+//!   `erasure.audit_log`;
+//! - [`outbox`] publishes each outcome event at least once, and relays requests accepted over
+//!   HTTP that the broker has not confirmed;
+//! - [`api`] takes requests over HTTP through [`intake`] (recorded, then published) and answers
+//!   status queries; [`keys`] guards it; [`metrics`] counts what happens;
+//! - [`keyed_hash`] stands in for identifiers the service must not keep in clear;
+//! - [`db`] connects, migrates and classifies database errors;
+//! - [`startup`] wires it all together, [`config`] says how, [`cli`] is the command line and
+//!   [`telemetry`] the logs; [`text_enum`] makes the enums stored as words.
 #![forbid(unsafe_code)]
 
+pub mod text_enum;
+
 pub mod api;
-pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -27,7 +40,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod plan;
 pub mod request;
-pub mod roundtrip;
 pub mod startup;
 pub mod telemetry;
 pub mod worker;

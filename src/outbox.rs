@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, BrokerError};
 use crate::config::AmqpSettings;
-use crate::deletion::{COLUMNS, DeletionRow};
+use crate::deletion::{DeletionStatus, store};
 
 /// Events claimed per transaction.
 const BATCH: i64 = 200;
@@ -65,20 +65,10 @@ impl Outbox {
     /// Publishes owed events until `shutdown`, reconnecting to the broker as needed; drains
     /// once more before returning.
     pub async fn run(self, settings: AmqpSettings, shutdown: CancellationToken) {
-        let mut delay = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            match self.publish_until(&settings, &shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, ?delay, "event publisher lost its connection; reconnecting");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
+        broker::reconnecting("the event publisher", &shutdown, (), || {
+            self.publish_until(&settings, &shutdown)
+        })
+        .await
     }
 
     async fn publish_until(
@@ -120,14 +110,7 @@ impl Outbox {
         let mut published = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let rows: Vec<DeletionRow> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM erasure.deletions \
-                 WHERE event_published_at IS NULL AND status IN ('DONE', 'FAILED') \
-                 ORDER BY completed_at LIMIT $1 FOR UPDATE SKIP LOCKED"
-            ))
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = store::claim_unpublished(&mut tx, BATCH).await?;
             if rows.is_empty() {
                 tx.commit().await?;
                 return Ok(published);
@@ -135,10 +118,9 @@ impl Outbox {
             let bodies: Vec<(String, &'static str, Vec<u8>)> = rows
                 .iter()
                 .map(|row| {
-                    let key = if row.status == "DONE" {
-                        "deletion.done"
-                    } else {
-                        "deletion.failed"
+                    let key = match row.status {
+                        DeletionStatus::Done => "deletion.done",
+                        _ => "deletion.failed",
                     };
                     let body = serde_json::to_vec(&row.to_object(&self.count_keys))
                         .expect("a deletion object serializes");
@@ -150,12 +132,7 @@ impl Outbox {
             }))
             .await?;
             let ids: Vec<&str> = bodies.iter().map(|(id, _, _)| id.as_str()).collect();
-            sqlx::query(
-                "UPDATE erasure.deletions SET event_published_at = clock_timestamp() WHERE id = ANY($1)",
-            )
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+            store::mark_published(&mut tx, &ids).await?;
             tx.commit().await?;
             published += ids.len();
             tracing::debug!(events = ids.len(), "published outcome events");
@@ -178,35 +155,26 @@ impl Outbox {
         let mut relayed = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let owed: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
-                "SELECT id, request_id::text, pending_message FROM erasure.deletions \
-                 WHERE pending_message IS NOT NULL AND created_at < now() - $1::interval \
-                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(format!("{} milliseconds", self.relay_after.as_millis()))
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
+            let owed =
+                store::claim_owed_requests(&mut tx, self.relay_after.as_millis(), BATCH).await?;
             if owed.is_empty() {
                 tx.commit().await?;
                 return Ok(relayed);
             }
-            try_join_all(owed.iter().map(|(_, request_id, message)| {
+            try_join_all(owed.iter().map(|request| async move {
                 broker::publish_json(
                     channel,
                     &settings.exchange,
                     &settings.routing_key,
-                    request_id,
-                    message,
+                    &request.request_id.to_string(),
+                    &request.pending_message,
                     true,
                 )
+                .await
             }))
             .await?;
-            let ids: Vec<&str> = owed.iter().map(|(id, _, _)| id.as_str()).collect();
-            sqlx::query("UPDATE erasure.deletions SET pending_message = NULL WHERE id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+            let ids: Vec<&str> = owed.iter().map(|request| request.id.as_str()).collect();
+            store::clear_pending_messages(&mut tx, &ids).await?;
             tx.commit().await?;
             relayed += ids.len();
             tracing::info!(requests = ids.len(), "relayed requests accepted over HTTP");

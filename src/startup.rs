@@ -53,7 +53,7 @@ impl Application {
         };
         let hash = KeyedHash::new(&key);
         let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
-        let intake = Intake::new(pool.clone(), &plan, hash.clone(), publisher);
+        let intake = Intake::new(pool.clone(), &plan, publisher);
         let eraser = Eraser::new(
             pool.clone(),
             plan,

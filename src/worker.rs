@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, BrokerError};
 use crate::config::{AmqpSettings, WorkerSettings};
-use crate::erase::{Channel, Eraser, Outcome, SafeError, Session};
+use crate::erase::{EraseError, Eraser, Outcome, Slot};
 use crate::outbox::Outbox;
-use crate::request;
+use crate::request::{self, Channel, Received};
 
 /// What to do with a delivery once its message was handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,91 +40,90 @@ pub enum Disposition {
 /// `redelivered`: the broker delivered it before; such deliveries are counted, and one past
 /// `max_deliveries` is stopped as a poison message instead of being tried again.
 pub async fn handle_delivery(
-    session: &mut Session,
+    slot: &mut Slot,
     body: &[u8],
     redelivered: bool,
     max_deliveries: u32,
 ) -> Disposition {
     let received_at = Utc::now();
     let started = std::time::Instant::now();
-    match request::parse(body, received_at) {
-        Ok(request) => {
-            match carry_out(session, &request, received_at, redelivered, max_deliveries).await {
-                Ok(Outcome::Recorded(row)) => {
-                    crate::metrics::outcome(&row, started.elapsed());
-                    tracing::info!(
-                        request_id = %request.request_id,
-                        deletion_id = %row.id,
-                        status = %row.status,
-                        error_key = row.error_key.as_deref(),
-                        already_erased = row.already_erased,
-                        "request carried out"
-                    );
-                    Disposition::Ack
-                }
-                Ok(Outcome::Duplicate(row)) => {
-                    tracing::info!(request_id = %request.request_id, deletion_id = %row.id, status = %row.status, "request already carried out; acknowledging the repeat");
-                    Disposition::Ack
-                }
-                Ok(Outcome::Stopped(row)) => {
-                    crate::metrics::outcome(&row, started.elapsed());
-                    tracing::error!(
-                        request_id = %request.request_id,
-                        deletion_id = %row.id,
-                        error = row.error_message.as_deref(),
-                        "request failed; its message goes to the dead-letter queue"
-                    );
-                    Disposition::DeadLetter
-                }
-                Ok(Outcome::Rejected { message, .. }) => {
+    let request = match request::parse(body, received_at) {
+        Ok(request) => request,
+        Err(invalid) => {
+            return match slot
+                .eraser()
+                .reject(&invalid, Channel::Amqp, received_at, body.len())
+                .await
+            {
+                Ok(_) => {
                     crate::metrics::rejected();
-                    tracing::warn!(request_id = %request.request_id, reason = %message, "request rejected to the dead-letter queue");
+                    tracing::warn!(request_id = ?invalid.request_id, reason = %invalid.message, bytes = body.len(), "invalid message rejected to the dead-letter queue");
                     Disposition::DeadLetter
                 }
                 Err(e) => {
-                    tracing::warn!(request_id = %request.request_id, error = %SafeError(&e), "request not carried out; it goes back to the queue");
+                    tracing::warn!(error = %e, "could not record an invalid message; it goes back to the queue");
                     Disposition::Requeue
                 }
-            }
+            };
         }
-        Err(invalid) => match session
-            .eraser()
-            .reject(&invalid, Channel::Amqp, received_at, body.len())
-            .await
-        {
-            Ok(_) => {
-                crate::metrics::rejected();
-                tracing::warn!(request_id = ?invalid.request_id, reason = %invalid.message, bytes = body.len(), "invalid message rejected to the dead-letter queue");
-                Disposition::DeadLetter
-            }
-            Err(e) => {
-                tracing::warn!(error = %SafeError(&e), "could not record an invalid message; it goes back to the queue");
-                Disposition::Requeue
-            }
-        },
+    };
+    let received = slot.eraser().receive(request, Channel::Amqp, received_at);
+    let request_id = received.request_id();
+    match carry_out(slot, &received, redelivered, max_deliveries).await {
+        Ok(Outcome::Recorded(row)) => {
+            crate::metrics::outcome(&row, started.elapsed());
+            tracing::info!(
+                %request_id,
+                deletion_id = %row.id,
+                status = %row.status,
+                error_key = row.error_key.map(|k| k.as_str()),
+                already_erased = row.already_erased,
+                "request carried out"
+            );
+            Disposition::Ack
+        }
+        Ok(Outcome::Duplicate(row)) => {
+            tracing::info!(%request_id, deletion_id = %row.id, status = %row.status, "request already carried out; acknowledging the repeat");
+            Disposition::Ack
+        }
+        Ok(Outcome::Stopped(row)) => {
+            crate::metrics::outcome(&row, started.elapsed());
+            tracing::error!(
+                %request_id,
+                deletion_id = %row.id,
+                error = row.error_message.as_deref(),
+                "request failed; its message goes to the dead-letter queue"
+            );
+            Disposition::DeadLetter
+        }
+        Ok(Outcome::Rejected { message, .. }) => {
+            crate::metrics::rejected();
+            tracing::warn!(%request_id, reason = %message, "request rejected to the dead-letter queue");
+            Disposition::DeadLetter
+        }
+        Err(e) => {
+            tracing::warn!(%request_id, error = %e, "request not carried out; it goes back to the queue");
+            Disposition::Requeue
+        }
     }
 }
 
+/// Counts a redelivery (stopping a poison message), then erases.
 async fn carry_out(
-    session: &mut Session,
-    request: &request::ErasureRequest,
-    received_at: chrono::DateTime<Utc>,
+    slot: &mut Slot,
+    received: &Received,
     redelivered: bool,
     max_deliveries: u32,
-) -> Result<Outcome, sqlx::Error> {
+) -> Result<Outcome, EraseError> {
     if redelivered {
-        let eraser = session.eraser();
-        if let Some(redeliveries) = eraser
-            .count_redelivery(request, Channel::Amqp, received_at)
-            .await?
+        let eraser = slot.eraser();
+        if let Some(redeliveries) = eraser.count_redelivery(received).await?
             && redeliveries >= max_deliveries
         {
-            return eraser
-                .stop_poison(request, Channel::Amqp, received_at, redeliveries + 1)
-                .await;
+            return eraser.stop_poison(received, redeliveries + 1).await;
         }
     }
-    session.erase(request, Channel::Amqp, received_at).await
+    slot.erase(received).await
 }
 
 /// The consumer, with what it needs.
@@ -144,41 +143,37 @@ impl Worker {
     /// were not acknowledged: the broker gives them to another worker, and their uncommitted
     /// work rolls back when this process exits).
     pub async fn run(self, shutdown: CancellationToken) -> bool {
-        // One session per concurrent delivery: taking one is the permit to handle a delivery,
-        // and its connection stays with it across deliveries and reconnects.
+        // One slot per concurrent delivery: taking one is the permit to handle a delivery, and
+        // its connection stays with it across deliveries and reconnects.
         let slots = self.settings.concurrency.max(1);
-        let (release, mut sessions) = mpsc::channel(slots);
+        let (release, free) = mpsc::channel(slots);
         for _ in 0..slots {
             release
-                .try_send(Session::new(self.eraser.clone()))
-                .expect("the channel holds every session");
+                .try_send(Slot::new(self.eraser.clone()))
+                .expect("the channel holds every slot");
         }
         let this = Arc::new(self);
-        let mut delay = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            match this
-                .clone()
-                .consume(&mut sessions, &release, &shutdown)
-                .await
-            {
-                Ok(finished) => return finished,
-                Err(e) => {
-                    tracing::warn!(error = %e, ?delay, "consumer lost its broker connection; reconnecting");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return true,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
+        // Each connection's consumer takes the free slots for as long as it runs.
+        let free = Arc::new(tokio::sync::Mutex::new(free));
+        broker::reconnecting("the consumer", &shutdown, true, || {
+            let (this, free, release, shutdown) = (
+                this.clone(),
+                free.clone(),
+                release.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                let mut free = free.lock().await;
+                this.consume(&mut free, &release, &shutdown).await
             }
-        }
-        true
+        })
+        .await
     }
 
     async fn consume(
         self: Arc<Self>,
-        sessions: &mut mpsc::Receiver<Session>,
-        release: &mpsc::Sender<Session>,
+        free: &mut mpsc::Receiver<Slot>,
+        release: &mpsc::Sender<Slot>,
         shutdown: &CancellationToken,
     ) -> Result<bool, BrokerError> {
         let connection = broker::connect(&self.amqp).await?;
@@ -202,9 +197,9 @@ impl Worker {
         let mut in_flight = JoinSet::new();
         let result: Result<(), BrokerError> = loop {
             while in_flight.try_join_next().is_some() {}
-            let mut session = tokio::select! {
+            let mut slot = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
-                session = sessions.recv() => session.expect("the worker holds a sender"),
+                slot = free.recv() => slot.expect("the worker holds a sender"),
             };
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -218,8 +213,8 @@ impl Worker {
             let shutdown = shutdown.clone();
             let release = release.clone();
             in_flight.spawn(async move {
-                worker.settle(&mut session, delivery, &shutdown).await;
-                let _ = release.send(session).await;
+                worker.answer(&mut slot, delivery, &shutdown).await;
+                let _ = release.send(slot).await;
             });
         };
 
@@ -249,19 +244,15 @@ impl Worker {
         result.map(|()| finished)
     }
 
-    /// Handles one delivery and answers the broker. A message that could not be handled because
-    /// the database is unreachable is held (intake pauses as permits run out) and tried again
-    /// with backoff; on shutdown it goes back to the queue.
-    async fn settle(
-        &self,
-        session: &mut Session,
-        delivery: Delivery,
-        shutdown: &CancellationToken,
-    ) {
+    /// Handles one delivery and answers the broker. A message that could not be handled for
+    /// now (the database is unreachable, another request holds the customer) is held (intake
+    /// pauses as slots run out) and tried again with backoff; on shutdown it goes back to the
+    /// queue.
+    async fn answer(&self, slot: &mut Slot, delivery: Delivery, shutdown: &CancellationToken) {
         let mut delay = Duration::from_millis(500);
         loop {
             let disposition = handle_delivery(
-                session,
+                slot,
                 &delivery.data,
                 delivery.redelivered,
                 self.settings.max_deliveries,

@@ -24,7 +24,15 @@ pub struct ApiError {
     pub details: String,
     /// Extra headers (`Allow`, `Retry-After`, ...).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// For an internal failure, what went wrong: logged by the request layer under the trace
+    /// id (see [`Cause`]), never shown to the caller.
+    pub cause: Option<String>,
 }
+
+/// The cause of an internal failure, carried on the response from the handler to the request
+/// layer, which logs it once, with the request's trace id and route.
+#[derive(Clone, Debug)]
+pub struct Cause(pub String);
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -43,6 +51,7 @@ impl ApiError {
             message: message.into(),
             details: String::new(),
             headers: Vec::new(),
+            cause: None,
         }
     }
 
@@ -80,13 +89,15 @@ impl ApiError {
 
     /// An internal failure. `cause` goes to the log under the trace id, never to the caller.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server could not complete the request",
-        )
-        .with_details("quote the trace_id when reporting this")
+        Self {
+            cause: Some(cause.to_string()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server could not complete the request",
+            )
+            .with_details("quote the trace_id when reporting this")
+        }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -147,7 +158,7 @@ fn whole_answer(
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::internal(&crate::erase::SafeError(&e))
+        Self::internal(&crate::db::SafeError(&e))
     }
 }
 
@@ -163,6 +174,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(body)).into_response();
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(Cause(cause));
         }
         response
     }

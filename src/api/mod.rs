@@ -8,6 +8,7 @@
 mod auth;
 pub mod connection;
 pub mod error;
+mod extract;
 mod ops;
 pub mod rate_limit;
 mod routes;
@@ -130,6 +131,9 @@ async fn observe(request: Request, next: Next) -> Response {
     let took = started.elapsed();
     let status = response.status();
     span.in_scope(|| {
+        if let Some(error::Cause(cause)) = response.extensions().get::<error::Cause>() {
+            tracing::error!(error = %cause, "request failed");
+        }
         tracing::info!(
             status = status.as_u16(),
             ms = took.as_secs_f64() * 1000.0,

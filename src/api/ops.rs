@@ -66,16 +66,10 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let overdue = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM erasure.deletions \
-         WHERE status IN ('PENDING', 'IN_PROGRESS') AND due_at < now()",
-    )
-    .fetch_one(&state.pool)
-    .await;
-    match overdue {
+    match crate::deletion::store::count_overdue(&state.pool).await {
         Ok(n) => crate::metrics::overdue(n),
         Err(e) => {
-            tracing::warn!(error = %crate::erase::SafeError(&e), "could not count overdue deletions")
+            tracing::warn!(error = %crate::db::SafeError(&e), "could not count overdue deletions")
         }
     }
     (

@@ -2,24 +2,22 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::Utc;
-use serde_json::{Map, Value, json};
-use uuid::Uuid;
+use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::extract::{IdempotencyKey, JsonFields, PathId, QueryParams};
 use super::{ApiResult, ApiState};
-use crate::deletion::{self, COLUMNS, DeletionRow};
-use crate::erase::Channel;
+use crate::deletion::store::{self, ListQuery};
+use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::intake::{SubmitError, Submitted};
 use crate::keys::Caller;
-use crate::request;
+use crate::request::{self, Channel, Received};
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
@@ -34,11 +32,6 @@ pub fn v1() -> Router<ApiState> {
         .route("/v1/permanent-deletions/{id}", get(one))
 }
 
-fn path_value(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
-    path.map(|Path(value)| value)
-        .map_err(|_| ApiError::invalid("the path is not valid UTF-8 after decoding"))
-}
-
 fn object(state: &ApiState, row: &DeletionRow) -> Value {
     serde_json::to_value(row.to_object(&state.count_keys)).expect("a deletion object serializes")
 }
@@ -47,36 +40,27 @@ fn object(state: &ApiState, row: &DeletionRow) -> Value {
 async fn submit(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PathId(customer_id): PathId,
+    IdempotencyKey(request_id): IdempotencyKey,
+    JsonFields(body): JsonFields,
 ) -> ApiResult<Response> {
-    let customer_id = path_value(path)?;
-    let body = body.map_err(body_error)?;
-    let request_id = match headers.get("idempotency-key") {
-        None => Uuid::new_v4(),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| Uuid::parse_str(v.trim()).ok())
-            .ok_or_else(|| ApiError::invalid("the Idempotency-Key header must be a UUID"))?,
-    };
-    let mut fields = body_fields(&headers, &body)?;
+    // The optional body: requested_by, reason and requested_at; anything else is ignored.
+    let mut fields: serde_json::Map<String, Value> = ["requested_by", "reason", "requested_at"]
+        .into_iter()
+        .filter_map(|key| body.get(key).map(|v| (key.to_owned(), v.clone())))
+        .collect();
     fields
         .entry("requested_by")
         .or_insert_with(|| Value::String(caller.name.clone()));
     fields.insert("request_id".into(), json!(request_id));
     fields.insert("customer_id".into(), Value::String(customer_id));
-    // The same rules as a queued message, so both routes accept exactly the same requests.
+    // The same parser and limits as a queued message, so both accept exactly the same requests.
     let message = serde_json::to_vec(&fields).expect("a JSON object serializes");
     let received_at = Utc::now();
     let request = request::parse(&message, received_at)
         .map_err(|invalid| ApiError::invalid(invalid.message))?;
-    let (status, row) = match state
-        .intake
-        .submit(&request, Channel::Http, received_at)
-        .await
-    {
+    let received = Received::new(request, Channel::Http, received_at, &state.hash);
+    let (status, row) = match state.intake.submit(&received).await {
         Ok(Submitted::Accepted(row)) => (StatusCode::ACCEPTED, row),
         Ok(Submitted::Existing(row)) => (StatusCode::OK, row),
         Err(SubmitError::ReusedForAnotherCustomer) => {
@@ -95,96 +79,22 @@ async fn submit(
     Ok(response)
 }
 
-/// Why a request body could not be read: it stalled past `http.request_timeout_ms` (408, the
-/// connection closes after the answer), was too large (413), or broke off (400).
-fn body_error(rejection: BytesRejection) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return ApiError::invalid_with_status(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time",
-            );
-        }
-        source = e.source();
-    }
-    ApiError::invalid_with_status(
-        rejection.status(),
-        format!(
-            "the body could not be read; at most {} bytes are accepted",
-            super::BODY_LIMIT
-        ),
-    )
-}
-
-/// The optional body: `requested_by`, `reason` and `requested_at`; anything else is ignored.
-fn body_fields(headers: &HeaderMap, body: &[u8]) -> ApiResult<Map<String, Value>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::invalid_with_status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "a request body must be JSON (Content-Type: application/json)",
-        ));
-    }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        // The position, never the text: the body may name a person.
-        ApiError::invalid("the body is not valid JSON").with_details(format!(
-            "line {}, column {}",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::invalid("the body must be a JSON object"));
-    };
-    let mut fields = Map::new();
-    for key in ["requested_by", "reason", "requested_at"] {
-        if let Some(value) = map.get(key).filter(|v| !v.is_null()) {
-            fields.insert(key.into(), value.clone());
-        }
-    }
-    Ok(fields)
-}
-
 /// `GET /v1/customers/{customer_id}/permanent-deletion`: by `id` or `source_id`, also after
 /// the customer is gone (through the keyed hashes the deletions keep).
 async fn latest_for_customer(
     State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
+    PathId(customer_id): PathId,
 ) -> ApiResult<Json<Value>> {
-    let customer_id = path_value(path)?;
-    request::check_identifier("customer_id", &customer_id).map_err(ApiError::invalid)?;
     let hash = state.hash.digest(&customer_id);
-    let row: Option<DeletionRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions \
-         WHERE related_object_id = $1 OR source_id_hash = $2 OR requested_id_hash = $2 \
-         ORDER BY created_at DESC, id DESC LIMIT 1"
-    ))
-    .bind(&customer_id)
-    .bind(&hash)
-    .fetch_optional(&state.pool)
-    .await?;
-    row.map(|row| Json(object(&state, &row)))
+    store::latest_for_customer(&state.pool, &customer_id, &hash)
+        .await?
+        .map(|row| Json(object(&state, &row)))
         .ok_or_else(|| ApiError::not_found("no deletion names this customer"))
 }
 
 /// `GET /v1/permanent-deletions/{id}`: by `del_` id or request id.
-async fn one(
-    State(state): State<ApiState>,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
-    let id = path_value(path)?;
-    request::check_identifier("id", &id).map_err(ApiError::invalid)?;
-    deletion::find(&state.pool, &id)
+async fn one(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult<Json<Value>> {
+    store::find(&state.pool, &id)
         .await?
         .map(|row| Json(object(&state, &row)))
         .ok_or_else(|| ApiError::not_found("no deletion has this id or request id"))
@@ -193,32 +103,24 @@ async fn one(
 /// `GET /v1/permanent-deletions`: newest first, filtered, cursor-paginated.
 async fn list(
     State(state): State<ApiState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    QueryParams(params): QueryParams,
 ) -> ApiResult<Json<Value>> {
-    let Query(params) = query.map_err(|_| ApiError::invalid("the query string is malformed"))?;
     let filter = ListFilter::parse(&params)?;
-    let cursor = match &filter.starting_after {
+    let after = match &filter.starting_after {
         None => None,
         Some(id) => Some(
-            deletion::find(&state.pool, id)
+            store::find(&state.pool, id)
                 .await?
                 .ok_or_else(|| ApiError::invalid("starting_after names no deletion"))?,
         ),
     };
-    let mut rows: Vec<DeletionRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions \
-         WHERE ($1::text IS NULL OR status = $1) \
-           AND (NOT $2 OR (status IN ('PENDING', 'IN_PROGRESS') AND due_at < now())) \
-           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
-         ORDER BY created_at DESC, id DESC LIMIT $5"
-    ))
-    .bind(&filter.status)
-    .bind(filter.overdue)
-    .bind(cursor.as_ref().map(|row| row.created_at))
-    .bind(cursor.as_ref().map(|row| row.id.as_str()))
-    .bind(filter.limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
+    let query = ListQuery {
+        status: filter.status,
+        overdue: filter.overdue,
+        after,
+        limit: filter.limit + 1,
+    };
+    let mut rows = store::list(&state.pool, &query).await?;
     let has_more = rows.len() as i64 > filter.limit;
     rows.truncate(filter.limit as usize);
     let data: Vec<Value> = rows.iter().map(|row| object(&state, row)).collect();
@@ -229,7 +131,7 @@ async fn list(
 
 #[derive(Debug, PartialEq)]
 struct ListFilter {
-    status: Option<String>,
+    status: Option<DeletionStatus>,
     overdue: bool,
     limit: i64,
     starting_after: Option<String>,
@@ -248,12 +150,10 @@ impl ListFilter {
         }
         let status = match params.get("status").map(String::as_str) {
             None | Some("") => None,
-            Some(s @ ("PENDING" | "IN_PROGRESS" | "DONE" | "FAILED")) => Some(s.to_owned()),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "status must be PENDING, IN_PROGRESS, DONE or FAILED",
-                ));
-            }
+            Some(word) => Some(word.parse::<DeletionStatus>().map_err(|_| {
+                let words: Vec<&str> = DeletionStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid(format!("status must be one of {}", words.join(", ")))
+            })?),
         };
         let overdue = match params.get("overdue").map(String::as_str) {
             None | Some("" | "false") => false,
@@ -306,7 +206,7 @@ mod tests {
             ("limit", "100"),
         ]))
         .unwrap();
-        assert_eq!(filter.status.as_deref(), Some("DONE"));
+        assert_eq!(filter.status, Some(DeletionStatus::Done));
         assert!(filter.overdue);
         assert_eq!(filter.limit, 100);
         for bad in [

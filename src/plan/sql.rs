@@ -24,6 +24,7 @@ use std::fmt::Write;
 
 use super::{Action, Plan, Step, ident};
 use crate::deletion::COLUMNS;
+use crate::deletion::statement::{self, StatementParams};
 use crate::keyed_hash::KeyedHash;
 
 /// Parameter numbers of the erasure statement. Guards follow, two each (values, message).
@@ -115,13 +116,13 @@ pub fn erase_statement(plan: &Plan) -> String {
     writeln!(
         sql,
         "target AS MATERIALIZED (\n  SELECT s.{key}::text AS subject_id, {lookup_select}::text AS lookup_value\n  \
-         FROM {t} s\n  WHERE (s.{key} = {c}{lookup_match})\n    AND NOT EXISTS (SELECT 1 FROM erasure.deletions d \
-         WHERE d.request_id = {r} AND d.status IN ('DONE', 'FAILED'))\n    \
+         FROM {t} s\n  WHERE (s.{key} = {c}{lookup_match})\n    AND {not_ended}\n    \
          AND NOT EXISTS (SELECT 1 FROM erasure.claims k WHERE k.subject_id = s.{key}::text AND k.request_id <> {r})\n  \
          FOR UPDATE OF s\n),",
         t = table(&subject.table),
         c = p(Params::CUSTOMER),
         r = p(Params::REQUEST_ID),
+        not_ended = statement::not_ended(&p(Params::REQUEST_ID)),
     )
     .unwrap();
 
@@ -217,47 +218,23 @@ pub fn erase_statement(plan: &Plan) -> String {
         &p(Params::INNER_PAD),
         &p(Params::OUTER_PAD),
     );
+    let params = StatementParams {
+        deletion_id: typed(Params::DELETION_ID),
+        request_id: typed(Params::REQUEST_ID),
+        requested_hash: typed(Params::REQUESTED_ID_HASH),
+        requested_by: typed(Params::REQUESTED_BY),
+        reason: typed(Params::REASON),
+        requested_at: typed(Params::REQUESTED_AT),
+        due_at: typed(Params::DUE_AT),
+        channel: typed(Params::CHANNEL),
+        received_at: typed(Params::RECEIVED_AT),
+    };
+    writeln!(sql, "{}", statement::outcome(&params, &source_hash)).unwrap();
+    writeln!(sql, "{}", statement::audit(&params)).unwrap();
     writeln!(
         sql,
-        "outcome AS (\n  INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
-         source_id_hash, status, data_json, error_key, error_message, requested_by, reason, requested_at, due_at, \
-         channel, completed_at, attempts)\n  \
-         SELECT {del}, {req}, t.subject_id, {rh}, {source_hash},\n    \
-         CASE WHEN b.error_key IS NULL THEN 'DONE' ELSE 'FAILED' END, c.data_json, b.error_key, b.error_message,\n    \
-         {by}, {reason}, {at}, {due}, {channel}, clock_timestamp(), 1\n  \
-         FROM target t CROSS JOIN counts c LEFT JOIN blocked b ON true\n  \
-         WHERE NOT EXISTS (SELECT 1 FROM oversized)\n  \
-         ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id,\n    \
-         source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status,\n    \
-         data_json = (SELECT jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) + (EXCLUDED.data_json ->> k)::bigint)\n      \
-           FROM jsonb_object_keys(EXCLUDED.data_json) k),\n    \
-         error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
-         completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL\n  \
-         WHERE d.status IN ('PENDING', 'IN_PROGRESS') AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
-         RETURNING d.*\n),",
-        del = typed(Params::DELETION_ID),
-        req = typed(Params::REQUEST_ID),
-        rh = typed(Params::REQUESTED_ID_HASH),
-        by = typed(Params::REQUESTED_BY),
-        reason = typed(Params::REASON),
-        at = typed(Params::REQUESTED_AT),
-        due = typed(Params::DUE_AT),
-        channel = typed(Params::CHANNEL),
-    )
-    .unwrap();
-    writeln!(
-        sql,
-        "audit AS (\n  INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, \
-         channel, requested_by, error_key, detail)\n  \
-         SELECT {received}, CASE WHEN b.error_key IS NULL THEN 'erasure.done' ELSE 'erasure.failed' END, {req},\n    \
-         (SELECT o.id FROM outcome o), t.subject_id, {channel}, {by}, b.error_key,\n    \
-         jsonb_build_object('counts', (SELECT o.data_json FROM outcome o))\n  \
-         FROM target t LEFT JOIN blocked b ON true\n  WHERE NOT EXISTS (SELECT 1 FROM oversized)\n),\n\
-         unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = {req} AND EXISTS (SELECT 1 FROM outcome)\n)",
-        received = typed(Params::RECEIVED_AT),
-        req = typed(Params::REQUEST_ID),
-        channel = typed(Params::CHANNEL),
-        by = typed(Params::REQUESTED_BY),
+        "unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = {req} AND EXISTS (SELECT 1 FROM outcome)\n)",
+        req = params.request_id,
     )
     .unwrap();
     write!(sql, "SELECT {COLUMNS} FROM outcome").unwrap();
@@ -288,7 +265,7 @@ pub fn oversized_statement(plan: &Plan) -> String {
 }
 
 /// One chunk of a step of a chunked erasure (run in its own short transaction, followed by
-/// [`CHUNK_COUNT`]): erases at most `$2` of the rows that belong to subject `$1`, and nothing
+/// the count it adds to the deletion): erases at most `$2` of the rows that belong to subject `$1`, and nothing
 /// once the deletion of request `$3` is no longer IN_PROGRESS. How many it erased is the
 /// command's row count: a `RETURNING` clause would fetch every erased row once more.
 /// The chunk is not locked ahead (that would write every row twice): the DELETE or UPDATE locks
@@ -299,14 +276,6 @@ pub struct ChunkStatement {
     pub counted_as: String,
     pub sql: String,
 }
-
-/// Adds `$3` rows under the count key `$2` to the deletion of request `$1` while it is
-/// IN_PROGRESS, in the chunk's transaction. No row: the deletion ended meanwhile (another
-/// delivery finished it), and the chunk must roll back.
-pub const CHUNK_COUNT: &str = "UPDATE erasure.deletions d \
-     SET data_json = jsonb_set(d.data_json, ARRAY[$2::text], \
-       to_jsonb(COALESCE((d.data_json ->> $2::text)::bigint, 0) + $3::bigint)) \
-     WHERE d.request_id = $1 AND d.status = 'IN_PROGRESS' RETURNING 1";
 
 /// The chunk statements in the order they must run: a step reached through a parent runs
 /// before the parent's rows are anonymized or deleted (they would no longer lead to the
@@ -326,8 +295,8 @@ pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
             };
             let sql = format!(
                 "{change} WHERE y.ctid = ANY (ARRAY(\n  SELECT x.ctid FROM {table} x WHERE {reach}\n    \
-                 AND EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.request_id = $3 AND d.status = 'IN_PROGRESS')\n  \
-                 LIMIT $2\n))"
+                 AND {in_progress}\n  LIMIT $2\n))",
+                in_progress = statement::in_progress("$3"),
             );
             ChunkStatement {
                 table: step.table.clone(),

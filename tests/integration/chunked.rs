@@ -1,5 +1,6 @@
 //! Customers too large for one short transaction: erased in chunks, resumable, counted once.
 
+use erasure::deletion::DeletionStatus;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -42,9 +43,9 @@ async fn a_large_customer_is_erased_in_chunks_counted_once_even_with_a_second_re
         1,
         "one request erases, the other finds it done"
     );
-    assert_eq!(erased[0].status, "DONE");
+    assert_eq!(erased[0].status, DeletionStatus::Done);
     assert_eq!(erased[0].data_json, large().expected_counts());
-    assert_eq!(again[0].status, "DONE");
+    assert_eq!(again[0].status, DeletionStatus::Done);
     assert_eq!(again[0].related_object_id.as_deref(), Some("cust_big"));
 
     let audited: Vec<String> = app.audit_actions(erased[0].request_id).await;
@@ -90,7 +91,7 @@ async fn chunks_commit_durably_where_the_database_commits_asynchronously() {
 
     let request_id = app.request_erasure("cust_big").await;
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.data_json, large().expected_counts());
     app.cleanup().await;
 }
@@ -162,7 +163,7 @@ async fn a_million_row_customer_killed_half_way_resumes_and_counts_every_row_onc
 
     let mut next = spawn();
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.data_json, whale.expected_counts());
     assert_eq!(app.checksum_of_others("cust_whale").await, others);
     assert_eq!(app.count_of("SELECT count(*) FROM erasure.claims").await, 0);

@@ -1,5 +1,6 @@
 //! The `erasure` binary itself, as an operator runs it.
 
+use erasure::deletion::DeletionStatus;
 use std::process::Output;
 
 use tokio::process::Command;
@@ -45,7 +46,7 @@ async fn enqueue_leads_to_a_done_deletion_that_status_prints() {
     assert!(enqueued.status.success(), "{}", stderr(&enqueued));
     let request_id = stdout(&enqueued).trim().lines().last().unwrap().to_string();
     let row = app.wait_for_final(request_id.parse().unwrap()).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
 
     for id in [request_id.as_str(), row.id.as_str()] {
         let status = erasure(&app, &["status", id]).await;
@@ -189,7 +190,10 @@ async fn a_worker_alone_leaves_the_api_address_to_erasure_api() {
         .spawn()
         .unwrap();
     let request_id = app.request_erasure("cust_nobody").await;
-    assert_eq!(app.wait_for_final(request_id).await.status, "FAILED");
+    assert_eq!(
+        app.wait_for_final(request_id).await.status,
+        DeletionStatus::Failed
+    );
     assert!(worker.try_wait().unwrap().is_none(), "the worker runs");
     worker.start_kill().unwrap();
     worker.wait().await.unwrap();

@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use erasure::erase::{Channel, Outcome, Session};
+use erasure::deletion::{DeletionStatus, ErrorKey};
+use erasure::erase::{Outcome, Slot};
+use erasure::request::Channel;
 use erasure::request::ErasureRequest;
 use erasure::worker::{Disposition, handle_delivery};
 use futures_util::StreamExt;
@@ -10,7 +12,7 @@ use lapin::types::FieldTable;
 use uuid::Uuid;
 
 use crate::helpers::{Shape, TestApp};
-use erasure::roundtrip::RoundTripCounter;
+use erasure_testkit::RoundTripCounter;
 
 /// status, amount, customer_id, billing_email, anonymized.
 type KeptOrder = (String, i64, Option<String>, Option<String>, bool);
@@ -31,7 +33,7 @@ async fn a_seeded_customer_is_erased_with_exact_counts_and_nothing_else_changes(
     let request_id = app.request_erasure("cust_target").await;
     let row = app.wait_for_final(request_id).await;
 
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.related_object_id.as_deref(), Some("cust_target"));
     assert_eq!(row.data_json, shape.expected_counts());
     assert!(!row.already_erased);
@@ -106,7 +108,7 @@ async fn a_customer_named_by_source_id_is_erased_and_recorded_under_its_id() {
 
     let first = app.request_erasure("crm-77").await;
     let row = app.wait_for_final(first).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.related_object_id.as_deref(), Some("cust_s"));
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     assert_eq!(app.rows_containing("crm-77").await, Vec::<String>::new());
@@ -114,7 +116,7 @@ async fn a_customer_named_by_source_id_is_erased_and_recorded_under_its_id() {
     // Asked again by source id after the customer is gone: already erased, found by hash.
     let again = app.request_erasure("crm-77").await;
     let row = app.wait_for_final(again).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert!(row.already_erased);
     assert_eq!(row.related_object_id.as_deref(), Some("cust_s"));
     assert_eq!(app.rows_containing("crm-77").await, Vec::<String>::new());
@@ -130,7 +132,7 @@ async fn an_id_wins_over_a_source_id_that_happens_to_equal_it() {
     let request = request_for("cust_b");
     let Outcome::Recorded(row) = app
         .eraser()
-        .erase(&request, Channel::Cli, Utc::now())
+        .erase(&app.eraser().receive(request, Channel::Cli, Utc::now()))
         .await
         .unwrap()
     else {
@@ -212,7 +214,7 @@ async fn a_request_redelivered_after_the_worker_stopped_before_acknowledging_era
         assert!(!delivery.redelivered);
         assert_eq!(
             handle_delivery(
-                &mut Session::new(app.eraser().clone()),
+                &mut Slot::new(app.eraser().clone()),
                 &delivery.data,
                 delivery.redelivered,
                 app.settings.worker.max_deliveries,
@@ -281,7 +283,7 @@ async fn two_consumers_and_two_requests_for_one_customer_give_one_erasure_and_on
                 .values()
                 .all(|v| v == 0)
         );
-        assert!(rows.iter().all(|r| r.status == "DONE"));
+        assert!(rows.iter().all(|r| r.status == DeletionStatus::Done));
         assert!(
             rows.iter()
                 .all(|r| r.related_object_id.as_deref() == Some(c))
@@ -304,14 +306,16 @@ async fn concurrent_erasures_of_one_customer_are_serialized_and_counted_once() {
         let customer = if i % 2 == 0 { "cust_many" } else { "src_many" };
         let request = request_for(customer);
         tasks.push(tokio::spawn(async move {
-            eraser.erase(&request, Channel::Amqp, Utc::now()).await
+            eraser
+                .erase(&eraser.receive(request, Channel::Amqp, Utc::now()))
+                .await
         }));
     }
     let mut counted = Vec::new();
     for task in tasks {
         match task.await.unwrap().unwrap() {
             Outcome::Recorded(row) => {
-                assert_eq!(row.status, "DONE");
+                assert_eq!(row.status, DeletionStatus::Done);
                 if !row.already_erased {
                     counted.push(row.data_json);
                 }
@@ -334,8 +338,8 @@ async fn an_open_order_gives_conflict_and_changes_nothing() {
 
     let request_id = app.request_erasure("cust_open").await;
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "FAILED");
-    assert_eq!(row.error_key.as_deref(), Some("conflict"));
+    assert_eq!(row.status, DeletionStatus::Failed);
+    assert_eq!(row.error_key, Some(ErrorKey::Conflict));
     assert_eq!(row.related_object_id.as_deref(), Some("cust_open"));
     assert!(row.data_json.as_object().unwrap().values().all(|v| v == 0));
     assert_eq!(app.checksum_of_everything().await, before);
@@ -355,7 +359,10 @@ async fn an_open_order_gives_conflict_and_changes_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.checksum_of_everything().await, before);
-    assert_eq!(app.wait_for_final(request_id).await.status, "FAILED");
+    assert_eq!(
+        app.wait_for_final(request_id).await.status,
+        DeletionStatus::Failed
+    );
     app.cleanup().await;
 }
 
@@ -368,8 +375,8 @@ async fn an_unknown_customer_gives_not_found() {
     app.start_worker().await;
     let request_id = app.request_erasure("cust_nobody").await;
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "FAILED");
-    assert_eq!(row.error_key.as_deref(), Some("not_found"));
+    assert_eq!(row.status, DeletionStatus::Failed);
+    assert_eq!(row.error_key, Some(ErrorKey::NotFound));
     assert!(!row.already_erased);
     assert_eq!(app.checksum_of_everything().await, before);
     assert_eq!(app.audit_actions(request_id).await, ["erasure.failed"]);
@@ -387,13 +394,16 @@ async fn hostile_identifiers_are_bound_not_spliced() {
     let before = app.checksum_of_others(hostile).await;
     let Outcome::Recorded(row) = app
         .eraser()
-        .erase(&request_for(hostile), Channel::Cli, Utc::now())
+        .erase(
+            &app.eraser()
+                .receive(request_for(hostile), Channel::Cli, Utc::now()),
+        )
         .await
         .unwrap()
     else {
         panic!("expected a recorded outcome")
     };
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.related_object_id.as_deref(), Some(hostile));
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     assert_eq!(app.checksum_of_others(hostile).await, before);
@@ -423,7 +433,9 @@ async fn concurrent_deliveries_of_one_request_record_one_outcome() {
         let eraser = app.eraser().clone();
         let request = request.clone();
         tasks.push(tokio::spawn(async move {
-            eraser.erase(&request, Channel::Amqp, Utc::now()).await
+            eraser
+                .erase(&eraser.receive(request, Channel::Amqp, Utc::now()))
+                .await
         }));
     }
     let (mut recorded, mut duplicates) = (Vec::new(), 0);
@@ -431,14 +443,14 @@ async fn concurrent_deliveries_of_one_request_record_one_outcome() {
         match task.await.unwrap().unwrap() {
             Outcome::Recorded(row) => recorded.push(row),
             Outcome::Duplicate(row) => {
-                assert_eq!(row.error_key.as_deref(), Some("conflict"));
+                assert_eq!(row.error_key, Some(ErrorKey::Conflict));
                 duplicates += 1;
             }
             other => panic!("unexpected outcome {other:?}"),
         }
     }
     assert_eq!((recorded.len(), duplicates), (1, 5));
-    assert_eq!(recorded[0].error_key.as_deref(), Some("conflict"));
+    assert_eq!(recorded[0].error_key, Some(ErrorKey::Conflict));
     assert_eq!(app.checksum_of_everything().await, before);
     let actions = app.audit_actions(request.request_id).await;
     assert_eq!(actions.iter().filter(|a| *a == "erasure.failed").count(), 1);
@@ -473,22 +485,23 @@ async fn a_typical_erasure_is_one_database_round_trip() {
     let through_proxy = erasure::startup::Application::build(settings)
         .await
         .unwrap();
-    let mut session = Session::new(through_proxy.eraser.clone());
+    let eraser = through_proxy.eraser.clone();
+    let mut slot = Slot::new(eraser.clone());
 
     // The first erasure on a connection also prepares the statement.
-    let first = session
-        .erase(&request_for("cust_rt_0"), Channel::Amqp, Utc::now())
+    let first = slot
+        .erase(&eraser.receive(request_for("cust_rt_0"), Channel::Amqp, Utc::now()))
         .await
         .unwrap();
-    assert!(matches!(first, Outcome::Recorded(ref row) if row.status == "DONE"));
+    assert!(matches!(first, Outcome::Recorded(ref row) if row.status == DeletionStatus::Done));
     let before = proxy.round_trips();
     for i in 1..6 {
-        let outcome = session
-            .erase(
-                &request_for(&format!("cust_rt_{i}")),
+        let outcome = slot
+            .erase(&eraser.receive(
+                request_for(&format!("cust_rt_{i}")),
                 Channel::Amqp,
                 Utc::now(),
-            )
+            ))
             .await
             .unwrap();
         let Outcome::Recorded(row) = outcome else {
@@ -501,8 +514,8 @@ async fn a_typical_erasure_is_one_database_round_trip() {
         5,
         "one round trip per erasure"
     );
-    // The session holds its connection until dropped; closing the pool waits for it.
-    drop(session);
+    // The slot holds its connection until dropped; closing the pool waits for it.
+    drop(slot);
     through_proxy.pool.close().await;
     app.cleanup().await;
 }

@@ -3,6 +3,7 @@
 //! dead-lettered, never vanished), counts are recorded once, other customers' rows are
 //! unchanged, and no partial erasure is ever visible.
 
+use erasure::deletion::{DeletionStatus, ErrorKey};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ async fn kill_9(child: &mut Child) {
 /// everyone else unchanged.
 async fn assert_erased_once(app: &TestApp, request_id: Uuid, shape: Shape, others: &str) {
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "DONE", "{row:?}");
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(row.data_json, shape.expected_counts());
     let outcomes: Vec<String> = app
         .audit_actions(request_id)
@@ -160,8 +161,8 @@ async fn a_request_that_kills_every_worker_is_stopped_as_poison_and_innocents_go
     }
     let mut worker = spawn_worker(&app, &env);
     let stopped = app.wait_for_final(poison).await;
-    assert_eq!(stopped.status, "FAILED");
-    assert_eq!(stopped.error_key.as_deref(), Some("internal"));
+    assert_eq!(stopped.status, DeletionStatus::Failed);
+    assert_eq!(stopped.error_key, Some(ErrorKey::Internal));
     assert!(
         stopped.error_message.as_deref().unwrap().contains("poison"),
         "{stopped:?}"
@@ -271,8 +272,8 @@ async fn a_lock_held_past_every_attempt_fails_internal_and_dead_letters_without_
     app.start_worker().await;
     let request_id = app.request_erasure("cust_locked").await;
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "FAILED");
-    assert_eq!(row.error_key.as_deref(), Some("internal"));
+    assert_eq!(row.status, DeletionStatus::Failed);
+    assert_eq!(row.error_key, Some(ErrorKey::Internal));
     let message = row.error_message.unwrap();
     assert!(message.contains("failed 3 times"), "{message}");
     assert!(message.contains("55P03"), "{message}");
@@ -316,7 +317,10 @@ async fn killed_backends_and_a_database_outage_lose_nothing_and_fail_nothing() {
         .await
         .unwrap();
     let second = app.request_erasure("cust_out_1").await;
-    assert_eq!(app.wait_for_final(second).await.status, "DONE");
+    assert_eq!(
+        app.wait_for_final(second).await.status,
+        DeletionStatus::Done
+    );
 
     // The database refuses connections for a while, with requests waiting.
     let allow = |on: bool| format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {on}", app.database);
@@ -335,7 +339,8 @@ async fn killed_backends_and_a_database_outage_lose_nothing_and_fail_nothing() {
     for request_id in waiting {
         let row = app.wait_for_final(request_id).await;
         assert_eq!(
-            row.status, "DONE",
+            row.status,
+            DeletionStatus::Done,
             "an outage never fails a request: {row:?}"
         );
         assert_eq!(row.data_json, Shape::typical().expected_counts());
@@ -366,12 +371,15 @@ async fn a_reset_or_blackholed_broker_connection_is_replaced_and_nothing_is_lost
         ],
     );
     let first = app.request_erasure("cust_net_0").await;
-    assert_eq!(app.wait_for_final(first).await.status, "DONE");
+    assert_eq!(app.wait_for_final(first).await.status, DeletionStatus::Done);
 
     // Reset: every connection closed at once.
     proxy.reset();
     let second = app.request_erasure("cust_net_1").await;
-    assert_eq!(app.wait_for_final(second).await.status, "DONE");
+    assert_eq!(
+        app.wait_for_final(second).await.status,
+        DeletionStatus::Done
+    );
 
     // Blackholed: connections stay open but nothing passes; heartbeats notice.
     proxy.set(Mode::Blackhole);
@@ -385,7 +393,7 @@ async fn a_reset_or_blackholed_broker_connection_is_replaced_and_nothing_is_lost
     proxy.reset();
     proxy.set(Mode::Pass);
     let row = app.wait_for_final(third).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     let deletions = app.count_of("SELECT count(*) FROM erasure.deletions").await;
     assert_eq!(deletions, 3);
@@ -450,7 +458,7 @@ async fn duplicate_bursts_on_two_worker_processes_erase_once() {
     let erased: Vec<_> = rows.iter().filter(|r| !r.already_erased).collect();
     assert_eq!(erased.len(), 1, "{rows:?}");
     assert_eq!(erased[0].data_json, shape.expected_counts());
-    assert!(rows.iter().all(|r| r.status == "DONE"));
+    assert!(rows.iter().all(|r| r.status == DeletionStatus::Done));
     // Every copy is answered: the queue drains, and each request has one outcome.
     for _ in 0..200 {
         let audited = app
@@ -507,7 +515,7 @@ async fn kill_9_after_commit_before_the_acknowledgement_erases_once() {
     proxy.set(Mode::Blackhole);
     lock.rollback().await.unwrap();
     let committed = app.wait_for_final(request_id).await;
-    assert_eq!(committed.status, "DONE");
+    assert_eq!(committed.status, DeletionStatus::Done);
     kill_9(&mut worker).await;
     proxy.reset();
 

@@ -2,6 +2,7 @@
 //! stalled and half-sent connections, floods of connections under a low open-files limit,
 //! made-up methods, NUL bytes in identifiers, requests hyper cannot parse.
 
+use erasure::deletion::{DeletionStatus, ErrorKey};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -140,11 +141,11 @@ async fn each_boundary_requested_at_over_the_queue_is_erased_or_failed_at_once_n
     for (request_id, customer, requested_at, accepted) in &expected {
         let row = app.wait_for_final(*request_id).await;
         if *accepted {
-            assert_eq!(row.status, "DONE", "{requested_at}: {row:?}");
+            assert_eq!(row.status, DeletionStatus::Done, "{requested_at}: {row:?}");
             assert_eq!(row.data_json, Shape::typical().expected_counts());
         } else {
-            assert_eq!(row.status, "FAILED", "{requested_at}");
-            assert_eq!(row.error_key.as_deref(), Some("invalid_request"));
+            assert_eq!(row.status, DeletionStatus::Failed, "{requested_at}");
+            assert_eq!(row.error_key, Some(ErrorKey::InvalidRequest));
             assert!(
                 row.error_message
                     .as_deref()
@@ -523,7 +524,7 @@ async fn a_flood_of_connections_under_a_low_open_files_limit_is_refused_and_the_
     drop(held);
     let request_id = app.request_erasure("cust_flood").await;
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     assert_eq!(
         reqwest::get(format!("{base}/healthz"))

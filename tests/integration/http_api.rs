@@ -1,6 +1,7 @@
 //! The HTTP API over real HTTP, against a service running in this process with the test's own
 //! database and broker names.
 
+use erasure::deletion::DeletionStatus;
 use std::time::Duration;
 
 use erasure::startup::Mode;
@@ -593,7 +594,7 @@ async fn a_request_accepted_by_a_process_that_dies_before_publishing_is_still_ca
     app.start_worker().await;
     let request_id: Uuid = accepted["request_id"].as_str().unwrap().parse().unwrap();
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "DONE");
+    assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.id, accepted["id"].as_str().unwrap());
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     let still_pending = app

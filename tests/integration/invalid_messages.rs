@@ -1,6 +1,7 @@
 use uuid::Uuid;
 
 use crate::helpers::{Shape, TestApp};
+use erasure::deletion::{DeletionStatus, ErrorKey};
 
 /// Starts a worker, publishes `body`, and returns what reached the dead-letter queue.
 async fn dead_letter(app: &mut TestApp, body: &[u8]) -> Vec<u8> {
@@ -65,8 +66,8 @@ async fn a_message_missing_a_field_is_recorded_failed_with_invalid_request() {
     .unwrap();
     assert_eq!(dead_letter(&mut app, &body).await, body);
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.status, "FAILED");
-    assert_eq!(row.error_key.as_deref(), Some("invalid_request"));
+    assert_eq!(row.status, DeletionStatus::Failed);
+    assert_eq!(row.error_key, Some(ErrorKey::InvalidRequest));
     assert_eq!(
         row.error_message.as_deref(),
         Some("requested_by: is required")
@@ -109,7 +110,7 @@ async fn a_message_over_64_kib_is_dead_lettered_and_recorded() {
     .unwrap();
     assert_eq!(dead_letter(&mut app, &body).await, body);
     let row = app.wait_for_final(request_id).await;
-    assert_eq!(row.error_key.as_deref(), Some("invalid_request"));
+    assert_eq!(row.error_key, Some(ErrorKey::InvalidRequest));
     assert!(
         row.error_message
             .as_deref()
@@ -135,7 +136,7 @@ async fn a_request_id_reused_for_another_customer_is_rejected_and_the_first_outc
     app.settings.worker.concurrency = 0;
     let request_id = app.request_erasure("cust_first").await;
     let first = app.wait_for_final(request_id).await;
-    assert_eq!(first.status, "DONE");
+    assert_eq!(first.status, DeletionStatus::Done);
     let before = app.checksum_of_everything().await;
 
     let reused = TestApp::request(request_id, "cust_second");

@@ -9,5 +9,6 @@ mod hardening;
 mod helpers;
 mod http_api;
 mod invalid_messages;
+mod isolation;
 mod openapi;
 mod plan_check;

@@ -1,0 +1,187 @@
+//! Requests that end without an erasure: messages that are not valid requests, requests that
+//! keep coming back without an outcome (poison), and erasures that cannot succeed as things
+//! are. Each is recorded (FAILED, with the reason) and audited, then dead-lettered by the
+//! caller.
+
+use backon::Retryable;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::{EraseError, Eraser, Outcome};
+use crate::db::may_pass;
+use crate::deletion::ErrorKey;
+use crate::deletion::audit::{Audit, AuditAction};
+use crate::deletion::store::{self, FinalOutcome, NewDeletion};
+use crate::request::{Channel, InvalidRequest, Received};
+
+impl Eraser {
+    /// Counts one more delivery of a redelivered request that has no final outcome, marking its
+    /// deletion IN_PROGRESS; returns how many redeliveries have started, or `None` when the
+    /// request already has a final outcome (or its id belongs to another customer) and the
+    /// erasure will say so. Only redeliveries pay this round trip: a message delivered again
+    /// and again without an outcome is what a request that crashes the worker looks like.
+    pub async fn count_redelivery(&self, received: &Received) -> Result<Option<u32>, EraseError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        let attempts = store::mark_in_progress(&mut conn, &NewDeletion::of(received), 1).await?;
+        Ok(attempts.map(|n| n.max(0) as u32))
+    }
+
+    /// Ends a request that keeps coming back without an outcome: FAILED `internal`, to be
+    /// dead-lettered.
+    pub async fn stop_poison(
+        &self,
+        received: &Received,
+        deliveries: u32,
+    ) -> Result<Outcome, EraseError> {
+        let message = format!(
+            "the request was delivered {deliveries} times and never finished (the worker stopped \
+             or crashed while carrying it out); it is stopped as a poison message"
+        );
+        tracing::error!(request_id = %received.request_id(), deliveries, "poison message stopped");
+        self.record_internal_failure(received, &message).await
+    }
+
+    /// Audits a message that is not a valid request and, when it carries a request id not seen
+    /// before (or an open deletion of the same customer), records it FAILED `invalid_request`.
+    pub async fn reject(
+        &self,
+        invalid: &InvalidRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        size: usize,
+    ) -> Result<Outcome, EraseError> {
+        let attempt = || self.reject_once(invalid, channel, received_at, size);
+        Ok(attempt.retry(self.backoff()).when(may_pass).await?)
+    }
+
+    async fn reject_once(
+        &self,
+        invalid: &InvalidRequest,
+        channel: Channel,
+        received_at: DateTime<Utc>,
+        size: usize,
+    ) -> Result<Outcome, sqlx::Error> {
+        let mut tx = self.inner.pool.begin().await?;
+        let mut deletion = None;
+        if let Some(request_id) = invalid.request_id {
+            let requested_hash = invalid
+                .customer_id
+                .as_deref()
+                .map(|c| self.inner.hash.digest(c));
+            // A final outcome stands, and a bad message naming another customer (or none)
+            // under a request id already taken cannot touch that request. But an open deletion
+            // of the same customer (accepted over HTTP, then refused here, by a worker whose
+            // rules are stricter than those of the process that accepted it, say) ends FAILED
+            // with the reason: nothing else would ever end it.
+            let may_record = match store::prior(&mut *tx, request_id, true).await? {
+                None => true,
+                Some(prior) => !prior.row.is_final() && prior.names(requested_hash.as_deref()),
+            };
+            if may_record {
+                let related = match (&invalid.customer_id, &requested_hash) {
+                    (Some(customer), Some(hash)) => {
+                        Some(self.resolve_customer(&mut tx, customer, hash).await?)
+                    }
+                    _ => None,
+                };
+                let new = NewDeletion::of_invalid(
+                    invalid,
+                    request_id,
+                    requested_hash.as_deref(),
+                    channel,
+                    received_at,
+                )
+                .related(related.as_deref());
+                let outcome = FinalOutcome::failed(ErrorKey::InvalidRequest, &invalid.message);
+                deletion = store::record_final(&mut tx, &new, &outcome, self.zero_counts()).await?;
+            }
+        }
+        let mut audit = Audit::new(AuditAction::RequestRejected, channel, received_at)
+            .request(invalid.request_id, invalid.requested_by.as_deref())
+            .error(Some(ErrorKey::InvalidRequest))
+            .detail(json!({ "message": invalid.message, "bytes": size }));
+        if let Some(row) = &deletion {
+            audit = audit.deletion(row);
+        }
+        audit.append(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Outcome::Rejected {
+            message: invalid.message.clone(),
+            deletion,
+        })
+    }
+
+    /// Records FAILED `internal` for a request whose erasure cannot succeed as things are.
+    pub(super) async fn record_internal_failure(
+        &self,
+        received: &Received,
+        message: &str,
+    ) -> Result<Outcome, EraseError> {
+        loop {
+            if let Some(outcome) = self.try_record_internal_failure(received, message).await? {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// `None`: another delivery recorded a final outcome meanwhile; try again to see it.
+    async fn try_record_internal_failure(
+        &self,
+        received: &Received,
+        message: &str,
+    ) -> Result<Option<Outcome>, sqlx::Error> {
+        let mut tx = self.inner.pool.begin().await?;
+        if let Some(prior) = store::prior(&mut *tx, received.request_id(), true).await?
+            && prior.row.is_final()
+        {
+            super::recheck::audit_duplicate(&mut tx, received, &prior.row).await?;
+            tx.commit().await?;
+            return Ok(Some(Outcome::Duplicate(prior.row)));
+        }
+        let related = self
+            .resolve_customer(
+                &mut tx,
+                &received.request.customer_id,
+                &received.requested_hash,
+            )
+            .await?;
+        sqlx::query("DELETE FROM erasure.claims WHERE request_id = $1")
+            .bind(received.request_id())
+            .execute(&mut *tx)
+            .await?;
+        let new = NewDeletion::of(received).related(Some(&related));
+        let outcome = FinalOutcome::failed(ErrorKey::Internal, message);
+        let Some(row) = store::record_final(&mut tx, &new, &outcome, self.zero_counts()).await?
+        else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        Audit::of(AuditAction::ErasureFailed, received)
+            .deletion(&row)
+            .error(Some(ErrorKey::Internal))
+            .detail(json!({ "message": message }))
+            .append(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(Outcome::Stopped(row)))
+    }
+
+    /// The customer key to record for `identifier` (whose keyed hash is `hash`): the live
+    /// customer's key, the key of a customer an earlier deletion erased, or, when nobody here
+    /// has it, the identifier itself. Never a lookup value in clear.
+    async fn resolve_customer(
+        &self,
+        conn: &mut PgConnection,
+        identifier: &str,
+        hash: &[u8],
+    ) -> Result<String, sqlx::Error> {
+        if let Some(key) = self.live_customer(conn, identifier).await? {
+            return Ok(key);
+        }
+        Ok(store::erased_earlier(conn, identifier, hash)
+            .await?
+            .map(|(key, _)| key)
+            .unwrap_or_else(|| identifier.to_string()))
+    }
+}

@@ -1,0 +1,92 @@
+//! A worker slot: an [`Eraser`] with a connection kept from one request to the next, and the
+//! loop that decides, by an error's class, what becomes of the request.
+
+use backon::BackoffBuilder;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres};
+
+use super::{EraseError, Eraser, Outcome};
+use crate::db::ErrorClass;
+use crate::request::Received;
+
+/// A connection going back to the pool costs a round trip (the pool pings it on release), so
+/// each worker slot keeps its own: a typical erasure is then exactly one round trip. The
+/// connection is dropped after any error and a fresh one taken for the next attempt.
+pub struct Slot {
+    eraser: Eraser,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl Slot {
+    pub fn new(eraser: Eraser) -> Self {
+        Self { eraser, conn: None }
+    }
+
+    pub fn eraser(&self) -> &Eraser {
+        &self.eraser
+    }
+
+    /// Carries out `received`, deciding by [`ErrorClass`]:
+    /// - [`ErrorClass::Retry`]: tried again with exponential backoff and jitter, up to the
+    ///   configured attempts; when they run out the request is recorded FAILED `internal` with
+    ///   the last cause, and [`Outcome::Stopped`] says to dead-letter it;
+    /// - [`ErrorClass::Permanent`]: recorded FAILED `internal` at once, also
+    ///   [`Outcome::Stopped`];
+    /// - [`ErrorClass::Hold`]: returned without recording anything and without counting
+    ///   against the request: the caller holds the delivery and tries again later.
+    pub async fn erase(&mut self, received: &Received) -> Result<Outcome, EraseError> {
+        let request_id = received.request_id();
+        let mut delays = self.eraser.backoff().build();
+        let mut attempts: u32 = 0;
+        let mut reconnected = false;
+        let (e, attempts) = loop {
+            let eraser = self.eraser.clone();
+            let reused = self.conn.is_some();
+            let attempt = match self.connection().await {
+                Ok(conn) => eraser.erase_once(conn, received).await,
+                Err(e) => Err(e.into()),
+            };
+            let e = match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) => e,
+            };
+            self.conn = None;
+            match e.class() {
+                // A kept connection that died while idle (a database restart, a terminated
+                // backend): one immediate try on a fresh connection before holding.
+                ErrorClass::Hold if reused && !reconnected => {
+                    reconnected = true;
+                    tracing::info!(%request_id, error = %e, "kept connection lost; reconnecting");
+                }
+                ErrorClass::Hold => return Err(e),
+                ErrorClass::Retry => {
+                    attempts += 1;
+                    match delays.next() {
+                        Some(delay) => {
+                            tracing::warn!(%request_id, error = %e, attempts, ?delay, "erasure attempt failed; retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => break (e, attempts),
+                    }
+                }
+                ErrorClass::Permanent => break (e, attempts + 1),
+            }
+        };
+        let message = if e.class() == ErrorClass::Retry {
+            format!("the erasure failed {attempts} times; the last time: {e}")
+        } else {
+            format!("the erasure failed: {e}")
+        };
+        tracing::error!(%request_id, error = %e, attempts, "erasure failed");
+        self.eraser
+            .record_internal_failure(received, &message)
+            .await
+    }
+
+    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.eraser.inner.pool.acquire().await?);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+}

@@ -1,0 +1,9 @@
+//! Test helpers, by concern: the application under test and its isolation ([`app`]), the
+//! broker ([`broker`]), and the reference schema's data ([`seeding`]).
+
+mod app;
+mod broker;
+mod seeding;
+
+pub use app::{TestApp, database_server};
+pub use seeding::Shape;
