@@ -5,6 +5,9 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
+# Workspace members: cargo reads their manifests to build anything; the image ships neither.
+COPY bench ./bench
+COPY testkit ./testkit
 RUN cargo build --release --locked --bin erasure
 
 # Runtime stage: the binary, its configuration, CA certificates for TLS, and nothing else.

@@ -1,0 +1,163 @@
+//! The baselines: pgbench running the worker's own statement, and pgbench running the naive
+//! per-table transaction a hand-written script would use.
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cpu::{Meter, Usage};
+use crate::seed::truth;
+use crate::server::quiesce;
+
+/// The worker's statement as pgbench runs it: exactly as `erasure plan --sql` prints it, with
+/// real parameters (`-M prepared`). The parameters of each erasure (the next customer of set
+/// 0, a new request id, ...) come from a query before it, as the naive script's customer does.
+pub fn generated_script(statement: &str, chunk_threshold: i64) -> String {
+    let params = format!(
+        "SELECT 'c' || (3 * nextval('bench_a'))::text AS p1, gen_random_uuid() AS p2, \
+        'del_' || substr(md5(random()::text), 1, 24) AS p3, sha256(convert_to(clock_timestamp()::text, 'UTF8')) AS p4, \
+        'pgbench' AS p5, 'bench' AS p6, now() AS p7, now() + interval '1 month' AS p8, 'cli' AS p9, now() AS p10, \
+        decode(repeat('36', 64), 'hex') AS p11, decode(repeat('5c', 64), 'hex') AS p12, {chunk_threshold} AS p13, \
+        '{{OPEN}}' AS p14, 'open order' AS p15 \\gset"
+    );
+    let mut sql = statement.trim_end().trim_end_matches(';').to_owned();
+    for n in (1..=15).rev() {
+        sql = sql.replace(&format!("${n}"), &format!(":p{n}"));
+    }
+    format!("{params}\n{};\n", sql.replace('\n', " "))
+}
+
+/// One statement per table in a transaction, as a hand-written script would do it.
+pub const NAIVE_SCRIPT: &str = "\
+BEGIN;
+SELECT 'c' || (3 * nextval('bench_b') - 2)::text AS c \\gset
+SELECT id FROM customers WHERE id = :c FOR UPDATE;
+SELECT count(*) AS open FROM orders WHERE customer_id = :c AND status = 'OPEN';
+DELETE FROM events WHERE customer_id = :c;
+DELETE FROM customer_events WHERE customer_id = :c;
+DELETE FROM daily_events WHERE customer_id = :c;
+DELETE FROM segment_members WHERE customer_id = :c;
+DELETE FROM order_events WHERE order_id IN (SELECT id FROM orders WHERE customer_id = :c);
+UPDATE orders SET customer_id = NULL, billing_name = NULL, billing_email = NULL, shipping_address = NULL, metadata = NULL, anonymized_at = now() WHERE customer_id = :c;
+DELETE FROM customers WHERE id = :c;
+INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, channel, completed_at) VALUES ('del_' || substr(md5(random()::text), 1, 24), gen_random_uuid(), :c, 'DONE', now(), now() + interval '1 month', 'cli', now()) RETURNING id AS d \\gset
+INSERT INTO erasure.audit_log (action, deletion_id, related_object_id, channel) VALUES ('erasure.done', :d, :c, 'cli');
+COMMIT;
+";
+
+/// Runs `script` for up to `transactions` erasures; returns erasures per second and how many
+/// it ran.
+async fn pgbench(
+    url: &str,
+    script: &str,
+    name: &str,
+    transactions: i64,
+    clients: usize,
+) -> anyhow::Result<(f64, i64)> {
+    let clients = clients.min(transactions.max(1) as usize);
+    let per_client = (transactions / clients as i64).max(1);
+    let path = std::env::temp_dir().join(format!("erasure-{name}-{}.sql", Uuid::new_v4()));
+    std::fs::write(&path, script)?;
+    eprintln!(
+        "pgbench {name}: {} erasures, {clients} clients",
+        per_client * clients as i64
+    );
+    // The worker's sessions run with JIT off (`db::connect`); pgbench's do the same, so that
+    // both plan and run the statement alike.
+    let options = std::env::var("PGOPTIONS").unwrap_or_default();
+    let output = tokio::process::Command::new("pgbench")
+        .env("PGOPTIONS", format!("{options} -c jit=off"))
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.to_string(),
+        ])
+        .args(["-t", &per_client.to_string(), "-f"])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .await
+        .context("running pgbench (PostgreSQL's client tools)")?;
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tps = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no tps in pgbench's output: {stdout}"))?;
+    Ok((tps, per_client * clients as i64))
+}
+
+/// Runs pgbench for `transactions` erasures from a quiet database; returns how many it ran
+/// and the CPU they took.
+pub async fn pgbench_phase(
+    pool: &PgPool,
+    meter: &Meter,
+    url: &str,
+    script: &str,
+    name: &str,
+    transactions: usize,
+    clients: usize,
+) -> anyhow::Result<(i64, Usage)> {
+    quiesce(pool).await?;
+    let before = meter.sample();
+    let clock = Instant::now();
+    let (tps, erased) = pgbench(url, script, name, transactions as i64, clients).await?;
+    let wall = clock.elapsed().as_secs_f64();
+    let usage = before.until(&meter.sample(), wall, erased as u64, erased as f64 / tps);
+    Ok((erased, usage))
+}
+
+/// The first `erased` customers of a pgbench set (`first` + 3k) are gone with their rows, and
+/// the deletions the generated statement recorded hold the truth table's counts.
+pub async fn check_pgbench(pool: &PgPool, first: i64, erased: i64) -> anyhow::Result<usize> {
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE customer_id IN ( \
+           SELECT 'c' || ($1 + 3 * k) FROM generate_series(0, $2 - 1) k)",
+    )
+    .bind(first)
+    .bind(erased)
+    .fetch_one(pool)
+    .await?;
+    ensure!(
+        left == 0,
+        "pgbench left {left} events of the set starting at c{first}"
+    );
+    let recorded: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT related_object_id, data_json FROM erasure.deletions WHERE requested_by = 'pgbench'",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (customer, counts) in &recorded {
+        let i: i64 = customer.trim_start_matches('c').parse()?;
+        ensure!(
+            *counts == truth(i),
+            "{customer}: counts {counts}, expected {}",
+            truth(i)
+        );
+    }
+    Ok(recorded.len())
+}
+
+/// What pgbench recorded owes no outcome event: the worker's publisher leaves it alone.
+pub async fn settle_pgbench_events(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE erasure.deletions SET event_published_at = now() \
+         WHERE event_published_at IS NULL AND channel = 'cli'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
