@@ -13,9 +13,10 @@ use uuid::Uuid;
 use crate::broker;
 use crate::config::Settings;
 use crate::deletion;
+use crate::erase::preview::PreviewError;
 use crate::keys::{self, KeyError};
 use crate::plan::{Plan, check};
-use crate::request;
+use crate::request::{self, Channel};
 use crate::startup::{Application, Mode, shutdown_signal};
 
 #[derive(Debug, Parser)]
@@ -57,8 +58,20 @@ pub enum Command {
     /// Print the erasure plan and check it against the live schema.
     Plan {
         /// Print the generated SQL instead of the summary.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "draft")]
         sql: bool,
+        /// Print a starting plan drafted from the live schema instead.
+        #[arg(long)]
+        draft: bool,
+        /// With --draft: the customer table, `schema.table` (default: the plan's subject).
+        #[arg(long, requires = "draft")]
+        subject: Option<String>,
+    },
+    /// Show what erasing a customer would record (run and rolled back), and the guard that
+    /// would refuse it; exit 1 if no customer has the identifier.
+    Preview {
+        /// The customer's key or lookup value.
+        customer: String,
     },
     /// Publish one erasure request and print its request id.
     Enqueue {
@@ -115,7 +128,17 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { sql } => plan(&settings, sql).await,
+        Command::Plan {
+            sql,
+            draft: false,
+            subject: _,
+        } => plan(&settings, sql).await,
+        Command::Plan {
+            draft: true,
+            subject,
+            ..
+        } => plan_draft(&settings, subject).await,
+        Command::Preview { customer } => preview(settings, &customer).await,
         Command::Enqueue {
             customer,
             requested_by,
@@ -217,17 +240,60 @@ async fn keys_revoke(pool: &PgPool, id_or_name: &str) -> anyhow::Result<ExitCode
 async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
     let pool = crate::db::prepare(&settings.database).await?;
-    if let Err(e) = check::against_live_schema(&plan, &pool).await {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(2));
-    }
+    let plan = match check::against_live_schema(plan, &pool).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if sql {
-        println!("{};", crate::plan::sql::erase_statement(&plan));
+        println!("{}", crate::plan::sql::erase_statement(&plan).render());
     } else {
         print!("{}", plan.describe());
         println!("\nThe plan covers the live schema.");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `erasure plan --draft`: a starting plan for the subject table, from the live schema.
+async fn plan_draft(settings: &Settings, subject: Option<String>) -> anyhow::Result<ExitCode> {
+    let subject = match subject {
+        Some(table) => crate::plan::TableName::parse(&table, "public"),
+        None => Plan::load(settings.erasure.plan.as_deref())?.subject.table,
+    };
+    let pool = crate::db::prepare(&settings.database).await?;
+    let live = crate::plan::live::LiveSchema::read(&pool).await?;
+    match crate::plan::draft::draft(&live, &subject) {
+        Ok(draft) => {
+            print!("{draft}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("error: {why}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// `erasure preview CUSTOMER`: the preview as JSON; exit 1 when no customer has it.
+async fn preview(settings: Settings, customer: &str) -> anyhow::Result<ExitCode> {
+    if let Err(problem) = request::check_identifier("customer", customer) {
+        eprintln!("error: {problem}");
+        return Ok(ExitCode::from(2));
+    }
+    let app = Application::build(settings).await?;
+    match app.eraser.preview(customer, "cli", Channel::Cli).await {
+        Ok(preview) => {
+            println!("{}", serde_json::to_string_pretty(&preview.to_json())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (PreviewError::NotFound | PreviewError::Busy)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `erasure enqueue`: publishes one request (exit 2, publishing nothing, for one the worker

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use crate::broker::Publisher;
 use crate::deletion::DeletionRow;
 use crate::deletion::store::{self, PendingInsert};
-use crate::plan::Plan;
+use crate::plan::{KeyType, Plan};
 use crate::request::Received;
 
 /// How long a submission waits for the broker before leaving the message to the relay.
@@ -24,6 +24,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Intake {
     pool: PgPool,
     insert: Arc<PendingInsert>,
+    key_type: KeyType,
     publisher: Arc<Publisher>,
 }
 
@@ -45,10 +46,11 @@ pub enum SubmitError {
 
 impl Intake {
     pub fn new(pool: PgPool, plan: &Plan, publisher: Arc<Publisher>) -> Self {
-        let insert = PendingInsert::new(&crate::plan::sql::subject_key_of(plan, 3));
+        let subject_key = crate::plan::sql::subject_by_identifier(plan, "$3", "$11");
         Self {
             pool,
-            insert: Arc::new(insert),
+            insert: Arc::new(PendingInsert::new(&subject_key)),
+            key_type: plan.facts.key_type,
             publisher,
         }
     }
@@ -68,7 +70,12 @@ impl Intake {
             "requested_at": received.requested_at(),
         }))
         .expect("a request serializes");
-        let Some(row) = self.insert.run(&self.pool, received, &message).await? else {
+        let key = self.key_type.key(&request.customer_id);
+        let Some(row) = self
+            .insert
+            .run(&self.pool, received, &key, &message)
+            .await?
+        else {
             return self.existing(received).await.map(Submitted::Existing);
         };
         self.publish(&row.id, received, &message).await;

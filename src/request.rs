@@ -52,6 +52,8 @@ pub struct Received {
     /// Keyed hash of `request.customer_id`: a repeat of the request id is told apart from its
     /// reuse for another customer by it, without keeping the identifier in clear.
     pub requested_hash: Vec<u8>,
+    /// Keyed hash of `request.customer_id` in lower case, for lookups compared in any case.
+    pub folded_hash: Vec<u8>,
 }
 
 impl Received {
@@ -62,12 +64,20 @@ impl Received {
         hash: &KeyedHash,
     ) -> Self {
         let requested_hash = hash.digest(&request.customer_id);
+        let folded_hash = hash.digest(&request.customer_id.to_lowercase());
         Self {
             request,
             channel,
             received_at,
             requested_hash,
+            folded_hash,
         }
+    }
+
+    /// The keyed hashes a kept record of the customer may hold for the identifier: as given,
+    /// and in lower case.
+    pub fn identifier_hashes(&self) -> Vec<Vec<u8>> {
+        identifier_hashes(self.requested_hash.clone(), self.folded_hash.clone())
     }
 
     pub fn request_id(&self) -> Uuid {
@@ -77,6 +87,15 @@ impl Received {
     /// When the data subject asked: as the request says, or at receipt.
     pub fn requested_at(&self) -> DateTime<Utc> {
         self.request.requested_at.unwrap_or(self.received_at)
+    }
+}
+
+/// The hashes of an identifier as given and in lower case, once each.
+pub fn identifier_hashes(given: Vec<u8>, folded: Vec<u8>) -> Vec<Vec<u8>> {
+    if given == folded {
+        vec![given]
+    } else {
+        vec![given, folded]
     }
 }
 

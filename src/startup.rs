@@ -46,7 +46,7 @@ impl Application {
             .await
             .context("preparing the database")?;
         let plan = Plan::load(settings.erasure.plan.as_deref())?;
-        check::against_live_schema(&plan, &pool).await?;
+        let plan = check::against_live_schema(plan, &pool).await?;
         let key = match &settings.erasure.source_id_key {
             Some(key) => key.expose().as_bytes().to_vec(),
             None => crate::db::instance_source_id_key(&pool).await?,
@@ -79,8 +79,7 @@ impl Application {
         api::state(
             self.pool.clone(),
             self.intake.clone(),
-            self.eraser.keyed_hash().clone(),
-            self.eraser.count_keys(),
+            self.eraser.clone(),
             self.settings.http.rate_limit_per_minute,
         )
     }

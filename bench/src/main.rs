@@ -116,7 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let script = pgbench::generated_script(
         &erasure.statement(&settings).await?,
         settings.erasure.chunk_threshold,
-    );
+    )?;
 
     eprintln!(
         "seeding {} customers and four whales of {} events",

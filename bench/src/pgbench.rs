@@ -13,20 +13,60 @@ use crate::server::quiesce;
 
 /// The worker's statement as pgbench runs it: exactly as `erasure plan --sql` prints it, with
 /// real parameters (`-M prepared`). The parameters of each erasure (the next customer of set
-/// 0, a new request id, ...) come from a query before it, as the naive script's customer does.
-pub fn generated_script(statement: &str, chunk_threshold: i64) -> String {
-    let params = format!(
-        "SELECT 'c' || (3 * nextval('bench_a'))::text AS p1, gen_random_uuid() AS p2, \
-        'del_' || substr(md5(random()::text), 1, 24) AS p3, sha256(convert_to(clock_timestamp()::text, 'UTF8')) AS p4, \
-        'pgbench' AS p5, 'bench' AS p6, now() AS p7, now() + interval '1 month' AS p8, 'cli' AS p9, now() AS p10, \
-        decode(repeat('36', 64), 'hex') AS p11, decode(repeat('5c', 64), 'hex') AS p12, {chunk_threshold} AS p13, \
-        '{{OPEN}}' AS p14, 'open order' AS p15 \\gset"
-    );
-    let mut sql = statement.trim_end().trim_end_matches(';').to_owned();
-    for n in (1..=15).rev() {
+/// 0, a new request id, ...) come from a query before it, as the naive script's customer does;
+/// which parameter takes what, the printed list of parameters says.
+pub fn generated_script(printed: &str, chunk_threshold: i64) -> anyhow::Result<String> {
+    let mut values = Vec::new();
+    let mut sql = Vec::new();
+    for line in printed.lines() {
+        let Some(param) = line.strip_prefix("--   $") else {
+            if !line.starts_with("--") {
+                sql.push(line);
+            }
+            continue;
+        };
+        let mut words = param.splitn(3, ' ');
+        let (number, _type, rest) = (words.next(), words.next(), words.next().unwrap_or(""));
+        let number: usize = number.context("a parameter's number")?.parse()?;
+        let (name, constant) = match rest.split_once(" = ") {
+            Some((name, constant)) => (name, Some(constant)),
+            None => (rest, None),
+        };
+        let expression = match (name, constant) {
+            (_, Some(constant)) => constant.to_owned(),
+            ("customer" | "key", _) => "x.c".to_owned(),
+            ("request_id", _) => "gen_random_uuid()".to_owned(),
+            ("deletion_id", _) => "'del_' || substr(md5(random()::text), 1, 24)".to_owned(),
+            ("requested_hash", _) => {
+                "sha256(convert_to(clock_timestamp()::text, 'UTF8'))".to_owned()
+            }
+            ("requested_by", _) => "'pgbench'".to_owned(),
+            ("reason", _) => "'bench'".to_owned(),
+            ("requested_at" | "received_at", _) => "now()".to_owned(),
+            ("due_at", _) => "now() + interval '1 month'".to_owned(),
+            ("channel", _) => "'cli'".to_owned(),
+            ("inner_pad", _) => "decode(repeat('36', 64), 'hex')".to_owned(),
+            ("outer_pad", _) => "decode(repeat('5c', 64), 'hex')".to_owned(),
+            ("chunk_threshold", _) => chunk_threshold.to_string(),
+            (other, None) => {
+                anyhow::bail!("the statement takes a parameter {other:?} unknown here")
+            }
+        };
+        values.push((number, expression));
+    }
+    let params: Vec<String> = values
+        .iter()
+        .map(|(n, expression)| format!("{expression} AS p{n}"))
+        .collect();
+    let mut sql = sql.join(" ");
+    for (n, _) in values.iter().rev() {
         sql = sql.replace(&format!("${n}"), &format!(":p{n}"));
     }
-    format!("{params}\n{};\n", sql.replace('\n', " "))
+    Ok(format!(
+        "SELECT {} FROM (SELECT 'c' || (3 * nextval('bench_a'))::text AS c) x \\gset\n{}\n",
+        params.join(", "),
+        sql.trim_end()
+    ))
 }
 
 /// One statement per table in a transaction, as a hand-written script would do it.

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use crate::broker::Publisher;
 use crate::config::Settings;
+use crate::erase::Eraser;
 use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
 use error::{ApiError, TRACE_ID};
@@ -42,6 +43,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub struct ApiState {
     pub pool: PgPool,
     pub intake: Intake,
+    /// For previews: the erasure, run and rolled back.
+    pub eraser: Eraser,
     pub publisher: Arc<Publisher>,
     pub hash: KeyedHash,
     pub count_keys: Arc<[String]>,
@@ -163,19 +166,14 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Builds the state from the parts the application made.
-pub fn state(
-    pool: PgPool,
-    intake: Intake,
-    hash: KeyedHash,
-    count_keys: &[String],
-    rate_limit_per_minute: u32,
-) -> ApiState {
+pub fn state(pool: PgPool, intake: Intake, eraser: Eraser, rate_limit_per_minute: u32) -> ApiState {
     ApiState {
         publisher: intake.publisher(),
         pool,
         intake,
-        hash,
-        count_keys: count_keys.into(),
+        hash: eraser.keyed_hash().clone(),
+        count_keys: eraser.count_keys().into(),
+        eraser,
         limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
         metrics: crate::metrics::handle(),
         consumer: None,

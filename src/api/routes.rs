@@ -15,9 +15,10 @@ use super::extract::{IdempotencyKey, JsonFields, PathId, QueryParams};
 use super::{ApiResult, ApiState};
 use crate::deletion::store::{self, ListQuery};
 use crate::deletion::{DeletionRow, DeletionStatus};
+use crate::erase::preview::PreviewError;
 use crate::intake::{SubmitError, Submitted};
 use crate::keys::Caller;
-use crate::request::{self, Channel, Received};
+use crate::request::{self, Channel, Received, identifier_hashes};
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
@@ -27,6 +28,10 @@ pub fn v1() -> Router<ApiState> {
         .route(
             "/v1/customers/{customer_id}/permanent-deletion",
             get(latest_for_customer).post(submit),
+        )
+        .route(
+            "/v1/customers/{customer_id}/permanent-deletion/preview",
+            get(preview),
         )
         .route("/v1/permanent-deletions", get(list))
         .route("/v1/permanent-deletions/{id}", get(one))
@@ -85,11 +90,33 @@ async fn latest_for_customer(
     State(state): State<ApiState>,
     PathId(customer_id): PathId,
 ) -> ApiResult<Json<Value>> {
-    let hash = state.hash.digest(&customer_id);
-    store::latest_for_customer(&state.pool, &customer_id, &hash)
+    let hashes = identifier_hashes(
+        state.hash.digest(&customer_id),
+        state.hash.digest(&customer_id.to_lowercase()),
+    );
+    store::latest_for_customer(&state.pool, &customer_id, &hashes)
         .await?
         .map(|row| Json(object(&state, &row)))
         .ok_or_else(|| ApiError::not_found("no deletion names this customer"))
+}
+
+/// `GET /v1/customers/{customer_id}/permanent-deletion/preview`: what an erasure would record
+/// (run and rolled back), and the guard that would refuse it.
+async fn preview(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    PathId(customer_id): PathId,
+) -> ApiResult<Json<Value>> {
+    match state
+        .eraser
+        .preview(&customer_id, &caller.name, Channel::Http)
+        .await
+    {
+        Ok(preview) => Ok(Json(preview.to_json())),
+        Err(e @ PreviewError::NotFound) => Err(ApiError::not_found(e.to_string())),
+        Err(e @ PreviewError::Busy) => Err(ApiError::conflict(e.to_string())),
+        Err(PreviewError::Database(e)) => Err(e.into()),
+    }
 }
 
 /// `GET /v1/permanent-deletions/{id}`: by `del_` id or request id.

@@ -23,6 +23,8 @@ text_enum! {
         RequestDuplicate = "request.duplicate",
         /// A message was not a valid request, or reused a request id for another customer.
         RequestRejected = "request.rejected",
+        /// What an erasure would do was shown (and nothing done).
+        ErasurePreviewed = "erasure.previewed",
     }
 }
 
@@ -87,6 +89,14 @@ impl<'a> Audit<'a> {
         Self {
             deletion_id: Some(&row.id),
             related_object_id: row.related_object_id.as_deref(),
+            ..self
+        }
+    }
+
+    /// Names the customer the row is about, where no deletion is.
+    pub fn about_customer(self, related_object_id: &'a str) -> Self {
+        Self {
+            related_object_id: Some(related_object_id),
             ..self
         }
     }

@@ -26,24 +26,32 @@ pub struct StatementParams {
 /// The erasure statement's `outcome` step: the deletion row, DONE with the counts or FAILED
 /// with the guard that holds. It reads the statement's steps `target` (`subject_id`), `counts`
 /// (`data_json`), `blocked` (`error_key`, `error_message`) and `oversized`, and writes nothing
-/// when the customer is too large for one statement. `source_hash` is the SQL of the keyed hash
-/// of the customer's lookup value. When its conflict condition fails (the request has a final
-/// outcome, or its id belongs to another customer), it returns no row.
-pub fn outcome(p: &StatementParams, source_hash: &str) -> String {
+/// when the customer is too large for one statement. `source_hash` and `lookup_hashes` are the
+/// SQL of the keyed hashes of the customer's lookup values (the first, and all), and
+/// `already_erased` whether there was nothing left to erase. When its conflict condition fails
+/// (the request has a final outcome, or its id belongs to another customer), it returns no
+/// row.
+pub fn outcome(
+    p: &StatementParams,
+    source_hash: &str,
+    lookup_hashes: &str,
+    already_erased: &str,
+) -> String {
     format!(
         "outcome AS (\n  INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
-         source_id_hash, status, data_json, error_key, error_message, requested_by, reason, requested_at, due_at, \
-         channel, completed_at, attempts)\n  \
-         SELECT {del}, {req}, t.subject_id, {rh}, {source_hash},\n    \
-         CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, c.data_json, b.error_key, b.error_message,\n    \
+         source_id_hash, lookup_hashes, status, data_json, already_erased, error_key, error_message, requested_by, \
+         reason, requested_at, due_at, channel, completed_at, attempts)\n  \
+         SELECT {del}, {req}, t.subject_id, {rh}, {source_hash}, {lookup_hashes},\n    \
+         CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, c.data_json,\n    \
+         b.error_key IS NULL AND {already_erased}, b.error_key, b.error_message,\n    \
          {by}, {reason}, {at}, {due}, {channel}, clock_timestamp(), 1\n  \
          FROM target t CROSS JOIN counts c LEFT JOIN blocked b ON true\n  \
          WHERE NOT EXISTS (SELECT 1 FROM oversized)\n  \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id,\n    \
-         source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status,\n    \
+         source_id_hash = EXCLUDED.source_id_hash, lookup_hashes = EXCLUDED.lookup_hashes, status = EXCLUDED.status,\n    \
          data_json = (SELECT jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) + (EXCLUDED.data_json ->> k)::bigint)\n      \
            FROM jsonb_object_keys(EXCLUDED.data_json) k),\n    \
-         error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
+         already_erased = EXCLUDED.already_erased, error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
          completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL\n  \
          WHERE d.status IN {open} AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
          RETURNING d.*\n),",

@@ -13,6 +13,7 @@ use sqlx::{Arguments, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use super::{COLUMNS, DeletionRow, DeletionStatus, ErrorKey, due_at, new_id};
+use crate::plan::KeyValue;
 use crate::request::{Channel, InvalidRequest, Received};
 
 /// The columns a new deletion row starts with, from the request that makes it. They are bound
@@ -202,37 +203,42 @@ pub async fn mark_in_progress(
 }
 
 /// The insert of a request accepted over HTTP, PENDING with its message, for one plan (the
-/// customer's key is looked up in the statement, from the identifier in `$3`).
+/// customer's key is looked up in the statement, from the identifier in `$3` and its reading
+/// as a key in `$11`).
 #[derive(Clone, Debug)]
 pub struct PendingInsert {
     sql: String,
 }
 
 impl PendingInsert {
-    /// `subject_key_of_3`: SQL giving the subject's key for the identifier in `$3`, or NULL.
-    pub fn new(subject_key_of_3: &str) -> Self {
+    /// `subject_key`: SQL giving the subject's key (as text) for the identifier in `$3` and its
+    /// key reading in `$11`, or NULL.
+    pub fn new(subject_key: &str) -> Self {
         Self {
             sql: format!(
                 "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message) \
                  VALUES ({}, '{pending}', $10) \
                  ON CONFLICT (request_id) DO NOTHING \
                  RETURNING {COLUMNS}",
-                new_values(subject_key_of_3),
+                new_values(subject_key),
                 pending = DeletionStatus::Pending,
             ),
         }
     }
 
-    /// Records `received` as PENDING with `message`; `None` when its request id has a row.
+    /// Records `received` (its identifier read as a key: `key`) as PENDING with `message`;
+    /// `None` when its request id has a row.
     pub async fn run(
         &self,
         db: impl PgExecutor<'_>,
         received: &Received,
+        key: &KeyValue,
         message: &[u8],
     ) -> Result<Option<DeletionRow>, sqlx::Error> {
         let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
         let mut args = new.arguments()?;
         add(&mut args, message)?;
+        key.add_to(&mut args)?;
         sqlx::query_as_with(&self.sql, args)
             .fetch_optional(db)
             .await
@@ -308,21 +314,22 @@ pub async fn prior(
 }
 
 /// The customer key, and lookup-value hash, of an earlier DONE deletion that erased the
-/// customer `identifier` names (by key, or by lookup value through its keyed hash `hash`).
+/// customer `identifier` names: by key, or by a lookup value through its keyed hashes `hashes`
+/// (as given, and in lower case for lookups compared in any case).
 pub async fn erased_earlier(
     conn: &mut PgConnection,
     identifier: &str,
-    hash: &[u8],
+    hashes: &[Vec<u8>],
 ) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT related_object_id, source_id_hash FROM erasure.deletions \
          WHERE status = '{}' AND NOT already_erased AND related_object_id IS NOT NULL \
-           AND (related_object_id = $1 OR source_id_hash = $2) \
+           AND (related_object_id = $1 OR source_id_hash = ANY($2) OR lookup_hashes && $2) \
          ORDER BY (related_object_id = $1) DESC, completed_at LIMIT 1",
         DeletionStatus::Done
     ))
     .bind(identifier)
-    .bind(hash)
+    .bind(hashes)
     .fetch_optional(conn)
     .await
 }
@@ -352,20 +359,21 @@ pub async fn find(
     }
 }
 
-/// The latest deletion naming a customer: by its key, or by an identifier whose keyed hash is
-/// `hash` (its lookup value, or whatever a request named it by), also after erasure.
+/// The latest deletion naming a customer: by its key, or by an identifier whose keyed hashes
+/// are `hashes` (a lookup value, or whatever a request named it by), also after erasure.
 pub async fn latest_for_customer(
     db: impl PgExecutor<'_>,
     identifier: &str,
-    hash: &[u8],
+    hashes: &[Vec<u8>],
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM erasure.deletions \
-         WHERE related_object_id = $1 OR source_id_hash = $2 OR requested_id_hash = $2 \
+         WHERE related_object_id = $1 OR source_id_hash = ANY($2) OR requested_id_hash = ANY($2) \
+           OR lookup_hashes && $2 \
          ORDER BY created_at DESC, id DESC LIMIT 1"
     ))
     .bind(identifier)
-    .bind(hash)
+    .bind(hashes)
     .fetch_optional(db)
     .await
 }

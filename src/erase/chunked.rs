@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{EraseError, Eraser};
 use crate::deletion::store::{self, NewDeletion};
+use crate::plan::sql::Values;
 use crate::request::Received;
 
 /// How a chunk finds its rows: by walking the customer's index entries in order, stopping at
@@ -90,10 +91,13 @@ impl Eraser {
                 let started = Instant::now();
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(WALK_THE_INDEX).execute(&mut *tx).await?;
-                let erased = sqlx::query(&chunk.sql)
-                    .bind(subject_id)
-                    .bind(rows)
-                    .bind(request_id)
+                let args = chunk.statement.arguments(&Values {
+                    subject_id: Some(subject_id),
+                    chunk_rows: Some(rows),
+                    request_id: Some(request_id),
+                    ..Values::default()
+                })?;
+                let erased = sqlx::query_with(&chunk.statement.sql, args)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected() as i64;

@@ -13,7 +13,7 @@ use crate::db::may_pass;
 use crate::deletion::ErrorKey;
 use crate::deletion::audit::{Audit, AuditAction};
 use crate::deletion::store::{self, FinalOutcome, NewDeletion};
-use crate::request::{Channel, InvalidRequest, Received};
+use crate::request::{Channel, InvalidRequest, Received, identifier_hashes};
 
 impl Eraser {
     /// Counts one more delivery of a redelivered request that has no final outcome, marking its
@@ -65,10 +65,11 @@ impl Eraser {
         let mut tx = self.inner.pool.begin().await?;
         let mut deletion = None;
         if let Some(request_id) = invalid.request_id {
-            let requested_hash = invalid
-                .customer_id
-                .as_deref()
-                .map(|c| self.inner.hash.digest(c));
+            let hashes = invalid.customer_id.as_deref().map(|c| {
+                let hash = &self.inner.hash;
+                identifier_hashes(hash.digest(c), hash.digest(&c.to_lowercase()))
+            });
+            let requested_hash = hashes.as_ref().map(|h| h[0].clone());
             // A final outcome stands, and a bad message naming another customer (or none)
             // under a request id already taken cannot touch that request. But an open deletion
             // of the same customer (accepted over HTTP, then refused here, by a worker whose
@@ -79,9 +80,9 @@ impl Eraser {
                 Some(prior) => !prior.row.is_final() && prior.names(requested_hash.as_deref()),
             };
             if may_record {
-                let related = match (&invalid.customer_id, &requested_hash) {
-                    (Some(customer), Some(hash)) => {
-                        Some(self.resolve_customer(&mut tx, customer, hash).await?)
+                let related = match (&invalid.customer_id, &hashes) {
+                    (Some(customer), Some(hashes)) => {
+                        Some(self.resolve_customer(&mut tx, customer, hashes).await?)
                     }
                     _ => None,
                 };
@@ -143,7 +144,7 @@ impl Eraser {
             .resolve_customer(
                 &mut tx,
                 &received.request.customer_id,
-                &received.requested_hash,
+                &received.identifier_hashes(),
             )
             .await?;
         sqlx::query("DELETE FROM erasure.claims WHERE request_id = $1")
@@ -167,19 +168,19 @@ impl Eraser {
         Ok(Some(Outcome::Stopped(row)))
     }
 
-    /// The customer key to record for `identifier` (whose keyed hash is `hash`): the live
-    /// customer's key, the key of a customer an earlier deletion erased, or, when nobody here
-    /// has it, the identifier itself. Never a lookup value in clear.
+    /// The customer key to record for `identifier` (whose keyed hashes are `hashes`): the
+    /// live customer's key, the key of a customer an earlier deletion erased, or, when nobody
+    /// here has it, the identifier itself. Never a lookup value in clear.
     async fn resolve_customer(
         &self,
         conn: &mut PgConnection,
         identifier: &str,
-        hash: &[u8],
+        hashes: &[Vec<u8>],
     ) -> Result<String, sqlx::Error> {
         if let Some(key) = self.live_customer(conn, identifier).await? {
             return Ok(key);
         }
-        Ok(store::erased_earlier(conn, identifier, hash)
+        Ok(store::erased_earlier(conn, identifier, hashes)
             .await?
             .map(|(key, _)| key)
             .unwrap_or_else(|| identifier.to_string()))

@@ -9,6 +9,7 @@
 //! - [`chunked`]: a customer too large for one statement, erased in short transactions;
 //! - [`failure`]: requests that end without an erasure: invalid messages, poison messages,
 //!   failures that will not pass;
+//! - [`preview`]: what an erasure would do, run and rolled back;
 //! - [`error`]: why an attempt ended without an outcome, and what to do about it.
 //!
 //! Every record it writes goes through [`crate::deletion::store`] and
@@ -17,6 +18,7 @@
 pub mod chunked;
 pub mod error;
 pub mod failure;
+pub mod preview;
 mod recheck;
 pub mod slot;
 
@@ -30,8 +32,11 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::deletion::{self, DeletionRow};
 use crate::keyed_hash::KeyedHash;
-use crate::plan::sql::{ChunkStatement, chunk_statements, erase_statement, oversized_statement};
-use crate::plan::{Plan, ident};
+use crate::plan::sql::{
+    ChunkStatement, Statement, Values, chunk_statements, erase_statement, find_subject_statement,
+    oversized_statement,
+};
+use crate::plan::{KeyValue, Plan};
 use crate::request::{Channel, ErasureRequest, Received};
 
 pub use chunked::ChunkSize;
@@ -81,15 +86,15 @@ struct Inner {
     pool: PgPool,
     plan: Plan,
     /// The erasure statement (what `erasure plan --sql` prints).
-    statement: String,
+    statement: Statement,
     /// Whether a customer has more rows in a step's table than one statement should take.
-    oversized: String,
+    oversized: Statement,
     chunks: Vec<ChunkStatement>,
     limits: Limits,
     count_keys: Vec<String>,
     hash: KeyedHash,
     /// Finds the key of the live customer an identifier names (the key wins over a lookup).
-    find_customer: String,
+    find_customer: Statement,
 }
 
 /// How often the fresh look may send a request back to the erasure statement.
@@ -100,18 +105,9 @@ const MAX_ROUNDS: usize = 5;
 const LOST_RACE_CONSTRAINT: &str = "audit_log_outcome_has_deletion";
 
 impl Eraser {
+    /// `plan` as the live-schema check returned it (with its facts).
     pub fn new(pool: PgPool, plan: Plan, hash: KeyedHash, limits: Limits) -> Self {
-        let subject = &plan.subject;
-        let table = format!("{}.{}", ident(&plan.schema), ident(&subject.table));
-        let key = ident(&subject.key);
-        let find_customer = match &subject.lookup {
-            Some(lookup) => format!(
-                "SELECT s.{key}::text FROM {table} s WHERE s.{key} = $1 OR s.{} = $1 \
-                 ORDER BY (s.{key} = $1) DESC LIMIT 1",
-                ident(lookup)
-            ),
-            None => format!("SELECT s.{key}::text FROM {table} s WHERE s.{key} = $1"),
-        };
+        let find_customer = find_subject_statement(&plan);
         let limits = Limits {
             max_attempts: limits.max_attempts.max(1),
             chunk_threshold: limits.chunk_threshold.max(1),
@@ -142,8 +138,13 @@ impl Eraser {
     }
 
     /// The generated erasure statement (what `erasure plan --sql` prints).
-    pub fn statement(&self) -> &str {
+    pub fn statement(&self) -> &Statement {
         &self.inner.statement
+    }
+
+    /// `identifier` read as the customer's key (matching nothing when it does not read as one).
+    pub fn key(&self, identifier: &str) -> KeyValue {
+        self.inner.plan.facts.key_type.key(identifier)
     }
 
     /// `request` as received on `channel` at `received_at`, with its identifier's hash.
@@ -213,24 +214,25 @@ impl Eraser {
         let inner = &self.inner;
         let request = &received.request;
         let requested_at = received.requested_at();
-        let (inner_pad, outer_pad) = inner.hash.pads();
-        let mut query = sqlx::query_as::<_, DeletionRow>(&inner.statement)
-            .bind(&request.customer_id)
-            .bind(request.request_id)
-            .bind(deletion::new_id())
-            .bind(&received.requested_hash)
-            .bind(&request.requested_by)
-            .bind(&request.reason)
-            .bind(requested_at)
-            .bind(deletion::due_at(requested_at))
-            .bind(received.channel)
-            .bind(received.received_at)
-            .bind(inner_pad)
-            .bind(outer_pad)
-            .bind(inner.limits.chunk_threshold);
-        for guard in &inner.plan.guards {
-            query = query.bind(&guard.when.values).bind(&guard.message);
-        }
+        let deletion_id = deletion::new_id();
+        let key = self.key(&request.customer_id);
+        let args = inner.statement.arguments(&Values {
+            customer: Some(&request.customer_id),
+            key: Some(&key),
+            request_id: Some(request.request_id),
+            deletion_id: Some(&deletion_id),
+            requested_hash: Some(&received.requested_hash),
+            requested_by: Some(&request.requested_by),
+            reason: request.reason.as_deref(),
+            requested_at: Some(requested_at),
+            due_at: Some(deletion::due_at(requested_at)),
+            channel: Some(received.channel),
+            received_at: Some(received.received_at),
+            pads: Some(inner.hash.pads()),
+            chunk_threshold: Some(inner.limits.chunk_threshold),
+            ..Values::default()
+        })?;
+        let query = sqlx::query_as_with::<_, DeletionRow, _>(&inner.statement.sql, args);
         if !after_chunks {
             return Ok(query.fetch_all(conn).await?.pop());
         }
@@ -249,9 +251,14 @@ impl Eraser {
         conn: &mut PgConnection,
         identifier: &str,
     ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar(&self.inner.find_customer)
-            .bind(identifier)
-            .fetch_optional(conn)
+        let key = self.key(identifier);
+        let args = self.inner.find_customer.arguments(&Values {
+            customer: Some(identifier),
+            key: Some(&key),
+            ..Values::default()
+        })?;
+        sqlx::query_scalar_with(&self.inner.find_customer.sql, args)
+            .fetch_one(conn)
             .await
     }
 

@@ -8,6 +8,7 @@ use super::{EraseError, Eraser, Outcome};
 use crate::deletion::ErrorKey;
 use crate::deletion::audit::{Audit, AuditAction};
 use crate::deletion::store::{self, FinalOutcome, NewDeletion};
+use crate::plan::sql::Values;
 use crate::request::Received;
 
 /// What the fresh look found.
@@ -53,9 +54,12 @@ impl Eraser {
                     .bind(&subject_id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let oversized: Option<bool> = sqlx::query_scalar(&inner.oversized)
-                .bind(&subject_id)
-                .bind(inner.limits.chunk_threshold)
+            let args = inner.oversized.arguments(&Values {
+                subject_id: Some(&subject_id),
+                chunk_threshold: Some(inner.limits.chunk_threshold),
+                ..Values::default()
+            })?;
+            let oversized: Option<bool> = sqlx::query_scalar_with(&inner.oversized.sql, args)
                 .fetch_one(&mut *tx)
                 .await?;
             tx.rollback().await?;
@@ -70,7 +74,8 @@ impl Eraser {
         }
 
         let earlier =
-            store::erased_earlier(&mut tx, &request.customer_id, &received.requested_hash).await?;
+            store::erased_earlier(&mut tx, &request.customer_id, &received.identifier_hashes())
+                .await?;
         let (related, outcome) = match earlier {
             Some((customer, source_hash)) => (customer, FinalOutcome::already_erased(source_hash)),
             // Unknown to this service: the identifier is nobody's data here, and compliance

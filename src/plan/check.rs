@@ -1,218 +1,351 @@
-//! Checks a plan against the live schema. Every gap is reported, by name, at once: a missing
-//! table or column, a column to null that is NOT NULL, a lookup that is not unique, and every
-//! foreign key that reaches a table the plan deletes from without a step (or a `[[keep]]`)
-//! covering it. A worker with gaps does not start.
+//! Checks a plan against the live schema, every gap by name, at once: a missing table or
+//! column, a partition named instead of its table, a key of a type a path cannot compare
+//! without a cast, a lookup that is not unique, a column to null that is NOT NULL, a kept
+//! subject that keeps a lookup value, and every foreign key that reaches the subject, or a
+//! table the plan deletes from, without a step (or a `[[keep]]`) covering it. A worker with gaps
+//! does not start.
+//!
+//! A plan that passes comes back with its [`Facts`]: the key's type and the column types the
+//! SQL casts to.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use sqlx::PgPool;
 
-use super::{Action, Plan, PlanError};
+use super::live::{ForeignKey, LiveSchema};
+use super::{Action, Anonymize, Facts, KeyType, PathHops, Plan, PlanError, TableName};
 
-#[derive(Debug)]
-struct Column {
-    data_type: String,
-    nullable: bool,
+/// Checks `plan` against the database behind `pool`; returns it with its facts filled.
+pub async fn against_live_schema(plan: Plan, pool: &PgPool) -> Result<Plan, PlanError> {
+    let live = LiveSchema::read(pool).await?;
+    against(plan, &live)
 }
 
-/// A foreign key, as `pg_constraint` has it.
-#[derive(Debug, sqlx::FromRow)]
-struct ForeignKey {
-    name: String,
-    child_schema: String,
-    child: String,
-    child_columns: Vec<String>,
-    parent_schema: String,
-    parent: String,
-    parent_columns: Vec<String>,
-}
-
-const FOREIGN_KEYS: &str = r#"
-SELECT con.conname::text AS name,
-       cn.nspname::text AS child_schema, cl.relname::text AS child,
-       array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
-             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
-             ORDER BY k.i) AS child_columns,
-       pn.nspname::text AS parent_schema, pcl.relname::text AS parent,
-       array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
-             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n
-             ORDER BY k.i) AS parent_columns
-FROM pg_constraint con
-JOIN pg_class cl ON cl.oid = con.conrelid
-JOIN pg_namespace cn ON cn.oid = cl.relnamespace
-JOIN pg_class pcl ON pcl.oid = con.confrelid
-JOIN pg_namespace pn ON pn.oid = pcl.relnamespace
-WHERE con.contype = 'f' AND pn.nspname = $1
-ORDER BY cn.nspname, cl.relname, con.conname
-"#;
-
-/// Single-column unique indexes (primary keys included) of the plan's schema.
-const UNIQUE_COLUMNS: &str = r#"
-SELECT c.relname::text, a.attname::text
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-WHERE n.nspname = $1 AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
-"#;
-
-/// Checks `plan` against the database behind `pool`.
-pub async fn against_live_schema(plan: &Plan, pool: &PgPool) -> Result<(), PlanError> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
-         FROM information_schema.columns WHERE table_schema = $1",
-    )
-    .bind(&plan.schema)
-    .fetch_all(pool)
-    .await?;
-    let mut tables: BTreeMap<String, BTreeMap<String, Column>> = BTreeMap::new();
-    for (table, column, data_type, nullable) in rows {
-        tables.entry(table).or_default().insert(
-            column,
-            Column {
-                data_type,
-                nullable: nullable == "YES",
-            },
-        );
+/// Checks `plan` against `live`; returns it with its facts filled.
+pub fn against(mut plan: Plan, live: &LiveSchema) -> Result<Plan, PlanError> {
+    let gaps = Gaps::find(&plan, live);
+    if !gaps.is_empty() {
+        return Err(PlanError::Gaps(gaps));
     }
-    let foreign_keys: Vec<ForeignKey> = sqlx::query_as(FOREIGN_KEYS)
-        .bind(&plan.schema)
-        .fetch_all(pool)
-        .await?;
-    let unique: BTreeSet<(String, String)> = sqlx::query_as(UNIQUE_COLUMNS)
-        .bind(&plan.schema)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .collect();
-
-    let gaps = find_gaps(plan, &tables, &foreign_keys, &unique);
-    if gaps.is_empty() {
-        Ok(())
-    } else {
-        Err(PlanError::Gaps(gaps))
-    }
+    plan.facts = facts(&plan, live);
+    Ok(plan)
 }
 
-fn find_gaps(
-    plan: &Plan,
-    tables: &BTreeMap<String, BTreeMap<String, Column>>,
-    foreign_keys: &[ForeignKey],
-    unique: &BTreeSet<(String, String)>,
-) -> Vec<String> {
-    let schema = &plan.schema;
-    let mut gaps = Vec::new();
-    let column = |table: &str, name: &str, role: &str, gaps: &mut Vec<String>| -> bool {
-        match tables.get(table) {
-            None => {
-                gaps.push(format!("table {schema}.{table} does not exist ({role})"));
-                false
+fn facts(plan: &Plan, live: &LiveSchema) -> Facts {
+    let subject = &plan.subject;
+    let key_type = live
+        .column(&subject.table, &subject.key)
+        .and_then(|c| c.key_type())
+        .unwrap_or_default();
+    let mut facts = Facts {
+        key_type,
+        ..Facts::default()
+    };
+    let mut record = |table: &TableName, action: &Action| {
+        if let Action::Anonymize(a) = action {
+            for (column, _) in &a.set_value {
+                if let Some(c) = live.column(table, column) {
+                    facts
+                        .column_types
+                        .insert((table.clone(), column.clone()), c.sql_type.clone());
+                }
             }
-            Some(columns) if !columns.contains_key(name) => {
-                gaps.push(format!(
-                    "column {schema}.{table}.{name} does not exist ({role})"
-                ));
-                false
-            }
-            Some(_) => true,
         }
     };
-
-    let subject = &plan.subject;
-    let mut subject_columns = vec![(&subject.key, "subject key")];
-    if let Some(lookup) = &subject.lookup {
-        subject_columns.push((lookup, "subject lookup"));
-    }
-    for (name, role) in subject_columns {
-        if column(&subject.table, name, role, &mut gaps) {
-            let data_type = &tables[&subject.table][name].data_type;
-            if !matches!(
-                data_type.as_str(),
-                "text" | "character varying" | "character"
-            ) {
-                gaps.push(format!(
-                    "column {schema}.{}.{name} is {data_type}; a {role} must be text",
-                    subject.table
-                ));
-            }
-            if !unique.contains(&(subject.table.clone(), name.clone())) {
-                gaps.push(format!(
-                    "column {schema}.{}.{name} has no unique index of its own; a {role} must name one row",
-                    subject.table
-                ));
-            }
-        }
-    }
-
-    for guard in &plan.guards {
-        let role = format!("guard {}", guard.name);
-        column(&guard.table, &guard.column, &role, &mut gaps);
-        column(&guard.table, &guard.when.column, &role, &mut gaps);
-    }
-
+    record(&subject.table, &subject.action);
     for step in &plan.steps {
-        let role = format!("step {}", step.table);
-        column(&step.table, &step.column, &role, &mut gaps);
-        if let Some(through) = &step.through {
-            column(&through.table, &through.key, &role, &mut gaps);
+        record(&step.table, &step.action);
+    }
+    for r in &plan.referenced {
+        record(&r.table, &r.action);
+    }
+    for r in &plan.referenced {
+        let references = live
+            .referencing(&r.table)
+            .filter(|k| k.child_columns.len() == 1 && k.parent_columns == [r.key.clone()])
+            .map(|k| (k.child.clone(), k.child_columns[0].clone()))
+            .collect();
+        facts.references.insert(r.table.clone(), references);
+    }
+    facts
+}
+
+struct Gaps<'a> {
+    live: &'a LiveSchema,
+    found: Vec<String>,
+}
+
+impl<'a> Gaps<'a> {
+    fn find(plan: &Plan, live: &'a LiveSchema) -> Vec<String> {
+        let mut gaps = Gaps {
+            live,
+            found: Vec::new(),
+        };
+        gaps.subject(plan);
+        for guard in &plan.guards {
+            let role = format!("guard {}", guard.name);
+            if gaps.table(&guard.table, &role) {
+                gaps.column(&guard.table, &guard.when_column, &role);
+            }
+            gaps.paths(&guard.table, &guard.paths, &role);
         }
-        for name in step.set_null.iter().chain(&step.set_now) {
-            if column(&step.table, name, &role, &mut gaps)
-                && step.set_null.contains(name)
-                && !tables[&step.table][name].nullable
+        for step in &plan.steps {
+            let role = format!("step {}", step.table);
+            if gaps.table(&step.table, &role) {
+                gaps.action(&step.table, &step.action, &role);
+            }
+            gaps.paths(&step.table, &step.paths, &role);
+        }
+        for r in &plan.referenced {
+            let role = format!("referenced {}", r.table);
+            if gaps.table(&r.table, &role) {
+                gaps.column(&r.table, &r.key, &role);
+                gaps.action(&r.table, &r.action, &role);
+            }
+            gaps.column(&plan.subject.table, &r.from, &role);
+            if let (Action::Delete, Action::Anonymize(a)) = (&r.action, &plan.subject.action)
+                && !a.set_null.contains(&r.from)
             {
-                gaps.push(format!(
-                    "column {schema}.{}.{name} is NOT NULL and cannot be set to null ({role})",
-                    step.table
+                gaps.found.push(format!(
+                    "the subject is kept but still points at {} by {}: add {} to the subject's set_null, or anonymize the referenced row instead of deleting it",
+                    r.table, r.from, r.from
                 ));
+            }
+        }
+        for keep in &plan.keeps {
+            gaps.table(&keep.table, &format!("keep {}", keep.table));
+        }
+        gaps.coverage(plan);
+        gaps.found
+    }
+
+    /// Whether `table` exists as a table (not a partition), saying why not.
+    fn table(&mut self, table: &TableName, role: &str) -> bool {
+        if self.live.tables.contains_key(table) {
+            return true;
+        }
+        match self.live.partitions.get(table) {
+            Some(parent) => self.found.push(format!(
+                "table {table} is a partition of {parent}; name {parent} ({role}): a step on it covers every partition"
+            )),
+            None => self
+                .found
+                .push(format!("table {table} does not exist ({role})")),
+        }
+        false
+    }
+
+    fn column(&mut self, table: &TableName, column: &str, role: &str) -> bool {
+        match self.live.tables.get(table) {
+            None => false,
+            Some(t) if t.columns.contains_key(column) => true,
+            Some(_) => {
+                self.found
+                    .push(format!("column {table}.{column} does not exist ({role})"));
+                false
             }
         }
     }
 
-    // Foreign keys into tables the plan deletes from: each needs a step that reaches the
-    // subject through exactly that key, or a [[keep]].
-    let deleted = plan.deleted_tables();
-    for fk in foreign_keys {
-        if !deleted.contains(fk.parent.as_str()) {
-            continue;
+    fn subject(&mut self, plan: &Plan) {
+        let subject = &plan.subject;
+        let table = &subject.table;
+        if !self.table(table, "subject") {
+            return;
         }
-        let step = (fk.child_schema == *schema)
-            .then(|| plan.step(&fk.child))
-            .flatten();
-        let covering = step.filter(|step| {
-            fk.child_columns == [step.column.clone()]
-                && match &step.through {
-                    None => {
-                        fk.parent == subject.table && fk.parent_columns == [subject.key.clone()]
-                    }
-                    Some(t) => fk.parent == t.table && fk.parent_columns == [t.key.clone()],
-                }
-        });
-        let kept = fk.child_schema == *schema && plan.keeps.iter().any(|k| k.table == fk.child);
-        match covering {
-            Some(step) => {
-                // Rows kept by anonymize must let go of the deleted row, or its delete fails.
-                if step.action == Action::Anonymize && !step.set_null.contains(&step.column) {
-                    gaps.push(format!(
-                        "step {} anonymizes but keeps {} pointing at {}.{} (foreign key {}); add it to set_null",
-                        step.table, step.column, fk.parent_schema, fk.parent, fk.name
+        if self.column(table, &subject.key, "subject key") {
+            let column = &self.live.tables[table].columns[&subject.key];
+            if column.key_type().is_none() {
+                self.found.push(format!(
+                    "column {table}.{} is {}; a subject key must be text, varchar, integer, bigint or uuid",
+                    subject.key, column.sql_type
+                ));
+            }
+            if !self.live.tables[table].is_unique(&subject.key, false) {
+                self.found.push(format!(
+                    "column {table}.{} has no unique index of its own; a subject key must name one row",
+                    subject.key
+                ));
+            }
+        }
+        for lookup in &subject.lookups {
+            if !self.column(table, &lookup.column, "subject lookup") {
+                continue;
+            }
+            let column = &self.live.tables[table].columns[&lookup.column];
+            if column.key_type() != Some(KeyType::Text) {
+                self.found.push(format!(
+                    "column {table}.{} is {}; a lookup must be text or varchar",
+                    lookup.column, column.sql_type
+                ));
+            }
+            if !self.live.tables[table].is_unique(&lookup.column, lookup.case_insensitive) {
+                let index = if lookup.case_insensitive {
+                    format!("a unique index on lower({})", lookup.column)
+                } else {
+                    "a unique index of its own".to_string()
+                };
+                self.found.push(format!(
+                    "column {table}.{} has no {index}; a lookup must name one row",
+                    lookup.column
+                ));
+            }
+        }
+        if let Action::Anonymize(a) = &subject.action {
+            self.action(table, &subject.action, "subject");
+            if a.columns().any(|c| c == subject.key) {
+                self.found.push(format!(
+                    "the subject's key {} cannot be anonymized: deletions name the customer by it",
+                    subject.key
+                ));
+            }
+            for lookup in &subject.lookups {
+                if !a.cleared().any(|c| c == lookup.column) {
+                    self.found.push(format!(
+                        "the subject is kept but its lookup {} is not cleared: add it to set_null, or to set_value (with {{key}} if it must stay unique)",
+                        lookup.column
                     ));
                 }
             }
-            None if kept => {}
-            None => gaps.push(format!(
-                "table {}.{} references {}.{} ({} -> {}, foreign key {}) and no step covers it; \
-                 add a [[step]] for table {:?} (or a [[keep]] with the reason it stays)",
-                fk.child_schema,
-                fk.child,
-                fk.parent_schema,
-                fk.parent,
-                fk.child_columns.join(", "),
-                fk.parent_columns.join(", "),
-                fk.name,
-                fk.child
-            )),
         }
     }
-    gaps
+
+    /// The columns an anonymizing action names exist and can take what it sets.
+    fn action(&mut self, table: &TableName, action: &Action, role: &str) {
+        let Action::Anonymize(a) = action else { return };
+        let Anonymize {
+            set_null,
+            set_value: _,
+            set_now,
+            remove_keys,
+        } = a;
+        for column in a.columns().collect::<BTreeSet<_>>() {
+            if !self.column(table, column, role) {
+                continue;
+            }
+            let c = &self.live.tables[table].columns[column];
+            if set_null.iter().any(|n| n == column) && !c.nullable {
+                self.found.push(format!(
+                    "column {table}.{column} is NOT NULL and cannot be set to null ({role}): set_value gives it a fixed value"
+                ));
+            }
+            if set_now.iter().any(|n| n == column) && !c.is_time() {
+                self.found.push(format!(
+                    "column {table}.{column} is {}; set_now needs a timestamp or date ({role})",
+                    c.sql_type
+                ));
+            }
+            if remove_keys.iter().any(|(n, _)| n == column) && !c.is_jsonb() {
+                self.found.push(format!(
+                    "column {table}.{column} is {}; remove_keys needs jsonb ({role})",
+                    c.sql_type
+                ));
+            }
+        }
+    }
+
+    /// Every hop's column and key exist, and compare without a cast (which would keep the
+    /// column's index from being used).
+    fn paths(&mut self, from: &TableName, paths: &[PathHops], role: &str) {
+        for path in paths {
+            let mut at = from.clone();
+            for hop in path {
+                let known = self.live.tables.contains_key(&at);
+                let target = self.table(&hop.table, role);
+                if known
+                    && target
+                    && self.column(&at, &hop.column, role)
+                    && self.column(&hop.table, &hop.key, role)
+                {
+                    let column = &self.live.tables[&at].columns[&hop.column];
+                    let key = &self.live.tables[&hop.table].columns[&hop.key];
+                    if column.key_type().is_none() || column.base_type() != key.base_type() {
+                        self.found.push(format!(
+                            "{at}.{} is {} and {}.{} is {}: a path compares them as they are, with no cast (which would keep the index from being used); they must have the same type, text, varchar, integer, bigint or uuid ({role})",
+                            hop.column, column.sql_type, hop.table, hop.key, key.sql_type
+                        ));
+                    }
+                }
+                at = hop.table.clone();
+            }
+        }
+    }
+
+    /// Foreign keys into the subject, and into tables the plan deletes from: each needs a step
+    /// whose path starts with exactly that key (nulling it, if the step anonymizes), or a
+    /// `[[keep]]`.
+    fn coverage(&mut self, plan: &Plan) {
+        let mut reached = plan.deleted_tables();
+        reached.insert(&plan.subject.table);
+        for fk in &self.live.foreign_keys {
+            if !reached.contains(&fk.parent) {
+                continue;
+            }
+            if let Some(gap) = uncovered(plan, fk) {
+                self.found.push(gap);
+            }
+        }
+    }
+}
+
+/// Why `fk` (into the subject or a deleted table) is not covered, if it is not.
+fn uncovered(plan: &Plan, fk: &ForeignKey) -> Option<String> {
+    let one_column = fk.child_columns.len() == 1 && fk.parent_columns.len() == 1;
+    let subject = &plan.subject;
+    if fk.child == subject.table {
+        // The subject's own reference: gone with the row, or nulled when the row is kept.
+        return match &subject.action {
+            Action::Delete => None,
+            Action::Anonymize(a) if one_column && a.set_null.contains(&fk.child_columns[0]) => None,
+            Action::Anonymize(_) if fk.parent == subject.table => None,
+            Action::Anonymize(_) => Some(format!(
+                "the subject is kept but points at {} by {} (foreign key {}), whose rows the plan deletes; add {} to the subject's set_null",
+                fk.parent,
+                fk.child_columns.join(", "),
+                fk.name,
+                fk.child_columns.join(", ")
+            )),
+        };
+    }
+    if plan.keeps.iter().any(|k| k.table == fk.child) {
+        return None;
+    }
+    let covering = plan.step(&fk.child).filter(|step| {
+        one_column
+            && step.paths.iter().any(|path| {
+                path.first().is_some_and(|hop| {
+                    hop.column == fk.child_columns[0]
+                        && hop.table == fk.parent
+                        && hop.key == fk.parent_columns[0]
+                })
+            })
+    });
+    match covering {
+        Some(step) => match &step.action {
+            // Rows kept by anonymize must let go of a deleted row, or its delete fails.
+            Action::Anonymize(a)
+                if plan.deleted_tables().contains(&fk.parent)
+                    && !a.set_null.contains(&fk.child_columns[0]) =>
+            {
+                Some(format!(
+                    "step {} anonymizes but keeps {} pointing at {} (foreign key {}); add it to set_null",
+                    step.table, fk.child_columns[0], fk.parent, fk.name
+                ))
+            }
+            _ => None,
+        },
+        None => Some(format!(
+            "table {} references {} ({} -> {}, foreign key {}) and no step covers it; \
+             add a [[step]] for table {} whose path starts \"{} -> {}.{}\" (or a [[keep]] with the reason it stays)",
+            fk.child,
+            fk.parent,
+            fk.child_columns.join(", "),
+            fk.parent_columns.join(", "),
+            fk.name,
+            fk.child,
+            fk.child_columns.join(", "),
+            fk.parent,
+            fk.parent_columns.join(", "),
+        )),
+    }
 }

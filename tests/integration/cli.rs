@@ -200,3 +200,43 @@ async fn a_worker_alone_leaves_the_api_address_to_erasure_api() {
     drop(taken);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn preview_prints_what_an_erasure_would_record_and_draft_prints_a_plan_that_passes() {
+    let app = TestApp::new().await;
+    app.seed_customer("cust_cli_look", "src_cli_look", Shape::typical())
+        .await;
+    let output = erasure(&app, &["preview", "src_cli_look"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let preview: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(preview["related_object_id"], "cust_cli_look");
+    assert_eq!(preview["data_json"], Shape::typical().expected_counts());
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM customers WHERE id = $1",
+            "cust_cli_look"
+        )
+        .await,
+        1
+    );
+    let unknown = erasure(&app, &["preview", "cust_nobody"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no customer has this id"));
+
+    let output = erasure(&app, &["plan", "--draft"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let drafted = stdout(&output);
+    assert!(
+        drafted.contains("[[step]]\ntable = \"order_events\""),
+        "{drafted}"
+    );
+    let live = erasure::plan::live::LiveSchema::read(&app.pool)
+        .await
+        .unwrap();
+    let plan = erasure::plan::Plan::parse(&drafted).expect("the draft parses");
+    erasure::plan::check::against(plan, &live).expect("the draft covers the schema");
+    let missing = erasure(&app, &["plan", "--draft", "--subject", "public.nothing"]).await;
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("table public.nothing does not exist"));
+    app.cleanup().await;
+}

@@ -15,6 +15,8 @@ use crate::helpers::{Shape, TestApp};
 pub struct Api {
     pub base: String,
     pub key: String,
+    /// The key's name.
+    pub name: String,
     client: Client,
 }
 
@@ -27,6 +29,7 @@ impl Api {
         let api = Self {
             base,
             key,
+            name,
             client: Client::new(),
         };
         api.wait_until_listening().await;
@@ -642,5 +645,77 @@ async fn metrics_count_outcomes_and_requests_by_route_not_by_path() {
         !text.contains("cust_metric"),
         "a customer id leaked into metrics"
     );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_preview_shows_what_an_erasure_would_record_and_writes_only_its_audit_row() {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_look", "src_look", Shape::typical())
+        .await;
+    app.seed_customer("cust_held", "src_held", Shape::typical())
+        .await;
+    app.add_open_order("cust_held").await;
+    let before = app.checksum_of_everything().await;
+    let base = app.start(Mode::All).await;
+    let reader = Api::new(&app, base.clone(), true).await;
+    let writer = Api::new(&app, base, false).await;
+
+    let (status, preview) = reader
+        .get("/v1/customers/src_look/permanent-deletion/preview")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(
+        preview,
+        json!({"object": "permanent_deletion_preview", "related_object_id": "cust_look",
+               "data_json": Shape::typical().expected_counts(), "blocked_by": null})
+    );
+    let (_, held) = reader
+        .get("/v1/customers/cust_held/permanent-deletion/preview")
+        .await;
+    assert_eq!(
+        held["blocked_by"],
+        json!({"key": "conflict", "message": "the customer has an order in status OPEN"})
+    );
+    let unknown = reader
+        .request(
+            Method::GET,
+            "/v1/customers/nobody/permanent-deletion/preview",
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+
+    // Nothing was written but the previews' audit rows; no event is owed.
+    assert_eq!(app.checksum_of_everything().await, before);
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.deletions").await,
+        0
+    );
+    let audited: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT action, related_object_id, requested_by FROM erasure.audit_log ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(
+        audited
+            .iter()
+            .all(|(action, _, by)| action == "erasure.previewed"
+                && by.as_deref() == Some(reader.name.as_str()))
+    );
+    assert_eq!(
+        app.rows_containing("src_look").await,
+        ["public.customers: 1"]
+    );
+
+    // The erasure records what the preview said.
+    let (_, accepted) = read(writer.post("src_look", None, None).await).await;
+    let done = writer
+        .wait_for_final(accepted["id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["data_json"], preview["data_json"]);
     app.cleanup().await;
 }

@@ -12,3 +12,4 @@ mod invalid_messages;
 mod isolation;
 mod openapi;
 mod plan_check;
+mod schemas;

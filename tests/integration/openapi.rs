@@ -116,6 +116,9 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
     let mut app = TestApp::with_settings(|s| s.http.rate_limit_per_minute = 50).await;
     app.seed_customer("cust_doc", "src_doc", Shape::typical())
         .await;
+    app.seed_customer("cust_preview", "src_preview", Shape::typical())
+        .await;
+    app.add_open_order("cust_preview").await;
     let base = app.start(Mode::All).await;
     let api = Api::new(&app, base.clone(), false).await;
     let reader = Api::new(&app, base.clone(), true).await;
@@ -208,6 +211,31 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
         let request = reader.request(Method::GET, &path);
         assert_eq!(
             doc.check("get", submit, request).await.0,
+            expected,
+            "{path}"
+        );
+    }
+    let preview = "/v1/customers/{customer_id}/permanent-deletion/preview";
+    for (path, expected) in [
+        (
+            "/v1/customers/src_preview/permanent-deletion/preview".to_string(),
+            StatusCode::OK,
+        ),
+        (
+            "/v1/customers/nobody/permanent-deletion/preview".into(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!(
+                "/v1/customers/{}/permanent-deletion/preview",
+                "n".repeat(300)
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let request = reader.request(Method::GET, &path);
+        assert_eq!(
+            doc.check("get", preview, request).await.0,
             expected,
             "{path}"
         );

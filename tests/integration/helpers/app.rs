@@ -46,6 +46,36 @@ impl TestApp {
     }
 
     pub async fn with_settings(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let (id, database, mut settings) = Self::fresh_settings();
+        adjust(&mut settings);
+        Self::build(id, database, settings).await
+    }
+
+    /// A fresh database holding the business schema `schema_sql` (and no reference schema),
+    /// erased by the plan `plan`.
+    pub async fn with_schema(schema_sql: &str, plan: &str) -> Self {
+        let (id, database, mut settings) = Self::fresh_settings();
+        erasure::db::ensure_database(settings.database.url.expose())
+            .await
+            .expect("the test database is created");
+        let pool = PgPool::connect(settings.database.url.expose())
+            .await
+            .unwrap();
+        sqlx::raw_sql(schema_sql)
+            .execute(&pool)
+            .await
+            .expect("the business schema applies");
+        pool.close().await;
+        let dir = std::env::temp_dir().join(format!("erasure-test-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plan.toml");
+        std::fs::write(&path, plan).unwrap();
+        settings.erasure.plan = Some(path);
+        settings.database.reference_schema = false;
+        Self::build(id, database, settings).await
+    }
+
+    fn fresh_settings() -> (String, String, Settings) {
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("erasure_test_{id}");
         let mut settings = Settings::built_in();
@@ -60,8 +90,10 @@ impl TestApp {
         settings.amqp.events_exchange = format!("{prefix}.erasure.events");
         settings.worker.concurrency = 4;
         settings.worker.prefetch = 8;
-        adjust(&mut settings);
+        (id, database, settings)
+    }
 
+    async fn build(id: String, database: String, settings: Settings) -> Self {
         let app = Application::build(settings.clone())
             .await
             .expect("the test application builds");

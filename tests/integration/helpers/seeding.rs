@@ -166,12 +166,13 @@ impl TestApp {
         self.checksum_of_others("\u{1}nobody").await
     }
 
-    /// Rows of any table in `public` or `erasure` whose text form contains `needle`, as
-    /// "schema.table: n".
+    /// Rows of any table of any schema (the business's and the worker's) whose text form
+    /// contains `needle`, as "schema.table: n". Partitions are scanned as tables of their own.
     pub async fn rows_containing(&self, needle: &str) -> Vec<String> {
         let tables: Vec<(String, String)> = sqlx::query_as(
             "SELECT table_schema::text, table_name::text FROM information_schema.tables \
-             WHERE table_schema IN ('public', 'erasure') AND table_type = 'BASE TABLE'",
+             WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+               AND table_schema NOT LIKE 'pg\\_%' AND table_type = 'BASE TABLE'",
         )
         .fetch_all(&self.pool)
         .await

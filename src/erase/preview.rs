@@ -1,0 +1,112 @@
+//! What an erasure of a customer would do, without doing it: the erasure statement runs in a
+//! transaction that is rolled back, so its counts and the guard that would refuse it are the
+//! real ones, and nothing is written but an audit row of the preview itself.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Eraser;
+use crate::deletion::audit::{Audit, AuditAction};
+use crate::deletion::{self, DeletionRow, ErrorKey};
+use crate::plan::sql::Values;
+use crate::request::Channel;
+
+/// What an erasure would record.
+#[derive(Clone, Debug)]
+pub struct Preview {
+    /// The customer's key.
+    pub related_object_id: String,
+    /// The counts the erasure would record, in the plan's order.
+    pub data_json: Value,
+    /// The guard that would refuse it, if one holds.
+    pub blocked_by: Option<(ErrorKey, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("no customer has this id or lookup value")]
+    NotFound,
+    #[error("the customer is being erased in chunks now; preview it once that ends")]
+    Busy,
+    #[error("{}", crate::db::SafeError(.0))]
+    Database(#[from] sqlx::Error),
+}
+
+impl Preview {
+    /// The preview as the API and `erasure preview` show it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "object": "permanent_deletion_preview",
+            "related_object_id": self.related_object_id,
+            "data_json": self.data_json,
+            "blocked_by": self.blocked_by.as_ref().map(|(key, message)| json!({"key": key, "message": message})),
+        })
+    }
+}
+
+impl Eraser {
+    /// Runs the erasure of the customer `identifier` names and rolls it back; audits the
+    /// preview, as asked by `requested_by` on `channel`.
+    pub async fn preview(
+        &self,
+        identifier: &str,
+        requested_by: &str,
+        channel: Channel,
+    ) -> Result<Preview, PreviewError> {
+        let inner = &self.inner;
+        let now = Utc::now();
+        let deletion_id = deletion::new_id();
+        let key = self.key(identifier);
+        let hash = inner.hash.digest(identifier);
+        let args = inner.statement.arguments(&Values {
+            customer: Some(identifier),
+            key: Some(&key),
+            request_id: Some(Uuid::new_v4()),
+            deletion_id: Some(&deletion_id),
+            requested_hash: Some(&hash),
+            requested_by: Some(requested_by),
+            reason: None,
+            requested_at: Some(now),
+            due_at: Some(deletion::due_at(now)),
+            channel: Some(channel),
+            received_at: Some(now),
+            pads: Some(inner.hash.pads()),
+            // Never too large for a preview: the whole erasure is counted, in one statement.
+            chunk_threshold: Some(i64::MAX),
+            ..Values::default()
+        })?;
+        let mut tx = inner.pool.begin().await?;
+        let row: Option<DeletionRow> = sqlx::query_as_with(&inner.statement.sql, args)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let busy = match &row {
+            Some(_) => false,
+            None => self.live_customer(&mut tx, identifier).await?.is_some(),
+        };
+        tx.rollback().await?;
+        let Some(row) = row else {
+            return Err(if busy {
+                PreviewError::Busy
+            } else {
+                PreviewError::NotFound
+            });
+        };
+        let preview = Preview {
+            related_object_id: row.related_object_id.clone().unwrap_or_default(),
+            data_json: row.to_object(self.count_keys()).data_json,
+            blocked_by: row
+                .error_key
+                .map(|key| (key, row.error_message.clone().unwrap_or_default())),
+        };
+        let mut conn = inner.pool.acquire().await?;
+        Audit::new(AuditAction::ErasurePreviewed, channel, now)
+            .request(None, Some(requested_by))
+            .about_customer(&preview.related_object_id)
+            .error(preview.blocked_by.as_ref().map(|(key, _)| *key))
+            .detail(json!({ "counts": preview.data_json }))
+            .append(&mut conn)
+            .await?;
+        Ok(preview)
+    }
+}

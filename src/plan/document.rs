@@ -1,0 +1,502 @@
+//! The plan as written in TOML, and how it becomes a [`Plan`]: table names qualified with their
+//! schema, every way to the subject spelled out as hops, actions with the columns they need;
+//! then [`super::consistency`] checks what else needs no database. The README's "The erasure plan" section is the reference for the format.
+//!
+//! A path is a list of hops, each `"column -> table.key"` (or `"column -> schema.table.key"`):
+//! the column of the current table, and the key of the table it references. It ends at the
+//! subject's key, or at a table that has a step of its own, whose paths then go on. The older
+//! forms still read: `column = "customer_id"` alone is one hop to the subject's key, and with
+//! `through = { table, key }` one hop to another step's table.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::{
+    Action, Anonymize, Guard, Hop, Keep, Lookup, PathHops, Plan, PlanError, Referenced, Step,
+    Subject, TableName,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    /// The schema of every table named without one.
+    #[serde(default = "default_schema")]
+    schema: String,
+    subject: SubjectDoc,
+    #[serde(default, rename = "guard")]
+    guards: Vec<GuardDoc>,
+    #[serde(default, rename = "step")]
+    steps: Vec<StepDoc>,
+    #[serde(default)]
+    referenced: Vec<ReferencedDoc>,
+    #[serde(default, rename = "keep")]
+    keeps: Vec<KeepDoc>,
+}
+
+fn default_schema() -> String {
+    "public".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectDoc {
+    table: String,
+    key: String,
+    /// One lookup column (the older form of `lookups`).
+    lookup: Option<String>,
+    #[serde(default)]
+    lookups: Vec<LookupDoc>,
+    #[serde(default)]
+    action: Option<ActionWord>,
+    #[serde(default)]
+    set_null: Vec<String>,
+    #[serde(default)]
+    set_value: toml::Table,
+    #[serde(default)]
+    set_now: Vec<String>,
+    #[serde(default)]
+    remove_keys: HashMap<String, Vec<String>>,
+    counted_as: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupDoc {
+    column: String,
+    #[serde(default)]
+    case_insensitive: bool,
+}
+
+#[derive(Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum ActionWord {
+    Delete,
+    Anonymize,
+}
+
+/// How a table reaches the subject: exactly one of the four.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Reach {
+    column: Option<String>,
+    through: Option<ThroughDoc>,
+    path: Option<Vec<String>>,
+    paths: Option<Vec<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThroughDoc {
+    table: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepDoc {
+    table: String,
+    column: Option<String>,
+    through: Option<ThroughDoc>,
+    path: Option<Vec<String>>,
+    paths: Option<Vec<Vec<String>>>,
+    action: ActionWord,
+    #[serde(default)]
+    set_null: Vec<String>,
+    #[serde(default)]
+    set_value: toml::Table,
+    #[serde(default)]
+    set_now: Vec<String>,
+    #[serde(default)]
+    remove_keys: HashMap<String, Vec<String>>,
+    counted_as: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardDoc {
+    name: String,
+    table: String,
+    column: Option<String>,
+    through: Option<ThroughDoc>,
+    path: Option<Vec<String>>,
+    paths: Option<Vec<Vec<String>>>,
+    when: WhenDoc,
+    error: GuardError,
+    message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhenDoc {
+    column: String,
+    #[serde(rename = "in")]
+    values: Vec<toml::Value>,
+}
+
+/// The error key a tripped guard gives: the deletion object's error keys are fixed, and of
+/// them only `conflict` says "not now, because of the data".
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum GuardError {
+    Conflict,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferencedDoc {
+    table: String,
+    key: String,
+    from: String,
+    action: ActionWord,
+    #[serde(default)]
+    set_null: Vec<String>,
+    #[serde(default)]
+    set_value: toml::Table,
+    #[serde(default)]
+    set_now: Vec<String>,
+    #[serde(default)]
+    remove_keys: HashMap<String, Vec<String>>,
+    counted_as: String,
+    kept_as: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeepDoc {
+    table: String,
+    reason: String,
+}
+
+/// Reads a plan, normalizes it and checks what needs no database.
+pub fn parse(text: &str) -> Result<Plan, PlanError> {
+    let doc: Document = toml::from_str(text)?;
+    let mut problems = Vec::new();
+    let schema = doc.schema.clone();
+    let table = |name: &str| TableName::parse(name, &schema);
+
+    let subject_doc = &doc.subject;
+    let subject_table = table(&subject_doc.table);
+    let mut lookups: Vec<Lookup> = subject_doc
+        .lookup
+        .iter()
+        .map(|column| Lookup {
+            column: column.clone(),
+            case_insensitive: false,
+        })
+        .collect();
+    lookups.extend(subject_doc.lookups.iter().map(|l| Lookup {
+        column: l.column.clone(),
+        case_insensitive: l.case_insensitive,
+    }));
+    let subject = Subject {
+        table: subject_table.clone(),
+        key: subject_doc.key.clone(),
+        lookups,
+        action: action(
+            &format!("subject {}", subject_table),
+            subject_doc.action.unwrap_or(ActionWord::Delete),
+            anonymize(
+                &subject_doc.set_null,
+                &subject_doc.set_value,
+                &subject_doc.set_now,
+                &subject_doc.remove_keys,
+            ),
+            &mut problems,
+        ),
+        counted_as: subject_doc.counted_as.clone(),
+    };
+    let to_subject = Hop {
+        column: String::new(),
+        table: subject.table.clone(),
+        key: subject.key.clone(),
+    };
+
+    let mut steps = Vec::new();
+    for s in &doc.steps {
+        let what = format!("step {}", table(&s.table));
+        let reach = Reach {
+            column: s.column.clone(),
+            through: s.through.as_ref().map(|t| ThroughDoc {
+                table: t.table.clone(),
+                key: t.key.clone(),
+            }),
+            path: s.path.clone(),
+            paths: s.paths.clone(),
+        };
+        steps.push(Step {
+            table: table(&s.table),
+            paths: paths(&what, &reach, &schema, &to_subject, &mut problems),
+            action: action(
+                &what,
+                s.action,
+                anonymize(&s.set_null, &s.set_value, &s.set_now, &s.remove_keys),
+                &mut problems,
+            ),
+            counted_as: s.counted_as.clone(),
+        });
+    }
+    let mut guards = Vec::new();
+    for g in &doc.guards {
+        let what = format!("guard {}", g.name);
+        let reach = Reach {
+            column: g.column.clone(),
+            through: g.through.as_ref().map(|t| ThroughDoc {
+                table: t.table.clone(),
+                key: t.key.clone(),
+            }),
+            path: g.path.clone(),
+            paths: g.paths.clone(),
+        };
+        let GuardError::Conflict = g.error;
+        guards.push(Guard {
+            name: g.name.clone(),
+            table: table(&g.table),
+            paths: paths(&what, &reach, &schema, &to_subject, &mut problems),
+            when_column: g.when.column.clone(),
+            when_in: g.when.values.iter().map(value_text).collect(),
+            message: g.message.clone(),
+        });
+    }
+    let referenced = doc
+        .referenced
+        .iter()
+        .map(|r| Referenced {
+            table: table(&r.table),
+            key: r.key.clone(),
+            from: r.from.clone(),
+            action: action(
+                &format!("referenced {}", table(&r.table)),
+                r.action,
+                anonymize(&r.set_null, &r.set_value, &r.set_now, &r.remove_keys),
+                &mut problems,
+            ),
+            counted_as: r.counted_as.clone(),
+            kept_as: r
+                .kept_as
+                .clone()
+                .unwrap_or_else(|| format!("{}_kept", r.counted_as)),
+        })
+        .collect();
+    let keeps = doc
+        .keeps
+        .iter()
+        .map(|k| Keep {
+            table: table(&k.table),
+            reason: k.reason.clone(),
+        })
+        .collect();
+    let plan = Plan {
+        subject,
+        guards,
+        steps,
+        referenced,
+        keeps,
+        facts: Default::default(),
+    };
+    super::consistency::check(&plan, &mut problems);
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        problems.sort();
+        problems.dedup();
+        Err(PlanError::Inconsistent(problems))
+    }
+}
+
+/// A guard's values as text: they are compared with the column as text, whatever its type.
+fn value_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn anonymize(
+    set_null: &[String],
+    set_value: &toml::Table,
+    set_now: &[String],
+    remove_keys: &HashMap<String, Vec<String>>,
+) -> Anonymize {
+    let mut remove_keys: Vec<(String, Vec<String>)> = remove_keys
+        .iter()
+        .map(|(c, keys)| (c.clone(), keys.clone()))
+        .collect();
+    remove_keys.sort();
+    Anonymize {
+        set_null: set_null.to_vec(),
+        set_value: set_value
+            .iter()
+            .map(|(c, v)| (c.clone(), value_text(v)))
+            .collect(),
+        set_now: set_now.to_vec(),
+        remove_keys,
+    }
+}
+
+fn action(
+    what: &str,
+    word: ActionWord,
+    anonymize: Anonymize,
+    problems: &mut Vec<String>,
+) -> Action {
+    let empty = anonymize == Anonymize::default();
+    match word {
+        ActionWord::Delete => {
+            if !empty {
+                problems.push(format!(
+                    "{what} deletes rows; set_null, set_value, set_now and remove_keys belong to anonymize"
+                ));
+            }
+            Action::Delete
+        }
+        ActionWord::Anonymize => {
+            if empty {
+                problems.push(format!(
+                    "{what} anonymizes but names no column in set_null, set_value, set_now or remove_keys"
+                ));
+            }
+            Action::Anonymize(anonymize)
+        }
+    }
+}
+
+/// The paths `reach` gives, each a list of hops.
+fn paths(
+    what: &str,
+    reach: &Reach,
+    schema: &str,
+    to_subject: &Hop,
+    problems: &mut Vec<String>,
+) -> Vec<PathHops> {
+    let given = [
+        reach.column.is_some(),
+        reach.path.is_some(),
+        reach.paths.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given != 1 || (reach.through.is_some() && reach.column.is_none()) {
+        problems.push(format!(
+            "{what} must say how it reaches the subject with exactly one of column (and through), path or paths"
+        ));
+        return Vec::new();
+    }
+    if let Some(column) = &reach.column {
+        let hop = match &reach.through {
+            Some(t) => Hop {
+                column: column.clone(),
+                table: TableName::parse(&t.table, schema),
+                key: t.key.clone(),
+            },
+            None => Hop {
+                column: column.clone(),
+                ..to_subject.clone()
+            },
+        };
+        return vec![vec![hop]];
+    }
+    let texts: Vec<Vec<String>> = match (&reach.path, &reach.paths) {
+        (Some(path), None) => vec![path.clone()],
+        (None, Some(paths)) => paths.clone(),
+        _ => unreachable!("exactly one is given"),
+    };
+    let mut paths = Vec::new();
+    for text in texts {
+        if text.is_empty() {
+            problems.push(format!("{what} has an empty path"));
+            continue;
+        }
+        let mut hops = Vec::new();
+        for hop in &text {
+            match parse_hop(hop, schema) {
+                Some(hop) => hops.push(hop),
+                None => problems.push(format!(
+                    "{what}: hop {hop:?} must read \"column -> table.key\" (or \"column -> schema.table.key\")"
+                )),
+            }
+        }
+        paths.push(hops);
+    }
+    paths
+}
+
+/// `"column -> table.key"` or `"column -> schema.table.key"`.
+pub fn parse_hop(text: &str, schema: &str) -> Option<Hop> {
+    let (column, target) = text.split_once("->")?;
+    let (table, key) = target.trim().rsplit_once('.')?;
+    let (column, table, key) = (column.trim(), table.trim(), key.trim());
+    if column.is_empty() || table.is_empty() || key.is_empty() {
+        return None;
+    }
+    Some(Hop {
+        column: column.to_owned(),
+        table: TableName::parse(table, schema),
+        key: key.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::BUILT_IN;
+
+    #[test]
+    fn hops_read_with_and_without_a_schema() {
+        let hop = parse_hop("payment_id -> sales.payments.id", "public").unwrap();
+        assert_eq!(hop.table, TableName::new("sales", "payments"));
+        assert_eq!(
+            (hop.column.as_str(), hop.key.as_str()),
+            ("payment_id", "id")
+        );
+        let hop = parse_hop(" order_id->orders.id ", "shop").unwrap();
+        assert_eq!(hop.table, TableName::new("shop", "orders"));
+        assert!(parse_hop("order_id orders.id", "public").is_none());
+        assert!(parse_hop("order_id -> orders", "public").is_none());
+    }
+
+    #[test]
+    fn the_older_forms_are_paths_of_one_hop() {
+        let plan = parse(BUILT_IN).unwrap();
+        let order_events = plan
+            .step(&TableName::new("public", "order_events"))
+            .unwrap();
+        assert_eq!(
+            order_events.paths,
+            vec![vec![Hop {
+                column: "order_id".into(),
+                table: TableName::new("public", "orders"),
+                key: "id".into()
+            }]]
+        );
+        assert_eq!(plan.depth(order_events), 2);
+    }
+
+    #[test]
+    fn an_anonymize_step_without_columns_is_rejected() {
+        let text = BUILT_IN
+            .replace(
+                "set_null = [\"customer_id\", \"billing_name\", \"billing_email\", \"shipping_address\", \"metadata\"]",
+                "",
+            )
+            .replace("set_now = [\"anonymized_at\"]", "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("names no column"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = format!("{BUILT_IN}\n[[keep]]\ntable = \"x\"\nreason = \"y\"\ncolour = 1\n");
+        assert!(matches!(parse(&text), Err(PlanError::Parse(_))));
+    }
+
+    #[test]
+    fn a_step_needs_exactly_one_way_to_the_subject() {
+        let text = format!(
+            "{BUILT_IN}\n[[step]]\ntable = \"notes\"\ncolumn = \"customer_id\"\npath = [\"customer_id -> customers.id\"]\naction = \"delete\"\ncounted_as = \"notes\"\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("exactly one of column"), "{err}");
+    }
+}

@@ -1,0 +1,259 @@
+//! The live schema, as the plan sees it: the business's tables in every schema but the
+//! worker's and the system's, their columns and types, their single-column unique keys, and
+//! their foreign keys. Partitions are folded into their partitioned parent: a step on the
+//! parent covers them, and a foreign key declared on each partition counts as one key of the
+//! parent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::PgPool;
+
+use super::{KeyType, TableName, ident};
+
+#[derive(Clone, Debug, Default)]
+pub struct LiveSchema {
+    /// Tables, partitions left out (they are their parent's).
+    pub tables: BTreeMap<TableName, Table>,
+    /// Each partition, with the partitioned table at the root of its tree.
+    pub partitions: BTreeMap<TableName, TableName>,
+    /// Foreign keys between tables, partitions folded into their parents, each once.
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    pub partitioned: bool,
+    pub columns: BTreeMap<String, Column>,
+    /// The key of each single-column unique index: a column name, or an expression such as
+    /// `lower(email)`, as PostgreSQL writes it.
+    pub unique: BTreeSet<String>,
+    /// The primary key's column, when it has exactly one.
+    pub primary_key: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Column {
+    /// As `format_type` writes it: `integer`, `character varying(80)`, `jsonb`, an enum's name.
+    pub sql_type: String,
+    pub nullable: bool,
+}
+
+impl Column {
+    /// The type without its modifier: `character varying` for `character varying(80)`.
+    pub fn base_type(&self) -> &str {
+        self.sql_type
+            .split('(')
+            .next()
+            .unwrap_or(&self.sql_type)
+            .trim()
+    }
+
+    pub fn key_type(&self) -> Option<KeyType> {
+        KeyType::of(self.base_type())
+    }
+
+    pub fn is_jsonb(&self) -> bool {
+        self.base_type() == "jsonb"
+    }
+
+    pub fn is_time(&self) -> bool {
+        let base = self.base_type();
+        base.starts_with("timestamp") || base == "date"
+    }
+}
+
+impl Table {
+    /// Whether `column` alone is unique (`lower(column)` when `folded`).
+    pub fn is_unique(&self, column: &str, folded: bool) -> bool {
+        let names = [column.to_owned(), ident(column)];
+        names.iter().any(|name| {
+            if folded {
+                self.unique.contains(&format!("lower({name})"))
+            } else {
+                self.unique.contains(name)
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ForeignKey {
+    pub child: TableName,
+    pub child_columns: Vec<String>,
+    pub parent: TableName,
+    pub parent_columns: Vec<String>,
+    pub name: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct RelationRow {
+    schema: String,
+    name: String,
+    kind: String,
+    root_schema: Option<String>,
+    root_name: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    name: String,
+    child_schema: String,
+    child: String,
+    child_columns: Vec<String>,
+    parent_schema: String,
+    parent: String,
+    parent_columns: Vec<String>,
+}
+
+/// A relation's table, or its partition tree's root: `root_of('c')` names the table the plan
+/// sees for relation `c`.
+fn root_of(relation: &str) -> String {
+    format!("COALESCE(pg_partition_root({relation}), {relation})")
+}
+
+fn user_schemas(namespace: &str) -> String {
+    format!(
+        "{namespace} NOT IN ('pg_catalog', 'information_schema', 'erasure') AND {namespace} NOT LIKE 'pg\\_%'"
+    )
+}
+
+impl LiveSchema {
+    pub async fn read(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut live = LiveSchema::default();
+        let tables: Vec<RelationRow> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS kind, \
+                   rn.nspname::text AS root_schema, r.relname::text AS root_name \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid) \
+                 LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND {}",
+            user_schemas("n.nspname")
+        ))
+        .fetch_all(pool)
+        .await?;
+        for RelationRow {
+            schema,
+            name,
+            kind,
+            root_schema,
+            root_name,
+        } in tables
+        {
+            let table = TableName::new(&schema, &name);
+            match (root_schema, root_name) {
+                (Some(rs), Some(rn)) => {
+                    live.partitions.insert(table, TableName::new(&rs, &rn));
+                }
+                _ => {
+                    live.tables.insert(
+                        table,
+                        Table {
+                            partitioned: kind == "p",
+                            ..Table::default()
+                        },
+                    );
+                }
+            }
+        }
+
+        let columns: Vec<(String, String, String, String, bool)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text, a.attname::text, \
+                    format_type(a.atttypid, a.atttypmod), NOT a.attnotnull \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
+               AND NOT c.relispartition AND {}",
+            user_schemas("n.nspname")
+        ))
+        .fetch_all(pool)
+        .await?;
+        for (schema, table, column, sql_type, nullable) in columns {
+            if let Some(t) = live.tables.get_mut(&TableName::new(&schema, &table)) {
+                t.columns.insert(column, Column { sql_type, nullable });
+            }
+        }
+
+        let unique: Vec<(String, String, String)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text, pg_get_indexdef(i.indexrelid, 1, true) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL \
+               AND NOT c.relispartition AND {}",
+            user_schemas("n.nspname")
+        ))
+        .fetch_all(pool)
+        .await?;
+        for (schema, table, key) in unique {
+            if let Some(t) = live.tables.get_mut(&TableName::new(&schema, &table)) {
+                t.unique.insert(key);
+            }
+        }
+
+        let primary: Vec<(String, String, String)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text, a.attname::text \
+             FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1] \
+             WHERE con.contype = 'p' AND cardinality(con.conkey) = 1 AND NOT c.relispartition AND {}",
+            user_schemas("n.nspname")
+        ))
+        .fetch_all(pool)
+        .await?;
+        for (schema, table, column) in primary {
+            if let Some(t) = live.tables.get_mut(&TableName::new(&schema, &table)) {
+                t.primary_key = Some(column);
+            }
+        }
+
+        let keys: Vec<KeyRow> = sqlx::query_as(&format!(
+                "SELECT con.conname::text AS name, cn.nspname::text AS child_schema, cl.relname::text AS child, \
+                   array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, i) \
+                         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i) AS child_columns, \
+                   pn.nspname::text AS parent_schema, pcl.relname::text AS parent, \
+                   array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i) \
+                         JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i) AS parent_columns \
+                 FROM pg_constraint con \
+                 JOIN pg_class cl ON cl.oid = {child} JOIN pg_namespace cn ON cn.oid = cl.relnamespace \
+                 JOIN pg_class pcl ON pcl.oid = {parent} JOIN pg_namespace pn ON pn.oid = pcl.relnamespace \
+                 WHERE con.contype = 'f' AND {schemas} \
+                 ORDER BY 2, 3, 1",
+                child = root_of("con.conrelid"),
+                parent = root_of("con.confrelid"),
+                schemas = user_schemas("cn.nspname"),
+            ))
+            .fetch_all(pool)
+            .await?;
+        let mut seen = BTreeSet::new();
+        for row in keys {
+            let key = ForeignKey {
+                child: TableName::new(&row.child_schema, &row.child),
+                child_columns: row.child_columns,
+                parent: TableName::new(&row.parent_schema, &row.parent),
+                parent_columns: row.parent_columns,
+                name: row.name,
+            };
+            // One key declared on each partition (or cloned onto them) is one key here.
+            let folded = (
+                key.child.clone(),
+                key.child_columns.clone(),
+                key.parent.clone(),
+                key.parent_columns.clone(),
+            );
+            if seen.insert(folded) {
+                live.foreign_keys.push(key);
+            }
+        }
+        Ok(live)
+    }
+
+    pub fn column(&self, table: &TableName, column: &str) -> Option<&Column> {
+        self.tables.get(table)?.columns.get(column)
+    }
+
+    /// The foreign keys into `parent`.
+    pub fn referencing(&self, parent: &TableName) -> impl Iterator<Item = &ForeignKey> {
+        self.foreign_keys
+            .iter()
+            .filter(move |k| &k.parent == parent)
+    }
+}

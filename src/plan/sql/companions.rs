@@ -1,0 +1,110 @@
+//! The statements beside the erasure statement: whether a customer is too large for it, the
+//! chunks that erase such a customer a short transaction at a time, and finding the customer
+//! an identifier names.
+
+use super::reach::{anonymize, change, reach};
+use super::{Params, Statement, Value};
+use crate::deletion::statement;
+use crate::plan::{Action, Plan, Step};
+
+pub use super::reach::subject_by_identifier;
+
+/// The key (as text) of the live customer the identifier names (by key first, then each lookup
+/// in order), or NULL.
+pub fn find_subject_statement(plan: &Plan) -> Statement {
+    let mut params = Params::default();
+    let customer = params.of(Value::Customer, "text");
+    let key = params.of(Value::Key, plan.facts.key_type.sql());
+    let sql = format!("SELECT {}", subject_by_identifier(plan, &customer, &key));
+    params.finish(sql)
+}
+
+/// `EXISTS` probes, OR-ed: does any step's table hold more than `threshold` rows of the
+/// customers `subjects` names?
+pub fn oversized_probes(plan: &Plan, subjects: &str, threshold: &str) -> String {
+    plan.steps
+        .iter()
+        .map(|step| {
+            format!(
+                "EXISTS (SELECT 1 FROM {table} x WHERE {reach} OFFSET {threshold} LIMIT 1)",
+                table = step.table.sql(),
+                reach = reach(plan, &step.paths, "x", 0, subjects),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n    OR ")
+}
+
+/// The customer's key, from its text form in a parameter: the parameter is cast, never the
+/// column.
+fn subject_from_text(plan: &Plan, params: &mut Params) -> String {
+    format!(
+        "SELECT CAST({} AS {})",
+        params.typed(Value::SubjectId, "text"),
+        plan.facts.key_type.sql()
+    )
+}
+
+/// Whether the customer with key `subject_id` has more than `chunk_threshold` rows in some
+/// step's table.
+pub fn oversized_statement(plan: &Plan) -> Statement {
+    let mut params = Params::default();
+    let subjects = subject_from_text(plan, &mut params);
+    let threshold = params.typed(Value::ChunkThreshold, "bigint");
+    let sql = format!("SELECT {}", oversized_probes(plan, &subjects, &threshold));
+    params.finish(sql)
+}
+
+/// One chunk of a step of a chunked erasure (run in its own short transaction, followed by
+/// the count it adds to the deletion): erases at most `chunk_rows` of the rows that belong to
+/// customer `subject_id`, and nothing once the deletion of request `request_id` is no longer
+/// IN_PROGRESS. How many it erased is the command's row count: a `RETURNING` clause would
+/// fetch every erased row once more.
+/// The chunk is not locked ahead (that would write every row twice): the DELETE or UPDATE locks
+/// what it changes, and a row another delivery of the request changed first is skipped here
+/// and counted there.
+pub struct ChunkStatement {
+    pub table: String,
+    pub counted_as: String,
+    pub statement: Statement,
+}
+
+/// The chunk statements in the order they must run: a step reached through another step's
+/// table runs before that table's rows are anonymized or deleted (they would no longer lead to
+/// the customer).
+pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
+    let mut steps: Vec<&Step> = plan.steps.iter().collect();
+    steps.sort_by_key(|step| std::cmp::Reverse(plan.depth(step)));
+    steps
+        .into_iter()
+        .map(|step| {
+            let mut params = Params::default();
+            let subjects = subject_from_text(plan, &mut params);
+            let rows = params.of(Value::ChunkRows, "bigint");
+            let request_id = params.typed(Value::RequestId, "uuid");
+            let subject_id = params.typed(Value::SubjectId, "text");
+            // An anonymizing chunk takes only rows with something left to clear, so that a
+            // short chunk still means the step is done.
+            let left = match &step.action {
+                Action::Delete => String::new(),
+                Action::Anonymize(a) => {
+                    let (_, changes) =
+                        anonymize(plan, &step.table, a, "y", &subject_id, &mut params);
+                    format!(" AND {changes}")
+                }
+            };
+            let condition = format!(
+                "x.ctid = ANY (ARRAY(\n  SELECT y.ctid FROM {table} y WHERE {reach}{left}\n    AND {in_progress}\n  LIMIT {rows}\n))",
+                table = step.table.sql(),
+                reach = reach(plan, &step.paths, "y", 0, &subjects),
+                in_progress = statement::in_progress(&request_id),
+            );
+            let sql = change(plan, &step.table, &step.action, &condition, &subject_id, &mut params);
+            ChunkStatement {
+                table: step.table.to_string(),
+                counted_as: step.counted_as.clone(),
+                statement: params.finish(sql),
+            }
+        })
+        .collect()
+}

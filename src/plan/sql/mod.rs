@@ -1,0 +1,236 @@
+//! The SQL made from a plan, once, at start-up:
+//! - [`erase`]: the erasure statement, which erases one customer and records the outcome in one
+//!   round trip;
+//! - [`companions`]: what the other paths need (the size probe, the chunks of a huge customer,
+//!   finding a customer by identifier);
+//! - [`reach`]: the pieces they share (which rows a path reaches, matching an identifier to the
+//!   subject, clearing a row's personal columns).
+//!
+//! Identifiers are quoted; every value (the request's, and the plan's own: guard values and
+//! messages, fixed anonymizing values) is a parameter, listed in the [`Statement`] with its type,
+//! so that the statement prepares as printed and nothing is spliced into it. No column is ever
+//! cast: a path compares each column with a value of its own type, so its index can be used.
+
+pub mod companions;
+pub mod erase;
+pub mod reach;
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, Postgres};
+use uuid::Uuid;
+
+use super::KeyValue;
+use crate::request::Channel;
+
+pub use companions::{
+    ChunkStatement, chunk_statements, find_subject_statement, oversized_statement,
+    subject_by_identifier,
+};
+pub use erase::erase_statement;
+
+/// What a parameter takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// The identifier the request named, as text.
+    Customer,
+    /// The identifier read as the subject's key (NULL when it does not read as one).
+    Key,
+    /// The customer's key as text (chunks and probes of a customer already found).
+    SubjectId,
+    RequestId,
+    /// The id of a new deletion object.
+    DeletionId,
+    /// Keyed hash of the identifier the request named.
+    RequestedHash,
+    RequestedBy,
+    Reason,
+    RequestedAt,
+    DueAt,
+    Channel,
+    /// When the service received the request.
+    ReceivedAt,
+    /// The inner and outer key pads of the keyed hash.
+    InnerPad,
+    OuterPad,
+    /// A customer with more rows than this in one table is erased in chunks.
+    ChunkThreshold,
+    /// The most rows a chunk takes.
+    ChunkRows,
+    /// A value of the plan's own.
+    Text(String),
+    TextList(Vec<String>),
+}
+
+impl Value {
+    fn name(&self) -> &'static str {
+        match self {
+            Value::Customer => "customer",
+            Value::Key => "key",
+            Value::SubjectId => "subject_id",
+            Value::RequestId => "request_id",
+            Value::DeletionId => "deletion_id",
+            Value::RequestedHash => "requested_hash",
+            Value::RequestedBy => "requested_by",
+            Value::Reason => "reason",
+            Value::RequestedAt => "requested_at",
+            Value::DueAt => "due_at",
+            Value::Channel => "channel",
+            Value::ReceivedAt => "received_at",
+            Value::InnerPad => "inner_pad",
+            Value::OuterPad => "outer_pad",
+            Value::ChunkThreshold => "chunk_threshold",
+            Value::ChunkRows => "chunk_rows",
+            Value::Text(_) | Value::TextList(_) => "constant",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub value: Value,
+    /// The SQL type the statement gives it.
+    pub sql_type: &'static str,
+}
+
+/// A statement and its parameters, `$1` first.
+#[derive(Clone, Debug, Default)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Param>,
+}
+
+/// The parameters of a statement being written: each value once, numbered in order of use.
+#[derive(Debug, Default)]
+pub struct Params {
+    list: Vec<Param>,
+}
+
+impl Params {
+    /// `$n` for `value` (a new number the first time).
+    pub fn of(&mut self, value: Value, sql_type: &'static str) -> String {
+        let n = match self.list.iter().position(|p| p.value == value) {
+            Some(i) => i + 1,
+            None => {
+                self.list.push(Param { value, sql_type });
+                self.list.len()
+            }
+        };
+        format!("${n}")
+    }
+
+    /// `$n::type`, for a place whose context gives the parameter no type.
+    pub fn typed(&mut self, value: Value, sql_type: &'static str) -> String {
+        format!("{}::{sql_type}", self.of(value, sql_type))
+    }
+
+    pub fn finish(self, sql: String) -> Statement {
+        Statement {
+            sql,
+            params: self.list,
+        }
+    }
+}
+
+/// The values of one request (or one chunk) that a statement's parameters take.
+#[derive(Clone, Debug, Default)]
+pub struct Values<'a> {
+    pub customer: Option<&'a str>,
+    pub key: Option<&'a KeyValue>,
+    pub subject_id: Option<&'a str>,
+    pub request_id: Option<Uuid>,
+    pub deletion_id: Option<&'a str>,
+    pub requested_hash: Option<&'a [u8]>,
+    pub requested_by: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub requested_at: Option<DateTime<Utc>>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub channel: Option<Channel>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub pads: Option<(&'a [u8], &'a [u8])>,
+    pub chunk_threshold: Option<i64>,
+    pub chunk_rows: Option<i64>,
+}
+
+fn add<'q, T>(args: &mut PgArguments, value: T) -> Result<(), sqlx::Error>
+where
+    T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'q,
+{
+    args.add(value).map_err(sqlx::Error::Encode)
+}
+
+fn needed<T>(value: Option<T>, what: &Value) -> Result<T, sqlx::Error> {
+    // A missing value is a fault of the code, never of the request: it must not pass for an
+    // outage (which would hold the request for ever), so it is a configuration error.
+    value.ok_or_else(|| {
+        sqlx::Error::Configuration(
+            format!("the statement takes {} and none was given", what.name()).into(),
+        )
+    })
+}
+
+impl Statement {
+    /// The arguments for this statement from `values`, in parameter order.
+    pub fn arguments(&self, values: &Values<'_>) -> Result<PgArguments, sqlx::Error> {
+        let mut args = PgArguments::default();
+        for param in &self.params {
+            let v = &param.value;
+            match v {
+                Value::Customer => add(&mut args, needed(values.customer, v)?)?,
+                Value::Key => needed(values.key, v)?.add_to(&mut args)?,
+                Value::SubjectId => add(&mut args, needed(values.subject_id, v)?)?,
+                Value::RequestId => add(&mut args, needed(values.request_id, v)?)?,
+                Value::DeletionId => add(&mut args, needed(values.deletion_id, v)?)?,
+                Value::RequestedHash => add(&mut args, needed(values.requested_hash, v)?)?,
+                Value::RequestedBy => add(&mut args, needed(values.requested_by, v)?)?,
+                Value::Reason => add(&mut args, values.reason)?,
+                Value::RequestedAt => add(&mut args, needed(values.requested_at, v)?)?,
+                Value::DueAt => add(&mut args, needed(values.due_at, v)?)?,
+                Value::Channel => add(&mut args, needed(values.channel, v)?)?,
+                Value::ReceivedAt => add(&mut args, needed(values.received_at, v)?)?,
+                Value::InnerPad => add(&mut args, needed(values.pads, v)?.0)?,
+                Value::OuterPad => add(&mut args, needed(values.pads, v)?.1)?,
+                Value::ChunkThreshold => add(&mut args, needed(values.chunk_threshold, v)?)?,
+                Value::ChunkRows => add(&mut args, needed(values.chunk_rows, v)?)?,
+                Value::Text(text) => add(&mut args, text.clone())?,
+                Value::TextList(list) => add(&mut args, list.clone())?,
+            }
+        }
+        Ok(args)
+    }
+
+    /// The statement as `erasure plan --sql` prints it: a comment naming each parameter (and
+    /// the plan's own values), then the SQL.
+    pub fn render(&self) -> String {
+        let mut out = String::from("-- Parameters:\n");
+        for (i, param) in self.params.iter().enumerate() {
+            let _ = write!(
+                out,
+                "--   ${} {} {}",
+                i + 1,
+                param.sql_type,
+                param.value.name()
+            );
+            match &param.value {
+                Value::Text(text) => {
+                    let _ = write!(out, " = {}", literal(text));
+                }
+                Value::TextList(list) => {
+                    let items: Vec<String> = list.iter().map(|v| literal(v)).collect();
+                    let _ = write!(out, " = ARRAY[{}]::text[]", items.join(", "));
+                }
+                _ => {}
+            }
+            out.push('\n');
+        }
+        let _ = write!(out, "{};", self.sql);
+        out
+    }
+}
+
+/// `value` as an SQL string literal (for the printed parameter list only).
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}

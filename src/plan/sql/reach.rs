@@ -1,0 +1,224 @@
+//! The pieces every statement shares: which rows of a table a plan's paths reach from a set of
+//! customers, how an identifier names a customer, and how a row's personal columns are cleared.
+
+use super::{Params, Value};
+use crate::keyed_hash::KeyedHash;
+use crate::plan::{Action, Anonymize, PathHops, Plan, TableName, ident};
+
+/// The condition on `alias` (a row of a table with `paths`) that it belongs to one of the
+/// customers whose keys `subjects` (a subquery) gives: any path leads there. Each hop compares
+/// a column with the key it references, as they are: no cast, so the column's index serves.
+///
+/// Each hop is `column = ANY (ARRAY(subquery))`: the keys it may hold are computed once, and the
+/// column is matched against them by its index, also when several paths are OR-ed (an OR of
+/// `IN (subquery)` conditions is not turned into joins, and falls back to scanning the table).
+pub fn reach(plan: &Plan, paths: &[PathHops], alias: &str, depth: usize, subjects: &str) -> String {
+    let conditions: Vec<String> = paths
+        .iter()
+        .map(|path| hops(plan, path, alias, depth, subjects))
+        .collect();
+    match conditions.len() {
+        1 => conditions.into_iter().next().expect("one"),
+        _ => format!("({})", conditions.join(" OR ")),
+    }
+}
+
+fn hops(
+    plan: &Plan,
+    path: &[crate::plan::Hop],
+    alias: &str,
+    depth: usize,
+    subjects: &str,
+) -> String {
+    let (hop, rest) = path.split_first().expect("a path has hops");
+    let column = format!("{alias}.{}", ident(&hop.column));
+    if rest.is_empty() && plan.reaches_subject(hop) {
+        return format!("{column} = ANY (ARRAY({subjects}))");
+    }
+    let parent = format!("p{depth}");
+    let inner = if rest.is_empty() {
+        let step = plan
+            .step(&hop.table)
+            .expect("the plan's consistency check: a path ends at the subject or a step");
+        reach(plan, &step.paths, &parent, depth + 1, subjects)
+    } else {
+        hops(plan, rest, &parent, depth + 1, subjects)
+    };
+    format!(
+        "{column} = ANY (ARRAY(SELECT {parent}.{key} FROM {table} {parent} WHERE {inner}))",
+        key = ident(&hop.key),
+        table = hop.table.sql(),
+    )
+}
+
+/// The key (as text) of the customer an identifier names, as a scalar subquery: the key first
+/// (`key` reads the identifier as the key's type), then each lookup in the plan's order, NULL
+/// when none matches. Locks nothing.
+pub fn subject_by_identifier(plan: &Plan, customer: &str, key: &str) -> String {
+    let subject = &plan.subject;
+    let table = subject.table.sql();
+    let key_column = ident(&subject.key);
+    let mut ways = vec![format!(
+        "SELECT s.{key_column}::text AS k, 0 AS o FROM {table} s WHERE s.{key_column} = {key}"
+    )];
+    for (i, lookup) in subject.lookups.iter().enumerate() {
+        ways.push(format!(
+            "SELECT s.{key_column}::text, {} FROM {table} s WHERE {}",
+            i + 1,
+            lookup_matches(&lookup.column, lookup.case_insensitive, "s", customer)
+        ));
+    }
+    format!(
+        "(SELECT k FROM ({}) m ORDER BY o LIMIT 1)",
+        ways.join(" UNION ALL ")
+    )
+}
+
+/// Whether row `alias` of the subject table is the customer the identifier names, for a
+/// statement that locks the row: by key, or else by the first lookup that matches anyone.
+pub fn subject_matches(plan: &Plan, alias: &str, customer: &str, key: &str) -> String {
+    let subject = &plan.subject;
+    let table = subject.table.sql();
+    let key_column = ident(&subject.key);
+    let mut ways = vec![format!("{alias}.{key_column} = {key}")];
+    let mut earlier = vec![format!(
+        "NOT EXISTS (SELECT 1 FROM {table} m WHERE m.{key_column} = {key})"
+    )];
+    for lookup in &subject.lookups {
+        let matches =
+            |a: &str| lookup_matches(&lookup.column, lookup.case_insensitive, a, customer);
+        ways.push(format!(
+            "({} AND {})",
+            matches(alias),
+            earlier.join(" AND ")
+        ));
+        earlier.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {table} m WHERE {})",
+            matches("m")
+        ));
+    }
+    format!("({})", ways.join(" OR "))
+}
+
+fn lookup_matches(column: &str, case_insensitive: bool, alias: &str, customer: &str) -> String {
+    if case_insensitive {
+        format!("lower({alias}.{}) = lower({customer})", ident(column))
+    } else {
+        format!("{alias}.{} = {customer}", ident(column))
+    }
+}
+
+/// The keyed hashes of the subject's lookup values, as columns `lookup_hash_0`, ... of row
+/// `alias` (each with a leading comma): lookups compared in any case are hashed in lower case.
+/// The values themselves go no further.
+pub fn lookup_hash_columns(plan: &Plan, alias: &str, params: &mut Params) -> String {
+    if plan.subject.lookups.is_empty() {
+        return String::new();
+    }
+    let inner = params.of(Value::InnerPad, "bytea");
+    let outer = params.of(Value::OuterPad, "bytea");
+    plan.subject
+        .lookups
+        .iter()
+        .enumerate()
+        .map(|(i, lookup)| {
+            let column = format!("{alias}.{}", ident(&lookup.column));
+            let value = if lookup.case_insensitive {
+                format!("lower({column})")
+            } else {
+                column
+            };
+            format!(
+                ", {} AS lookup_hash_{i}",
+                KeyedHash::sql(&value, &inner, &outer)
+            )
+        })
+        .collect()
+}
+
+/// All the lookup hashes of row `alias` (which has [`lookup_hash_columns`]), as a `bytea[]`
+/// without NULLs, and the first one alone (what deletions keep as `source_id_hash`).
+pub fn lookup_hashes(plan: &Plan, alias: &str) -> (String, String) {
+    let count = plan.subject.lookups.len();
+    if count == 0 {
+        return ("NULL::bytea[]".into(), "NULL::bytea".into());
+    }
+    let all: Vec<String> = (0..count)
+        .map(|i| format!("{alias}.lookup_hash_{i}"))
+        .collect();
+    (
+        format!("array_remove(ARRAY[{}], NULL)", all.join(", ")),
+        format!("{alias}.lookup_hash_0"),
+    )
+}
+
+/// The SET list and the "anything to clear" condition of an anonymizing action on row
+/// `alias` of `table`. `subject_id` is the SQL of the customer's key as text, for values
+/// written with `{key}`. Only rows with something left to clear are updated, so a row already
+/// anonymized is neither written again nor counted again.
+pub fn anonymize(
+    plan: &Plan,
+    table: &TableName,
+    a: &Anonymize,
+    alias: &str,
+    subject_id: &str,
+    params: &mut Params,
+) -> (String, String) {
+    let mut sets = Vec::new();
+    let mut changes = Vec::new();
+    for column in &a.set_null {
+        sets.push(format!("{} = NULL", ident(column)));
+        changes.push(format!("{alias}.{} IS NOT NULL", ident(column)));
+    }
+    for (column, value) in &a.set_value {
+        let p = params.typed(Value::Text(value.clone()), "text");
+        let text = if value.contains("{key}") {
+            format!("replace({p}, '{{key}}', {subject_id})")
+        } else {
+            p
+        };
+        let sql_type = plan
+            .facts
+            .column_types
+            .get(&(table.clone(), column.clone()))
+            .map_or("text", String::as_str);
+        let cast = format!("CAST({text} AS {sql_type})");
+        changes.push(format!("{alias}.{} IS DISTINCT FROM {cast}", ident(column)));
+        sets.push(format!("{} = {cast}", ident(column)));
+    }
+    for (column, keys) in &a.remove_keys {
+        let p = params.typed(Value::TextList(keys.clone()), "text[]");
+        sets.push(format!("{c} = {c} - {p}", c = ident(column)));
+        changes.push(format!("{alias}.{} ?| {p}", ident(column)));
+    }
+    for column in &a.set_now {
+        sets.push(format!("{} = now()", ident(column)));
+    }
+    let changes = if changes.is_empty() {
+        "true".to_string()
+    } else {
+        format!("({})", changes.join(" OR "))
+    };
+    (sets.join(", "), changes)
+}
+
+/// `DELETE` or `UPDATE` of the rows of `table` (aliased `x`) that `condition` selects.
+pub fn change(
+    plan: &Plan,
+    table: &TableName,
+    action: &Action,
+    condition: &str,
+    subject_id: &str,
+    params: &mut Params,
+) -> String {
+    match action {
+        Action::Delete => format!("DELETE FROM {} x WHERE {condition}", table.sql()),
+        Action::Anonymize(a) => {
+            let (sets, changes) = anonymize(plan, table, a, "x", subject_id, params);
+            format!(
+                "UPDATE {} x SET {sets} WHERE {condition} AND {changes}",
+                table.sql()
+            )
+        }
+    }
+}
