@@ -3,50 +3,39 @@
 //! request's deletion it checks. They live here, beside [`super::store`] and [`super::audit`],
 //! so that one module holds every write to those tables.
 //!
-//! The fragments read the statement's own steps: `target` (`subject_id`), `counts`
-//! (`data_json`), `blocked` (`error_key`, `error_message`), `oversized`, and `outcome`.
+//! The fragments read the statement's own steps: `requests` (each request's values), `target`
+//! (the customer each request names), `counts`, `blocked`, `oversized`, and `outcome`.
 
 use super::DeletionStatus;
 use super::audit::AuditAction;
 
-/// Where the erasure statement keeps each value it writes: parameter placeholders (typed
-/// where the statement's context gives them no type), in the statement's own numbering.
-pub struct StatementParams {
-    pub deletion_id: String,
-    pub request_id: String,
-    pub requested_hash: String,
-    pub requested_by: String,
-    pub reason: String,
-    pub requested_at: String,
-    pub due_at: String,
-    pub channel: String,
-    pub received_at: String,
-}
-
-/// The erasure statement's `outcome` step: the deletion row, DONE with the counts or FAILED
-/// with the guard that holds. It reads the statement's steps `target` (`subject_id`), `counts`
-/// (`data_json`), `blocked` (`error_key`, `error_message`) and `oversized`, and writes nothing
-/// when the customer is too large for one statement. `source_hash` and `lookup_hashes` are the
-/// SQL of the keyed hashes of the customer's lookup values (the first, and all), and
-/// `already_erased` whether there was nothing left to erase. When its conflict condition fails
-/// (the request has a final outcome, or its id belongs to another customer), it returns no
-/// row.
+/// The erasure statement's `outcome` step: a deletion row for each request of `target` (the
+/// first request naming each customer) whose customer is not too large for one statement:
+/// DONE with its customer's counts, or FAILED with the guard that holds. It reads the
+/// statement's `requests r` (each request's values), `target t` (`n`, `subject_id`, the lookup
+/// hashes), `counts c` (`data_json`, `unchanged`), `blocked b` and `oversized o`, each by the
+/// customer's key `subject_key`. `source_hash` and `lookup_hashes` are the SQL of the keyed
+/// hashes of the customer's lookup values (the first, and all), `zero_counts` the counts of a
+/// refused request, and `already_erased` whether there was nothing left to erase. A request
+/// whose conflict condition fails (it has a final outcome, or its id belongs to another
+/// customer) gets no row.
 pub fn outcome(
-    p: &StatementParams,
     source_hash: &str,
     lookup_hashes: &str,
+    zero_counts: &str,
     already_erased: &str,
 ) -> String {
     format!(
         "outcome AS (\n  INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
          source_id_hash, lookup_hashes, status, data_json, already_erased, error_key, error_message, requested_by, \
          reason, requested_at, due_at, channel, completed_at, attempts)\n  \
-         SELECT {del}, {req}, t.subject_id, {rh}, {source_hash}, {lookup_hashes},\n    \
-         CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, c.data_json,\n    \
+         SELECT r.deletion_id, r.request_id, t.subject_id, r.requested_hash, {source_hash}, {lookup_hashes},\n    \
+         CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, COALESCE(c.data_json, {zero_counts}),\n    \
          b.error_key IS NULL AND {already_erased}, b.error_key, b.error_message,\n    \
-         {by}, {reason}, {at}, {due}, {channel}, clock_timestamp(), 1\n  \
-         FROM target t CROSS JOIN counts c LEFT JOIN blocked b ON true\n  \
-         WHERE NOT EXISTS (SELECT 1 FROM oversized)\n  \
+         r.requested_by, r.reason, r.requested_at, r.due_at, r.channel, clock_timestamp(), 1\n  \
+         FROM target t JOIN requests r ON r.n = t.n\n    \
+         LEFT JOIN counts c ON c.subject_key = t.subject_key LEFT JOIN blocked b ON b.subject_key = t.subject_key\n  \
+         WHERE NOT EXISTS (SELECT 1 FROM oversized o WHERE o.subject_key = t.subject_key)\n  \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id,\n    \
          source_id_hash = EXCLUDED.source_id_hash, lookup_hashes = EXCLUDED.lookup_hashes, status = EXCLUDED.status,\n    \
          data_json = (SELECT jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) + (EXCLUDED.data_json ->> k)::bigint)\n      \
@@ -55,17 +44,28 @@ pub fn outcome(
          completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL\n  \
          WHERE d.status IN {open} AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
          RETURNING d.*\n),",
-        del = p.deletion_id,
-        req = p.request_id,
-        rh = p.requested_hash,
-        by = p.requested_by,
-        reason = p.reason,
-        at = p.requested_at,
-        due = p.due_at,
-        channel = p.channel,
         done = DeletionStatus::Done,
         failed = DeletionStatus::Failed,
         open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+    )
+}
+
+/// The erasure statement's `audit` step: each outcome's audit row, in the same statement. It
+/// reads `target`, `requests`, `blocked`, `oversized` and `outcome`. When `outcome` wrote no row
+/// for a request (another delivery of it finished first), its audit row has no deletion id and
+/// violates `audit_log_outcome_has_deletion`: the whole statement rolls back, and each request
+/// is carried out on its own.
+pub fn audit() -> String {
+    format!(
+        "audit AS (\n  INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, \
+         channel, requested_by, error_key, detail)\n  \
+         SELECT r.received_at, CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, r.request_id,\n    \
+         o.id, t.subject_id, r.channel, r.requested_by, b.error_key, jsonb_build_object('counts', o.data_json)\n  \
+         FROM target t JOIN requests r ON r.n = t.n\n    \
+         LEFT JOIN outcome o ON o.request_id = r.request_id LEFT JOIN blocked b ON b.subject_key = t.subject_key\n  \
+         WHERE NOT EXISTS (SELECT 1 FROM oversized v WHERE v.subject_key = t.subject_key)\n),",
+        done = AuditAction::ErasureDone,
+        failed = AuditAction::ErasureFailed,
     )
 }
 
@@ -82,26 +82,5 @@ pub fn in_progress(request_id: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.request_id = {request_id} AND d.status = '{}')",
         DeletionStatus::InProgress
-    )
-}
-
-/// The erasure statement's `audit` step: the outcome's audit row, in the same statement. It
-/// reads the statement's `target`, `blocked`, `oversized` and `outcome` steps. When `outcome`
-/// wrote no row (another delivery of the request finished first), the row it inserts has no
-/// deletion id and violates `audit_log_outcome_has_deletion`: the whole statement rolls back.
-pub fn audit(p: &StatementParams) -> String {
-    format!(
-        "audit AS (\n  INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, \
-         channel, requested_by, error_key, detail)\n  \
-         SELECT {received}, CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, {req},\n    \
-         (SELECT o.id FROM outcome o), t.subject_id, {channel}, {by}, b.error_key,\n    \
-         jsonb_build_object('counts', (SELECT o.data_json FROM outcome o))\n  \
-         FROM target t LEFT JOIN blocked b ON true\n  WHERE NOT EXISTS (SELECT 1 FROM oversized)\n),",
-        received = p.received_at,
-        req = p.request_id,
-        channel = p.channel,
-        by = p.requested_by,
-        done = AuditAction::ErasureDone,
-        failed = AuditAction::ErasureFailed,
     )
 }

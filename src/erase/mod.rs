@@ -33,8 +33,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::deletion::{self, DeletionRow};
 use crate::keyed_hash::KeyedHash;
 use crate::plan::sql::{
-    ChunkStatement, Statement, Values, chunk_statements, erase_statement, find_subject_statement,
-    oversized_statement,
+    ChunkStatement, RequestRow, Statement, Values, chunk_statements, erase_statement,
+    find_subject_statement, oversized_statement,
 };
 use crate::plan::{KeyValue, Plan};
 use crate::request::{Channel, ErasureRequest, Received};
@@ -180,9 +180,9 @@ impl Eraser {
     ) -> Result<Outcome, EraseError> {
         let mut after_chunks = false;
         for _ in 0..MAX_ROUNDS {
-            match self.run_statement(conn, received, after_chunks).await {
-                Ok(Some(row)) => return Ok(Outcome::Recorded(row)),
-                Ok(None) => {}
+            match self.run_statement(conn, &[received], after_chunks).await {
+                Ok(mut rows) if !rows.is_empty() => return Ok(Outcome::Recorded(rows.remove(0))),
+                Ok(_) => {}
                 Err(sqlx::Error::Database(e)) if e.constraint() == Some(LOST_RACE_CONSTRAINT) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -199,7 +199,42 @@ impl Eraser {
         Err(EraseError::CustomerKeptChanging)
     }
 
-    /// The erasure statement. `None`: it found no customer to act on for this request.
+    /// A request as the erasure statement takes it (with a new deletion id).
+    fn request_row<'a>(&self, received: &'a Received) -> RequestRow<'a> {
+        let request = &received.request;
+        let requested_at = received.requested_at();
+        RequestRow {
+            customer: &request.customer_id,
+            key: self.key(&request.customer_id),
+            request_id: request.request_id,
+            deletion_id: deletion::new_id(),
+            requested_hash: &received.requested_hash,
+            requested_by: &request.requested_by,
+            reason: request.reason.as_deref(),
+            requested_at,
+            due_at: deletion::due_at(requested_at),
+            channel: received.channel,
+            received_at: received.received_at,
+        }
+    }
+
+    /// The erasure statement's arguments for `batch` (new deletion ids each time).
+    pub fn statement_arguments(
+        &self,
+        batch: &[&Received],
+    ) -> Result<sqlx::postgres::PgArguments, sqlx::Error> {
+        let inner = &self.inner;
+        let requests: Vec<RequestRow<'_>> = batch.iter().map(|r| self.request_row(r)).collect();
+        inner.statement.arguments(&Values {
+            requests: &requests,
+            pads: Some(inner.hash.pads()),
+            chunk_threshold: Some(inner.limits.chunk_threshold),
+            ..Values::default()
+        })
+    }
+
+    /// The erasure statement for `batch`: the outcomes it recorded, one per request it carried
+    /// out (a request it found nothing to act on for has none; see [`erase_statement`]).
     ///
     /// `after_chunks`: the customer's rows were just erased in chunks. The statistics still
     /// count them, so the planner would check the customer's foreign keys (and probe its steps)
@@ -208,41 +243,21 @@ impl Eraser {
     async fn run_statement(
         &self,
         conn: &mut PgConnection,
-        received: &Received,
+        batch: &[&Received],
         after_chunks: bool,
-    ) -> Result<Option<DeletionRow>, sqlx::Error> {
-        let inner = &self.inner;
-        let request = &received.request;
-        let requested_at = received.requested_at();
-        let deletion_id = deletion::new_id();
-        let key = self.key(&request.customer_id);
-        let args = inner.statement.arguments(&Values {
-            customer: Some(&request.customer_id),
-            key: Some(&key),
-            request_id: Some(request.request_id),
-            deletion_id: Some(&deletion_id),
-            requested_hash: Some(&received.requested_hash),
-            requested_by: Some(&request.requested_by),
-            reason: request.reason.as_deref(),
-            requested_at: Some(requested_at),
-            due_at: Some(deletion::due_at(requested_at)),
-            channel: Some(received.channel),
-            received_at: Some(received.received_at),
-            pads: Some(inner.hash.pads()),
-            chunk_threshold: Some(inner.limits.chunk_threshold),
-            ..Values::default()
-        })?;
-        let query = sqlx::query_as_with::<_, DeletionRow, _>(&inner.statement.sql, args);
+    ) -> Result<Vec<DeletionRow>, sqlx::Error> {
+        let args = self.statement_arguments(batch)?;
+        let query = sqlx::query_as_with::<_, DeletionRow, _>(&self.inner.statement.sql, args);
         if !after_chunks {
-            return Ok(query.fetch_all(conn).await?.pop());
+            return query.fetch_all(conn).await;
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query(chunked::WALK_THE_INDEX)
             .execute(&mut *tx)
             .await?;
-        let row = query.fetch_all(&mut *tx).await?.pop();
+        let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(row)
+        Ok(rows)
     }
 
     /// The key of the live customer `identifier` names, if any.

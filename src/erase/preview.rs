@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::Eraser;
 use crate::deletion::audit::{Audit, AuditAction};
 use crate::deletion::{self, DeletionRow, ErrorKey};
-use crate::plan::sql::Values;
+use crate::plan::sql::{RequestRow, Values};
 use crate::request::Channel;
 
 /// What an erasure would record.
@@ -56,21 +56,22 @@ impl Eraser {
     ) -> Result<Preview, PreviewError> {
         let inner = &self.inner;
         let now = Utc::now();
-        let deletion_id = deletion::new_id();
-        let key = self.key(identifier);
         let hash = inner.hash.digest(identifier);
-        let args = inner.statement.arguments(&Values {
-            customer: Some(identifier),
-            key: Some(&key),
-            request_id: Some(Uuid::new_v4()),
-            deletion_id: Some(&deletion_id),
-            requested_hash: Some(&hash),
-            requested_by: Some(requested_by),
+        let request = RequestRow {
+            customer: identifier,
+            key: self.key(identifier),
+            request_id: Uuid::new_v4(),
+            deletion_id: deletion::new_id(),
+            requested_hash: &hash,
+            requested_by,
             reason: None,
-            requested_at: Some(now),
-            due_at: Some(deletion::due_at(now)),
-            channel: Some(channel),
-            received_at: Some(now),
+            requested_at: now,
+            due_at: deletion::due_at(now),
+            channel,
+            received_at: now,
+        };
+        let args = inner.statement.arguments(&Values {
+            requests: std::slice::from_ref(&request),
             pads: Some(inner.hash.pads()),
             // Never too large for a preview: the whole erasure is counted, in one statement.
             chunk_threshold: Some(i64::MAX),

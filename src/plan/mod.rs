@@ -255,6 +255,50 @@ pub enum KeyValue {
 }
 
 impl KeyValue {
+    /// Many keys (of one type) as one array argument.
+    pub fn add_all<'k>(
+        args: &mut sqlx::postgres::PgArguments,
+        keys: impl Iterator<Item = &'k KeyValue>,
+    ) -> Result<(), sqlx::Error> {
+        use sqlx::Arguments;
+        let keys: Vec<&KeyValue> = keys.collect();
+        let added = match keys.first() {
+            None | Some(KeyValue::Text(_)) => args.add(
+                keys.iter()
+                    .map(|k| match k {
+                        KeyValue::Text(v) => Some(v.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Some(KeyValue::Integer(_)) => args.add(
+                keys.iter()
+                    .map(|k| match k {
+                        KeyValue::Integer(v) => *v,
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Some(KeyValue::Bigint(_)) => args.add(
+                keys.iter()
+                    .map(|k| match k {
+                        KeyValue::Bigint(v) => *v,
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Some(KeyValue::Uuid(_)) => args.add(
+                keys.iter()
+                    .map(|k| match k {
+                        KeyValue::Uuid(v) => *v,
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        added.map_err(sqlx::Error::Encode)
+    }
+
     pub fn add_to(&self, args: &mut sqlx::postgres::PgArguments) -> Result<(), sqlx::Error> {
         use sqlx::Arguments;
         match self {

@@ -12,7 +12,6 @@ use chrono::Utc;
 use erasure::deletion::{self, DeletionRow, DeletionStatus, ErrorKey};
 use erasure::erase::Outcome;
 use erasure::plan::live::LiveSchema;
-use erasure::plan::sql::Values;
 use erasure::plan::{Plan, TableName, check, draft};
 use erasure::request::{Channel, ErasureRequest};
 use serde_json::{Value, json};
@@ -145,26 +144,8 @@ fn take_up_referenced(draft: &str) -> String {
 async fn assert_paths_use_indexes(app: &TestApp, plan: &Plan, live: &LiveSchema, identifier: &str) {
     let eraser = app.eraser();
     let statement = eraser.statement();
-    let key = eraser.key(identifier);
-    let hash = eraser.keyed_hash().digest(identifier);
-    let now = Utc::now();
-    let args = statement
-        .arguments(&Values {
-            customer: Some(identifier),
-            key: Some(&key),
-            request_id: Some(Uuid::new_v4()),
-            deletion_id: Some("del_explain"),
-            requested_hash: Some(&hash),
-            requested_by: Some("dpo"),
-            requested_at: Some(now),
-            due_at: Some(now),
-            channel: Some(Channel::Cli),
-            received_at: Some(now),
-            pads: Some(eraser.keyed_hash().pads()),
-            chunk_threshold: Some(20_000),
-            ..Values::default()
-        })
-        .unwrap();
+    let received = eraser.receive(request(identifier), Channel::Cli, Utc::now());
+    let args = eraser.statement_arguments(&[&received]).unwrap();
     let mut tx = app.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL enable_seqscan = off")
         .execute(&mut *tx)

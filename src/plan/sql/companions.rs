@@ -5,7 +5,7 @@
 use super::reach::{anonymize, change, reach};
 use super::{Params, Statement, Value};
 use crate::deletion::statement;
-use crate::plan::{Action, Plan, Step};
+use crate::plan::{Action, Plan, Step, ident};
 
 pub use super::reach::subject_by_identifier;
 
@@ -20,13 +20,15 @@ pub fn find_subject_statement(plan: &Plan) -> Statement {
 }
 
 /// `EXISTS` probes, OR-ed: does any step's table hold more than `threshold` rows of the
-/// customers `subjects` names?
+/// customers whose keys the array `subjects` holds? Each probe selects the column its first path
+/// starts from, so that the index on it can answer alone (an index-only scan).
 pub fn oversized_probes(plan: &Plan, subjects: &str, threshold: &str) -> String {
     plan.steps
         .iter()
         .map(|step| {
             format!(
-                "EXISTS (SELECT 1 FROM {table} x WHERE {reach} OFFSET {threshold} LIMIT 1)",
+                "EXISTS (SELECT x.{column} FROM {table} x WHERE {reach} OFFSET {threshold} LIMIT 1)",
+                column = ident(&step.paths[0][0].column),
                 table = step.table.sql(),
                 reach = reach(plan, &step.paths, "x", 0, subjects),
             )
@@ -35,11 +37,11 @@ pub fn oversized_probes(plan: &Plan, subjects: &str, threshold: &str) -> String 
         .join("\n    OR ")
 }
 
-/// The customer's key, from its text form in a parameter: the parameter is cast, never the
-/// column.
+/// The customer's key, from its text form in a parameter, as an array of one: the parameter is
+/// cast, never the column.
 fn subject_from_text(plan: &Plan, params: &mut Params) -> String {
     format!(
-        "SELECT CAST({} AS {})",
+        "ARRAY[CAST({} AS {})]",
         params.typed(Value::SubjectId, "text"),
         plan.facts.key_type.sql()
     )
@@ -99,7 +101,16 @@ pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
                 reach = reach(plan, &step.paths, "y", 0, &subjects),
                 in_progress = statement::in_progress(&request_id),
             );
-            let sql = change(plan, &step.table, &step.action, &condition, &subject_id, &mut params);
+            let sql = change(
+                plan,
+                &step.table,
+                &step.action,
+                None,
+                &condition,
+                &subject_id,
+                None,
+                &mut params,
+            );
             ChunkStatement {
                 table: step.table.to_string(),
                 counted_as: step.counted_as.clone(),

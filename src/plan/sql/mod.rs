@@ -34,24 +34,15 @@ pub use erase::erase_statement;
 /// What a parameter takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
-    /// The identifier the request named, as text.
+    /// One value of each request of the batch, as an array, in the batch's order.
+    Each(Field),
+    /// The identifier one request named, as text (finding a customer).
     Customer,
-    /// The identifier read as the subject's key (NULL when it does not read as one).
+    /// That identifier read as the subject's key (NULL when it does not read as one).
     Key,
     /// The customer's key as text (chunks and probes of a customer already found).
     SubjectId,
     RequestId,
-    /// The id of a new deletion object.
-    DeletionId,
-    /// Keyed hash of the identifier the request named.
-    RequestedHash,
-    RequestedBy,
-    Reason,
-    RequestedAt,
-    DueAt,
-    Channel,
-    /// When the service received the request.
-    ReceivedAt,
     /// The inner and outer key pads of the keyed hash.
     InnerPad,
     OuterPad,
@@ -64,21 +55,53 @@ pub enum Value {
     TextList(Vec<String>),
 }
 
+/// What each request of a batch gives the statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// The identifier the request named.
+    Customer,
+    /// The identifier read as the subject's key.
+    Key,
+    RequestId,
+    /// The id of a new deletion object.
+    DeletionId,
+    /// Keyed hash of the identifier the request named.
+    RequestedHash,
+    RequestedBy,
+    Reason,
+    RequestedAt,
+    DueAt,
+    Channel,
+    /// When the service received the request.
+    ReceivedAt,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::Customer => "customer",
+            Field::Key => "key",
+            Field::RequestId => "request_id",
+            Field::DeletionId => "deletion_id",
+            Field::RequestedHash => "requested_hash",
+            Field::RequestedBy => "requested_by",
+            Field::Reason => "reason",
+            Field::RequestedAt => "requested_at",
+            Field::DueAt => "due_at",
+            Field::Channel => "channel",
+            Field::ReceivedAt => "received_at",
+        }
+    }
+}
+
 impl Value {
     fn name(&self) -> &'static str {
         match self {
+            Value::Each(field) => field.name(),
             Value::Customer => "customer",
             Value::Key => "key",
             Value::SubjectId => "subject_id",
             Value::RequestId => "request_id",
-            Value::DeletionId => "deletion_id",
-            Value::RequestedHash => "requested_hash",
-            Value::RequestedBy => "requested_by",
-            Value::Reason => "reason",
-            Value::RequestedAt => "requested_at",
-            Value::DueAt => "due_at",
-            Value::Channel => "channel",
-            Value::ReceivedAt => "received_at",
             Value::InnerPad => "inner_pad",
             Value::OuterPad => "outer_pad",
             Value::ChunkThreshold => "chunk_threshold",
@@ -134,21 +157,31 @@ impl Params {
     }
 }
 
-/// The values of one request (or one chunk) that a statement's parameters take.
+/// One request of a batch, as the erasure statement takes it.
+#[derive(Clone, Debug)]
+pub struct RequestRow<'a> {
+    pub customer: &'a str,
+    pub key: KeyValue,
+    pub request_id: Uuid,
+    pub deletion_id: String,
+    pub requested_hash: &'a [u8],
+    pub requested_by: &'a str,
+    pub reason: Option<&'a str>,
+    pub requested_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub channel: Channel,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The values a statement's parameters take: a batch of requests, or one customer (or one
+/// chunk).
 #[derive(Clone, Debug, Default)]
 pub struct Values<'a> {
+    pub requests: &'a [RequestRow<'a>],
     pub customer: Option<&'a str>,
     pub key: Option<&'a KeyValue>,
     pub subject_id: Option<&'a str>,
     pub request_id: Option<Uuid>,
-    pub deletion_id: Option<&'a str>,
-    pub requested_hash: Option<&'a [u8]>,
-    pub requested_by: Option<&'a str>,
-    pub reason: Option<&'a str>,
-    pub requested_at: Option<DateTime<Utc>>,
-    pub due_at: Option<DateTime<Utc>>,
-    pub channel: Option<Channel>,
-    pub received_at: Option<DateTime<Utc>>,
     pub pads: Option<(&'a [u8], &'a [u8])>,
     pub chunk_threshold: Option<i64>,
     pub chunk_rows: Option<i64>,
@@ -171,6 +204,41 @@ fn needed<T>(value: Option<T>, what: &Value) -> Result<T, sqlx::Error> {
     })
 }
 
+/// One field of every request, as an array.
+fn add_each(
+    args: &mut PgArguments,
+    field: Field,
+    rows: &[RequestRow<'_>],
+) -> Result<(), sqlx::Error> {
+    let all = |f: fn(&RequestRow<'_>) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    match field {
+        Field::Customer => add(args, all(|r| r.customer.to_owned())),
+        Field::Key => KeyValue::add_all(args, rows.iter().map(|r| &r.key)),
+        Field::RequestId => add(args, rows.iter().map(|r| r.request_id).collect::<Vec<_>>()),
+        Field::DeletionId => add(args, all(|r| r.deletion_id.clone())),
+        Field::RequestedHash => add(
+            args,
+            rows.iter()
+                .map(|r| r.requested_hash.to_vec())
+                .collect::<Vec<_>>(),
+        ),
+        Field::RequestedBy => add(args, all(|r| r.requested_by.to_owned())),
+        Field::Reason => add(
+            args,
+            rows.iter()
+                .map(|r| r.reason.map(str::to_owned))
+                .collect::<Vec<_>>(),
+        ),
+        Field::RequestedAt => add(
+            args,
+            rows.iter().map(|r| r.requested_at).collect::<Vec<_>>(),
+        ),
+        Field::DueAt => add(args, rows.iter().map(|r| r.due_at).collect::<Vec<_>>()),
+        Field::Channel => add(args, all(|r| r.channel.as_str().to_owned())),
+        Field::ReceivedAt => add(args, rows.iter().map(|r| r.received_at).collect::<Vec<_>>()),
+    }
+}
+
 impl Statement {
     /// The arguments for this statement from `values`, in parameter order.
     pub fn arguments(&self, values: &Values<'_>) -> Result<PgArguments, sqlx::Error> {
@@ -178,18 +246,11 @@ impl Statement {
         for param in &self.params {
             let v = &param.value;
             match v {
+                Value::Each(field) => add_each(&mut args, *field, values.requests)?,
                 Value::Customer => add(&mut args, needed(values.customer, v)?)?,
                 Value::Key => needed(values.key, v)?.add_to(&mut args)?,
                 Value::SubjectId => add(&mut args, needed(values.subject_id, v)?)?,
                 Value::RequestId => add(&mut args, needed(values.request_id, v)?)?,
-                Value::DeletionId => add(&mut args, needed(values.deletion_id, v)?)?,
-                Value::RequestedHash => add(&mut args, needed(values.requested_hash, v)?)?,
-                Value::RequestedBy => add(&mut args, needed(values.requested_by, v)?)?,
-                Value::Reason => add(&mut args, values.reason)?,
-                Value::RequestedAt => add(&mut args, needed(values.requested_at, v)?)?,
-                Value::DueAt => add(&mut args, needed(values.due_at, v)?)?,
-                Value::Channel => add(&mut args, needed(values.channel, v)?)?,
-                Value::ReceivedAt => add(&mut args, needed(values.received_at, v)?)?,
                 Value::InnerPad => add(&mut args, needed(values.pads, v)?.0)?,
                 Value::OuterPad => add(&mut args, needed(values.pads, v)?.1)?,
                 Value::ChunkThreshold => add(&mut args, needed(values.chunk_threshold, v)?)?,

@@ -3,14 +3,15 @@
 
 use super::{Params, Value};
 use crate::keyed_hash::KeyedHash;
-use crate::plan::{Action, Anonymize, PathHops, Plan, TableName, ident};
+use crate::plan::{Action, Anonymize, Hop, PathHops, Plan, TableName, ident};
 
 /// The condition on `alias` (a row of a table with `paths`) that it belongs to one of the
-/// customers whose keys `subjects` (a subquery) gives: any path leads there. Each hop compares
-/// a column with the key it references, as they are: no cast, so the column's index serves.
+/// customers whose keys the array `subjects` holds (`ARRAY(SELECT subject_key FROM go)`, or one
+/// customer's `ARRAY[t.subject_key]`): any path leads there. Each hop compares a column with
+/// the key it references, as they are: no cast, so the column's index serves.
 ///
-/// Each hop is `column = ANY (ARRAY(subquery))`: the keys it may hold are computed once, and the
-/// column is matched against them by its index, also when several paths are OR-ed (an OR of
+/// Each hop is `column = ANY (array)`: the keys it may hold are computed once, and the column is
+/// matched against them by its index, also when several paths are OR-ed (an OR of
 /// `IN (subquery)` conditions is not turned into joins, and falls back to scanning the table).
 pub fn reach(plan: &Plan, paths: &[PathHops], alias: &str, depth: usize, subjects: &str) -> String {
     let conditions: Vec<String> = paths
@@ -23,32 +24,89 @@ pub fn reach(plan: &Plan, paths: &[PathHops], alias: &str, depth: usize, subject
     }
 }
 
-fn hops(
-    plan: &Plan,
-    path: &[crate::plan::Hop],
-    alias: &str,
-    depth: usize,
-    subjects: &str,
-) -> String {
+fn hops(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: &str) -> String {
     let (hop, rest) = path.split_first().expect("a path has hops");
     let column = format!("{alias}.{}", ident(&hop.column));
     if rest.is_empty() && plan.reaches_subject(hop) {
-        return format!("{column} = ANY (ARRAY({subjects}))");
+        return format!("{column} = ANY ({subjects})");
     }
     let parent = format!("p{depth}");
-    let inner = if rest.is_empty() {
-        let step = plan
-            .step(&hop.table)
-            .expect("the plan's consistency check: a path ends at the subject or a step");
-        reach(plan, &step.paths, &parent, depth + 1, subjects)
-    } else {
-        hops(plan, rest, &parent, depth + 1, subjects)
+    let inner = match rest.is_empty() {
+        true => reach(
+            plan,
+            &step_of(plan, hop).paths,
+            &parent,
+            depth + 1,
+            subjects,
+        ),
+        false => hops(plan, rest, &parent, depth + 1, subjects),
     };
     format!(
         "{column} = ANY (ARRAY(SELECT {parent}.{key} FROM {table} {parent} WHERE {inner}))",
         key = ident(&hop.key),
         table = hop.table.sql(),
     )
+}
+
+fn step_of<'a>(plan: &'a Plan, hop: &Hop) -> &'a crate::plan::Step {
+    plan.step(&hop.table)
+        .expect("the plan's consistency check: a path ends at the subject or a step")
+}
+
+/// The key of the customer row `alias` (of a table with `paths`) belongs to, among the
+/// customers of the array `subjects`: the row's own column for a path of one hop, else the
+/// keys followed upwards, hop by hop, from the row (by each parent's key, an index lookup).
+/// Read in the statement's snapshot, so a parent anonymized or deleted by the same statement
+/// still leads to its customer.
+pub fn owner(plan: &Plan, paths: &[PathHops], alias: &str, depth: usize, subjects: &str) -> String {
+    if let [path] = paths {
+        return walk(plan, path, alias, depth, subjects);
+    }
+    let walks: Vec<String> = paths
+        .iter()
+        .map(|path| {
+            format!(
+                "(SELECT k FROM (SELECT {}) w(k) WHERE k = ANY ({subjects}))",
+                walk(plan, path, alias, depth, subjects)
+            )
+        })
+        .collect();
+    format!("COALESCE({})", walks.join(", "))
+}
+
+fn walk(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: &str) -> String {
+    let (hop, rest) = path.split_first().expect("a path has hops");
+    let column = format!("{alias}.{}", ident(&hop.column));
+    if rest.is_empty() && plan.reaches_subject(hop) {
+        return column;
+    }
+    let parent = format!("w{depth}");
+    let inner = match rest.is_empty() {
+        true => owner(
+            plan,
+            &step_of(plan, hop).paths,
+            &parent,
+            depth + 1,
+            subjects,
+        ),
+        false => walk(plan, rest, &parent, depth + 1, subjects),
+    };
+    format!(
+        "(SELECT {inner} FROM {table} {parent} WHERE {parent}.{key} = {column})",
+        key = ident(&hop.key),
+        table = hop.table.sql(),
+    )
+}
+
+/// Whether the action changes a column some path starts from (so that an `UPDATE`'s
+/// `RETURNING`, which sees the new row, can no longer follow it to the customer).
+pub fn clears_a_path(action: &Action, paths: &[PathHops]) -> bool {
+    match action {
+        Action::Delete => false,
+        Action::Anonymize(a) => paths
+            .iter()
+            .any(|path| a.columns().any(|c| c == path[0].column)),
+    }
 }
 
 /// The key (as text) of the customer an identifier names, as a scalar subquery: the key first
@@ -202,21 +260,33 @@ pub fn anonymize(
     (sets.join(", "), changes)
 }
 
-/// `DELETE` or `UPDATE` of the rows of `table` (aliased `x`) that `condition` selects.
+/// `DELETE` or `UPDATE` of the rows of `table` (aliased `x`) that `condition` selects, joined
+/// with `from` when given (`USING` or `FROM`), returning `returning` when given.
+#[allow(clippy::too_many_arguments)]
 pub fn change(
     plan: &Plan,
     table: &TableName,
     action: &Action,
+    from: Option<&str>,
     condition: &str,
     subject_id: &str,
+    returning: Option<&str>,
     params: &mut Params,
 ) -> String {
+    let returning = returning.map_or(String::new(), |r| format!(" RETURNING {r}"));
     match action {
-        Action::Delete => format!("DELETE FROM {} x WHERE {condition}", table.sql()),
+        Action::Delete => {
+            let using = from.map_or(String::new(), |f| format!(" USING {f}"));
+            format!(
+                "DELETE FROM {} x{using} WHERE {condition}{returning}",
+                table.sql()
+            )
+        }
         Action::Anonymize(a) => {
             let (sets, changes) = anonymize(plan, table, a, "x", subject_id, params);
+            let from = from.map_or(String::new(), |f| format!(" FROM {f}"));
             format!(
-                "UPDATE {} x SET {sets} WHERE {condition} AND {changes}",
+                "UPDATE {} x SET {sets}{from} WHERE {condition} AND {changes}{returning}",
                 table.sql()
             )
         }
