@@ -67,8 +67,13 @@ pub struct HttpSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct WorkerSettings {
+    /// Batches handled at once.
     pub concurrency: usize,
     pub prefetch: u16,
+    /// The most deliveries erased in one statement.
+    pub batch_max: usize,
+    /// How long a batch may wait for more deliveries (milliseconds); 0: never.
+    pub batch_wait_ms: u64,
     pub max_attempts: u32,
     /// Deliveries of one request that may start an erasure; the next is a poison message.
     pub max_deliveries: u32,
@@ -135,11 +140,12 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         let (worker, http, erasure) = (&self.worker, &self.http, &self.erasure);
-        let counts: [(&str, u64); 14] = [
+        let counts: [(&str, u64); 15] = [
             ("worker.concurrency", worker.concurrency as u64),
             ("worker.prefetch", u64::from(worker.prefetch)),
             ("worker.max_attempts", u64::from(worker.max_attempts)),
             ("worker.max_deliveries", u64::from(worker.max_deliveries)),
+            ("worker.batch_max", worker.batch_max as u64),
             (
                 "erasure.chunk_threshold",
                 erasure.chunk_threshold.max(0) as u64,

@@ -15,12 +15,17 @@ const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Requests per batch.
+const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 /// Installs the process's recorder (once) and returns the handle that renders it.
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("the buckets are not empty")
+                .set_buckets_for_metric(Matcher::Full("erasure_batch_size".into()), SIZES)
                 .expect("the buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -47,6 +52,18 @@ fn describe() {
     describe_histogram!(
         "erasure_http_request_duration_seconds",
         "HTTP request handling time, by method and matched route"
+    );
+    describe_histogram!(
+        "erasure_batch_size",
+        "Requests per batch statement, and of them those it recorded an outcome for"
+    );
+    describe_histogram!(
+        "erasure_batch_seconds",
+        "Time of one batch statement, from start to its last outcome"
+    );
+    describe_counter!(
+        "erasure_batch_fallbacks_total",
+        "Batch statements that failed, their requests then carried out one at a time"
     );
     describe_gauge!(
         "erasure_deletions_overdue",
@@ -86,6 +103,17 @@ pub fn http_request(method: &'static str, route: &str, status: u16, took: Durati
         .increment(1);
     histogram!("erasure_http_request_duration_seconds", "method" => method, "route" => route.to_owned())
         .record(took.as_secs_f64());
+}
+
+/// Records a batch statement of `size` requests that recorded `recorded` outcomes.
+pub fn batch(size: usize, recorded: usize, took: Duration) {
+    histogram!("erasure_batch_size", "of" => "requests").record(size as f64);
+    histogram!("erasure_batch_size", "of" => "recorded").record(recorded as f64);
+    histogram!("erasure_batch_seconds").record(took.as_secs_f64());
+}
+
+pub fn batch_fell_back() {
+    counter!("erasure_batch_fallbacks_total").increment(1);
 }
 
 pub fn overdue(count: i64) {

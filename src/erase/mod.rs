@@ -1,6 +1,7 @@
 //! Carrying out one request. In the order a request travels:
 //! - [`slot`]: a worker slot keeps a database connection from one request to the next, and
 //!   decides by the error's class whether to retry, hold the delivery, or give up;
+//! - `batch`: many requests in one statement, each ending as it would alone ([`Slot::erase_batch`]);
 //! - this file: the common path, [`Eraser::erase_once`]: the plan's erasure statement, which
 //!   erases a typical customer and records the outcome in one round trip;
 //! - [`recheck`]: when the statement found nothing to act on, one short transaction with a
@@ -15,6 +16,7 @@
 //! Every record it writes goes through [`crate::deletion::store`] and
 //! [`crate::deletion::audit`].
 
+mod batch;
 pub mod chunked;
 pub mod error;
 pub mod failure;

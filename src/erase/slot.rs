@@ -13,7 +13,7 @@ use crate::request::Received;
 /// each worker slot keeps its own: a typical erasure is then exactly one round trip. The
 /// connection is dropped after any error and a fresh one taken for the next attempt.
 pub struct Slot {
-    eraser: Eraser,
+    pub(super) eraser: Eraser,
     conn: Option<PoolConnection<Postgres>>,
 }
 
@@ -83,7 +83,11 @@ impl Slot {
             .await
     }
 
-    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+    pub(super) fn drop_connection(&mut self) {
+        self.conn = None;
+    }
+
+    pub(super) async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         if self.conn.is_none() {
             self.conn = Some(self.eraser.inner.pool.acquire().await?);
         }

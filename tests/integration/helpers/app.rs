@@ -89,7 +89,7 @@ impl TestApp {
         settings.amqp.dead_letter_queue = format!("{prefix}.erasure.requests.dead");
         settings.amqp.events_exchange = format!("{prefix}.erasure.events");
         settings.worker.concurrency = 4;
-        settings.worker.prefetch = 8;
+        settings.worker.prefetch = 32;
         (id, database, settings)
     }
 

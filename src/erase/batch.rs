@@ -1,0 +1,74 @@
+//! A batch of requests in one statement. Every request ends exactly as it would alone: those
+//! the statement recorded an outcome for are done; every other (a second request for a
+//! customer of the batch, one that names nobody, one already carried out, a huge customer) is
+//! carried out alone afterwards, through [`Slot::erase`]; and when the statement fails
+//! (a deadlock, a lock or statement timeout, a backend killed, an error that will not pass),
+//! every request of the batch is carried out alone, so that one bad request costs the others
+//! no more than a retry, and each gets its own error class.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::{EraseError, Outcome, Slot};
+use crate::db::SafeError;
+use crate::request::Received;
+
+impl Slot {
+    /// Carries out `batch`; the outcomes are in the batch's order.
+    pub async fn erase_batch(&mut self, batch: &[Received]) -> Vec<Result<Outcome, EraseError>> {
+        if batch.len() < 2 {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for received in batch {
+                outcomes.push(self.erase(received).await);
+            }
+            return outcomes;
+        }
+        // A request id once per statement: a repeat in the same batch is carried out alone,
+        // after, and finds the outcome recorded.
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let together: Vec<&Received> = batch
+            .iter()
+            .filter(|r| seen.insert(r.request_id()))
+            .collect();
+        let started = Instant::now();
+        let mut recorded: HashMap<Uuid, crate::deletion::DeletionRow> = HashMap::new();
+        match self.run_batch(&together).await {
+            Ok(rows) => {
+                crate::metrics::batch(together.len(), rows.len(), started.elapsed());
+                for row in rows {
+                    recorded.insert(row.request_id, row);
+                }
+            }
+            Err(e) => {
+                crate::metrics::batch_fell_back();
+                tracing::warn!(requests = together.len(), error = %SafeError(&e), "the batch statement failed; carrying out its requests one at a time");
+            }
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut taken: HashSet<Uuid> = HashSet::new();
+        for received in batch {
+            let first = taken.insert(received.request_id());
+            match recorded.remove(&received.request_id()) {
+                Some(row) if first => outcomes.push(Ok(Outcome::Recorded(row))),
+                _ => outcomes.push(self.erase(received).await),
+            }
+        }
+        outcomes
+    }
+
+    /// The erasure statement for `batch`, on the slot's connection (dropped after an error).
+    async fn run_batch(
+        &mut self,
+        batch: &[&Received],
+    ) -> Result<Vec<crate::deletion::DeletionRow>, sqlx::Error> {
+        let eraser = self.eraser.clone();
+        let conn = self.connection().await?;
+        let rows = eraser.run_statement(conn, batch, false).await;
+        if rows.is_err() {
+            self.drop_connection();
+        }
+        rows
+    }
+}
