@@ -55,12 +55,9 @@ fn describe() {
     );
     describe_histogram!(
         "erasure_batch_size",
-        "Requests per batch statement, and of them those it recorded an outcome for"
+        "Deliveries per batch the worker formed"
     );
-    describe_histogram!(
-        "erasure_batch_seconds",
-        "Time of one batch statement, from start to its last outcome"
-    );
+    describe_histogram!("erasure_batch_seconds", "Time of one batch statement");
     describe_counter!(
         "erasure_batch_fallbacks_total",
         "Batch statements that failed, their requests then carried out one at a time"
@@ -105,10 +102,13 @@ pub fn http_request(method: &'static str, route: &str, status: u16, took: Durati
         .record(took.as_secs_f64());
 }
 
-/// Records a batch statement of `size` requests that recorded `recorded` outcomes.
-pub fn batch(size: usize, recorded: usize, took: Duration) {
-    histogram!("erasure_batch_size", "of" => "requests").record(size as f64);
-    histogram!("erasure_batch_size", "of" => "recorded").record(recorded as f64);
+/// Records a batch of `size` deliveries the worker formed.
+pub fn batch_formed(size: usize) {
+    histogram!("erasure_batch_size").record(size as f64);
+}
+
+/// Records a batch statement and how long it took.
+pub fn batch_statement(took: Duration) {
     histogram!("erasure_batch_seconds").record(took.as_secs_f64());
 }
 

@@ -47,7 +47,8 @@ impl Erasure {
         command
     }
 
-    /// Starts `erasure worker` with `settings`' connections, concurrency and prefetch.
+    /// Starts `erasure worker` with `settings`' connections, concurrency, prefetch, batches and
+    /// operations address.
     pub fn spawn_worker(&self, settings: &Settings) -> anyhow::Result<tokio::process::Child> {
         let worker = &settings.worker;
         Ok(self
@@ -58,6 +59,16 @@ impl Erasure {
                 worker.concurrency.to_string(),
             )
             .env("ERASURE_WORKER__PREFETCH", worker.prefetch.to_string())
+            .env("ERASURE_WORKER__BATCH_MAX", worker.batch_max.to_string())
+            .env(
+                "ERASURE_WORKER__BATCH_WAIT_MS",
+                worker.batch_wait_ms.to_string(),
+            )
+            .envs(
+                worker
+                    .ops_addr
+                    .map(|addr| ("ERASURE_WORKER__OPS_ADDR", addr.to_string())),
+            )
             // One runtime thread: on a machine it shares with PostgreSQL and RabbitMQ, the
             // worker spends less CPU per erasure waking threads (BENCHMARKS.md). Set it to
             // compare.

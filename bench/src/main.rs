@@ -99,7 +99,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     settings.database.max_connections = (concurrency + 4) as u32;
     settings.database.reference_schema = true;
     settings.worker.concurrency = concurrency;
-    settings.worker.prefetch = (concurrency * 2).min(u16::MAX as usize) as u16;
+    // Room for every slot's batch, and as many again waiting: a batch forms from what is
+    // already delivered.
+    settings.worker.prefetch = (concurrency * settings.worker.batch_max.max(1) * 2)
+        .max(usize::from(settings.worker.prefetch))
+        .min(u16::MAX as usize) as u16;
     for name in [
         &mut settings.amqp.exchange,
         &mut settings.amqp.queue,
@@ -113,9 +117,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut seeding = settings.database.clone();
     seeding.statement_timeout_ms = 3_600_000;
     let pool = erasure::db::prepare(&seeding).await?;
+    let batch = settings.worker.batch_max.max(1);
     let script = pgbench::generated_script(
         &erasure.statement(&settings).await?,
         settings.erasure.chunk_threshold,
+        batch,
     )?;
 
     eprintln!(
@@ -146,11 +152,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The three contenders take turns, in a different order each round, so that none is
     // always the first on a freshly seeded database or the last on a well-worn one.
     let rounds = ROUNDS.min(backlog.len()).max(1);
+    let generated_contender = pgbench::Contender {
+        script: &script,
+        name: "bench_a",
+        per_transaction: batch,
+        clients: concurrency,
+    };
+    let naive_contender = pgbench::Contender {
+        script: pgbench::NAIVE_SCRIPT,
+        name: "bench_b",
+        per_transaction: 1,
+        clients: concurrency,
+    };
     let mut generated = Usage::default();
     let mut naive = Usage::default();
     let mut drain = Usage::default();
     let (mut generated_erased, mut naive_erased, mut worker_checked) = (0, 0, 0);
     let mut rss_kib: Option<u64> = None;
+    let (mut batches, mut batched) = (0.0, 0.0);
+    let mut backlog_latency = Vec::new();
     for round in 0..rounds {
         let share = |total: usize| total * (round + 1) / rounds - total * round / rounds;
         for turn in 0..3 {
@@ -160,10 +180,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         &pool,
                         &meter,
                         &url,
-                        &script,
-                        "bench_a",
+                        &generated_contender,
                         share(per_set as usize),
-                        concurrency,
                     )
                     .await?;
                     generated_erased += erased;
@@ -174,10 +192,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         &pool,
                         &meter,
                         &url,
-                        pgbench::NAIVE_SCRIPT,
-                        "bench_b",
+                        &naive_contender,
                         share(per_set as usize),
-                        concurrency,
                     )
                     .await?;
                     naive_erased += erased;
@@ -186,11 +202,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 _ => {
                     let from = backlog.len() * round / rounds;
                     let slice = &backlog[from..from + share(backlog.len())];
-                    let (usage, rss) =
+                    let drained =
                         worker::drain_phase(&pool, &mut meter, &erasure, &settings, slice).await?;
                     worker_checked += slice.len();
-                    drain.add(&usage);
-                    rss_kib = rss_kib.max(rss);
+                    drain.add(&drained.usage);
+                    rss_kib = rss_kib.max(drained.rss_kib);
+                    batches += drained.batches.0;
+                    batched += drained.batches.1;
+                    backlog_latency.push((drained.run.p50_ms, drained.run.p99_ms));
                 }
             }
         }
@@ -198,20 +217,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pgbench_checked = pgbench::check_pgbench(&pool, 3, generated_erased).await?;
     pgbench::check_pgbench(&pool, 1, naive_erased).await?;
 
+    // Light load, at a tenth of the drain rate: half the requests with the batching settings,
+    // half one request a statement, each worker started afresh.
     pgbench::settle_pgbench_events(&pool).await?;
-    let mut running = erasure.spawn_worker(&settings)?;
-    let started_at = Utc::now();
-    let steady_rate = (drain.rate() / 2.0).max(1.0);
-    eprintln!(
-        "worker: {} requests at {steady_rate:.0}/s for latency",
-        paced_ids.len()
-    );
+    let steady_rate = (drain.rate() / 10.0).max(1.0);
+    let (batching_ids, alone_ids) = paced_ids.split_at(paced_ids.len() / 2);
+    let mut alone = settings.clone();
+    alone.worker.batch_max = 1;
     let checkpoints_before = server::checkpoints(&pool).await?;
-    let paced = worker::publish_paced(&settings, paced_ids, steady_rate).await?;
-    worker::wait_final(&pool, &paced).await?;
+    let mut light = Vec::new();
+    for (label, ids, worker_settings) in [
+        ("batching on", batching_ids, &settings),
+        ("one a statement", alone_ids, &alone),
+    ] {
+        eprintln!(
+            "worker ({label}): {} requests at {steady_rate:.0}/s for latency",
+            ids.len()
+        );
+        let mut running = erasure.spawn_worker(worker_settings)?;
+        let started_at = Utc::now();
+        let paced = worker::publish_paced(&settings, ids, steady_rate).await?;
+        worker::wait_final(&pool, &paced).await?;
+        light.push(worker::check_worker(&pool, &paced, started_at).await?);
+        rss_kib = rss_kib.max(running.id().and_then(worker::peak_rss_kib));
+        let _ = running.start_kill();
+        let _ = running.wait().await;
+    }
     let latency_checkpoints = server::checkpoints(&pool).await? - checkpoints_before;
-    let latency = worker::check_worker(&pool, &paced, started_at).await?;
-
+    let mut running = erasure.spawn_worker(&settings)?;
     let whale = whales::whale(&pool, &settings, args.whale_rows).await?;
     rss_kib = rss_kib.max(running.id().and_then(worker::peak_rss_kib));
     let _ = running.start_kill();
@@ -219,19 +252,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let round_trips = worker::round_trips(&pool, &erasure, &settings, counted_ids).await?;
 
+    let light_alone = light.pop().expect("two light-load runs");
+    let light_batching = light.pop().expect("two light-load runs");
     let results = Results {
         customers: args.customers,
         per_set,
         rounds,
         seeding_secs,
         concurrency,
+        batch,
         generated,
         naive,
         drain,
         backlog: backlog.len(),
+        backlog_latency,
+        batches,
+        batched,
         steady_rate,
-        worker_checked: worker_checked + latency.checked + counted_ids.len() + 1,
-        latency,
+        worker_checked: worker_checked
+            + light_batching.checked
+            + light_alone.checked
+            + counted_ids.len()
+            + 1,
+        light_batching,
+        light_alone,
         latency_checkpoints,
         counted: counted_ids.len(),
         round_trips,

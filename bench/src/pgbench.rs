@@ -12,10 +12,15 @@ use crate::seed::truth;
 use crate::server::quiesce;
 
 /// The worker's statement as pgbench runs it: exactly as `erasure plan --sql` prints it, with
-/// real parameters (`-M prepared`). The parameters of each erasure (the next customer of set
-/// 0, a new request id, ...) come from a query before it, as the naive script's customer does;
-/// which parameter takes what, the printed list of parameters says.
-pub fn generated_script(printed: &str, chunk_threshold: i64) -> anyhow::Result<String> {
+/// real parameters (`-M prepared`), for `batch` customers a statement as the worker forms them.
+/// The parameters of each statement (the next customers of set 0, new request ids, ...) come
+/// from a query before it, as the naive script's customer does; which parameter takes what,
+/// the printed list of parameters says.
+pub fn generated_script(
+    printed: &str,
+    chunk_threshold: i64,
+    batch: usize,
+) -> anyhow::Result<String> {
     let mut values = Vec::new();
     let mut sql = Vec::new();
     for line in printed.lines() {
@@ -26,25 +31,34 @@ pub fn generated_script(printed: &str, chunk_threshold: i64) -> anyhow::Result<S
             continue;
         };
         let mut words = param.splitn(3, ' ');
-        let (number, _type, rest) = (words.next(), words.next(), words.next().unwrap_or(""));
+        let (number, sql_type, rest) = (
+            words.next(),
+            words.next().unwrap_or(""),
+            words.next().unwrap_or(""),
+        );
         let number: usize = number.context("a parameter's number")?.parse()?;
         let (name, constant) = match rest.split_once(" = ") {
             Some((name, constant)) => (name, Some(constant)),
             None => (rest, None),
         };
+        let each = |expression: &str| {
+            if sql_type.ends_with("[]") {
+                format!("ARRAY(SELECT {expression} FROM generate_series(1, {batch}))")
+            } else {
+                expression.to_owned()
+            }
+        };
         let expression = match (name, constant) {
             (_, Some(constant)) => constant.to_owned(),
             ("customer" | "key", _) => "x.c".to_owned(),
-            ("request_id", _) => "gen_random_uuid()".to_owned(),
-            ("deletion_id", _) => "'del_' || substr(md5(random()::text), 1, 24)".to_owned(),
-            ("requested_hash", _) => {
-                "sha256(convert_to(clock_timestamp()::text, 'UTF8'))".to_owned()
-            }
-            ("requested_by", _) => "'pgbench'".to_owned(),
-            ("reason", _) => "'bench'".to_owned(),
-            ("requested_at" | "received_at", _) => "now()".to_owned(),
-            ("due_at", _) => "now() + interval '1 month'".to_owned(),
-            ("channel", _) => "'cli'".to_owned(),
+            ("request_id", _) => each("gen_random_uuid()"),
+            ("deletion_id", _) => each("'del_' || substr(md5(random()::text), 1, 24)"),
+            ("requested_hash", _) => each("sha256(convert_to(clock_timestamp()::text, 'UTF8'))"),
+            ("requested_by", _) => each("'pgbench'"),
+            ("reason", _) => each("'bench'"),
+            ("requested_at" | "received_at", _) => each("now()"),
+            ("due_at", _) => each("now() + interval '1 month'"),
+            ("channel", _) => each("'cli'"),
             ("inner_pad", _) => "decode(repeat('36', 64), 'hex')".to_owned(),
             ("outer_pad", _) => "decode(repeat('5c', 64), 'hex')".to_owned(),
             ("chunk_threshold", _) => chunk_threshold.to_string(),
@@ -63,7 +77,7 @@ pub fn generated_script(printed: &str, chunk_threshold: i64) -> anyhow::Result<S
         sql = sql.replace(&format!("${n}"), &format!(":p{n}"));
     }
     Ok(format!(
-        "SELECT {} FROM (SELECT 'c' || (3 * nextval('bench_a'))::text AS c) x \\gset\n{}\n",
+        "SELECT {} FROM (SELECT array_agg('c' || (3 * nextval('bench_a'))::text) AS c FROM generate_series(1, {batch})) x \\gset\n{}\n",
         params.join(", "),
         sql.trim_end()
     ))
@@ -93,16 +107,19 @@ async fn pgbench(
     url: &str,
     script: &str,
     name: &str,
-    transactions: i64,
+    erasures: i64,
+    per_transaction: usize,
     clients: usize,
 ) -> anyhow::Result<(f64, i64)> {
-    let clients = clients.min(transactions.max(1) as usize);
+    let per_transaction = per_transaction.max(1) as i64;
+    let transactions = (erasures / per_transaction).max(1);
+    let clients = clients.min(transactions as usize).max(1);
     let per_client = (transactions / clients as i64).max(1);
     let path = std::env::temp_dir().join(format!("erasure-{name}-{}.sql", Uuid::new_v4()));
     std::fs::write(&path, script)?;
     eprintln!(
-        "pgbench {name}: {} erasures, {clients} clients",
-        per_client * clients as i64
+        "pgbench {name}: {} erasures, {per_transaction} a transaction, {clients} clients",
+        per_client * clients as i64 * per_transaction
     );
     // The worker's sessions run with JIT off (`db::connect`); pgbench's do the same, so that
     // both plan and run the statement alike.
@@ -137,26 +154,44 @@ async fn pgbench(
         .and_then(|l| l["tps = ".len()..].split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("no tps in pgbench's output: {stdout}"))?;
-    Ok((tps, per_client * clients as i64))
+    Ok((
+        tps * per_transaction as f64,
+        per_client * clients as i64 * per_transaction,
+    ))
 }
 
-/// Runs pgbench for `transactions` erasures from a quiet database; returns how many it ran
-/// and the CPU they took.
+/// One pgbench contender: its script, the name of its sequence, and how it runs.
+pub struct Contender<'a> {
+    pub script: &'a str,
+    pub name: &'a str,
+    /// Customers each transaction erases.
+    pub per_transaction: usize,
+    pub clients: usize,
+}
+
+/// Runs pgbench for `erasures` erasures of `contender` from a quiet database; returns how many
+/// it ran and the CPU they took.
 pub async fn pgbench_phase(
     pool: &PgPool,
     meter: &Meter,
     url: &str,
-    script: &str,
-    name: &str,
-    transactions: usize,
-    clients: usize,
+    contender: &Contender<'_>,
+    erasures: usize,
 ) -> anyhow::Result<(i64, Usage)> {
     quiesce(pool).await?;
     let before = meter.sample();
     let clock = Instant::now();
-    let (tps, erased) = pgbench(url, script, name, transactions as i64, clients).await?;
+    let (rate, erased) = pgbench(
+        url,
+        contender.script,
+        contender.name,
+        erasures as i64,
+        contender.per_transaction,
+        contender.clients,
+    )
+    .await?;
     let wall = clock.elapsed().as_secs_f64();
-    let usage = before.until(&meter.sample(), wall, erased as u64, erased as f64 / tps);
+    let usage = before.until(&meter.sample(), wall, erased as u64, erased as f64 / rate);
     Ok((erased, usage))
 }
 

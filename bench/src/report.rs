@@ -32,12 +32,20 @@ pub struct Results {
     pub rounds: usize,
     pub seeding_secs: f64,
     pub concurrency: usize,
+    /// The worker's `batch_max`, and the statement size pgbench runs.
+    pub batch: usize,
     pub generated: Usage,
     pub naive: Usage,
     pub drain: Usage,
     pub backlog: usize,
+    /// p50 and p99 from publish to DONE of each drain, in ms.
+    pub backlog_latency: Vec<(f64, f64)>,
+    /// The batches the worker formed while draining, and the requests in them.
+    pub batches: f64,
+    pub batched: f64,
     pub steady_rate: f64,
-    pub latency: WorkerRun,
+    pub light_batching: WorkerRun,
+    pub light_alone: WorkerRun,
     pub latency_checkpoints: i64,
     pub counted: usize,
     pub round_trips: Option<f64>,
@@ -66,38 +74,60 @@ impl Results {
             self.concurrency,
         );
         figures.row(
-            "pgbench, generated statement (`-M prepared`)",
+            format!(
+                "pgbench, the worker's statement, {} customers a statement (`-M prepared`)",
+                self.batch
+            ),
             format!("{generated_rate:.0} erasures/s"),
         );
         figures.row(
-            "pgbench, naive per-table transaction",
+            "pgbench, naive per-table transaction, one customer a transaction",
             format!("{naive_rate:.0} erasures/s"),
         );
         figures.row(
             format!(
-                "worker, draining a backlog of {} requests (the worker started after they were published)",
-                self.backlog
+                "worker (batch_max {}), draining a backlog of {} requests (the worker started after they were published)",
+                self.batch, self.backlog
             ),
             format!("{drain_rate:.0} erasures/s"),
         );
         figures.row(
-            "worker / pgbench generated",
+            "batches the worker formed while draining (mean size)",
+            format!(
+                "{:.0} batches of {:.1} requests",
+                self.batches,
+                self.batched / self.batches.max(1.0)
+            ),
+        );
+        figures.row(
+            "worker / pgbench, the worker's statement",
             format!("{:.2}x", drain_rate / generated_rate),
         );
         figures.row(
             "worker / pgbench naive",
             format!("{:.2}x", drain_rate / naive_rate),
         );
+        let backlog: Vec<String> = self
+            .backlog_latency
+            .iter()
+            .map(|(p50, p99)| format!("{p50:.0} / {p99:.0} ms"))
+            .collect();
         figures.row(
-            format!(
-                "latency publish to DONE at {:.0} requests/s ({} requests), p50 / p99",
-                self.steady_rate, self.latency.checked
-            ),
-            format!(
-                "{:.1} ms / {:.1} ms",
-                self.latency.p50_ms, self.latency.p99_ms
-            ),
+            "latency publish to DONE under the backlog (each drain), p50 / p99",
+            backlog.join("; "),
         );
+        for (label, run) in [
+            ("batching on", &self.light_batching),
+            ("one request a statement", &self.light_alone),
+        ] {
+            figures.row(
+                format!(
+                    "latency publish to DONE at {:.0} requests/s ({} requests), {label}, p50 / p99",
+                    self.steady_rate, run.checked
+                ),
+                format!("{:.1} ms / {:.1} ms", run.p50_ms, run.p99_ms),
+            );
+        }
         figures.row(
             "checkpoints the server began during the latency measurement",
             self.latency_checkpoints,

@@ -21,36 +21,78 @@ use crate::seed::truth;
 use crate::server::quiesce;
 use crate::url::with_host;
 
+/// What one drain of a backlog measured.
+pub struct Drain {
+    /// CPU over the time from the worker's start to the last completion.
+    pub usage: Usage,
+    pub rss_kib: Option<u64>,
+    /// Latency from publish to DONE, which under a backlog is mostly waiting in the queue.
+    pub run: WorkerRun,
+    /// The batches the worker formed: how many, and the requests in them.
+    pub batches: (f64, f64),
+}
+
 /// Publishes a request for each of `customers`, then starts a worker on a quiet database and
-/// lets it drain them; returns the CPU it took (over the time from the worker's start to the
-/// last completion) and the worker's peak RSS.
+/// lets it drain them.
 pub async fn drain_phase(
     pool: &PgPool,
     meter: &mut Meter,
     erasure: &Erasure,
     settings: &Settings,
     customers: &[i64],
-) -> anyhow::Result<(Usage, Option<u64>)> {
+) -> anyhow::Result<Drain> {
     settle_pgbench_events(pool).await?;
     let published = publish(settings, customers).await?;
     quiesce(pool).await?;
     let before = meter.sample();
     let clock = Instant::now();
-    let mut worker = erasure.spawn_worker(settings)?;
+    let mut observed = settings.clone();
+    observed.worker.ops_addr = Some(free_address()?);
+    let mut worker = erasure.spawn_worker(&observed)?;
     let started_at = Utc::now();
     meter.worker = worker.id();
     wait_final(pool, &published).await?;
     let after = meter.sample();
     let wall = clock.elapsed().as_secs_f64();
-    let rss = worker.id().and_then(peak_rss_kib);
+    let rss_kib = worker.id().and_then(peak_rss_kib);
+    let batches = batch_sizes(observed.worker.ops_addr.expect("set")).await?;
     let _ = worker.start_kill();
     let _ = worker.wait().await;
     meter.worker = None;
     let run = check_worker(pool, &published, started_at).await?;
     let seconds = published.len() as f64 / run.rate;
+    Ok(Drain {
+        usage: before.until(&after, wall, published.len() as u64, seconds),
+        rss_kib,
+        run,
+        batches,
+    })
+}
+
+/// A free local address for a worker's operations routes.
+pub fn free_address() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The batches a worker formed, read from its metrics: how many, and the requests in them.
+async fn batch_sizes(addr: std::net::SocketAddr) -> anyhow::Result<(f64, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     Ok((
-        before.until(&after, wall, published.len() as u64, seconds),
-        rss,
+        value("erasure_batch_size_count"),
+        value("erasure_batch_size_sum"),
     ))
 }
 

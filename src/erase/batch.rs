@@ -36,7 +36,7 @@ impl Slot {
         let mut recorded: HashMap<Uuid, crate::deletion::DeletionRow> = HashMap::new();
         match self.run_batch(&together).await {
             Ok(rows) => {
-                crate::metrics::batch(together.len(), rows.len(), started.elapsed());
+                crate::metrics::batch_statement(started.elapsed());
                 for row in rows {
                     recorded.insert(row.request_id, row);
                 }

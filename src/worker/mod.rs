@@ -131,6 +131,7 @@ impl Worker {
                 Some(None) => break Err(BrokerError::ConsumerClosed),
             };
             let (batch, ended) = self.gather(first, &mut consumer, shutdown).await;
+            crate::metrics::batch_formed(batch.len());
             for delivery in &batch {
                 acker.delivered(delivery.delivery_tag).await;
             }

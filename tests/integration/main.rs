@@ -1,5 +1,6 @@
 //! Integration tests against the machine's real PostgreSQL and RabbitMQ.
 
+mod batches;
 mod chunked;
 mod cli;
 mod erasure_outcomes;
