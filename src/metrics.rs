@@ -59,6 +59,10 @@ fn describe() {
     );
     describe_histogram!("erasure_batch_seconds", "Time of one batch statement");
     describe_counter!(
+        "erasure_unprobed_large_total",
+        "Customers larger than the chunk threshold erased in one statement: the statistics did not show them as large"
+    );
+    describe_counter!(
         "erasure_batch_fallbacks_total",
         "Batch statements that failed, their requests then carried out one at a time"
     );
@@ -114,6 +118,11 @@ pub fn batch_statement(took: Duration) {
 
 pub fn batch_fell_back() {
     counter!("erasure_batch_fallbacks_total").increment(1);
+}
+
+/// A customer larger than the chunk threshold was erased in one statement, not probed.
+pub fn unprobed_large() {
+    counter!("erasure_unprobed_large_total").increment(1);
 }
 
 pub fn overdue(count: i64) {

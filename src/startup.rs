@@ -120,6 +120,11 @@ impl Application {
             tokio::spawn(async move { api::serve(l, router, &settings, shutdown).await })
         });
         if mode != Mode::Api {
+            tokio::spawn(
+                self.eraser
+                    .clone()
+                    .keep_reading_statistics(crate::erase::READ_STATISTICS_EVERY, shutdown.clone()),
+            );
             let worker = Worker {
                 eraser: self.eraser.clone(),
                 outbox,

@@ -3,8 +3,9 @@
 //! customer of the batch, one that names nobody, one already carried out, a huge customer) is
 //! carried out alone afterwards, through [`Slot::erase`]; and when the statement fails
 //! (a deadlock, a lock or statement timeout, a backend killed, an error that will not pass),
-//! every request of the batch is carried out alone, so that one bad request costs the others
-//! no more than a retry, and each gets its own error class.
+//! every request of the batch is carried out alone, probing every customer for size, so that
+//! one bad request costs the others no more than a retry, each gets its own error class, and
+//! a customer too large for one statement whom the statistics missed is erased in chunks.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -13,6 +14,7 @@ use uuid::Uuid;
 
 use super::{EraseError, Outcome, Slot};
 use crate::db::SafeError;
+use crate::plan::sizes::Probing;
 use crate::request::Received;
 
 impl Slot {
@@ -34,7 +36,8 @@ impl Slot {
             .collect();
         let started = Instant::now();
         let mut recorded: HashMap<Uuid, crate::deletion::DeletionRow> = HashMap::new();
-        match self.run_batch(&together).await {
+        let mut alone = self.eraser.probing();
+        match self.run_batch(&together, &alone).await {
             Ok(rows) => {
                 crate::metrics::batch_statement(started.elapsed());
                 for row in rows {
@@ -42,6 +45,7 @@ impl Slot {
                 }
             }
             Err(e) => {
+                alone = Probing::All;
                 crate::metrics::batch_fell_back();
                 tracing::warn!(requests = together.len(), error = %SafeError(&e), "the batch statement failed; carrying out its requests one at a time");
             }
@@ -52,7 +56,7 @@ impl Slot {
             let first = taken.insert(received.request_id());
             match recorded.remove(&received.request_id()) {
                 Some(row) if first => outcomes.push(Ok(Outcome::Recorded(row))),
-                _ => outcomes.push(self.erase(received).await),
+                _ => outcomes.push(self.erase_probing(received, alone.clone()).await),
             }
         }
         outcomes
@@ -62,10 +66,11 @@ impl Slot {
     async fn run_batch(
         &mut self,
         batch: &[&Received],
+        probing: &Probing,
     ) -> Result<Vec<crate::deletion::DeletionRow>, sqlx::Error> {
         let eraser = self.eraser.clone();
         let conn = self.connection().await?;
-        let rows = eraser.run_statement(conn, batch, false).await;
+        let rows = eraser.run_statement(conn, batch, false, probing).await;
         if rows.is_err() {
             self.drop_connection();
         }

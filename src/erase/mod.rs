@@ -24,7 +24,7 @@ pub mod preview;
 mod recheck;
 pub mod slot;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
@@ -34,6 +34,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::deletion::{self, DeletionRow};
 use crate::keyed_hash::KeyedHash;
+use crate::plan::sizes::{self, Probing};
 use crate::plan::sql::{
     ChunkStatement, RequestRow, Statement, Values, chunk_statements, erase_statement,
     find_subject_statement, oversized_statement,
@@ -97,7 +98,14 @@ struct Inner {
     hash: KeyedHash,
     /// Finds the key of the live customer an identifier names (the key wins over a lookup).
     find_customer: Statement,
+    /// Which customers the statement probes for size, from the statistics as last read
+    /// ([`Eraser::read_statistics`]); all of them until then.
+    probing: RwLock<Probing>,
 }
+
+/// How often the worker reads the tables' statistics again, to know whom to probe for size:
+/// ANALYZE (by autovacuum or by hand) runs on that scale or slower.
+pub const READ_STATISTICS_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the fresh look may send a request back to the erasure statement.
 const MAX_ROUNDS: usize = 5;
@@ -127,6 +135,7 @@ impl Eraser {
                 limits,
                 hash,
                 find_customer,
+                probing: RwLock::new(Probing::All),
             }),
         }
     }
@@ -137,6 +146,54 @@ impl Eraser {
 
     pub fn keyed_hash(&self) -> &KeyedHash {
         &self.inner.hash
+    }
+
+    /// Which customers the erasure statement probes for size now.
+    pub fn probing(&self) -> Probing {
+        self.inner
+            .probing
+            .read()
+            .expect("no writer panics holding it")
+            .clone()
+    }
+
+    /// Reads the statistics of the plan's tables again, and from now on probes the customers
+    /// they say may be too large for one statement (see [`crate::plan::sizes`]).
+    pub async fn read_statistics(&self) -> Result<Probing, sqlx::Error> {
+        let inner = &self.inner;
+        let probing = sizes::read(&inner.pool, &inner.plan, inner.limits.chunk_threshold).await?;
+        let mut current = inner.probing.write().expect("no writer panics holding it");
+        if *current != probing {
+            match &probing {
+                Probing::All => {
+                    tracing::info!("the erasure statement probes every customer for size")
+                }
+                Probing::Only(keys) => tracing::info!(
+                    customers = keys.len(),
+                    "the erasure statement probes for size only the customers the statistics say may be large"
+                ),
+            }
+            *current = probing.clone();
+        }
+        Ok(probing)
+    }
+
+    /// Reads the statistics every `every` until `shutdown`; a failed read keeps what was read
+    /// last.
+    pub async fn keep_reading_statistics(
+        self,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            if let Err(e) = self.read_statistics().await {
+                tracing::warn!(error = %crate::db::SafeError(&e), "could not read the tables' statistics; probing as before");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     /// The generated erasure statement (what `erasure plan --sql` prints).
@@ -173,16 +230,23 @@ impl Eraser {
             .with_max_times(self.inner.limits.max_attempts as usize - 1)
     }
 
-    /// One attempt: the erasure statement; when it found nothing to act on, the fresh look,
-    /// which ends the request, sends it back to the statement, or erases it in chunks first.
+    /// One attempt: the erasure statement (probing `probing` for size the first time, every
+    /// customer after); when it found nothing to act on, the fresh look, which ends the
+    /// request, sends it back to the statement, or erases it in chunks first.
     async fn erase_once(
         &self,
         conn: &mut PgConnection,
         received: &Received,
+        probing: &Probing,
     ) -> Result<Outcome, EraseError> {
         let mut after_chunks = false;
+        let mut probing = probing;
         for _ in 0..MAX_ROUNDS {
-            match self.run_statement(conn, &[received], after_chunks).await {
+            let run = self
+                .run_statement(conn, &[received], after_chunks, probing)
+                .await;
+            probing = &Probing::All;
+            match run {
                 Ok(mut rows) if !rows.is_empty() => return Ok(Outcome::Recorded(rows.remove(0))),
                 Ok(_) => {}
                 Err(sqlx::Error::Database(e)) if e.constraint() == Some(LOST_RACE_CONSTRAINT) => {}
@@ -220,10 +284,12 @@ impl Eraser {
         }
     }
 
-    /// The erasure statement's arguments for `batch` (new deletion ids each time).
+    /// The erasure statement's arguments for `batch` (new deletion ids each time), probing
+    /// `probing` for size.
     pub fn statement_arguments(
         &self,
         batch: &[&Received],
+        probing: &Probing,
     ) -> Result<sqlx::postgres::PgArguments, sqlx::Error> {
         let inner = &self.inner;
         let requests: Vec<RequestRow<'_>> = batch.iter().map(|r| self.request_row(r)).collect();
@@ -231,6 +297,7 @@ impl Eraser {
             requests: &requests,
             pads: Some(inner.hash.pads()),
             chunk_threshold: Some(inner.limits.chunk_threshold),
+            probing: Some(probing),
             ..Values::default()
         })
     }
@@ -247,11 +314,14 @@ impl Eraser {
         conn: &mut PgConnection,
         batch: &[&Received],
         after_chunks: bool,
+        probing: &Probing,
     ) -> Result<Vec<DeletionRow>, sqlx::Error> {
-        let args = self.statement_arguments(batch)?;
+        let args = self.statement_arguments(batch, probing)?;
         let query = sqlx::query_as_with::<_, DeletionRow, _>(&self.inner.statement.sql, args);
         if !after_chunks {
-            return query.fetch_all(conn).await;
+            let rows = query.fetch_all(conn).await?;
+            self.tell_large_in_one_statement(&rows);
+            return Ok(rows);
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query(chunked::WALK_THE_INDEX)
@@ -260,6 +330,26 @@ impl Eraser {
         let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(rows)
+    }
+
+    /// Says so when the statement erased more rows of one table than the chunk threshold: the
+    /// statistics did not show that customer as large (they were older than its rows), so it
+    /// was not probed, and its erasure took one long transaction instead of chunks.
+    fn tell_large_in_one_statement(&self, rows: &[DeletionRow]) {
+        let threshold = self.inner.limits.chunk_threshold;
+        for row in rows {
+            let largest = row
+                .data_json
+                .as_object()
+                .into_iter()
+                .flat_map(|counts| counts.iter())
+                .filter_map(|(table, n)| Some((table, n.as_i64()?)))
+                .max_by_key(|(_, n)| *n);
+            if let Some((table, n)) = largest.filter(|(_, n)| *n > threshold) {
+                crate::metrics::unprobed_large();
+                tracing::warn!(deletion_id = %row.id, count_key = %table, rows = n, threshold, "erased a customer larger than the chunk threshold in one statement; the tables' statistics did not show it (ANALYZE them)");
+            }
+        }
     }
 
     /// The key of the live customer `identifier` names, if any.

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::Eraser;
 use crate::deletion::audit::{Audit, AuditAction};
 use crate::deletion::{self, DeletionRow, ErrorKey};
+use crate::plan::sizes::Probing;
 use crate::plan::sql::{RequestRow, Values};
 use crate::request::Channel;
 
@@ -73,8 +74,10 @@ impl Eraser {
         let args = inner.statement.arguments(&Values {
             requests: std::slice::from_ref(&request),
             pads: Some(inner.hash.pads()),
-            // Never too large for a preview: the whole erasure is counted, in one statement.
+            // Never too large for a preview: the whole erasure is counted, in one statement,
+            // and nobody is probed for size.
             chunk_threshold: Some(i64::MAX),
+            probing: Some(&Probing::none()),
             ..Values::default()
         })?;
         let mut tx = inner.pool.begin().await?;

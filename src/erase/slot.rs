@@ -7,6 +7,7 @@ use sqlx::{PgConnection, Postgres};
 
 use super::{EraseError, Eraser, Outcome};
 use crate::db::ErrorClass;
+use crate::plan::sizes::Probing;
 use crate::request::Received;
 
 /// A connection going back to the pool costs a round trip (the pool pings it on release), so
@@ -34,8 +35,22 @@ impl Slot {
     ///   [`Outcome::Stopped`];
     /// - [`ErrorClass::Hold`]: returned without recording anything and without counting
     ///   against the request: the caller holds the delivery and tries again later.
+    ///
+    /// The first attempt probes for size the customers the statistics name; every later one
+    /// probes every customer (see [`crate::plan::sizes`]).
     pub async fn erase(&mut self, received: &Received) -> Result<Outcome, EraseError> {
+        let probing = self.eraser.probing();
+        self.erase_probing(received, probing).await
+    }
+
+    /// [`Slot::erase`], probing `first` on the first attempt.
+    pub(super) async fn erase_probing(
+        &mut self,
+        received: &Received,
+        first: Probing,
+    ) -> Result<Outcome, EraseError> {
         let request_id = received.request_id();
+        let mut probing = first;
         let mut delays = self.eraser.backoff().build();
         let mut attempts: u32 = 0;
         let mut reconnected = false;
@@ -43,9 +58,10 @@ impl Slot {
             let eraser = self.eraser.clone();
             let reused = self.conn.is_some();
             let attempt = match self.connection().await {
-                Ok(conn) => eraser.erase_once(conn, received).await,
+                Ok(conn) => eraser.erase_once(conn, received, &probing).await,
                 Err(e) => Err(e.into()),
             };
+            probing = Probing::All;
             let e = match attempt {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) => e,

@@ -8,6 +8,8 @@
 //! - [`check`] checks the plan against it, every gap at once, and records what the SQL needs
 //!   to know of it (the key's type, column types);
 //! - [`sql`] turns the plan into the erasure statement and its companions, once, at start-up;
+//! - [`sizes`] reads the statistics of the tables the plan erases from, to say which customers
+//!   the statement probes for size;
 //! - [`draft`] writes a starting plan from a live schema (`erasure plan --draft`);
 //! - [`describe`] says a plan in words (`erasure plan`).
 
@@ -17,6 +19,7 @@ pub mod describe;
 pub mod document;
 pub mod draft;
 pub mod live;
+pub mod sizes;
 pub mod sql;
 
 use std::collections::BTreeSet;

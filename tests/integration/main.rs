@@ -14,3 +14,4 @@ mod isolation;
 mod openapi;
 mod plan_check;
 mod schemas;
+mod size_probe;

@@ -12,6 +12,7 @@ use chrono::Utc;
 use erasure::deletion::{self, DeletionRow, DeletionStatus, ErrorKey};
 use erasure::erase::Outcome;
 use erasure::plan::live::LiveSchema;
+use erasure::plan::sizes::Probing;
 use erasure::plan::{Plan, TableName, check, draft};
 use erasure::request::{Channel, ErasureRequest};
 use serde_json::{Value, json};
@@ -145,7 +146,10 @@ async fn assert_paths_use_indexes(app: &TestApp, plan: &Plan, live: &LiveSchema,
     let eraser = app.eraser();
     let statement = eraser.statement();
     let received = eraser.receive(request(identifier), Channel::Cli, Utc::now());
-    let args = eraser.statement_arguments(&[&received]).unwrap();
+    // Every customer probed for size: the probes must walk indexes too.
+    let args = eraser
+        .statement_arguments(&[&received], &Probing::All)
+        .unwrap();
     let mut tx = app.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL enable_seqscan = off")
         .execute(&mut *tx)

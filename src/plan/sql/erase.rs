@@ -26,7 +26,8 @@
 //! - Every step reads the snapshot the statement started with, and foreign keys are checked at
 //!   its end: steps may run in any order, and a path through rows another step deletes or
 //!   anonymizes still leads to the customer.
-//! - `oversized` probes each step's table past the chunk threshold; a customer that large is
+//! - `oversized` probes each step's table past the chunk threshold, for the customers the
+//!   statistics say may be that large ([`crate::plan::sizes`]); a customer that large is
 //!   left alone (no outcome row, no audit row) and the caller erases it in chunks
 //!   ([`super::chunk_statements`]) before running this statement again. A customer claimed by
 //!   another request's chunked erasure (`erasure.claims`) is not a target.
@@ -79,6 +80,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     let threshold = params.typed(Value::ChunkThreshold, "bigint");
     arrays.push(params.typed(Value::Each(Field::Key), key_array));
     columns.push("key");
+    let probed = params.typed(Value::Probed, "text[]");
 
     let subject = &plan.subject;
     let table = subject.table.sql();
@@ -140,11 +142,13 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         );
     }
     // Too many rows for one short statement: the customer is left alone and the caller erases
-    // it in chunks. Probing past the threshold in an index costs a typical customer little.
+    // it in chunks. Probed are the customers the caller names (NULL: all of them); see
+    // `crate::plan::sizes` for which.
     let _ = writeln!(
         sql,
         "oversized AS MATERIALIZED (\n  SELECT t.subject_key FROM target t\n  \
-         WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.subject_key = t.subject_key)\n    AND ({})\n),",
+         WHERE ({probed} IS NULL OR t.subject_id = ANY ({probed}))\n    \
+         AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.subject_key = t.subject_key)\n    AND ({})\n),",
         super::companions::oversized_probes(plan, one, &threshold)
     );
     sql.push_str(
@@ -422,12 +426,12 @@ mod tests {
         assert!(
             statement
                 .sql
-                .contains(r#"replace($17::text, '{key}', (x."customer_id")::text)"#),
+                .contains(r#"replace($18::text, '{key}', (x."customer_id")::text)"#),
             "{}",
             statement.sql
         );
-        assert!(statement.sql.contains(r#""data" = "data" - $18::text[]"#));
-        assert!(statement.sql.contains(r#"x."data" ?| $18::text[]"#));
+        assert!(statement.sql.contains(r#""data" = "data" - $19::text[]"#));
+        assert!(statement.sql.contains(r#"x."data" ?| $19::text[]"#));
         assert!(!statement.sql.contains("erased-"));
     }
 

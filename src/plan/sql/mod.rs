@@ -23,6 +23,7 @@ use sqlx::{Arguments, Postgres};
 use uuid::Uuid;
 
 use super::KeyValue;
+use super::sizes::Probing;
 use crate::request::Channel;
 
 pub use companions::{
@@ -48,6 +49,8 @@ pub enum Value {
     OuterPad,
     /// A customer with more rows than this in one table is erased in chunks.
     ChunkThreshold,
+    /// The keys (as text) of the customers whose size the statement probes; NULL for all.
+    Probed,
     /// The most rows a chunk takes.
     ChunkRows,
     /// A value of the plan's own.
@@ -105,6 +108,7 @@ impl Value {
             Value::InnerPad => "inner_pad",
             Value::OuterPad => "outer_pad",
             Value::ChunkThreshold => "chunk_threshold",
+            Value::Probed => "probed",
             Value::ChunkRows => "chunk_rows",
             Value::Text(_) | Value::TextList(_) => "constant",
         }
@@ -185,6 +189,7 @@ pub struct Values<'a> {
     pub pads: Option<(&'a [u8], &'a [u8])>,
     pub chunk_threshold: Option<i64>,
     pub chunk_rows: Option<i64>,
+    pub probing: Option<&'a Probing>,
 }
 
 fn add<'q, T>(args: &mut PgArguments, value: T) -> Result<(), sqlx::Error>
@@ -255,6 +260,7 @@ impl Statement {
                 Value::OuterPad => add(&mut args, needed(values.pads, v)?.1)?,
                 Value::ChunkThreshold => add(&mut args, needed(values.chunk_threshold, v)?)?,
                 Value::ChunkRows => add(&mut args, needed(values.chunk_rows, v)?)?,
+                Value::Probed => add(&mut args, needed(values.probing, v)?.keys())?,
                 Value::Text(text) => add(&mut args, text.clone())?,
                 Value::TextList(list) => add(&mut args, list.clone())?,
             }
