@@ -1,10 +1,10 @@
 //! Outcome events, published at least once.
 //!
-//! The deletions table is the outbox: a final deletion whose `event_published_at` is null has
-//! an event still owed. The worker wakes the publisher after each commit; a periodic sweep
-//! catches what a crash between commit and publish left behind. Rows are marked only after
-//! the broker confirmed the event, and claimed with `SKIP LOCKED`, so several workers share
-//! the work without publishing the same event over and over.
+//! Whatever ends a deletion writes, in the same transaction, a row to `erasure.event_outbox`:
+//! its outcome event is owed. The worker wakes the publisher after each commit; a periodic
+//! sweep catches what a crash between commit and publish left behind. Rows are deleted only
+//! after the broker confirmed the event, and claimed with `SKIP LOCKED`, so several workers
+//! share the work without publishing the same event over and over.
 //!
 //! The same loop relays requests accepted over HTTP whose publication was not confirmed (see
 //! [`crate::intake`]), once they are older than a grace period that lets the submitting
@@ -110,14 +110,15 @@ impl Outbox {
         let mut published = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let rows = store::claim_unpublished(&mut tx, BATCH).await?;
-            if rows.is_empty() {
+            let owed = store::claim_owed_events(&mut tx, BATCH).await?;
+            if owed.is_empty() {
                 tx.commit().await?;
                 return Ok(published);
             }
-            let bodies: Vec<(String, &'static str, Vec<u8>)> = rows
+            let bodies: Vec<(String, &'static str, Vec<u8>)> = owed
                 .iter()
-                .map(|row| {
+                .map(|event| {
+                    let row = &event.deletion;
                     let key = match row.status {
                         DeletionStatus::Done => "deletion.done",
                         _ => "deletion.failed",
@@ -131,8 +132,8 @@ impl Outbox {
                 broker::publish_json(channel, &settings.events_exchange, key, id, body, false)
             }))
             .await?;
-            let ids: Vec<&str> = bodies.iter().map(|(id, _, _)| id.as_str()).collect();
-            store::mark_published(&mut tx, &ids).await?;
+            let ids: Vec<i64> = owed.iter().map(|event| event.id).collect();
+            store::events_published(&mut tx, &ids).await?;
             tx.commit().await?;
             published += ids.len();
             tracing::debug!(events = ids.len(), "published outcome events");

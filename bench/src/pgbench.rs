@@ -232,8 +232,8 @@ pub async fn check_pgbench(pool: &PgPool, first: i64, erased: i64) -> anyhow::Re
 /// What pgbench recorded owes no outcome event: the worker's publisher leaves it alone.
 pub async fn settle_pgbench_events(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::query(
-        "UPDATE erasure.deletions SET event_published_at = now() \
-         WHERE event_published_at IS NULL AND channel = 'cli'",
+        "DELETE FROM erasure.event_outbox o USING erasure.deletions d \
+         WHERE d.id = o.deletion_id AND d.channel = 'cli'",
     )
     .execute(pool)
     .await?;

@@ -324,7 +324,8 @@ pub async fn round_trips(
     let ids: Vec<Uuid> = published.iter().map(|p| p.request_id).collect();
     loop {
         let owed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM erasure.deletions WHERE request_id = ANY($1) AND event_published_at IS NULL",
+            "SELECT count(*) FROM erasure.event_outbox o JOIN erasure.deletions d ON d.id = o.deletion_id \
+             WHERE d.request_id = ANY($1)",
         )
         .bind(&ids)
         .fetch_one(pool)

@@ -50,6 +50,12 @@ pub fn outcome(
     )
 }
 
+/// The erasure statement's `owed` step: the outcome event of each deletion it ended, owed to
+/// the broker until the outbox publishes it ([`crate::outbox`]).
+pub fn owed() -> &'static str {
+    "owed AS (\n  INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM outcome\n),"
+}
+
 /// The erasure statement's `audit` step: each outcome's audit row, in the same statement. It
 /// reads `target`, `requests`, `blocked`, `oversized` and `outcome`. When `outcome` wrote no row
 /// for a request (another delivery of it finished first), its audit row has no deletion id and

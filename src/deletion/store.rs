@@ -104,10 +104,6 @@ fn open() -> String {
     DeletionStatus::sql_list(DeletionStatus::OPEN)
 }
 
-fn finals() -> String {
-    DeletionStatus::sql_list(DeletionStatus::FINAL)
-}
-
 /// How a request ended, when it ends outside the erasure statement.
 #[derive(Clone, Debug)]
 pub struct FinalOutcome {
@@ -147,8 +143,9 @@ pub async fn record_final(
     outcome: &FinalOutcome,
     counts: Value,
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
+    // The outcome's event is owed to the broker in the same transaction (see crate::outbox).
     let sql = format!(
-        "INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, source_id_hash, status, data_json, \
+        "WITH d AS (INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, source_id_hash, status, data_json, \
            already_erased, error_key, error_message, completed_at, attempts) \
          VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1) \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
@@ -160,7 +157,9 @@ pub async fn record_final(
            error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
            completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL \
          WHERE d.status IN {open} \
-         RETURNING {COLUMNS}",
+         RETURNING {COLUMNS}), \
+         owed AS (INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM d) \
+         SELECT * FROM d",
         new_values("$3"),
         open = open(),
     );
@@ -421,31 +420,47 @@ pub async fn count_overdue(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> 
     .await
 }
 
-/// Final deletions whose outcome event the broker has not confirmed, oldest first, locked for
-/// this transaction and skipped by any other publisher's.
-pub async fn claim_unpublished(
-    conn: &mut PgConnection,
-    limit: i64,
-) -> Result<Vec<DeletionRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions \
-         WHERE event_published_at IS NULL AND status IN {finals} \
-         ORDER BY completed_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        finals = finals(),
-    ))
-    .bind(limit)
-    .fetch_all(conn)
-    .await
+/// A final deletion whose outcome event the broker has not confirmed yet.
+#[derive(Debug)]
+pub struct OwedEvent {
+    /// Its place in `erasure.event_outbox`.
+    pub id: i64,
+    pub deletion: DeletionRow,
 }
 
-/// The broker confirmed the outcome events of these deletions.
-pub async fn mark_published(conn: &mut PgConnection, ids: &[&str]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE erasure.deletions SET event_published_at = clock_timestamp() WHERE id = ANY($1)",
-    )
-    .bind(ids)
-    .execute(conn)
-    .await?;
+/// Outcome events owed to the broker, oldest first, locked for this transaction and skipped by
+/// any other publisher's.
+pub async fn claim_owed_events(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<OwedEvent>, sqlx::Error> {
+    let columns: Vec<String> = COLUMNS
+        .split(',')
+        .map(|c| format!("d.{}", c.trim()))
+        .collect();
+    let sql = format!(
+        "SELECT o.id AS outbox_id, {} FROM erasure.event_outbox o \
+         JOIN erasure.deletions d ON d.id = o.deletion_id \
+         ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
+        columns.join(", ")
+    );
+    let rows = sqlx::query(&sql).bind(limit).fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(OwedEvent {
+                id: sqlx::Row::try_get(row, "outbox_id")?,
+                deletion: sqlx::FromRow::from_row(row)?,
+            })
+        })
+        .collect()
+}
+
+/// The broker confirmed these outcome events (by their place in the outbox).
+pub async fn events_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM erasure.event_outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

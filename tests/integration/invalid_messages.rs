@@ -59,6 +59,7 @@ async fn a_message_missing_a_field_is_recorded_failed_with_invalid_request() {
     let mut app = TestApp::new().await;
     app.seed_customer("cust_m", "src_m", Shape::typical()).await;
     let before = app.checksum_of_everything().await;
+    let events = app.subscribe_to_events().await;
     let request_id = Uuid::new_v4();
     let body = serde_json::to_vec(&serde_json::json!({
         "request_id": request_id, "customer_id": "src_m"
@@ -78,6 +79,34 @@ async fn a_message_missing_a_field_is_recorded_failed_with_invalid_request() {
     assert_eq!(app.audit_actions(request_id).await, ["request.rejected"]);
     let erasure_rows_with_source = app.rows_containing("src_m").await;
     assert_eq!(erasure_rows_with_source, ["public.customers: 1"]);
+    // Its outcome event goes out, once, and nothing stays owed.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let published = loop {
+        let bodies = app.take_all(&events).await;
+        if !bodies.is_empty() {
+            break bodies;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no outcome event");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(published.len(), 1);
+    let event: serde_json::Value = serde_json::from_slice(&published[0]).unwrap();
+    assert_eq!(
+        (event["id"].as_str(), event["status"].as_str()),
+        (Some(row.id.as_str()), Some("FAILED"))
+    );
+    // The publisher forgets it once the broker confirmed it (just after the delivery).
+    while app
+        .count_of("SELECT count(*) FROM erasure.event_outbox")
+        .await
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event stays owed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     app.cleanup().await;
 }
 

@@ -268,6 +268,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         statement::outcome(&first_hash, &hashes, &zero_counts, already_erased)
     );
     let _ = writeln!(sql, "{}", statement::audit());
+    let _ = writeln!(sql, "{}", statement::owed());
     sql.push_str(
         "unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = ANY (ARRAY(SELECT request_id FROM outcome))\n)\n",
     );
