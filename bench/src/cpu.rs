@@ -39,6 +39,8 @@ pub struct Usage {
     /// Seconds the erasures took, by the contender's own measure.
     seconds: f64,
     erasures: u64,
+    /// WAL the server wrote meanwhile, in bytes.
+    wal_bytes: f64,
 }
 
 impl Meter {
@@ -107,6 +109,7 @@ impl Sample {
             wall,
             seconds,
             erasures,
+            wal_bytes: 0.0,
         }
     }
 }
@@ -121,6 +124,13 @@ impl Usage {
         self.wall += other.wall;
         self.seconds += other.seconds;
         self.erasures += other.erasures;
+        self.wal_bytes += other.wal_bytes;
+    }
+
+    /// The phase wrote `bytes` of WAL.
+    pub fn with_wal(mut self, bytes: f64) -> Self {
+        self.wal_bytes = bytes;
+        self
     }
 
     /// Erasures per second over all its phases.
@@ -138,7 +148,7 @@ impl Usage {
         self.busy / self.wall.max(1e-9)
     }
 
-    /// "postgres 2.41, rabbitmq 0.40, worker 0.38, client 0.03 (1.97 cores busy)"
+    /// "postgres 2.41, rabbitmq 0.40, worker 0.38, client 0.03 (1.97 cores busy; WAL 212 KiB)"
     pub fn describe(&self) -> String {
         let groups: Vec<String> = GROUPS
             .iter()
@@ -148,9 +158,10 @@ impl Usage {
             })
             .collect();
         format!(
-            "{} ({:.2} cores busy)",
+            "{} ({:.2} cores busy; WAL {:.0} KiB)",
             groups.join(", "),
-            self.busy_cores()
+            self.busy_cores(),
+            self.wal_bytes / self.erasures.max(1) as f64 / 1024.0
         )
     }
 }

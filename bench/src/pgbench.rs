@@ -182,6 +182,7 @@ pub async fn pgbench_phase(
     erasures: usize,
 ) -> anyhow::Result<(i64, Usage)> {
     quiesce(pool).await?;
+    let wal = crate::server::wal_position(pool).await?;
     let before = meter.sample();
     let clock = Instant::now();
     let (rate, erased) = pgbench(
@@ -194,7 +195,9 @@ pub async fn pgbench_phase(
     )
     .await?;
     let wall = clock.elapsed().as_secs_f64();
-    let usage = before.until(&meter.sample(), wall, erased as u64, erased as f64 / rate);
+    let usage = before
+        .until(&meter.sample(), wall, erased as u64, erased as f64 / rate)
+        .with_wal(crate::server::wal_position(pool).await? - wal);
     Ok((erased, usage))
 }
 

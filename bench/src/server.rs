@@ -33,6 +33,16 @@ pub async fn quiesce(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's WAL position in bytes: the difference between two readings is the WAL written
+/// in between (by anyone), exactly and at once.
+pub async fn wal_position(pool: &PgPool) -> anyhow::Result<f64> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 /// The PostgreSQL server's main process, when it runs on this machine.
 pub async fn postmaster(pool: &PgPool) -> Option<u32> {
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")

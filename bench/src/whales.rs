@@ -38,7 +38,12 @@ impl Wal {
         Ok(Self { syncs, bytes })
     }
 
+    /// What was written since `self`. Other backends (the worker's) report their WAL
+    /// statistics when their transaction ends only once a second, else after ten idle seconds
+    /// (PostgreSQL 15's `PGSTAT_IDLE_INTERVAL`): a phase shorter than that reads as nothing
+    /// unless the reading waits for them.
     async fn since(self, pool: &PgPool) -> anyhow::Result<Self> {
+        tokio::time::sleep(Duration::from_secs(11)).await;
         let now = Self::now(pool).await?;
         Ok(Self {
             syncs: now.syncs - self.syncs,

@@ -44,6 +44,7 @@ pub async fn drain_phase(
     settle_pgbench_events(pool).await?;
     let published = publish(settings, customers).await?;
     quiesce(pool).await?;
+    let wal = crate::server::wal_position(pool).await?;
     let before = meter.sample();
     let clock = Instant::now();
     let mut observed = settings.clone();
@@ -54,6 +55,7 @@ pub async fn drain_phase(
     wait_final(pool, &published).await?;
     let after = meter.sample();
     let wall = clock.elapsed().as_secs_f64();
+    let wal = crate::server::wal_position(pool).await? - wal;
     let rss_kib = worker.id().and_then(peak_rss_kib);
     let batches = batch_sizes(observed.worker.ops_addr.expect("set")).await?;
     let _ = worker.start_kill();
@@ -62,7 +64,9 @@ pub async fn drain_phase(
     let run = check_worker(pool, &published, started_at).await?;
     let seconds = published.len() as f64 / run.rate;
     Ok(Drain {
-        usage: before.until(&after, wall, published.len() as u64, seconds),
+        usage: before
+            .until(&after, wall, published.len() as u64, seconds)
+            .with_wal(wal),
         rss_kib,
         run,
         batches,
