@@ -18,6 +18,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub worker: WorkerSettings,
     pub erasure: ErasureSettings,
+    pub proof: ProofSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -95,6 +96,19 @@ pub struct ErasureSettings {
     pub chunk_rows: i64,
     /// How long one chunk's transaction should take (milliseconds); chunks are sized to it.
     pub chunk_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ProofSettings {
+    /// The key receipts and audit seals are signed with: 32 bytes, base64 or hex.
+    pub signing_key: Option<Secret>,
+    /// A file holding that key (when `signing_key` is not set).
+    pub signing_key_file: Option<PathBuf>,
+    /// How often the check after commit looks for DONE deletions to check (milliseconds);
+    /// 0: never (they stay queued).
+    pub verify_every_ms: u64,
+    /// How often the audit log is sealed (milliseconds); 0: never.
+    pub seal_every_ms: u64,
 }
 
 /// A value that must not appear in logs or `Debug` output (URLs carry passwords).

@@ -14,6 +14,8 @@
 //!   from it;
 //! - [`deletion`] is the deletion object and the only code that writes `erasure.deletions` and
 //!   `erasure.audit_log`;
+//! - [`proof`] checks each DONE erasure after its commit, signs receipts, and seals the audit
+//!   log so that tampering shows;
 //! - [`outbox`] publishes each outcome event at least once, and relays requests accepted over
 //!   HTTP that the broker has not confirmed;
 //! - [`api`] takes requests over HTTP through [`intake`] (recorded, then published) and answers
@@ -39,6 +41,7 @@ pub mod keys;
 pub mod metrics;
 pub mod outbox;
 pub mod plan;
+pub mod proof;
 pub mod request;
 pub mod startup;
 pub mod telemetry;

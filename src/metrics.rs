@@ -66,6 +66,15 @@ fn describe() {
         "erasure_batch_fallbacks_total",
         "Batch statements that failed, their requests then carried out one at a time"
     );
+    describe_counter!(
+        "erasure_verifications_total",
+        "Checks after commit of DONE deletions, by outcome (passed, failed)"
+    );
+    describe_counter!("erasure_audit_seals_total", "Seals made over the audit log");
+    describe_counter!(
+        "erasure_audit_rows_sealed_total",
+        "Audit rows covered by a seal"
+    );
     describe_gauge!(
         "erasure_deletions_overdue",
         "Open deletions past their due date (read at scrape time)"
@@ -127,4 +136,16 @@ pub fn unprobed_large() {
 
 pub fn overdue(count: i64) {
     gauge!("erasure_deletions_overdue").set(count as f64);
+}
+
+/// A check after commit ran on a DONE deletion.
+pub fn verification(passed: bool) {
+    let outcome = if passed { "passed" } else { "failed" };
+    counter!("erasure_verifications_total", "outcome" => outcome).increment(1);
+}
+
+/// A seal over `rows` audit rows was made.
+pub fn sealed(rows: usize) {
+    counter!("erasure_audit_seals_total").increment(1);
+    counter!("erasure_audit_rows_sealed_total").increment(rows as u64);
 }

@@ -17,6 +17,8 @@ use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
 use crate::outbox::Outbox;
 use crate::plan::{Plan, check};
+use crate::proof::signing::Signer;
+use crate::proof::verification::Verifier;
 use crate::worker::Worker;
 
 /// Everything built from the settings, ready to run.
@@ -25,6 +27,10 @@ pub struct Application {
     pub pool: PgPool,
     pub eraser: Eraser,
     pub intake: Intake,
+    /// Signs receipts and audit seals.
+    pub signer: Signer,
+    /// The check after commit of DONE deletions.
+    pub verifier: Verifier,
 }
 
 /// What a process runs.
@@ -52,6 +58,10 @@ impl Application {
             None => crate::db::instance_source_id_key(&pool).await?,
         };
         let hash = KeyedHash::new(&key);
+        let signer = Signer::load(&pool, &settings.proof)
+            .await
+            .context("loading the signing key")?;
+        let verifier = Verifier::new(pool.clone(), &plan);
         let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
         let intake = Intake::new(pool.clone(), &plan, publisher);
         let eraser = Eraser::new(
@@ -71,6 +81,8 @@ impl Application {
             pool,
             eraser,
             intake,
+            signer,
+            verifier,
         })
     }
 
@@ -80,6 +92,7 @@ impl Application {
             self.pool.clone(),
             self.intake.clone(),
             self.eraser.clone(),
+            self.signer.clone(),
             self.settings.http.rate_limit_per_minute,
         )
     }
@@ -105,6 +118,7 @@ impl Application {
                 .clone()
                 .run(self.settings.amqp.clone(), shutdown.clone()),
         );
+        self.spawn_proof(&shutdown);
         let consuming = Arc::new(AtomicBool::new(false));
         let mut state = self.api_state();
         if mode != Mode::Api {
@@ -156,6 +170,29 @@ impl Application {
         self.intake.publisher().close().await;
         self.pool.close().await;
         true
+    }
+}
+
+impl Application {
+    /// The background work of proof of erasure, in every mode: the check after commit of DONE
+    /// deletions, and the seals over the audit log. Several processes may run both: a
+    /// verifier skips the deletions another holds, and one sealer at a time works.
+    fn spawn_proof(&self, shutdown: &CancellationToken) {
+        let proof = &self.settings.proof;
+        if proof.verify_every_ms > 0 {
+            tokio::spawn(self.verifier.clone().run(
+                Duration::from_millis(proof.verify_every_ms),
+                shutdown.clone(),
+            ));
+        }
+        if proof.seal_every_ms > 0 {
+            tokio::spawn(crate::proof::seal::keep_sealing(
+                self.pool.clone(),
+                self.signer.clone(),
+                Duration::from_millis(proof.seal_every_ms),
+                shutdown.clone(),
+            ));
+        }
     }
 }
 

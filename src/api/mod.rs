@@ -32,6 +32,7 @@ use crate::config::Settings;
 use crate::erase::Eraser;
 use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
+use crate::proof::signing::Signer;
 use error::{ApiError, TRACE_ID};
 use rate_limit::RateLimiter;
 
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub count_keys: Arc<[String]>,
     pub limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
+    /// Signs receipts.
+    pub signer: Signer,
     /// In a process that consumes: whether the consumer is connected (readiness needs it).
     pub consumer: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -60,7 +63,7 @@ pub fn router(state: ApiState) -> Router {
         state.clone(),
         auth::authenticate,
     ));
-    finish(ops::routes().merge(v1), state)
+    finish(ops::routes().merge(routes::public()).merge(v1), state)
 }
 
 /// Only `/healthz`, `/readyz` and `/metrics`, for a process that runs the worker alone.
@@ -166,7 +169,13 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Builds the state from the parts the application made.
-pub fn state(pool: PgPool, intake: Intake, eraser: Eraser, rate_limit_per_minute: u32) -> ApiState {
+pub fn state(
+    pool: PgPool,
+    intake: Intake,
+    eraser: Eraser,
+    signer: Signer,
+    rate_limit_per_minute: u32,
+) -> ApiState {
     ApiState {
         publisher: intake.publisher(),
         pool,
@@ -176,6 +185,7 @@ pub fn state(pool: PgPool, intake: Intake, eraser: Eraser, rate_limit_per_minute
         eraser,
         limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
         metrics: crate::metrics::handle(),
+        signer,
         consumer: None,
     }
 }

@@ -35,6 +35,12 @@ pub fn v1() -> Router<ApiState> {
         )
         .route("/v1/permanent-deletions", get(list))
         .route("/v1/permanent-deletions/{id}", get(one))
+        .route("/v1/permanent-deletions/{id}/receipt", get(receipt))
+}
+
+/// The routes anyone may call: the public keys that check receipts.
+pub fn public() -> Router<ApiState> {
+    Router::new().route("/v1/receipt-keys", get(receipt_keys))
 }
 
 fn object(state: &ApiState, row: &DeletionRow) -> Value {
@@ -125,6 +131,34 @@ async fn one(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult<Jso
         .await?
         .map(|row| Json(object(&state, &row)))
         .ok_or_else(|| ApiError::not_found("no deletion has this id or request id"))
+}
+
+/// `GET /v1/permanent-deletions/{id}/receipt`: the signed receipt of a final deletion; 409
+/// while it is open.
+async fn receipt(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult<Json<Value>> {
+    let row = store::find(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no deletion has this id or request id"))?;
+    crate::proof::receipt::issue(&row, &state.count_keys, &state.signer, Utc::now())
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "the deletion is {}: only a final deletion (DONE or FAILED) has a receipt",
+                row.status
+            ))
+            .with_details("ask again once the deletion has ended")
+        })
+}
+
+/// `GET /v1/receipt-keys`: every public key that ever signed a receipt here, as a JWK set.
+async fn receipt_keys(State(state): State<ApiState>) -> ApiResult<Response> {
+    let keys = crate::proof::signing::KeySet::published(&state.pool).await?;
+    let mut response = Json(keys.to_jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    Ok(response)
 }
 
 /// `GET /v1/permanent-deletions`: newest first, filtered, cursor-paginated.

@@ -22,7 +22,8 @@ pub use store::find;
 
 /// The columns every query that returns a deletion object selects, in [`DeletionRow`]'s order.
 pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json, already_erased, \
-     error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at";
+     error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at, \
+     plan_hash, verified_at, verification";
 
 text_enum! {
     /// Where a deletion stands. DONE and FAILED are final: nothing changes a final deletion.
@@ -78,9 +79,66 @@ pub struct DeletionRow {
     pub due_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The hash of the plan the deletion applied ([`crate::plan::Plan::hash`]).
+    pub plan_hash: Option<String>,
+    /// When the check after commit ran ([`crate::proof::verification`]), and what it found.
+    pub verified_at: Option<DateTime<Utc>>,
+    pub verification: Option<Value>,
+}
+
+text_enum! {
+    /// What the check after commit found of a DONE deletion's customer.
+    pub enum VerificationOutcome {
+        /// Not run yet (it runs in the background, seconds after the commit).
+        Pending = "pending",
+        /// Nothing of the customer is left where the plan erases.
+        Passed = "passed",
+        /// Something is left: the tables are named.
+        Failed = "failed",
+        /// Only DONE deletions erased anything to check.
+        NotApplicable = "not_applicable",
+    }
+}
+
+/// The check after commit, as receipts show it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Verification {
+    pub outcome: VerificationOutcome,
+    pub verified_at: Option<String>,
+    /// The tables where something of the customer was found left.
+    pub failed_tables: Vec<String>,
 }
 
 impl DeletionRow {
+    /// What the check after commit found (pending until it ran; not applicable unless DONE).
+    pub fn verification(&self) -> Verification {
+        let recorded = self.verification.as_ref();
+        let outcome = match (self.status, recorded) {
+            (DeletionStatus::Done, None) => VerificationOutcome::Pending,
+            (DeletionStatus::Done, Some(v)) => match v.get("outcome").and_then(Value::as_str) {
+                Some("passed") => VerificationOutcome::Passed,
+                _ => VerificationOutcome::Failed,
+            },
+            _ => VerificationOutcome::NotApplicable,
+        };
+        let failed_tables = recorded
+            .and_then(|v| v.get("tables"))
+            .and_then(Value::as_array)
+            .map(|tables| {
+                tables
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Verification {
+            outcome,
+            verified_at: self.verified_at.map(millis),
+            failed_tables,
+        }
+    }
+
     pub fn is_final(&self) -> bool {
         self.status.is_final()
     }
@@ -146,12 +204,12 @@ pub struct ErrorObject {
     pub message: String,
 }
 
-fn millis(at: DateTime<Utc>) -> String {
+pub fn millis(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Whole seconds stay whole ("2026-11-23T09:30:00Z"), as requests usually give them.
-fn auto(at: DateTime<Utc>) -> String {
+pub fn auto(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 

@@ -18,21 +18,22 @@ use super::audit::AuditAction;
 /// hashes of the customer's lookup values (the first, and all), `zero_counts` the counts of a
 /// refused request, and `already_erased` whether there was nothing left to erase. A request
 /// whose conflict condition fails (it has a final outcome, or its id belongs to another
-/// customer) gets no row.
+/// customer) gets no row. `plan_hash` is the SQL of the plan's hash.
 pub fn outcome(
     source_hash: &str,
     lookup_hashes: &str,
     zero_counts: &str,
     already_erased: &str,
+    plan_hash: &str,
 ) -> String {
     format!(
         "outcome AS (\n  INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
          source_id_hash, lookup_hashes, status, data_json, already_erased, error_key, error_message, requested_by, \
-         reason, requested_at, due_at, channel, completed_at, attempts)\n  \
+         reason, requested_at, due_at, channel, completed_at, attempts, plan_hash)\n  \
          SELECT r.deletion_id, r.request_id, t.subject_id, r.requested_hash, {source_hash}, {lookup_hashes},\n    \
          CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, COALESCE(c.data_json, {zero_counts}),\n    \
          b.error_key IS NULL AND {already_erased}, b.error_key, b.error_message,\n    \
-         r.requested_by, r.reason, r.requested_at, r.due_at, r.channel, clock_timestamp(), 1\n  \
+         r.requested_by, r.reason, r.requested_at, r.due_at, r.channel, clock_timestamp(), 1, {plan_hash}\n  \
          FROM target t JOIN requests r ON r.n = t.n\n    \
          LEFT JOIN counts c ON c.subject_key = t.subject_key LEFT JOIN blocked b ON b.subject_key = t.subject_key\n  \
          WHERE NOT EXISTS (SELECT 1 FROM oversized o WHERE o.subject_key = t.subject_key)\n  \
@@ -41,7 +42,8 @@ pub fn outcome(
          data_json = (SELECT jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) + (EXCLUDED.data_json ->> k)::bigint)\n      \
            FROM jsonb_object_keys(EXCLUDED.data_json) k),\n    \
          already_erased = EXCLUDED.already_erased, error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
-         completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL\n  \
+         completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL,\n    \
+         plan_hash = EXCLUDED.plan_hash\n  \
          WHERE d.status IN {open} AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
          RETURNING d.*\n),",
         done = DeletionStatus::Done,
@@ -54,6 +56,15 @@ pub fn outcome(
 /// the broker until the outbox publishes it ([`crate::outbox`]).
 pub fn owed() -> &'static str {
     "owed AS (\n  INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM outcome\n),"
+}
+
+/// The erasure statement's `to_verify` step: each deletion it ended DONE is queued for the
+/// check after commit ([`crate::proof::verification`]).
+pub fn to_verify() -> String {
+    format!(
+        "to_verify AS (\n  INSERT INTO erasure.verification_queue (deletion_id) SELECT id FROM outcome WHERE status = '{}'\n),",
+        DeletionStatus::Done
+    )
 }
 
 /// The erasure statement's `audit` step: each outcome's audit row, in the same statement. It

@@ -142,12 +142,13 @@ pub async fn record_final(
     new: &NewDeletion<'_>,
     outcome: &FinalOutcome,
     counts: Value,
+    plan_hash: &str,
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
     // The outcome's event is owed to the broker in the same transaction (see crate::outbox).
     let sql = format!(
         "WITH d AS (INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, source_id_hash, status, data_json, \
-           already_erased, error_key, error_message, completed_at, attempts) \
-         VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1) \
+           already_erased, error_key, error_message, completed_at, attempts, plan_hash) \
+         VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1, $16) \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
            source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, \
            data_json = (SELECT COALESCE(jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) \
@@ -155,13 +156,17 @@ pub async fn record_final(
              FROM jsonb_object_keys(d.data_json || EXCLUDED.data_json) k), \
            already_erased = EXCLUDED.already_erased, \
            error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
-           completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL \
+           completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL, \
+           plan_hash = EXCLUDED.plan_hash \
          WHERE d.status IN {open} \
          RETURNING {COLUMNS}), \
-         owed AS (INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM d) \
+         owed AS (INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM d), \
+         to_verify AS (INSERT INTO erasure.verification_queue (deletion_id) \
+           SELECT id FROM d WHERE status = '{done}') \
          SELECT * FROM d",
         new_values("$3"),
         open = open(),
+        done = DeletionStatus::Done,
     );
     let mut args = new.arguments()?;
     add(&mut args, outcome.source_id_hash.as_deref())?;
@@ -170,6 +175,7 @@ pub async fn record_final(
     add(&mut args, outcome.already_erased)?;
     add(&mut args, outcome.error.as_ref().map(|(key, _)| *key))?;
     add(&mut args, outcome.error.as_ref().map(|(_, m)| m.as_str()))?;
+    add(&mut args, plan_hash)?;
     sqlx::query_as_with(&sql, args).fetch_optional(conn).await
 }
 
@@ -499,5 +505,41 @@ pub async fn clear_pending_messages(
         .bind(ids)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// DONE deletions not yet checked after their commit, oldest first, with their customer's key;
+/// locked for this transaction and skipped by others.
+pub async fn claim_unverified(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT q.deletion_id, d.related_object_id FROM erasure.verification_queue q \
+         LEFT JOIN erasure.deletions d ON d.id = q.deletion_id \
+         ORDER BY q.queued_at LIMIT $1 FOR UPDATE OF q SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Records what the check after commit found of each deletion, and takes it off the queue.
+pub async fn record_verifications(
+    conn: &mut PgConnection,
+    records: &[(&str, Value)],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = records.iter().map(|(id, _)| *id).collect();
+    let found: Vec<&Value> = records.iter().map(|(_, v)| v).collect();
+    sqlx::query(
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::jsonb[]) AS v(id, record)), \
+         recorded AS (UPDATE erasure.deletions d SET verified_at = clock_timestamp(), \
+           verification = v.record FROM v WHERE d.id = v.id) \
+         DELETE FROM erasure.verification_queue WHERE deletion_id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(&found)
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -95,7 +95,14 @@ impl Eraser {
                 )
                 .related(related.as_deref());
                 let outcome = FinalOutcome::failed(ErrorKey::InvalidRequest, &invalid.message);
-                deletion = store::record_final(&mut tx, &new, &outcome, self.zero_counts()).await?;
+                deletion = store::record_final(
+                    &mut tx,
+                    &new,
+                    &outcome,
+                    self.zero_counts(),
+                    self.plan_hash(),
+                )
+                .await?;
             }
         }
         let mut audit = Audit::new(AuditAction::RequestRejected, channel, received_at)
@@ -153,7 +160,14 @@ impl Eraser {
             .await?;
         let new = NewDeletion::of(received).related(Some(&related));
         let outcome = FinalOutcome::failed(ErrorKey::Internal, message);
-        let Some(row) = store::record_final(&mut tx, &new, &outcome, self.zero_counts()).await?
+        let Some(row) = store::record_final(
+            &mut tx,
+            &new,
+            &outcome,
+            self.zero_counts(),
+            self.plan_hash(),
+        )
+        .await?
         else {
             tx.rollback().await?;
             return Ok(None);

@@ -369,6 +369,11 @@ impl Eraser {
             .await
     }
 
+    /// The hash of the plan every deletion records.
+    fn plan_hash(&self) -> &str {
+        &self.inner.plan.hash
+    }
+
     /// Every count key at 0, for an outcome that erased nothing.
     fn zero_counts(&self) -> Value {
         let counts: Map<String, Value> = self

@@ -86,7 +86,14 @@ impl Eraser {
             ),
         };
         let new = NewDeletion::of(received).related(Some(&related));
-        let Some(row) = store::record_final(&mut tx, &new, &outcome, self.zero_counts()).await?
+        let Some(row) = store::record_final(
+            &mut tx,
+            &new,
+            &outcome,
+            self.zero_counts(),
+            self.plan_hash(),
+        )
+        .await?
         else {
             // A concurrent delivery of this request finished first: the next round sees it.
             tx.rollback().await?;

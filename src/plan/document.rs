@@ -293,6 +293,7 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
         referenced,
         keeps,
         facts: Default::default(),
+        hash: super::hash_of(text)?,
     };
     super::consistency::check(&plan, &mut problems);
     if problems.is_empty() {

@@ -76,6 +76,10 @@ pub struct Plan {
     pub keeps: Vec<Keep>,
     /// What the live schema says of the plan's columns; filled by [`check`].
     pub facts: Facts,
+    /// `sha256:` and the hex SHA-256 of the plan's canonical JSON (RFC 8785): the same for the
+    /// same plan however its TOML is laid out or commented. Each deletion records the hash of
+    /// the plan it applied, and its receipt carries it.
+    pub hash: String,
 }
 
 /// The table whose row is the customer.
@@ -414,6 +418,14 @@ impl Plan {
     }
 }
 
+/// The hash of the plan in `text` (see [`Plan::hash`]).
+fn hash_of(text: &str) -> Result<String, PlanError> {
+    let value: toml::Value = toml::from_str(text)?;
+    let json =
+        serde_json::to_value(value).map_err(|e| PlanError::Inconsistent(vec![e.to_string()]))?;
+    Ok(crate::proof::canonical::sha256_tagged(&json))
+}
+
 /// `name` as a quoted SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -447,6 +459,18 @@ mod tests {
         assert_eq!(KeyType::Integer.key("99999999999"), KeyValue::Integer(None));
         assert_eq!(KeyType::Uuid.key("nope"), KeyValue::Uuid(None));
         assert_eq!(KeyType::Text.key("x"), KeyValue::Text("x".into()));
+    }
+
+    #[test]
+    fn the_plan_hash_ignores_layout_and_comments_but_not_content() {
+        let a = Plan::parse(BUILT_IN).unwrap().hash;
+        let relaid = format!("# a comment\n\n{}", BUILT_IN.replace(" = ", "="));
+        assert_eq!(Plan::parse(&relaid).unwrap().hash, a);
+        assert!(a.starts_with("sha256:") && a.len() == 7 + 64, "{a}");
+        let message = "the customer has an order in status OPEN";
+        assert!(BUILT_IN.contains(message));
+        let changed = BUILT_IN.replace(message, "an order is OPEN");
+        assert_ne!(Plan::parse(&changed).unwrap().hash, a);
     }
 
     #[test]

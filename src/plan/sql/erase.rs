@@ -262,13 +262,21 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         Action::Anonymize(_) => "COALESCE(c.unchanged, false)",
     };
     let zero_counts = format!("jsonb_build_object({})", zeros.join(", "));
+    let plan_hash = params.typed(Value::Text(plan.hash.clone()), "text");
     let _ = writeln!(
         sql,
         "{}",
-        statement::outcome(&first_hash, &hashes, &zero_counts, already_erased)
+        statement::outcome(
+            &first_hash,
+            &hashes,
+            &zero_counts,
+            already_erased,
+            &plan_hash
+        )
     );
     let _ = writeln!(sql, "{}", statement::audit());
     let _ = writeln!(sql, "{}", statement::owed());
+    let _ = writeln!(sql, "{}", statement::to_verify());
     sql.push_str(
         "unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = ANY (ARRAY(SELECT request_id FROM outcome))\n)\n",
     );

@@ -3,6 +3,7 @@
 //!   round trip;
 //! - [`companions`]: what the other paths need (the size probe, the chunks of a huge customer,
 //!   finding a customer by identifier);
+//! - [`leftovers`]: the check after commit, of what the plan's paths still find;
 //! - [`reach`]: the pieces they share (which rows a path reaches, matching an identifier to the
 //!   subject, clearing a row's personal columns).
 //!
@@ -13,6 +14,7 @@
 
 pub mod companions;
 pub mod erase;
+pub mod leftovers;
 pub mod reach;
 
 use std::fmt::Write;
@@ -31,6 +33,7 @@ pub use companions::{
     subject_by_identifier,
 };
 pub use erase::erase_statement;
+pub use leftovers::leftovers_statement;
 
 /// What a parameter takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub enum Value {
     Key,
     /// The customer's key as text (chunks and probes of a customer already found).
     SubjectId,
+    /// Several customers' keys, as text.
+    SubjectIds,
     RequestId,
     /// The inner and outer key pads of the keyed hash.
     InnerPad,
@@ -104,6 +109,7 @@ impl Value {
             Value::Customer => "customer",
             Value::Key => "key",
             Value::SubjectId => "subject_id",
+            Value::SubjectIds => "subject_ids",
             Value::RequestId => "request_id",
             Value::InnerPad => "inner_pad",
             Value::OuterPad => "outer_pad",
@@ -185,6 +191,7 @@ pub struct Values<'a> {
     pub customer: Option<&'a str>,
     pub key: Option<&'a KeyValue>,
     pub subject_id: Option<&'a str>,
+    pub subject_ids: Option<&'a [String]>,
     pub request_id: Option<Uuid>,
     pub pads: Option<(&'a [u8], &'a [u8])>,
     pub chunk_threshold: Option<i64>,
@@ -255,6 +262,7 @@ impl Statement {
                 Value::Customer => add(&mut args, needed(values.customer, v)?)?,
                 Value::Key => needed(values.key, v)?.add_to(&mut args)?,
                 Value::SubjectId => add(&mut args, needed(values.subject_id, v)?)?,
+                Value::SubjectIds => add(&mut args, needed(values.subject_ids, v)?)?,
                 Value::RequestId => add(&mut args, needed(values.request_id, v)?)?,
                 Value::InnerPad => add(&mut args, needed(values.pads, v)?.0)?,
                 Value::OuterPad => add(&mut args, needed(values.pads, v)?.1)?,

@@ -1,4 +1,7 @@
-//! The `erasure` command line.
+//! The `erasure` command line; [`proof`] holds the commands that check receipts and the audit
+//! log.
+
+mod proof;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +91,16 @@ pub enum Command {
     },
     /// Print a deletion object by its del_ id or request id.
     Status { id: String },
+    /// Check a receipt, or make a signing key.
+    Receipt {
+        #[command(subcommand)]
+        command: proof::ReceiptCommand,
+    },
+    /// Check the audit log against its seals.
+    Audit {
+        #[command(subcommand)]
+        command: proof::AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +159,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             request_id,
         } => enqueue(&settings, customer, requested_by, reason, request_id).await,
         Command::Status { id } => status(&settings, &id).await,
+        Command::Receipt { command } => proof::receipt(&settings, command).await,
+        Command::Audit { command } => proof::audit(&settings, command).await,
     }
 }
 

@@ -1,0 +1,15 @@
+//! Proof of erasure, for auditors, regulators and data subjects who ask "prove it was erased":
+//! - [`verification`]: after a DONE erasure commits, a read-only check runs the plan's own
+//!   paths for its customer and records what it found on the deletion;
+//! - [`signing`]: the Ed25519 key receipts and seals are signed with, and the public keys
+//!   (every key ever used) as a JWK set;
+//! - [`receipt`]: a final deletion as a signed receipt, and the check of one, offline;
+//! - [`seal`]: seals over the audit log, a signed chain that shows any later edit, deletion or
+//!   reordering of its rows, and the check of the whole log;
+//! - [`canonical`]: the canonical JSON (RFC 8785) all of them hash and sign.
+
+pub mod canonical;
+pub mod receipt;
+pub mod seal;
+pub mod signing;
+pub mod verification;

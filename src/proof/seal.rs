@@ -1,0 +1,414 @@
+//! Seals over the audit log. The log is append-only (a trigger refuses changes), but whoever
+//! owns the database can drop the trigger; seals make any later edit, deletion, insertion or
+//! reordering of sealed rows show.
+//!
+//! Every audit row records the transaction that wrote it (`xid`). A seal covers every row of
+//! the transactions in `[xid_from, xid_to)`, where `xid_to` is at most the oldest transaction
+//! still running when the seal was made: all of those transactions had ended, so no row of
+//! theirs can appear later, and no writer ever waits for the sealer or for another writer. The
+//! seal lists each row's id and the SHA-256 of its canonical JSON, links to the seal before by
+//! its digest, and is signed ([`super::signing`]). Checking the log ([`check_log`]) recomputes
+//! all of it and names the first row or seal that does not fit.
+//!
+//! What a seal cannot show: rows changed before they were sealed (seals are made every
+//! `proof.seal_every_ms`), and the newest seals removed together with the rows they cover,
+//! unless their digest was kept elsewhere (`erasure audit verify` prints the last one).
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::canonical::{self, hex};
+use super::signing::{KeySet, Signer};
+
+/// The most rows one seal covers (a seal lists 40 bytes a row).
+pub const MAX_ROWS: i64 = 20_000;
+
+/// The advisory lock that lets one sealer at a time work, across processes.
+const SEAL_LOCK: i64 = 0x6572_6173_7365_616c;
+
+/// One audit row as sealed.
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    recorded_at: DateTime<Utc>,
+    received_at: Option<DateTime<Utc>>,
+    action: String,
+    request_id: Option<Uuid>,
+    deletion_id: Option<String>,
+    related_object_id: Option<String>,
+    channel: String,
+    requested_by: Option<String>,
+    error_key: Option<String>,
+    detail: Value,
+    xid: i64,
+}
+
+fn micros(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl AuditRow {
+    /// The SHA-256 of the row's canonical JSON: every column.
+    fn hash(&self) -> [u8; 32] {
+        canonical::sha256(&json!({
+            "id": self.id,
+            "recorded_at": micros(self.recorded_at),
+            "received_at": self.received_at.map(micros),
+            "action": self.action,
+            "request_id": self.request_id,
+            "deletion_id": self.deletion_id,
+            "related_object_id": self.related_object_id,
+            "channel": self.channel,
+            "requested_by": self.requested_by,
+            "error_key": self.error_key,
+            "detail": self.detail,
+            "xid": self.xid,
+        }))
+    }
+}
+
+const ROW_COLUMNS: &str = "id, recorded_at, received_at, action, request_id, deletion_id, \
+     related_object_id, channel, requested_by, error_key, detail, xid::text::bigint AS xid";
+
+/// The audit rows of the transactions in `[from, to)`, by id.
+async fn rows_between(
+    conn: &mut PgConnection,
+    from: i64,
+    to: i64,
+) -> Result<Vec<AuditRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM erasure.audit_log \
+         WHERE xid >= $1::text::xid8 AND xid < $2::text::xid8 ORDER BY id"
+    ))
+    .bind(from.to_string())
+    .bind(to.to_string())
+    .fetch_all(conn)
+    .await
+}
+
+/// One seal, as stored.
+#[derive(Clone, Debug, sqlx::FromRow)]
+struct Seal {
+    seq: i64,
+    sealed_at: DateTime<Utc>,
+    xid_from: i64,
+    xid_to: i64,
+    row_count: i32,
+    row_hashes: Vec<u8>,
+    prev_digest: Option<Vec<u8>>,
+    digest: Vec<u8>,
+    key_id: String,
+    signature: Vec<u8>,
+}
+
+const SEAL_COLUMNS: &str = "seq, sealed_at, xid_from::text::bigint AS xid_from, \
+     xid_to::text::bigint AS xid_to, row_count, row_hashes, prev_digest, digest, key_id, signature";
+
+impl Seal {
+    /// The digest of everything the seal says: what is signed.
+    fn compute_digest(&self) -> [u8; 32] {
+        canonical::sha256(&json!({
+            "seq": self.seq,
+            "sealed_at": micros(self.sealed_at),
+            "xid_from": self.xid_from,
+            "xid_to": self.xid_to,
+            "row_count": self.row_count,
+            "row_hashes_sha256": hex(&Sha256::digest(&self.row_hashes)),
+            "prev_digest": self.prev_digest.as_deref().map(hex),
+            "key_id": self.key_id,
+        }))
+    }
+
+    /// The (id, hash) of each row the seal lists.
+    fn listed(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        self.row_hashes.chunks_exact(40).map(|entry| {
+            let id = i64::from_be_bytes(entry[..8].try_into().expect("8 bytes"));
+            (id, &entry[8..])
+        })
+    }
+}
+
+/// Seals the audit rows of the transactions that ended since the last seal (at most
+/// [`MAX_ROWS`] of them); returns how many rows, or `None` when there was nothing to seal or
+/// another sealer is at work.
+pub async fn seal_once(pool: &PgPool, signer: &Signer) -> Result<Option<usize>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(SEAL_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let last: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, xid_to::text::bigint, digest FROM erasure.audit_seals ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (seq, from, prev_digest) = match last {
+        Some((seq, to, digest)) => (seq + 1, to, Some(digest)),
+        None => (1, 0, None),
+    };
+    // Every transaction older than the oldest one still running has ended.
+    let horizon: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *tx)
+            .await?;
+    let cut: Option<i64> = sqlx::query_scalar(
+        "SELECT xid::text::bigint FROM erasure.audit_log \
+         WHERE xid >= $1::text::xid8 AND xid < $2::text::xid8 ORDER BY xid OFFSET $3 LIMIT 1",
+    )
+    .bind(from.to_string())
+    .bind(horizon.to_string())
+    .bind(MAX_ROWS)
+    .fetch_optional(&mut *tx)
+    .await?;
+    // Past MAX_ROWS rows the seal ends at a transaction boundary; one transaction with more
+    // rows than that is sealed whole.
+    let to = match cut {
+        Some(xid) if xid > from => xid,
+        Some(xid) => xid + 1,
+        None => horizon,
+    };
+    if to <= from {
+        return Ok(None);
+    }
+    let rows = rows_between(&mut tx, from, to).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut row_hashes = Vec::with_capacity(rows.len() * 40);
+    for row in &rows {
+        row_hashes.extend_from_slice(&row.id.to_be_bytes());
+        row_hashes.extend_from_slice(&row.hash());
+    }
+    let now = Utc::now();
+    let sealed_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let mut seal = Seal {
+        seq,
+        sealed_at,
+        xid_from: from,
+        xid_to: to,
+        row_count: rows.len() as i32,
+        row_hashes,
+        prev_digest,
+        digest: Vec::new(),
+        key_id: signer.id().to_owned(),
+        signature: Vec::new(),
+    };
+    seal.digest = seal.compute_digest().to_vec();
+    seal.signature = signer.sign(&seal.digest).to_vec();
+    sqlx::query(
+        "INSERT INTO erasure.audit_seals (seq, sealed_at, xid_from, xid_to, row_count, row_hashes, \
+           prev_digest, digest, key_id, signature) \
+         VALUES ($1, $2, $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(seal.seq)
+    .bind(seal.sealed_at)
+    .bind(seal.xid_from.to_string())
+    .bind(seal.xid_to.to_string())
+    .bind(seal.row_count)
+    .bind(&seal.row_hashes)
+    .bind(&seal.prev_digest)
+    .bind(&seal.digest)
+    .bind(&seal.key_id)
+    .bind(&seal.signature)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    crate::metrics::sealed(rows.len());
+    Ok(Some(rows.len()))
+}
+
+/// Seals every `every` until `shutdown`, a seal after another while there is a backlog.
+pub async fn keep_sealing(
+    pool: PgPool,
+    signer: Signer,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match seal_once(&pool, &signer).await {
+            Ok(Some(rows)) if rows as i64 >= MAX_ROWS => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::db::SafeError(&e), "sealing the audit log failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// What checking the log found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub seals: usize,
+    pub rows: usize,
+    /// Rows of transactions after the last seal (checked once sealed).
+    pub unsealed: i64,
+    /// The last seal's digest (hex): kept elsewhere, it shows if the newest seals are removed.
+    pub head: Option<String>,
+    /// The first row or seal that does not fit.
+    pub problem: Option<String>,
+}
+
+/// Checks the seals (from the first one made at or after `since`, linked to the one before
+/// it) and every row they cover, against `keys`.
+pub async fn check_log(
+    pool: &PgPool,
+    keys: &KeySet,
+    since: Option<DateTime<Utc>>,
+) -> Result<Report, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let first: Option<i64> = match since {
+        Some(at) => {
+            sqlx::query_scalar("SELECT min(seq) FROM erasure.audit_seals WHERE sealed_at >= $1")
+                .bind(at)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        None => Some(1),
+    };
+    let mut report = Report {
+        seals: 0,
+        rows: 0,
+        unsealed: 0,
+        head: None,
+        problem: None,
+    };
+    let mut previous: Option<Seal> = match first {
+        Some(seq) if seq > 1 => {
+            sqlx::query_as(&format!(
+                "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals WHERE seq = $1"
+            ))
+            .bind(seq - 1)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        _ => None,
+    };
+    if let Some(Err(why)) = previous.as_ref().map(|p| check_seal(p, None, keys)) {
+        report.problem = Some(why);
+        return Ok(report);
+    }
+    let start = first.unwrap_or(i64::MAX);
+    let seals: Vec<Seal> = sqlx::query_as(&format!(
+        "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals WHERE seq >= $1 ORDER BY seq"
+    ))
+    .bind(start)
+    .fetch_all(&mut *conn)
+    .await?;
+    if let Some(seal) = seals.first().filter(|s| since.is_none() && s.seq != 1) {
+        report.problem = Some(format!(
+            "seal 1 to {} are missing: the first seal is {}",
+            seal.seq - 1,
+            seal.seq
+        ));
+        return Ok(report);
+    }
+    for seal in seals {
+        if let Err(why) = check_seal(&seal, previous.as_ref(), keys) {
+            report.problem = Some(why);
+            return Ok(report);
+        }
+        let rows = rows_between(&mut conn, seal.xid_from, seal.xid_to).await?;
+        if let Some(why) = compare(&seal, &rows) {
+            report.problem = Some(why);
+            return Ok(report);
+        }
+        report.seals += 1;
+        report.rows += rows.len();
+        previous = Some(seal);
+    }
+    let sealed_to = previous.as_ref().map_or(0, |s| s.xid_to);
+    report.head = previous.as_ref().map(|s| hex(&s.digest));
+    report.unsealed =
+        sqlx::query_scalar("SELECT count(*) FROM erasure.audit_log WHERE xid >= $1::text::xid8")
+            .bind(sealed_to.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(report)
+}
+
+/// Whether `seal` is whole, signed, and follows `previous`.
+fn check_seal(seal: &Seal, previous: Option<&Seal>, keys: &KeySet) -> Result<(), String> {
+    if let Some(p) = previous {
+        if seal.seq != p.seq + 1 {
+            return Err(format!(
+                "seal {} to {} are missing: seal {} follows seal {}",
+                p.seq + 1,
+                seal.seq - 1,
+                seal.seq,
+                p.seq
+            ));
+        }
+        if seal.xid_from != p.xid_to || seal.prev_digest.as_deref() != Some(p.digest.as_slice()) {
+            return Err(format!(
+                "seal {} does not follow seal {}: the chain was rewritten",
+                seal.seq, p.seq
+            ));
+        }
+    }
+    if seal.compute_digest().as_slice() != seal.digest.as_slice() {
+        return Err(format!(
+            "seal {} was changed after it was made: its digest does not match what it says",
+            seal.seq
+        ));
+    }
+    keys.check(&seal.key_id, &seal.digest, &seal.signature)
+        .map_err(|why| format!("seal {}: {why}", seal.seq))
+}
+
+/// The first row that does not fit the seal's list, if any.
+fn compare(seal: &Seal, rows: &[AuditRow]) -> Option<String> {
+    let mut listed = seal.listed().peekable();
+    let mut present = rows.iter().peekable();
+    loop {
+        match (listed.peek(), present.peek()) {
+            (None, None) => return None,
+            (Some((id, _)), None) => {
+                return Some(format!(
+                    "audit row {id} was deleted: seal {} lists it",
+                    seal.seq
+                ));
+            }
+            (None, Some(row)) => {
+                return Some(format!(
+                    "audit row {} was added after seal {} covered its transaction",
+                    row.id, seal.seq
+                ));
+            }
+            (Some((id, hash)), Some(row)) => {
+                if *id < row.id {
+                    return Some(format!(
+                        "audit row {id} was deleted: seal {} lists it",
+                        seal.seq
+                    ));
+                }
+                if *id > row.id {
+                    return Some(format!(
+                        "audit row {} was added after seal {} covered its transaction",
+                        row.id, seal.seq
+                    ));
+                }
+                if *hash != row.hash().as_slice() {
+                    return Some(format!(
+                        "audit row {id} was changed after seal {} sealed it",
+                        seal.seq
+                    ));
+                }
+                listed.next();
+                present.next();
+            }
+        }
+    }
+}
