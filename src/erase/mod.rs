@@ -370,7 +370,7 @@ impl Eraser {
     }
 
     /// The hash of the plan every deletion records.
-    fn plan_hash(&self) -> &str {
+    pub fn plan_hash(&self) -> &str {
         &self.inner.plan.hash
     }
 

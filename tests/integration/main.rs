@@ -14,5 +14,6 @@ mod isolation;
 mod migrations;
 mod openapi;
 mod plan_check;
+mod proof;
 mod schemas;
 mod size_probe;
