@@ -255,6 +255,44 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
         let request = reader.request(Method::GET, &path);
         assert_eq!(doc.check("get", one, request).await.0, expected, "{path}");
     }
+    let receipt = "/v1/permanent-deletions/{id}/receipt";
+    // An open deletion, as the API alone leaves one.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_0penDeletion000000000000', gen_random_uuid(), 'PENDING', now(), now() + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for (path, expected) in [
+        (
+            format!("/v1/permanent-deletions/{id}/receipt"),
+            StatusCode::OK,
+        ),
+        (
+            "/v1/permanent-deletions/del_0penDeletion000000000000/receipt".into(),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/v1/permanent-deletions/del_nothing/receipt".into(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/permanent-deletions/abc%00def/receipt".into(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let request = reader.request(Method::GET, &path);
+        assert_eq!(
+            doc.check("get", receipt, request).await.0,
+            expected,
+            "{path}"
+        );
+    }
+    let keys = "/v1/receipt-keys";
+    let request = anonymous.get(format!("{base}{keys}"));
+    assert_eq!(doc.check("get", keys, request).await.0, StatusCode::OK);
+
     for (query, expected) in [
         ("", StatusCode::OK),
         ("?status=DONE&limit=1", StatusCode::OK),
