@@ -232,11 +232,14 @@ pub async fn check_pgbench(pool: &PgPool, first: i64, erased: i64) -> anyhow::Re
     Ok(recorded.len())
 }
 
-/// What pgbench recorded owes no outcome event: the worker's publisher leaves it alone.
+/// What pgbench recorded owes no outcome event and no check after commit: the worker's
+/// publisher and verifier leave it alone, and measure the worker's own erasures only.
 pub async fn settle_pgbench_events(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::query(
-        "DELETE FROM erasure.event_outbox o USING erasure.deletions d \
-         WHERE d.id = o.deletion_id AND d.channel = 'cli'",
+        "WITH events AS (DELETE FROM erasure.event_outbox o USING erasure.deletions d \
+           WHERE d.id = o.deletion_id AND d.channel = 'cli') \
+         DELETE FROM erasure.verification_queue q USING erasure.deletions d \
+         WHERE d.id = q.deletion_id AND d.channel = 'cli'",
     )
     .execute(pool)
     .await?;

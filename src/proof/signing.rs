@@ -84,7 +84,16 @@ impl Signer {
     /// The configured key, its public half recorded; or, with none configured, the key this
     /// installation generated (generating it the first time).
     pub async fn load(pool: &PgPool, settings: &ProofSettings) -> Result<Self, KeyError> {
-        let configured = match (&settings.signing_key, &settings.signing_key_file) {
+        // An empty value is no value (a compose file passes an unset variable as "").
+        let key = settings
+            .signing_key
+            .as_ref()
+            .filter(|k| !k.expose().trim().is_empty());
+        let file = settings
+            .signing_key_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty());
+        let configured = match (key, file) {
             (Some(secret), _) => Some(Self::parse(secret.expose())?),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {

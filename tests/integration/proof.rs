@@ -524,3 +524,49 @@ async fn audit_verify_passes_after_thousands_of_concurrent_erasures() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_malformed_signing_key_stops_the_start_saying_why_and_an_empty_one_is_none() {
+    let app = TestApp::new().await;
+    let mut settings = app.settings.clone();
+    settings.proof.signing_key = Some(Secret::new("not a key"));
+    let error = match erasure::startup::Application::build(settings.clone()).await {
+        Ok(_) => panic!("a malformed key must stop the start"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("32 bytes in base64 or hex"), "{error}");
+    assert!(
+        !error.contains("not a key"),
+        "the key is not echoed: {error}"
+    );
+
+    settings.proof.signing_key_file = Some(std::env::temp_dir().join("erasure-no-such-key"));
+    settings.proof.signing_key = None;
+    let error = match erasure::startup::Application::build(settings.clone()).await {
+        Ok(_) => panic!("a missing key file must stop the start"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains("cannot read the signing key file"),
+        "{error}"
+    );
+
+    // Empty, as a compose file passes an unset variable: the generated key, kept once.
+    settings.proof.signing_key = Some(Secret::new(""));
+    settings.proof.signing_key_file = None;
+    let first = erasure::startup::Application::build(settings.clone())
+        .await
+        .unwrap();
+    let second = erasure::startup::Application::build(settings)
+        .await
+        .unwrap();
+    assert_eq!(first.signer.id(), second.signer.id());
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.signing_keys WHERE private_key IS NOT NULL")
+            .await,
+        1
+    );
+    first.pool.close().await;
+    second.pool.close().await;
+    app.cleanup().await;
+}
