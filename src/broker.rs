@@ -206,6 +206,22 @@ pub async fn declare_topology(
             FieldTable::default(),
         )
         .await?;
+    // Requests held for their grace period wait here, each with its own expiration, and are
+    // dead-lettered back to the requests queue when it passes. A classic queue: it expires
+    // messages with a per-message TTL as they reach its head, and the holds, all of one length,
+    // expire in the order they were made.
+    let mut hold = FieldTable::default();
+    hold.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(settings.exchange.as_str().into()),
+    );
+    hold.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(settings.routing_key.as_str().into()),
+    );
+    channel
+        .queue_declare(hold_queue(settings).as_str().into(), durable_queue, hold)
+        .await?;
     channel
         .queue_bind(
             settings.dead_letter_queue.as_str().into(),
@@ -215,6 +231,51 @@ pub async fn declare_topology(
             FieldTable::default(),
         )
         .await?;
+    Ok(())
+}
+
+/// The queue where requests wait out their grace period: `<amqp.queue>.hold`.
+pub fn hold_queue(settings: &AmqpSettings) -> String {
+    format!("{}.hold", settings.queue)
+}
+
+/// Puts a request message in the hold queue until `ttl` has passed (then the broker returns it
+/// to the requests queue), waiting for the broker's confirm.
+pub async fn publish_held(
+    channel: &Channel,
+    settings: &AmqpSettings,
+    message_id: &str,
+    body: &[u8],
+    ttl: std::time::Duration,
+) -> Result<(), BrokerError> {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.into())
+        .with_expiration(ttl.as_millis().max(1).to_string().into());
+    let queue = hold_queue(settings);
+    let confirmation = channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    if confirmation.is_nack() {
+        return Err(BrokerError::Nacked);
+    }
+    if confirmation.take_message().is_some() {
+        return Err(BrokerError::Unroutable {
+            exchange: String::new(),
+            routing_key: queue,
+        });
+    }
     Ok(())
 }
 

@@ -96,6 +96,66 @@ pub struct ErasureSettings {
     pub chunk_rows: i64,
     /// How long one chunk's transaction should take (milliseconds); chunks are sized to it.
     pub chunk_ms: u64,
+    /// How long each request is held before it is carried out ("0", "90s", "30m", "72h",
+    /// "14d").
+    pub grace_period: GracePeriod,
+}
+
+/// A grace period, written as a whole number and a unit (`s`, `m`, `h`, `d`), or `0`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GracePeriod(pub std::time::Duration);
+
+impl GracePeriod {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "0" {
+            return Ok(Self::default());
+        }
+        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => 0,
+        };
+        let n: u64 = number.parse().map_err(|_| ())
+            .ok()
+            .filter(|_| seconds > 0)
+            .ok_or_else(|| format!("erasure.grace_period {text:?} is not a whole number with a unit (s, m, h, d), nor 0"))?;
+        // A month at most: more would pass the due date of every request.
+        if n * seconds > 31 * 86_400 {
+            return Err(format!(
+                "erasure.grace_period {text:?} is longer than the month a request is due in"
+            ));
+        }
+        Ok(Self(std::time::Duration::from_secs(n * seconds)))
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+
+    /// The period as a signed duration, to add to a time.
+    pub fn chrono(self) -> chrono::Duration {
+        chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for GracePeriod {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Seconds(u64),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Text(text) => Self::parse(&text).map_err(serde::de::Error::custom),
+            Written::Seconds(0) => Ok(Self::default()),
+            Written::Seconds(n) => Self::parse(&format!("{n}s")).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -271,6 +331,19 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grace_periods_read_with_a_unit_and_stay_within_a_month() {
+        let secs = |t: &str| GracePeriod::parse(t).map(|g| g.0.as_secs());
+        assert_eq!(secs("0"), Ok(0));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(1800));
+        assert_eq!(secs("72h"), Ok(259_200));
+        assert_eq!(secs("14d"), Ok(1_209_600));
+        for bad in ["", "7", "7w", "d", "-1d", "1.5h", "40d"] {
+            assert!(GracePeriod::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_built_in_configuration_is_valid() {

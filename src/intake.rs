@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::broker::Publisher;
+use crate::config::GracePeriod;
 use crate::deletion::DeletionRow;
 use crate::deletion::store::{self, PendingInsert};
 use crate::plan::{KeyType, Plan};
@@ -26,6 +27,7 @@ pub struct Intake {
     insert: Arc<PendingInsert>,
     key_type: KeyType,
     publisher: Arc<Publisher>,
+    grace_period: GracePeriod,
 }
 
 #[derive(Debug)]
@@ -40,18 +42,27 @@ pub enum Submitted {
 pub enum SubmitError {
     #[error("the request id was already used for another customer")]
     ReusedForAnotherCustomer,
+    /// The grace period would end after the request's due date.
+    #[error("{}", .0.message)]
+    PastDue(crate::request::InvalidRequest),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 impl Intake {
-    pub fn new(pool: PgPool, plan: &Plan, publisher: Arc<Publisher>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        plan: &Plan,
+        publisher: Arc<Publisher>,
+        grace_period: GracePeriod,
+    ) -> Self {
         let subject_key = crate::plan::sql::subject_by_identifier(plan, "$3", "$11");
         Self {
             pool,
             insert: Arc::new(PendingInsert::new(&subject_key)),
             key_type: plan.facts.key_type,
             publisher,
+            grace_period,
         }
     }
 
@@ -59,9 +70,24 @@ impl Intake {
         self.publisher.clone()
     }
 
-    /// Records `received` as PENDING and publishes it. `Accepted` means the request is durable.
+    /// Records `received` as PENDING (with a grace period, scheduled for when it ends) and
+    /// publishes it. `Accepted` means the request is durable.
     pub async fn submit(&self, received: &Received) -> Result<Submitted, SubmitError> {
         let request = &received.request;
+        let scheduled_at = match self.grace_period.is_zero() {
+            true => None,
+            false => Some(received.received_at + self.grace_period.chrono()),
+        };
+        if scheduled_at.is_some_and(|at| at > crate::deletion::due_at(received.requested_at())) {
+            let invalid = crate::erase::hold::past_due(received, self.grace_period);
+            // A repeat of a request recorded before stands as it is.
+            if let Some(prior) = store::prior(&self.pool, received.request_id(), false).await?
+                && prior.names(Some(&received.requested_hash))
+            {
+                return Ok(Submitted::Existing(prior.row));
+            }
+            return Err(SubmitError::PastDue(invalid));
+        }
         let message = serde_json::to_vec(&serde_json::json!({
             "request_id": request.request_id,
             "customer_id": request.customer_id,
@@ -73,7 +99,7 @@ impl Intake {
         let key = self.key_type.key(&request.customer_id);
         let Some(row) = self
             .insert
-            .run(&self.pool, received, &key, &message)
+            .run(&self.pool, received, &key, &message, scheduled_at)
             .await?
         else {
             return self.existing(received).await.map(Submitted::Existing);

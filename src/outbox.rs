@@ -121,6 +121,7 @@ impl Outbox {
                     let row = &event.deletion;
                     let key = match row.status {
                         DeletionStatus::Done => "deletion.done",
+                        DeletionStatus::Canceled => "deletion.canceled",
                         _ => "deletion.failed",
                     };
                     let body = serde_json::to_vec(&row.to_object(&self.count_keys))

@@ -39,6 +39,8 @@ text_enum! {
         Http = "http",
         /// `erasure` on a command line (and tests that call the engine directly).
         Cli = "cli",
+        /// `erasure ledger replay`: a customer erased before, back after a backup was restored.
+        Replay = "replay",
     }
 }
 

@@ -63,7 +63,12 @@ impl Application {
             .context("loading the signing key")?;
         let verifier = Verifier::new(pool.clone(), &plan);
         let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
-        let intake = Intake::new(pool.clone(), &plan, publisher);
+        let intake = Intake::new(
+            pool.clone(),
+            &plan,
+            publisher,
+            settings.erasure.grace_period,
+        );
         let eraser = Eraser::new(
             pool.clone(),
             plan,
@@ -73,6 +78,7 @@ impl Application {
                 chunk_threshold: settings.erasure.chunk_threshold,
                 chunk_rows: settings.erasure.chunk_rows,
                 chunk_time: std::time::Duration::from_millis(settings.erasure.chunk_ms),
+                grace_period: settings.erasure.grace_period,
             },
         );
         crate::metrics::handle();

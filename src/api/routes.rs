@@ -6,6 +6,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+
+use crate::deletion::ledger;
+use crate::deletion::lifecycle::{self, Canceled};
 use axum::{Extension, Json, Router};
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -34,7 +37,8 @@ pub fn v1() -> Router<ApiState> {
             get(preview),
         )
         .route("/v1/permanent-deletions", get(list))
-        .route("/v1/permanent-deletions/{id}", get(one))
+        .route("/v1/permanent-deletions/{id}", get(one).delete(cancel))
+        .route("/v1/suppressions/{identifier}", get(suppression))
         .route("/v1/permanent-deletions/{id}/receipt", get(receipt))
 }
 
@@ -80,6 +84,7 @@ async fn submit(
             )
             .with_details("use a new key for a new request"));
         }
+        Err(SubmitError::PastDue(invalid)) => return Err(ApiError::invalid(invalid.message)),
         Err(SubmitError::Database(e)) => return Err(e.into()),
     };
     let location = format!("/v1/permanent-deletions/{}", row.id);
@@ -131,6 +136,49 @@ async fn one(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult<Jso
         .await?
         .map(|row| Json(object(&state, &row)))
         .ok_or_else(|| ApiError::not_found("no deletion has this id or request id"))
+}
+
+/// `DELETE /v1/permanent-deletions/{id}`: cancels a PENDING deletion (200 with it CANCELED,
+/// also when it already was); 409 once it is IN_PROGRESS or has ended.
+async fn cancel(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+) -> ApiResult<Json<Value>> {
+    match lifecycle::cancel(&state.pool, &id, &caller.name).await? {
+        // Its event goes out with the outbox's next sweep.
+        Canceled::Canceled(row) => Ok(Json(object(&state, &row))),
+        Canceled::TooLate(row) => Err(ApiError::conflict(format!(
+            "the deletion is {}: only a PENDING deletion can be canceled",
+            row.status
+        ))
+        .with_details("a deletion being carried out or ended stays as it is")),
+        Canceled::NotFound => Err(ApiError::not_found("no deletion has this id or request id")),
+    }
+}
+
+/// `GET /v1/suppressions/{identifier}`: whether a DONE erasure matched the identifier (the
+/// customer's key, or a lookup value through its keyed hash), for upstream services to ask
+/// before they create a customer.
+async fn suppression(
+    State(state): State<ApiState>,
+    PathId(identifier): PathId,
+) -> ApiResult<Json<Value>> {
+    let hashes = identifier_hashes(
+        state.hash.digest(&identifier),
+        state.hash.digest(&identifier.to_lowercase()),
+    );
+    match ledger::suppression(&state.pool, &identifier, &hashes).await? {
+        Some((deletion_id, completed_at)) => Ok(Json(json!({
+            "object": "suppression",
+            "erased": true,
+            "deletion_id": deletion_id,
+            "completed_at": crate::deletion::millis(completed_at),
+        }))),
+        None => Err(ApiError::not_found(
+            "no DONE erasure matched this identifier",
+        )),
+    }
 }
 
 /// `GET /v1/permanent-deletions/{id}/receipt`: the signed receipt of a final deletion; 409

@@ -1,7 +1,10 @@
 //! The `erasure` command line; [`proof`] holds the commands that check receipts and the audit
 //! log.
 
+mod ledger;
 mod proof;
+
+pub use ledger::{Summary as ReplaySummary, replay, replay_request_id};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +99,12 @@ pub enum Command {
         #[command(subcommand)]
         command: proof::ReceiptCommand,
     },
+    /// The ledger of final deletions, kept outside the database: export it, replay it after a
+    /// backup was restored.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
     /// Check the audit log against its seals.
     Audit {
         #[command(subcommand)]
@@ -161,6 +170,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { id } => status(&settings, &id).await,
         Command::Receipt { command } => proof::receipt(&settings, command).await,
         Command::Audit { command } => proof::audit(&settings, command).await,
+        Command::Ledger { command } => ledger::run(settings, command).await,
     }
 }
 

@@ -25,6 +25,8 @@ text_enum! {
         RequestRejected = "request.rejected",
         /// What an erasure would do was shown (and nothing done).
         ErasurePreviewed = "erasure.previewed",
+        /// A PENDING request was withdrawn.
+        ErasureCanceled = "erasure.canceled",
     }
 }
 
@@ -33,6 +35,7 @@ impl AuditAction {
     pub fn outcome(status: DeletionStatus) -> Self {
         match status {
             DeletionStatus::Done => AuditAction::ErasureDone,
+            DeletionStatus::Canceled => AuditAction::ErasureCanceled,
             _ => AuditAction::ErasureFailed,
         }
     }

@@ -4,9 +4,14 @@
 //! - this file: the object, its states and error keys, its ids and its due date;
 //! - [`store`]: every read and write of `erasure.deletions` (nothing else touches the table);
 //! - [`audit`]: the append-only audit trail, `erasure.audit_log`;
-//! - [`statement`]: what the erasure statement writes to both, as SQL fragments.
+//! - [`statement`]: what the erasure statement writes to both, as SQL fragments;
+//! - [`lifecycle`]: holding a request for the grace period, and canceling it;
+//! - [`ledger`]: final deletions as the ledger kept outside the database, and the
+//!   suppression check.
 
 pub mod audit;
+pub mod ledger;
+pub mod lifecycle;
 pub mod statement;
 pub mod store;
 
@@ -23,7 +28,7 @@ pub use store::find;
 /// The columns every query that returns a deletion object selects, in [`DeletionRow`]'s order.
 pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json, already_erased, \
      error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at, \
-     plan_hash, verified_at, verification";
+     plan_hash, verified_at, verification, scheduled_at";
 
 text_enum! {
     /// Where a deletion stands. DONE and FAILED are final: nothing changes a final deletion.
@@ -34,12 +39,19 @@ text_enum! {
         InProgress = "IN_PROGRESS",
         Done = "DONE",
         Failed = "FAILED",
+        /// Withdrawn while PENDING (`DELETE /v1/permanent-deletions/{id}`): nothing was erased,
+        /// and a message of the request arriving later changes nothing.
+        Canceled = "CANCELED",
     }
 }
 
 impl DeletionStatus {
     /// The statuses nothing changes any more.
-    pub const FINAL: &'static [DeletionStatus] = &[DeletionStatus::Done, DeletionStatus::Failed];
+    pub const FINAL: &'static [DeletionStatus] = &[
+        DeletionStatus::Done,
+        DeletionStatus::Failed,
+        DeletionStatus::Canceled,
+    ];
     /// The statuses a worker may still carry forward.
     pub const OPEN: &'static [DeletionStatus] =
         &[DeletionStatus::Pending, DeletionStatus::InProgress];
@@ -84,6 +96,8 @@ pub struct DeletionRow {
     /// When the check after commit ran ([`crate::proof::verification`]), and what it found.
     pub verified_at: Option<DateTime<Utc>>,
     pub verification: Option<Value>,
+    /// With a grace period: when the request may be carried out.
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 text_enum! {
@@ -172,6 +186,7 @@ impl DeletionRow {
             due_at: auto(self.due_at),
             data_json: Value::Object(counts),
             already_erased: self.already_erased,
+            scheduled_at: self.scheduled_at.map(millis),
             error: self.error_key.map(|key| ErrorObject {
                 key,
                 message: self.error_message.clone().unwrap_or_default(),
@@ -195,6 +210,8 @@ pub struct DeletionObject {
     pub due_at: String,
     pub data_json: Value,
     pub already_erased: bool,
+    /// With a grace period: when the request may be carried out; null without one.
+    pub scheduled_at: Option<String>,
     pub error: Option<ErrorObject>,
 }
 
@@ -259,7 +276,7 @@ mod tests {
         }
         assert_eq!(
             DeletionStatus::sql_list(DeletionStatus::FINAL),
-            "('DONE', 'FAILED')"
+            "('DONE', 'FAILED', 'CANCELED')"
         );
     }
 

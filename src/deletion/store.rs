@@ -76,6 +76,19 @@ impl<'a> NewDeletion<'a> {
         }
     }
 
+    /// `sql` with `{columns}` and `{values}` filled (the customer's key from `related`), and
+    /// its arguments `$1` to `$9`; the caller adds its own from `$10`.
+    pub(super) fn insert(
+        &self,
+        sql: &str,
+        related: &str,
+    ) -> Result<(String, PgArguments), sqlx::Error> {
+        let sql = sql
+            .replace("{columns}", NEW_COLUMNS)
+            .replace("{values}", &new_values(related));
+        Ok((sql, self.arguments()?))
+    }
+
     /// `$1` to `$9`; the caller adds its own from `$10`.
     fn arguments(&self) -> Result<PgArguments, sqlx::Error> {
         let mut args = PgArguments::default();
@@ -92,7 +105,7 @@ impl<'a> NewDeletion<'a> {
     }
 }
 
-fn add<'q, T>(args: &mut PgArguments, value: T) -> Result<(), sqlx::Error>
+pub(super) fn add<'q, T>(args: &mut PgArguments, value: T) -> Result<(), sqlx::Error>
 where
     T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + 'q,
 {
@@ -221,8 +234,8 @@ impl PendingInsert {
     pub fn new(subject_key: &str) -> Self {
         Self {
             sql: format!(
-                "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message) \
-                 VALUES ({}, '{pending}', $10) \
+                "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message, scheduled_at) \
+                 VALUES ({}, '{pending}', $10, $12) \
                  ON CONFLICT (request_id) DO NOTHING \
                  RETURNING {COLUMNS}",
                 new_values(subject_key),
@@ -231,19 +244,22 @@ impl PendingInsert {
         }
     }
 
-    /// Records `received` (its identifier read as a key: `key`) as PENDING with `message`;
-    /// `None` when its request id has a row.
+    /// Records `received` (its identifier read as a key: `key`) as PENDING with `message`, to
+    /// be carried out at `scheduled_at` (with a grace period); `None` when its request id has a
+    /// row.
     pub async fn run(
         &self,
         db: impl PgExecutor<'_>,
         received: &Received,
         key: &KeyValue,
         message: &[u8],
+        scheduled_at: Option<DateTime<Utc>>,
     ) -> Result<Option<DeletionRow>, sqlx::Error> {
         let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
         let mut args = new.arguments()?;
         add(&mut args, message)?;
         key.add_to(&mut args)?;
+        add(&mut args, scheduled_at)?;
         sqlx::query_as_with(&self.sql, args)
             .fetch_optional(db)
             .await

@@ -20,6 +20,7 @@ mod batch;
 pub mod chunked;
 pub mod error;
 pub mod failure;
+pub mod hold;
 pub mod preview;
 mod recheck;
 pub mod slot;
@@ -77,6 +78,8 @@ pub struct Limits {
     pub chunk_rows: i64,
     /// How long one chunk's transaction should take; chunks are sized to it.
     pub chunk_time: Duration,
+    /// How long each request is held before it is carried out.
+    pub grace_period: crate::config::GracePeriod,
 }
 
 /// Runs erasures for one plan against one database. Cheap to clone.
@@ -214,6 +217,12 @@ impl Eraser {
         received_at: DateTime<Utc>,
     ) -> Received {
         Received::new(request, channel, received_at, &self.inner.hash)
+    }
+
+    /// The key of the live customer `identifier` names (by key, then by each lookup), if any.
+    pub async fn find_customer(&self, identifier: &str) -> Result<Option<String>, sqlx::Error> {
+        let mut conn = self.inner.pool.acquire().await?;
+        self.live_customer(&mut conn, identifier).await
     }
 
     /// Carries out `received` on a connection of its own; the hot path keeps a [`Slot`].

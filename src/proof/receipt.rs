@@ -116,6 +116,7 @@ mod tests {
             plan_hash: Some("sha256:00".into()),
             verified_at: Some(at),
             verification: Some(json!({"outcome": "passed"})),
+            scheduled_at: None,
         }
     }
 

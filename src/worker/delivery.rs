@@ -4,8 +4,9 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
+use crate::erase::hold::Hold;
 use crate::erase::{EraseError, Outcome, Slot};
 use crate::request::{self, Channel, Received};
 
@@ -19,6 +20,9 @@ pub enum Disposition {
     /// Nothing was recorded and the cause may pass (the database is unreachable, another
     /// request holds the customer): give it back, or hold it and try again.
     Requeue,
+    /// Its grace period runs until then: put it in the hold queue (whence the broker returns
+    /// it when due), then acknowledge.
+    Hold(DateTime<Utc>),
 }
 
 /// A delivery as the steps see it: its body, and whether the broker delivered it before.
@@ -44,8 +48,30 @@ pub async fn handle_delivery(
         Err(invalid) => return reject(slot, &invalid, received_at, body.len()).await,
     };
     let received = slot.eraser().receive(request, Channel::Amqp, received_at);
+    if let Some(held) = hold(slot, &received, body.len()).await {
+        return held;
+    }
     let outcome = carry_out(slot, &received, redelivered, max_deliveries).await;
     disposition(&received, outcome, started)
+}
+
+/// With a grace period: the disposition of a request not to be carried out now (held, or
+/// refused because its hold would pass its due date); `None` to carry it out.
+async fn hold(slot: &mut Slot, received: &Received, bytes: usize) -> Option<Disposition> {
+    match slot.eraser().schedule(received).await {
+        Ok(Hold::Now) => None,
+        Ok(Hold::Until(at)) => {
+            tracing::info!(request_id = %received.request_id(), until = %at.to_rfc3339(), "request held for its grace period");
+            Some(Disposition::Hold(at))
+        }
+        Ok(Hold::PastDue(invalid)) => {
+            Some(reject(slot, &invalid, received.received_at, bytes).await)
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %received.request_id(), error = %crate::db::SafeError(&e), "could not record the request's grace period; it goes back to the queue");
+            Some(Disposition::Requeue)
+        }
+    }
 }
 
 /// Handles several messages at once: the new, valid requests in one batch statement
@@ -63,10 +89,11 @@ pub async fn handle_batch(
     for (i, message) in messages.iter().enumerate() {
         match request::parse(message.body, received_at) {
             Ok(request) if !message.redelivered => {
-                batch.push((
-                    i,
-                    slot.eraser().receive(request, Channel::Amqp, received_at),
-                ));
+                let received = slot.eraser().receive(request, Channel::Amqp, received_at);
+                match hold(slot, &received, message.body.len()).await {
+                    Some(held) => dispositions[i] = Some(held),
+                    None => batch.push((i, received)),
+                }
             }
             Ok(_) => {
                 // A redelivery may be a request that crashes workers: it is counted alone.

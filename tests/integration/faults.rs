@@ -19,7 +19,7 @@ use crate::helpers::{Shape, TestApp};
 const CLIENT_CHECK: Duration = Duration::from_millis(2000);
 
 /// Starts the worker binary with the test's configuration and `env` on top.
-fn spawn_worker(app: &TestApp, env: &[(&str, &str)]) -> Child {
+pub(crate) fn spawn_worker(app: &TestApp, env: &[(&str, &str)]) -> Child {
     let mut command = app.command();
     command
         .arg("worker")
@@ -78,7 +78,7 @@ async fn visible_rows(conn: &mut PgConnection, customer: &str) -> (i64, i64, i64
     .unwrap()
 }
 
-async fn kill_9(child: &mut Child) {
+pub(crate) async fn kill_9(child: &mut Child) {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }

@@ -253,7 +253,11 @@ impl Drop for TestApp {
 async fn remove(database: &str, amqp: &AmqpSettings) {
     if let Ok(connection) = broker::connect(amqp).await {
         if let Ok(channel) = connection.create_channel().await {
-            for queue in [&amqp.queue, &amqp.dead_letter_queue] {
+            for queue in [
+                &amqp.queue,
+                &amqp.dead_letter_queue,
+                &erasure::broker::hold_queue(amqp),
+            ] {
                 let _ = channel
                     .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                     .await;

@@ -1,0 +1,108 @@
+//! A deletion's life before it is carried out: held for the grace period
+//! (`erasure.grace_period`), and withdrawn while PENDING. Writes `erasure.deletions`,
+//! `erasure.audit_log` and `erasure.event_outbox`, beside [`super::store`].
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::audit::{Audit, AuditAction};
+use super::store::NewDeletion;
+use super::{COLUMNS, DeletionRow, DeletionStatus};
+use crate::request::Channel;
+
+/// Where a request stands against its grace period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Carry it out now (no grace period, its hold has passed, or it has already ended).
+    Now,
+    /// Hold it until then.
+    Until(DateTime<Utc>),
+}
+
+/// Records the request PENDING with `scheduled_at` the first time it is seen (an HTTP
+/// submission records it on intake); a later sight keeps the first time, so that restarts,
+/// reconnects and redeliveries never move it. Says whether to carry it out now.
+pub async fn schedule(
+    conn: &mut PgConnection,
+    new: &NewDeletion<'_>,
+    scheduled_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Schedule, sqlx::Error> {
+    let (sql, mut args) = new.insert(
+        &format!(
+            "INSERT INTO erasure.deletions AS d ({{columns}}, status, scheduled_at) \
+             VALUES ({{values}}, '{pending}', $10) \
+             ON CONFLICT (request_id) DO UPDATE SET scheduled_at = COALESCE(d.scheduled_at, EXCLUDED.scheduled_at) \
+             WHERE d.status IN {open} AND d.requested_id_hash = EXCLUDED.requested_id_hash \
+             RETURNING d.scheduled_at",
+            pending = DeletionStatus::Pending,
+            open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+        ),
+        "$3",
+    )?;
+    super::store::add(&mut args, scheduled_at)?;
+    let at: Option<Option<DateTime<Utc>>> = sqlx::query_scalar_with(&sql, args)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match at.flatten() {
+        Some(at) if at > now => Schedule::Until(at),
+        // Ended already, or its id names another customer: the erasure path says which.
+        _ => Schedule::Now,
+    })
+}
+
+/// How a cancel ended.
+#[derive(Debug)]
+pub enum Canceled {
+    /// Canceled now, or already: the deletion as it is.
+    Canceled(DeletionRow),
+    /// Too late: IN_PROGRESS, DONE or FAILED.
+    TooLate(DeletionRow),
+    NotFound,
+}
+
+/// Cancels the PENDING deletion with this `del_` id or request id: CANCELED, with an audit row
+/// and its `deletion.canceled` event owed to the broker, in one transaction. The row lock makes
+/// a cancel and an erasure of the same request exclusive: whichever commits first stands, and
+/// the other finds the deletion ended.
+pub async fn cancel(
+    pool: &PgPool,
+    id_or_request_id: &str,
+    canceled_by: &str,
+) -> Result<Canceled, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let request_id = Uuid::parse_str(id_or_request_id).ok();
+    let row: Option<DeletionRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM erasure.deletions WHERE id = $1 OR request_id = $2 FOR UPDATE"
+    ))
+    .bind(id_or_request_id)
+    .bind(request_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Canceled::NotFound);
+    };
+    match row.status {
+        DeletionStatus::Canceled => return Ok(Canceled::Canceled(row)),
+        DeletionStatus::Pending => {}
+        _ => return Ok(Canceled::TooLate(row)),
+    }
+    let row: DeletionRow = sqlx::query_as(&format!(
+        "WITH d AS (UPDATE erasure.deletions SET status = '{canceled}', completed_at = clock_timestamp(), \
+           pending_message = NULL WHERE id = $1 RETURNING {COLUMNS}), \
+         owed AS (INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM d) \
+         SELECT * FROM d",
+        canceled = DeletionStatus::Canceled,
+    ))
+    .bind(&row.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    Audit::new(AuditAction::ErasureCanceled, Channel::Http, Utc::now())
+        .request(Some(row.request_id), Some(canceled_by))
+        .deletion(&row)
+        .append(&mut tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Canceled::Canceled(row))
+}

@@ -1,0 +1,64 @@
+//! The grace period (`erasure.grace_period`): each request is held that long before it is
+//! carried out. The time it may be carried out is recorded on its deletion the first time the
+//! service sees it ([`lifecycle::schedule`]), and never moved; until then its message waits in
+//! the broker (the worker puts it in the hold queue, whence it comes back when due). A restart,
+//! a reconnect or a redelivery finds the recorded time, so nothing is held twice or lost.
+
+use chrono::{DateTime, Utc};
+
+use super::Eraser;
+use crate::deletion::due_at;
+use crate::deletion::lifecycle::{self, Schedule};
+use crate::deletion::store::NewDeletion;
+use crate::request::{InvalidRequest, Received};
+
+/// What to do with a request now, given the grace period.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hold {
+    /// Carry it out.
+    Now,
+    /// Hold it until then.
+    Until(DateTime<Utc>),
+    /// Its hold would end after its due date: it is refused as invalid.
+    PastDue(InvalidRequest),
+}
+
+impl Eraser {
+    /// Whether `received` may be carried out now; the first time a request is seen with a
+    /// grace period, its deletion is recorded PENDING with the time it may be.
+    pub async fn schedule(&self, received: &Received) -> Result<Hold, sqlx::Error> {
+        let grace = self.inner.limits.grace_period;
+        if grace.is_zero() {
+            return Ok(Hold::Now);
+        }
+        let first = received.received_at + grace.chrono();
+        let mut conn = self.inner.pool.acquire().await?;
+        let now = Utc::now();
+        let scheduled =
+            lifecycle::schedule(&mut conn, &NewDeletion::of(received), first, now).await?;
+        let at = match scheduled {
+            Schedule::Now => return Ok(Hold::Now),
+            Schedule::Until(at) => at,
+        };
+        if at > due_at(received.requested_at()) {
+            return Ok(Hold::PastDue(past_due(received, grace)));
+        }
+        Ok(Hold::Until(at))
+    }
+}
+
+/// Why a request whose hold would pass its due date is refused (the HTTP intake says the same).
+pub fn past_due(received: &Received, grace: crate::config::GracePeriod) -> InvalidRequest {
+    let request = &received.request;
+    InvalidRequest {
+        message: format!(
+            "the grace period ({} s) would end after the request's due date ({}): a request must be carried out within a month of requested_at",
+            grace.0.as_secs(),
+            due_at(received.requested_at()).to_rfc3339()
+        ),
+        request_id: Some(request.request_id),
+        customer_id: Some(request.customer_id.clone()),
+        requested_by: Some(request.requested_by.clone()),
+        requested_at: Some(received.requested_at()),
+    }
+}
