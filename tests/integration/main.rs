@@ -11,6 +11,7 @@ mod helpers;
 mod http_api;
 mod invalid_messages;
 mod isolation;
+mod ledger;
 mod lifecycle;
 mod migrations;
 mod openapi;

@@ -285,3 +285,57 @@ async fn remove(database: &str, amqp: &AmqpSettings) {
     .expect("the test database is dropped");
     admin.close().await;
 }
+
+/// A database a test makes beside its own (a restored backup, say), dropped when the value
+/// goes, also when the test fails.
+pub struct ScratchDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    /// An empty database named `name`.
+    pub async fn create(name: &str) -> Self {
+        let admin = PgPool::connect(&format!("{}/postgres", database_server()))
+            .await
+            .expect("PostgreSQL answers");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        Self {
+            name: name.to_owned(),
+            url: format!("{}/{name}", database_server()),
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the cleanup")
+                .block_on(async move {
+                    if let Ok(admin) =
+                        PgPool::connect(&format!("{}/postgres", database_server())).await
+                    {
+                        let _ = sqlx::query(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .execute(&admin)
+                        .await;
+                        admin.close().await;
+                    }
+                });
+        })
+        .join();
+    }
+}

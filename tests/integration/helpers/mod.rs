@@ -5,5 +5,5 @@ mod app;
 mod broker;
 mod seeding;
 
-pub use app::{TestApp, database_server};
+pub use app::{ScratchDatabase, TestApp, database_server};
 pub use seeding::Shape;

@@ -1,0 +1,258 @@
+//! The restore drill: erased customers brought back by a backup restore are erased again by
+//! replaying the ledger exported since the backup, and a second replay erases nothing.
+
+use erasure::deletion::DeletionStatus;
+use sqlx::PgPool;
+
+use crate::helpers::{ScratchDatabase, Shape, TestApp};
+
+const ERASED: usize = 100;
+const KEPT: usize = 20;
+
+/// The personal values the seeding gave the erased customers, as one pattern.
+const PERSONAL: &str =
+    r"Name of gone_|gone_[0-9]+@mail\.example|555-gone_|gone_[0-9]+ Street|src_gone_";
+
+/// Tables of `pool`'s database (business and the worker's own) with a row whose text matches
+/// `pattern`, as "schema.table: n".
+async fn rows_matching(pool: &PgPool, pattern: &str) -> Vec<String> {
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+           AND table_schema NOT LIKE 'pg\\_%' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut found = Vec::new();
+    for (schema, table) in tables {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{schema}\".\"{table}\" t WHERE t::text ~ $1"
+        ))
+        .bind(pattern)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            found.push(format!("{schema}.{table}: {n}"));
+        }
+    }
+    found
+}
+
+/// A checksum of every row of the customers never erased.
+async fn kept_checksum(pool: &PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT concat_ws('/', \
+           (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM customers t WHERE id LIKE 'keep\\_%'), \
+           (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM events t WHERE customer_id LIKE 'keep\\_%'), \
+           (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM customer_events t WHERE customer_id LIKE 'keep\\_%'), \
+           (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM orders t WHERE id LIKE 'keep\\_%'), \
+           (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM order_events t WHERE order_id LIKE 'keep\\_%'))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn run(app: &TestApp, database_url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = app
+        .command()
+        .env("ERASURE_DATABASE_URL", database_url)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_restored_backup_replayed_from_the_ledger_keeps_none_of_the_erased_and_a_second_replay_erases_nothing()
+ {
+    let mut app = TestApp::new().await;
+    for i in 0..ERASED {
+        app.seed_customer(
+            &format!("gone_{i}"),
+            &format!("src_gone_{i}"),
+            Shape::typical(),
+        )
+        .await;
+    }
+    for i in 0..KEPT {
+        app.seed_customer(
+            &format!("keep_{i}"),
+            &format!("src_keep_{i}"),
+            Shape::typical(),
+        )
+        .await;
+    }
+    let kept = kept_checksum(&app.pool).await;
+    let url = app.settings.database.url.expose().to_owned();
+
+    // The backup, then the erasures.
+    let dir = std::env::temp_dir().join(format!("erasure-test-{}", app.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dump = dir.join("backup.dump");
+    let backup_taken = chrono::Utc::now();
+    let status = std::process::Command::new("pg_dump")
+        .args(["--format=custom", "--file"])
+        .arg(&dump)
+        .arg(&url)
+        .status()
+        .expect("pg_dump runs");
+    assert!(status.success());
+    app.start_worker().await;
+    let mut requests = Vec::new();
+    for i in 0..ERASED {
+        requests.push(app.request_erasure(&format!("gone_{i}")).await);
+    }
+    for request_id in &requests {
+        assert_eq!(
+            app.wait_for_final(*request_id).await.status,
+            DeletionStatus::Done
+        );
+    }
+    assert!(rows_matching(&app.pool, PERSONAL).await.is_empty());
+
+    // The ledger since the backup; exporting again adds nothing.
+    let ledger = dir.join("ledger.jsonl");
+    let ledger_path = ledger.display().to_string();
+    let since = backup_taken.to_rfc3339();
+    let (code, _, stderr) = run(
+        &app,
+        &url,
+        &["ledger", "export", "--since", &since, "--out", &ledger_path],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{ERASED} deletions added")),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(
+        &app,
+        &url,
+        &["ledger", "export", "--since", &since, "--out", &ledger_path],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("0 deletions added"), "{stderr}");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(text.lines().count(), ERASED);
+    // Nothing personal in the ledger: ids, keys and keyed hashes only.
+    assert!(!holds_personal(&text), "the ledger holds no personal value");
+
+    // The restore: the erased customers are back.
+    let restored = ScratchDatabase::create(&format!("{}_restored", app.database)).await;
+    let status = std::process::Command::new("pg_restore")
+        .args(["--no-owner", "--dbname", &restored.url])
+        .arg(&dump)
+        .status()
+        .expect("pg_restore runs");
+    assert!(status.success());
+    let restored_pool = PgPool::connect(&restored.url).await.unwrap();
+    assert!(!rows_matching(&restored_pool, PERSONAL).await.is_empty());
+
+    // The replay, before the database is opened to traffic.
+    let (code, stdout, stderr) =
+        run(&app, &restored.url, &["ledger", "replay", &ledger_path]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "replayed {ERASED} lines: {ERASED} customers erased again, 0 not present, 0 lines with nothing to replay, 0 failed"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches(": erased again as del_").count(), ERASED);
+    let replayed: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT related_object_id, id, data_json FROM erasure.deletions \
+         WHERE channel = 'replay' AND status = 'DONE' ORDER BY related_object_id",
+    )
+    .fetch_all(&restored_pool)
+    .await
+    .unwrap();
+    assert_eq!(replayed.len(), ERASED);
+    for (customer, id, counts) in &replayed {
+        assert_eq!(*counts, Shape::typical().expected_counts(), "{customer}");
+        assert!(
+            stdout.contains(&format!("{customer}: erased again as {id} (")),
+            "{customer} reported with its deletion: {stdout}"
+        );
+    }
+    assert_eq!(
+        rows_matching(&restored_pool, PERSONAL).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        kept_checksum(&restored_pool).await,
+        kept,
+        "the others are untouched"
+    );
+
+    // A second replay erases nothing.
+    let (code, stdout, stderr) =
+        run(&app, &restored.url, &["ledger", "replay", &ledger_path]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "replayed {ERASED} lines: 0 customers erased again, {ERASED} not present"
+        )),
+        "{stdout}"
+    );
+    let replays: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM erasure.deletions WHERE channel = 'replay'")
+            .fetch_one(&restored_pool)
+            .await
+            .unwrap();
+    assert_eq!(replays, ERASED as i64);
+    restored_pool.close().await;
+    drop(restored);
+    app.cleanup().await;
+}
+
+/// Whether `text` holds one of the erased customers' personal values.
+fn holds_personal(text: &str) -> bool {
+    [
+        "Name of gone_",
+        "@mail.example",
+        "555-gone_",
+        " Street",
+        "src_gone_",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
+#[tokio::test]
+async fn a_ledger_line_that_does_not_read_is_reported_and_fails_the_replay_and_others_still_go_through()
+ {
+    let mut app = TestApp::new().await;
+    app.seed_customer("gone_x", "src_gone_x", Shape::default())
+        .await;
+    app.start_worker().await;
+    let request_id = app.request_erasure("gone_x").await;
+    app.wait_for_final(request_id).await;
+    let dir = std::env::temp_dir().join(format!("erasure-test-{}", app.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = dir.join("ledger.jsonl");
+    let path = ledger.display().to_string();
+    let url = app.settings.database.url.expose().to_owned();
+    let (code, _, stderr) = run(&app, &url, &["ledger", "export", "--out", &path]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut text = std::fs::read_to_string(&ledger).unwrap();
+    text.push_str("{\"not\": \"a ledger line\"}\n");
+    std::fs::write(&ledger, text).unwrap();
+    let (code, stdout, _) = run(&app, &url, &["ledger", "replay", &path]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("line 2: not a ledger line"), "{stdout}");
+    assert!(stdout.contains("gone_x: not present"), "{stdout}");
+    assert!(
+        stdout.contains("1 not present, 0 lines with nothing to replay, 1 failed"),
+        "{stdout}"
+    );
+    app.cleanup().await;
+}
