@@ -289,6 +289,63 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
             "{path}"
         );
     }
+    let suppression = "/v1/suppressions/{identifier}";
+    for (path, expected) in [
+        ("/v1/suppressions/cust_doc".to_string(), StatusCode::OK),
+        ("/v1/suppressions/src_doc".into(), StatusCode::OK),
+        ("/v1/suppressions/nobody".into(), StatusCode::NOT_FOUND),
+        (
+            format!("/v1/suppressions/{}", "n".repeat(300)),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let request = reader.request(Method::GET, &path);
+        assert_eq!(
+            doc.check("get", suppression, request).await.0,
+            expected,
+            "{path}"
+        );
+    }
+    // Cancel: the open deletion above, again (idempotent), one that ended, and the errors.
+    for (who, path, expected) in [
+        (
+            &api,
+            "/v1/permanent-deletions/del_0penDeletion000000000000".to_string(),
+            StatusCode::OK,
+        ),
+        (
+            &api,
+            "/v1/permanent-deletions/del_0penDeletion000000000000".into(),
+            StatusCode::OK,
+        ),
+        (
+            &api,
+            format!("/v1/permanent-deletions/{id}"),
+            StatusCode::CONFLICT,
+        ),
+        (
+            &api,
+            "/v1/permanent-deletions/del_nothing".into(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &api,
+            "/v1/permanent-deletions/abc%00def".into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &reader,
+            format!("/v1/permanent-deletions/{id}"),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let request = who.request(Method::DELETE, &path);
+        assert_eq!(
+            doc.check("delete", one, request).await.0,
+            expected,
+            "{path}"
+        );
+    }
     let keys = "/v1/receipt-keys";
     let request = anonymous.get(format!("{base}{keys}"));
     assert_eq!(doc.check("get", keys, request).await.0, StatusCode::OK);
