@@ -19,6 +19,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub erasure: ErasureSettings,
     pub proof: ProofSettings,
+    pub console: ConsoleSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -156,6 +157,14 @@ impl<'de> Deserialize<'de> for GracePeriod {
             Written::Seconds(n) => Self::parse(&format!("{n}s")).map_err(serde::de::Error::custom),
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ConsoleSettings {
+    /// How long a console session lasts after sign-in (hours).
+    pub session_hours: i64,
+    /// Mark the session cookie `Secure` (the console is served over HTTPS, by a proxy).
+    pub secure_cookie: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -20,6 +20,7 @@
 //!   HTTP that the broker has not confirmed;
 //! - [`api`] takes requests over HTTP through [`intake`] (recorded, then published) and answers
 //!   status queries; [`keys`] guards it; [`metrics`] counts what happens;
+//! - [`console`] is the web console for compliance staff, beside the API;
 //! - [`keyed_hash`] stands in for identifiers the service must not keep in clear;
 //! - [`db`] connects, migrates and classifies database errors;
 //! - [`startup`] wires it all together, [`config`] says how, [`cli`] is the command line and
@@ -32,6 +33,7 @@ pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod deletion;
 pub mod erase;

@@ -100,6 +100,7 @@ impl Application {
             self.eraser.clone(),
             self.signer.clone(),
             self.settings.http.rate_limit_per_minute,
+            self.settings.console.clone(),
         )
     }
 

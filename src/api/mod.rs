@@ -53,6 +53,7 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Signs receipts.
     pub signer: Signer,
+    pub console: crate::config::ConsoleSettings,
     /// In a process that consumes: whether the consumer is connected (readiness needs it).
     pub consumer: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -63,7 +64,14 @@ pub fn router(state: ApiState) -> Router {
         state.clone(),
         auth::authenticate,
     ));
-    finish(ops::routes().merge(routes::public()).merge(v1), state)
+    let console = crate::console::routes(state.clone());
+    finish(
+        ops::routes()
+            .merge(routes::public())
+            .merge(console)
+            .merge(v1),
+        state,
+    )
 }
 
 /// Only `/healthz`, `/readyz` and `/metrics`, for a process that runs the worker alone.
@@ -175,6 +183,7 @@ pub fn state(
     eraser: Eraser,
     signer: Signer,
     rate_limit_per_minute: u32,
+    console: crate::config::ConsoleSettings,
 ) -> ApiState {
     ApiState {
         publisher: intake.publisher(),
@@ -186,6 +195,7 @@ pub fn state(
         limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
         metrics: crate::metrics::handle(),
         signer,
+        console,
         consumer: None,
     }
 }

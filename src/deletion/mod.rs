@@ -6,12 +6,14 @@
 //! - [`audit`]: the append-only audit trail, `erasure.audit_log`;
 //! - [`statement`]: what the erasure statement writes to both, as SQL fragments;
 //! - [`lifecycle`]: holding a request for the grace period, and canceling it;
+//! - [`report`]: what the console shows of them;
 //! - [`ledger`]: final deletions as the ledger kept outside the database, and the
 //!   suppression check.
 
 pub mod audit;
 pub mod ledger;
 pub mod lifecycle;
+pub mod report;
 pub mod statement;
 pub mod store;
 
@@ -28,7 +30,7 @@ pub use store::find;
 /// The columns every query that returns a deletion object selects, in [`DeletionRow`]'s order.
 pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json, already_erased, \
      error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at, \
-     plan_hash, verified_at, verification, scheduled_at";
+     plan_hash, scheduled_at, reason";
 
 text_enum! {
     /// Where a deletion stands. DONE and FAILED are final: nothing changes a final deletion.
@@ -93,11 +95,10 @@ pub struct DeletionRow {
     pub completed_at: Option<DateTime<Utc>>,
     /// The hash of the plan the deletion applied ([`crate::plan::Plan::hash`]).
     pub plan_hash: Option<String>,
-    /// When the check after commit ran ([`crate::proof::verification`]), and what it found.
-    pub verified_at: Option<DateTime<Utc>>,
-    pub verification: Option<Value>,
     /// With a grace period: when the request may be carried out.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Why it was asked, as the caller said (the console shows it).
+    pub reason: Option<String>,
 }
 
 text_enum! {
@@ -124,19 +125,21 @@ pub struct Verification {
 }
 
 impl DeletionRow {
-    /// What the check after commit found (pending until it ran; not applicable unless DONE).
-    pub fn verification(&self) -> Verification {
-        let recorded = self.verification.as_ref();
+    /// What the check after commit found, given what it recorded (`erasure.verifications`):
+    /// pending until it ran; not applicable unless DONE.
+    pub fn verification(&self, recorded: Option<&(DateTime<Utc>, Value)>) -> Verification {
         let outcome = match (self.status, recorded) {
             (DeletionStatus::Done, None) => VerificationOutcome::Pending,
-            (DeletionStatus::Done, Some(v)) => match v.get("outcome").and_then(Value::as_str) {
-                Some("passed") => VerificationOutcome::Passed,
-                _ => VerificationOutcome::Failed,
-            },
+            (DeletionStatus::Done, Some((_, v))) => {
+                match v.get("outcome").and_then(Value::as_str) {
+                    Some("passed") => VerificationOutcome::Passed,
+                    _ => VerificationOutcome::Failed,
+                }
+            }
             _ => VerificationOutcome::NotApplicable,
         };
         let failed_tables = recorded
-            .and_then(|v| v.get("tables"))
+            .and_then(|(_, v)| v.get("tables"))
             .and_then(Value::as_array)
             .map(|tables| {
                 tables
@@ -148,7 +151,7 @@ impl DeletionRow {
             .unwrap_or_default();
         Verification {
             outcome,
-            verified_at: self.verified_at.map(millis),
+            verified_at: recorded.map(|(at, _)| millis(*at)),
             failed_tables,
         }
     }

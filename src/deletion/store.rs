@@ -399,6 +399,26 @@ pub async fn latest_for_customer(
     .await
 }
 
+/// Every deletion naming a customer (as [`latest_for_customer`] finds them), newest first.
+pub async fn all_for_customer(
+    db: impl PgExecutor<'_>,
+    identifier: &str,
+    hashes: &[Vec<u8>],
+    limit: i64,
+) -> Result<Vec<DeletionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM erasure.deletions \
+         WHERE related_object_id = $1 OR source_id_hash = ANY($2) OR requested_id_hash = ANY($2) \
+           OR lookup_hashes && $2 \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    ))
+    .bind(identifier)
+    .bind(hashes)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// What a page of the list holds.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
@@ -548,9 +568,8 @@ pub async fn record_verifications(
     let ids: Vec<&str> = records.iter().map(|(id, _)| *id).collect();
     let found: Vec<&Value> = records.iter().map(|(_, v)| v).collect();
     sqlx::query(
-        "WITH v AS (SELECT * FROM unnest($1::text[], $2::jsonb[]) AS v(id, record)), \
-         recorded AS (UPDATE erasure.deletions d SET verified_at = clock_timestamp(), \
-           verification = v.record FROM v WHERE d.id = v.id) \
+        "WITH recorded AS (INSERT INTO erasure.verifications (deletion_id, outcome) \
+           SELECT * FROM unnest($1::text[], $2::jsonb[]) ON CONFLICT (deletion_id) DO NOTHING) \
          DELETE FROM erasure.verification_queue WHERE deletion_id = ANY($1)",
     )
     .bind(&ids)
@@ -558,4 +577,15 @@ pub async fn record_verifications(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// When the check after commit ran on a deletion, and what it found.
+pub async fn verification(
+    db: impl PgExecutor<'_>,
+    deletion_id: &str,
+) -> Result<Option<(DateTime<Utc>, Value)>, sqlx::Error> {
+    sqlx::query_as("SELECT verified_at, outcome FROM erasure.verifications WHERE deletion_id = $1")
+        .bind(deletion_id)
+        .fetch_optional(db)
+        .await
 }

@@ -16,9 +16,11 @@ use crate::deletion::{DeletionRow, auto, millis};
 /// What a receipt's `object` member says.
 pub const OBJECT: &str = "erasure_receipt";
 
-/// The signed receipt of `row`, issued at `now`; `None` while the deletion is not final.
+/// The signed receipt of `row` (with what the check after commit recorded of it), issued at
+/// `now`; `None` while the deletion is not final.
 pub fn issue(
     row: &DeletionRow,
+    verified: Option<&(DateTime<Utc>, Value)>,
     count_keys: &[String],
     signer: &Signer,
     now: DateTime<Utc>,
@@ -43,7 +45,7 @@ pub fn issue(
         "completed_at": row.completed_at.map(millis),
         "due_at": auto(row.due_at),
         "plan_hash": row.plan_hash,
-        "verification": row.verification(),
+        "verification": row.verification(verified),
         "issued_at": millis(now),
         "key_id": signer.id(),
     });
@@ -114,10 +116,13 @@ mod tests {
             created_at: at,
             completed_at: status.is_final().then_some(at),
             plan_hash: Some("sha256:00".into()),
-            verified_at: Some(at),
-            verification: Some(json!({"outcome": "passed"})),
             scheduled_at: None,
+            reason: None,
         }
+    }
+
+    fn passed() -> Option<(DateTime<Utc>, Value)> {
+        Some((Utc::now(), json!({"outcome": "passed"})))
     }
 
     fn keys() -> Vec<String> {
@@ -127,7 +132,14 @@ mod tests {
     #[test]
     fn a_receipt_checks_with_the_key_that_signed_it() {
         let signer = Signer::generate();
-        let receipt = issue(&row(DeletionStatus::Done), &keys(), &signer, Utc::now()).unwrap();
+        let receipt = issue(
+            &row(DeletionStatus::Done),
+            passed().as_ref(),
+            &keys(),
+            &signer,
+            Utc::now(),
+        )
+        .unwrap();
         let checked = check(&receipt, &KeySet::of(&signer)).unwrap();
         assert_eq!(checked.status, "DONE");
         assert_eq!(checked.key_id, signer.id());
@@ -142,7 +154,14 @@ mod tests {
     #[test]
     fn changing_any_member_breaks_the_signature() {
         let signer = Signer::generate();
-        let receipt = issue(&row(DeletionStatus::Done), &keys(), &signer, Utc::now()).unwrap();
+        let receipt = issue(
+            &row(DeletionStatus::Done),
+            passed().as_ref(),
+            &keys(),
+            &signer,
+            Utc::now(),
+        )
+        .unwrap();
         for name in receipt.as_object().unwrap().keys() {
             if name == "signature" || name == "key_id" || name == "object" {
                 continue;
@@ -161,7 +180,14 @@ mod tests {
     fn another_key_or_a_forged_key_id_does_not_check() {
         let signer = Signer::generate();
         let other = Signer::generate();
-        let receipt = issue(&row(DeletionStatus::Done), &keys(), &signer, Utc::now()).unwrap();
+        let receipt = issue(
+            &row(DeletionStatus::Done),
+            passed().as_ref(),
+            &keys(),
+            &signer,
+            Utc::now(),
+        )
+        .unwrap();
         let why = check(&receipt, &KeySet::of(&other)).unwrap_err();
         assert!(why.contains("no key with id"), "{why}");
         let mut claimed = receipt.clone();
@@ -173,17 +199,34 @@ mod tests {
     #[test]
     fn open_deletions_have_no_receipt() {
         let signer = Signer::generate();
-        assert!(issue(&row(DeletionStatus::Pending), &keys(), &signer, Utc::now()).is_none());
         assert!(
             issue(
-                &row(DeletionStatus::InProgress),
+                &row(DeletionStatus::Pending),
+                passed().as_ref(),
                 &keys(),
                 &signer,
                 Utc::now()
             )
             .is_none()
         );
-        let failed = issue(&row(DeletionStatus::Failed), &keys(), &signer, Utc::now()).unwrap();
+        assert!(
+            issue(
+                &row(DeletionStatus::InProgress),
+                None,
+                &keys(),
+                &signer,
+                Utc::now()
+            )
+            .is_none()
+        );
+        let failed = issue(
+            &row(DeletionStatus::Failed),
+            passed().as_ref(),
+            &keys(),
+            &signer,
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(failed["verification"]["outcome"], "not_applicable");
     }
 }

@@ -1,13 +1,14 @@
 //! The check after commit. Whatever ends a deletion DONE queues it in
 //! `erasure.verification_queue`, in the same transaction; the verifier takes the queue in
 //! batches, in the background, runs the plan's own paths for each customer (read-only,
-//! [`crate::plan::sql::leftovers_statement`]), and records on the deletion when it ran and what
-//! it found: `{"outcome": "passed"}`, or `{"outcome": "failed", "tables": [...]}` naming each
+//! [`crate::plan::sql::leftovers_statement`]), and records for the deletion when it ran and what
+//! it found in `erasure.verifications`: `{"outcome": "passed"}`, or `{"outcome": "failed", "tables": [...]}` naming each
 //! table where something of the customer is left (logged as an error, and counted). Chunked
 //! erasures end with the erasure statement, so they are checked the same way.
 //!
 //! It runs apart from the erasure path and after its commit, so an erasure never waits for it;
-//! a batch is one read statement and one write.
+//! a batch is one read statement and one write (an insert into `erasure.verifications`, and
+//! the queue rows deleted), at most one batch a tick.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -107,11 +108,12 @@ impl Verifier {
         Ok(checked)
     }
 
-    /// Checks the queue every `every` until `shutdown`, a batch after another while it is full.
+    /// Checks a batch of the queue every `every` until `shutdown`. One batch a tick bounds the
+    /// work it takes from the database while erasures run: under a load above a batch a tick,
+    /// the checks fall behind and catch up once the load drops.
     pub async fn run(self, every: Duration, shutdown: CancellationToken) {
         loop {
             match self.verify_queued(BATCH).await {
-                Ok(batch) if batch.len() as i64 == BATCH => continue,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %crate::db::SafeError(&e), "verification after commit could not run; retrying")

@@ -281,8 +281,16 @@ async fn every_error_is_the_json_envelope() {
         .await
         .unwrap();
     expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
-    let unknown = api.request(Method::GET, "/").send().await.unwrap();
+    let unknown = api
+        .request(Method::GET, "/nothing-here")
+        .send()
+        .await
+        .unwrap();
     expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    // `/` is the console: without a session, its sign-in page.
+    let console = api.request(Method::GET, "/").send().await.unwrap();
+    assert_eq!(console.status(), StatusCode::OK);
+    assert_eq!(console.url().path(), "/sign-in");
     let wrong_method = api.request(Method::DELETE, post).send().await.unwrap();
     assert_eq!(wrong_method.headers()["allow"], "GET,HEAD,POST");
     expect_error(

@@ -3,6 +3,7 @@
 mod batches;
 mod chunked;
 mod cli;
+mod console;
 mod erasure_outcomes;
 mod fault_proxy;
 mod faults;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use erasure::config::Secret;
-use erasure::deletion::{self, DeletionStatus};
+use erasure::deletion::{self, DeletionStatus, store};
 use erasure::proof::seal;
 use erasure::proof::signing::{KeySet, Signer};
 use erasure::startup::Mode;
@@ -33,12 +33,11 @@ fn scratch(app: &TestApp, name: &str, value: &Value) -> String {
     path.display().to_string()
 }
 
-/// Waits until the check after commit has run on deletion `id`.
-async fn wait_verified(app: &TestApp, id: &str) -> deletion::DeletionRow {
+/// Waits until the check after commit has run on deletion `id`: what it recorded.
+async fn wait_verified(app: &TestApp, id: &str) -> Value {
     for _ in 0..300 {
-        let row = deletion::find(&app.pool, id).await.unwrap().unwrap();
-        if row.verified_at.is_some() {
-            return row;
+        if let Some((_, outcome)) = store::verification(&app.pool, id).await.unwrap() {
+            return outcome;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -55,8 +54,10 @@ async fn a_done_erasure_is_verified_and_its_receipt_checks_offline_and_fails_whe
     let request_id = app.request_erasure("cust_proof").await;
     let row = app.wait_for_final(request_id).await;
     assert_eq!(row.status, DeletionStatus::Done);
-    let row = wait_verified(&app, &row.id).await;
-    assert_eq!(row.verification, Some(json!({"outcome": "passed"})));
+    assert_eq!(
+        wait_verified(&app, &row.id).await,
+        json!({"outcome": "passed"})
+    );
     assert_eq!(
         row.plan_hash.as_deref(),
         Some(app.app.as_ref().unwrap().eraser.plan_hash())
@@ -225,15 +226,16 @@ async fn a_row_left_behind_after_commit_fails_the_verification_and_names_its_tab
     );
 
     let row = deletion::find(&app.pool, &left.id).await.unwrap().unwrap();
-    assert!(row.verified_at.is_some());
+    let recorded = store::verification(&app.pool, &left.id).await.unwrap();
     assert_eq!(
-        row.verification,
+        recorded.as_ref().map(|(_, outcome)| outcome.clone()),
         Some(json!({"outcome": "failed", "tables": ["public.events", "public.customers"]}))
     );
-    let v = row.verification();
+    let v = row.verification(recorded.as_ref());
     assert_eq!(v.failed_tables, ["public.events", "public.customers"]);
     let receipt = erasure::proof::receipt::issue(
         &row,
+        recorded.as_ref(),
         app.eraser().count_keys(),
         &app.app.as_ref().unwrap().signer,
         chrono::Utc::now(),
@@ -517,7 +519,7 @@ async fn audit_verify_passes_after_thousands_of_concurrent_erasures() {
     }
     assert_eq!(
         app.count_of(
-            "SELECT count(*) FROM erasure.deletions WHERE verification = '{\"outcome\": \"passed\"}'"
+            "SELECT count(*) FROM erasure.verifications WHERE outcome = '{\"outcome\": \"passed\"}'"
         )
         .await,
         CUSTOMERS as i64

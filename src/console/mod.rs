@@ -1,0 +1,561 @@
+//! The web console for compliance staff, served under `/` beside the API: sign in with an API
+//! key, an overview, finding a request, a deletion's page, the list with a CSV for auditors,
+//! and (with a write key) submitting a request after its preview.
+//!
+//! - [`session`]: the key exchanged for a cookie, and the form token (CSRF);
+//! - [`views`]: the pages, rendered on the server; [`chart`]: the SVG chart;
+//! - this file: the routes, and the headers every page carries.
+//!
+//! Safe by default: no script at all (the Content-Security-Policy allows none), no framing, no
+//! referrer, no caching of pages; a customer identifier is only ever sent in a POST body (the
+//! search, the submission), never in a URL, so it is in no browser history and no log line.
+
+mod chart;
+pub mod session;
+mod views;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Router, extract::Request};
+use chrono::{NaiveDate, Utc};
+use maud::Markup;
+use serde::Deserialize;
+
+use crate::api::ApiState;
+use crate::deletion::report::{self, Filter};
+use crate::deletion::store;
+use crate::deletion::{DeletionRow, DeletionStatus};
+use crate::erase::preview::PreviewError;
+use crate::intake::{SubmitError, Submitted};
+use crate::request::{self, Channel, ErasureRequest, Received, identifier_hashes};
+use session::Session;
+
+/// Deletions a page of the list shows.
+const PAGE: i64 = 50;
+/// The most rows one CSV holds.
+const CSV_ROWS: i64 = 100_000;
+
+/// The console's routes.
+pub fn routes(state: ApiState) -> Router<ApiState> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/sign-in", get(sign_in_form).post(sign_in))
+        .route("/sign-out", post(sign_out))
+        .route("/deletions", get(list))
+        .route("/deletions.csv", get(csv))
+        .route("/deletions/{id}", get(detail))
+        .route("/find", post(find))
+        .route("/submit", get(submit_form).post(submit))
+        .route("/submit/preview", post(submit_preview))
+        .route("/console.css", get(stylesheet))
+        .layer(middleware::from_fn_with_state(state, headers))
+}
+
+/// The headers of every console answer.
+async fn headers(State(_): State<ApiState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        // Pages show customer keys and who asked: never kept by a browser or a proxy.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// An answer of the console: a page, a redirect, or an error page.
+type Page = Result<Response, Response>;
+
+fn html(markup: Markup) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+fn failed(status: StatusCode, session: Option<&Session>, title: &str, text: &str) -> Response {
+    (status, html(views::message(session, title, text))).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "console request failed");
+    failed(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        None,
+        "Something went wrong",
+        "The request could not be answered; the logs say why.",
+    )
+}
+
+/// The session of the request, or a redirect to sign in.
+async fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Response> {
+    match session::find(&state.pool, headers).await {
+        Ok(Some(session)) => Ok(session),
+        Ok(None) => Err(Redirect::to("/sign-in").into_response()),
+        Err(e) => Err(internal(crate::db::SafeError(&e))),
+    }
+}
+
+/// The session, checked against the form's token; a forged form is refused.
+async fn posted(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+    let session = signed_in(state, headers).await?;
+    if !session.csrf_matches(csrf) {
+        return Err(failed(
+            StatusCode::FORBIDDEN,
+            Some(&session),
+            "Refused",
+            "The form did not come from this session. Reload the page and try again.",
+        ));
+    }
+    Ok(session)
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("console.css"),
+    )
+        .into_response()
+}
+
+async fn sign_in_form() -> Response {
+    html(views::sign_in(None))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    key: String,
+}
+
+/// `POST /sign-in`: the key for a session cookie. Attempts are limited per client address, as
+/// API calls are per key.
+async fn sign_in(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Page {
+    let client = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("direct");
+    let decision = state.limiter.check(&format!("console-sign-in:{client}"));
+    if !decision.allowed {
+        return Err(failed(
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            "Too many attempts",
+            &format!("Try again in {} seconds.", decision.reset_after),
+        ));
+    }
+    let caller = crate::keys::verify(&state.pool, form.key.trim())
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    let Some(caller) = caller else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            html(views::sign_in(Some("That key is unknown or revoked."))),
+        )
+            .into_response());
+    };
+    let hours = state.console.session_hours;
+    let token = session::open(&state.pool, &caller, hours)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session::set_cookie(
+        &token,
+        hours,
+        state.console.secure_cookie,
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct Token {
+    csrf: String,
+}
+
+async fn sign_out(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<Token>,
+) -> Page {
+    posted(&state, &headers, &form.csrf).await?;
+    session::close(&state.pool, &headers)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    let mut response = Redirect::to("/sign-in").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(state.console.secure_cookie)) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+async fn overview(State(state): State<ApiState>, headers: HeaderMap) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let db = &state.pool;
+    let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
+    let o = views::Overview {
+        counts: report::counts_by_status(db).await.map_err(safe)?,
+        overdue: report::overdue(db, 100).await.map_err(safe)?,
+        failures: report::failures_by_key(db).await.map_err(safe)?,
+        hourly: report::outcomes_over_time(db, "hour", 24)
+            .await
+            .map_err(safe)?,
+        daily: report::outcomes_over_time(db, "day", 30)
+            .await
+            .map_err(safe)?,
+    };
+    Ok(html(views::overview(&session, &o)))
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    status: Option<String>,
+    overdue: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<(Filter, i64), String> {
+        let status = match self.status.as_deref() {
+            None | Some("") => None,
+            Some(word) => Some(
+                word.parse::<DeletionStatus>()
+                    .map_err(|_| format!("{word:?} is not a status"))?,
+            ),
+        };
+        let date = |text: &Option<String>| -> Result<Option<NaiveDate>, String> {
+            match text.as_deref() {
+                None | Some("") => Ok(None),
+                Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map(Some)
+                    .map_err(|_| format!("{d:?} is not a date (YYYY-MM-DD)")),
+            }
+        };
+        let page = match self.page.as_deref() {
+            None | Some("") => 1,
+            Some(p) => p
+                .parse::<i64>()
+                .ok()
+                .filter(|p| (1..=100_000).contains(p))
+                .ok_or_else(|| format!("{p:?} is not a page number"))?,
+        };
+        let filter = Filter {
+            status,
+            overdue: self.overdue.as_deref() == Some("true"),
+            from: date(&self.from)?,
+            to: date(&self.to)?,
+        };
+        Ok((filter, page))
+    }
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let (filter, page) = query
+        .filter()
+        .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
+    let mut rows = report::filtered(&state.pool, &filter, (page - 1) * PAGE, PAGE + 1)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    let has_more = rows.len() as i64 > PAGE;
+    rows.truncate(PAGE as usize);
+    Ok(html(views::list(&session, &filter, &rows, page, has_more)))
+}
+
+/// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates and counts;
+/// nothing personal (no customer key, no requester, no reason).
+async fn csv(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let (filter, _) = query
+        .filter()
+        .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
+    let rows = report::filtered(&state.pool, &filter, 0, CSV_ROWS)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    let keys = &state.count_keys;
+    let mut out = String::from(
+        "deletion_id,request_id,status,error_key,created_at,requested_at,due_at,completed_at",
+    );
+    for key in keys.iter() {
+        out.push(',');
+        out.push_str(&csv_field(key));
+    }
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&csv_line(row, keys));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"deletions.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+fn csv_field(text: &str) -> String {
+    // A field that starts like a formula is quoted and prefixed, so no spreadsheet runs it.
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+fn csv_line(row: &DeletionRow, keys: &[String]) -> String {
+    let at = |t: Option<chrono::DateTime<Utc>>| t.map(crate::deletion::millis).unwrap_or_default();
+    let mut fields = vec![
+        row.id.clone(),
+        row.request_id.to_string(),
+        row.status.to_string(),
+        row.error_key.map(|k| k.to_string()).unwrap_or_default(),
+        at(Some(row.created_at)),
+        at(Some(row.requested_at)),
+        at(Some(row.due_at)),
+        at(row.completed_at),
+    ];
+    for key in keys {
+        let n = row.data_json.get(key).and_then(|v| v.as_i64()).unwrap_or(0);
+        fields.push(n.to_string());
+    }
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
+
+async fn detail(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
+    if request::check_identifier("id", &id).is_err() {
+        return Err(failed(
+            StatusCode::BAD_REQUEST,
+            Some(&session),
+            "Not a deletion id",
+            "That is not a deletion id.",
+        ));
+    }
+    let Some(row) = store::find(&state.pool, &id).await.map_err(safe)? else {
+        return Err(failed(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "Not found",
+            "No deletion has that id.",
+        ));
+    };
+    let audit = report::audit_of(&state.pool, row.request_id)
+        .await
+        .map_err(safe)?;
+    let owed = report::event_owed(&state.pool, &row.id)
+        .await
+        .map_err(safe)?;
+    Ok(html(views::detail(
+        &session,
+        &row,
+        &state.count_keys,
+        &audit,
+        owed,
+    )))
+}
+
+#[derive(Deserialize)]
+struct Find {
+    q: String,
+    csrf: String,
+}
+
+/// `POST /find`: by `del_` id, request id, customer id or source id (through its keyed hash).
+/// The identifier comes in the body and the results are the answer: it never reaches a URL.
+async fn find(State(state): State<ApiState>, headers: HeaderMap, Form(form): Form<Find>) -> Page {
+    let session = posted(&state, &headers, &form.csrf).await?;
+    let q = form.q.trim();
+    if request::check_identifier("q", q).is_err() {
+        return Ok(html(views::found(&session, &[])));
+    }
+    let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
+    let mut rows = Vec::new();
+    if let Some(row) = store::find(&state.pool, q).await.map_err(safe)? {
+        rows.push(row);
+    } else {
+        let hashes = identifier_hashes(state.hash.digest(q), state.hash.digest(&q.to_lowercase()));
+        rows = store::all_for_customer(&state.pool, q, &hashes, 100)
+            .await
+            .map_err(safe)?;
+    }
+    if let [row] = rows.as_slice() {
+        return Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response());
+    }
+    Ok(html(views::found(&session, &rows)))
+}
+
+async fn submit_form(State(state): State<ApiState>, headers: HeaderMap) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    Ok(html(views::submit_form(&session, "", "", None)))
+}
+
+fn read_only(session: &Session) -> Response {
+    failed(
+        StatusCode::FORBIDDEN,
+        Some(session),
+        "Read-only key",
+        "This key may read everything and change nothing: sign in with a write key to submit.",
+    )
+}
+
+#[derive(Deserialize)]
+struct Submission {
+    csrf: String,
+    customer_id: String,
+    #[serde(default)]
+    reason: String,
+    requested_by: String,
+}
+
+async fn submit_preview(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<Submission>,
+) -> Page {
+    let session = posted(&state, &headers, &form.csrf).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let customer = form.customer_id.trim();
+    let invalid = |why: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            html(views::submit_form(
+                &session,
+                customer,
+                &form.reason,
+                Some(why),
+            )),
+        )
+            .into_response()
+    };
+    if let Err(why) = request::check_identifier("customer id", customer) {
+        return Err(invalid(&why));
+    }
+    match state
+        .eraser
+        .preview(customer, &session.caller.name, Channel::Http)
+        .await
+    {
+        Ok(preview) => Ok(html(views::preview(
+            &session,
+            &preview,
+            customer,
+            &form.reason,
+            &form.requested_by,
+        ))),
+        Err(PreviewError::NotFound) => Err(invalid("No customer has that id or source id.")),
+        Err(e @ PreviewError::Busy) => Err(invalid(&e.to_string())),
+        Err(PreviewError::Database(e)) => Err(internal(crate::db::SafeError(&e))),
+    }
+}
+
+/// `POST /submit`: the request, through the same intake (and parser) as the API.
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<Submission>,
+) -> Page {
+    let session = posted(&state, &headers, &form.csrf).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let reason = form.reason.trim();
+    let message = serde_json::json!({
+        "request_id": uuid::Uuid::new_v4(),
+        "customer_id": form.customer_id.trim(),
+        "requested_by": form.requested_by.trim(),
+        "reason": if reason.is_empty() { None } else { Some(reason) },
+    });
+    let received_at = Utc::now();
+    let parsed: Result<ErasureRequest, _> =
+        request::parse(&serde_json::to_vec(&message).expect("JSON"), received_at);
+    let request = match parsed {
+        Ok(request) => request,
+        Err(invalid) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                html(views::submit_form(
+                    &session,
+                    form.customer_id.trim(),
+                    reason,
+                    Some(&invalid.message),
+                )),
+            )
+                .into_response());
+        }
+    };
+    let received = Received::new(request, Channel::Http, received_at, &state.hash);
+    match state.intake.submit(&received).await {
+        Ok(Submitted::Accepted(row) | Submitted::Existing(row)) => {
+            Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
+        }
+        Err(SubmitError::PastDue(invalid)) => Err((
+            StatusCode::BAD_REQUEST,
+            html(views::submit_form(
+                &session,
+                form.customer_id.trim(),
+                reason,
+                Some(&invalid.message),
+            )),
+        )
+            .into_response()),
+        Err(SubmitError::ReusedForAnotherCustomer) => Err(internal("a fresh request id was taken")),
+        Err(SubmitError::Database(e)) => Err(internal(crate::db::SafeError(&e))),
+    }
+}

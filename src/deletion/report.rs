@@ -1,0 +1,144 @@
+//! What the console shows of the deletions: counts by status, the overdue, failures by error
+//! key, outcomes over time, a filtered page, the audit rows of a request. Reads only.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::{COLUMNS, DeletionRow, DeletionStatus};
+
+/// Deletions by status: created today (UTC) and in the last 30 days.
+pub async fn counts_by_status(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(DeletionStatus, i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, count(*) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), \
+           count(*) \
+         FROM erasure.deletions WHERE created_at >= now() - interval '30 days' \
+         GROUP BY status ORDER BY status",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Open deletions past their due date, the most overdue first, with whole days past due.
+pub async fn overdue(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<(String, DeletionStatus, DateTime<Utc>, i64)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT id, status, due_at, floor(extract(epoch FROM now() - due_at) / 86400)::bigint \
+         FROM erasure.deletions WHERE status IN {open} AND due_at < now() \
+         ORDER BY due_at LIMIT $1",
+        open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+    ))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// FAILED deletions of the last 30 days by error key.
+pub async fn failures_by_key(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT error_key, count(*) FROM erasure.deletions \
+         WHERE status = '{failed}' AND completed_at >= now() - interval '30 days' \
+         GROUP BY error_key ORDER BY count(*) DESC, error_key",
+        failed = DeletionStatus::Failed,
+    ))
+    .fetch_all(db)
+    .await
+}
+
+/// Outcomes ended per `unit` ("hour" or "day") over the last `span`, as (start of the unit,
+/// DONE, FAILED, CANCELED), every unit present (zeros included), oldest first.
+pub async fn outcomes_over_time(
+    db: impl PgExecutor<'_>,
+    unit: &str,
+    units: i32,
+) -> Result<Vec<(DateTime<Utc>, i64, i64, i64)>, sqlx::Error> {
+    let unit = if unit == "day" { "day" } else { "hour" };
+    sqlx::query_as(&format!(
+        "WITH slots AS (SELECT generate_series(date_trunc('{unit}', now()) - ($1 - 1) * interval '1 {unit}', \
+           date_trunc('{unit}', now()), interval '1 {unit}') AS at) \
+         SELECT s.at, \
+           count(d.id) FILTER (WHERE d.status = 'DONE'), \
+           count(d.id) FILTER (WHERE d.status = 'FAILED'), \
+           count(d.id) FILTER (WHERE d.status = 'CANCELED') \
+         FROM slots s LEFT JOIN erasure.deletions d \
+           ON d.completed_at >= s.at AND d.completed_at < s.at + interval '1 {unit}' \
+         GROUP BY s.at ORDER BY s.at"
+    ))
+    .bind(units)
+    .fetch_all(db)
+    .await
+}
+
+/// What the console's list shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub status: Option<DeletionStatus>,
+    pub overdue: bool,
+    /// Created on or after this day, and on or before that one (UTC).
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+/// A page of deletions matching `filter`, newest first.
+pub async fn filtered(
+    db: impl PgExecutor<'_>,
+    filter: &Filter,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<DeletionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM erasure.deletions \
+         WHERE ($1::text IS NULL OR status = $1) \
+           AND (NOT $2 OR (status IN {open} AND due_at < now())) \
+           AND ($3::date IS NULL OR created_at >= $3::date::timestamp AT TIME ZONE 'UTC') \
+           AND ($4::date IS NULL OR created_at < ($4::date + 1)::timestamp AT TIME ZONE 'UTC') \
+         ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
+        open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+    ))
+    .bind(filter.status)
+    .bind(filter.overdue)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One audit row, as the console shows it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub recorded_at: DateTime<Utc>,
+    pub action: String,
+    pub channel: String,
+    pub requested_by: Option<String>,
+    pub error_key: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Every audit row of a request, oldest first.
+pub async fn audit_of(
+    db: impl PgExecutor<'_>,
+    request_id: Uuid,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, recorded_at, action, channel, requested_by, error_key, detail \
+         FROM erasure.audit_log WHERE request_id = $1 ORDER BY id",
+    )
+    .bind(request_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Whether the outcome event of a deletion is still owed to the broker.
+pub async fn event_owed(db: impl PgExecutor<'_>, deletion_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM erasure.event_outbox WHERE deletion_id = $1)")
+        .bind(deletion_id)
+        .fetch_one(db)
+        .await
+}

@@ -1,0 +1,499 @@
+//! The web console in a real browser: headless Chromium driven over WebDriver (chromedriver),
+//! against the `erasure` binary serving the test's database, its log captured.
+//!
+//! Needs `chromium` and `chromedriver` (Debian's `chromium` and `chromium-driver`; `.ci/run`
+//! installs them), and axe-core (`.ci/run` installs it from the npm registry into
+//! `target/npm`; `AXE_CORE_JS` names another copy).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use erasure::deletion::DeletionStatus;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::helpers::{Shape, TestApp};
+
+async fn free_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// chromedriver and a headless Chromium session; both end when the value goes.
+struct Browser {
+    client: Client,
+    _driver: Child,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = free_port().await;
+        let driver = Command::new(std::env::var("CHROMEDRIVER").unwrap_or("chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver runs (apt-get install chromium chromium-driver)");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if let Ok(client) = ClientBuilder::new(connector.clone())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                return Self {
+                    client,
+                    _driver: driver,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start a session");
+    }
+
+    /// The text of the element `css` picks, once the page has one (a click's navigation may
+    /// still be under way).
+    async fn text(&self, css: &str) -> String {
+        for _ in 0..100 {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+            {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {css} on {}", self.path().await);
+    }
+
+    /// The element `css` picks, once the page has one.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        for _ in 0..100 {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                return element;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no {css} on {}", self.path().await);
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let field = self.element(css).await;
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.element(css).await.click().await.unwrap();
+    }
+
+    /// The page's path once it is `expected` (a click's navigation may still be under way);
+    /// what it is after 5 s otherwise.
+    async fn settled_path(&self, expected: &str) -> String {
+        let mut path = self.path().await;
+        for _ in 0..100 {
+            if path == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            path = self.path().await;
+        }
+        path
+    }
+
+    async fn path(&self) -> String {
+        let url = self.client.current_url().await.unwrap();
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    /// Serious and critical accessibility violations axe-core finds on the page.
+    async fn accessibility_violations(&self) -> Vec<String> {
+        let path = std::env::var("AXE_CORE_JS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("target/npm/node_modules/axe-core/axe.min.js")
+            });
+        let axe = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("axe-core at {} ({e}): .ci/run installs it", path.display())
+        });
+        self.client.execute(&axe, vec![]).await.unwrap();
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 axe.run(document).then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .map(|v| v.to_string())
+            .collect()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+
+    async fn sign_in(&self, base: &str, key: &str) {
+        self.client.goto(&format!("{base}/sign-in")).await.unwrap();
+        self.fill("#key", key).await;
+        self.click("form.stack button").await;
+    }
+}
+
+/// `erasure run` with the test's configuration on a free port, its log (stderr) in a file.
+async fn serve(app: &TestApp) -> (Child, String, PathBuf) {
+    let port = free_port().await;
+    let log = std::env::temp_dir().join(format!("erasure-test-{}-console.log", app.id));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = app
+        .command()
+        .arg("run")
+        .env("ERASURE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            return (child, base, log);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the service did not start");
+}
+
+/// Deletions of every status, written as the service writes them, for the overview's counts.
+async fn seed_statuses(app: &TestApp) {
+    sqlx::raw_sql(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, channel, \
+           completed_at, error_key, error_message, data_json, created_at) \
+         SELECT 'del_seed' || lpad(i::text, 20, '0'), gen_random_uuid(), 'seeded_' || i, s.status, \
+           now() - interval '40 days', now() - interval '10 days', 'amqp', \
+           CASE WHEN s.status IN ('DONE', 'FAILED', 'CANCELED') THEN now() - (i % 20) * interval '1 hour' END, \
+           CASE WHEN s.status = 'FAILED' THEN s.error END, CASE WHEN s.status = 'FAILED' THEN 'seeded' END, \
+           '{\"events\": 2}', now() - (i % 3) * interval '2 days' \
+         FROM generate_series(1, 36) i, \
+           LATERAL (SELECT (ARRAY['PENDING', 'IN_PROGRESS', 'DONE', 'FAILED', 'CANCELED', 'DONE'])[1 + i % 6] AS status, \
+                           (ARRAY['not_found', 'conflict', 'internal'])[1 + i % 3] AS error) s",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_privacy_officer_finds_any_request_and_what_it_erased_in_a_real_browser() {
+    let app = TestApp::new().await;
+    app.seed_customer("cust_web", "src_web_9f2", Shape::typical())
+        .await;
+    app.seed_customer("cust_new", "src_new_7c1", Shape::typical())
+        .await;
+    seed_statuses(&app).await;
+    let reader = erasure::keys::create(&app.pool, "privacy-officer", true)
+        .await
+        .unwrap();
+    let writer = erasure::keys::create(&app.pool, "dpo-desk", false)
+        .await
+        .unwrap();
+    let (mut service, base, log) = serve(&app).await;
+    let request_id = app.request_erasure("src_web_9f2").await;
+    let erased = app.wait_for_final(request_id).await;
+    assert_eq!(erased.status, DeletionStatus::Done);
+
+    let browser = Browser::start().await;
+    let b = &browser;
+    // Signed out, every page leads to sign-in; a wrong key is told so.
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(b.settled_path("/sign-in").await, "/sign-in");
+    b.sign_in(&base, "erk_wrong_key").await;
+    assert!(b.text("p.error").await.contains("unknown or revoked"));
+
+    // Read-only: the overview's numbers are the database's.
+    b.sign_in(&base, &reader).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    let expected: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), count(*) \
+         FROM erasure.deletions WHERE created_at >= now() - interval '30 days' GROUP BY status",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(expected.len() >= 5, "{expected:?}");
+    for (status, today, month) in &expected {
+        let row = format!("#status-counts tr[data-status='{status}']");
+        assert_eq!(
+            b.text(&format!("{row} td.today")).await,
+            today.to_string(),
+            "{status}"
+        );
+        assert_eq!(
+            b.text(&format!("{row} td.month")).await,
+            month.to_string(),
+            "{status}"
+        );
+    }
+    let overdue: i64 = app
+        .count_of("SELECT count(*) FROM erasure.deletions WHERE status IN ('PENDING', 'IN_PROGRESS') AND due_at < now()")
+        .await;
+    let listed = b
+        .client
+        .find_all(Locator::Css("#overdue-list tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len() as i64, overdue);
+    assert_eq!(b.text("#overdue-list tbody tr td.days").await, "10");
+    let failures: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT error_key, count(*) FROM erasure.deletions WHERE status = 'FAILED' \
+         AND completed_at >= now() - interval '30 days' GROUP BY error_key",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for (key, n) in &failures {
+        let cell = b
+            .text(&format!("#failures-by-key tr[data-key='{key}'] td"))
+            .await;
+        assert_eq!(cell, n.to_string(), "{key}");
+    }
+    assert_eq!(
+        b.client
+            .find_all(Locator::Css("svg.chart"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "overview: {:?}",
+        b.accessibility_violations().await
+    );
+    b.screenshot("overview.png").await;
+    // No submit form for a read-only key, and a forged POST is refused.
+    assert!(
+        b.client
+            .find_all(Locator::Css("a[href='/submit']"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.client.goto(&format!("{base}/submit")).await.unwrap();
+    assert!(
+        b.client
+            .find_all(Locator::Css("#customer_id"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let cookie = b.client.get_named_cookie("erasure_session").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(
+        cookie.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Strict")
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let session_cookie = format!("erasure_session={}", cookie.value());
+    for (path, form) in [
+        ("/submit", "csrf=forged&customer_id=cust_new&requested_by=x"),
+        ("/find", "csrf=forged&q=cust_web"),
+    ] {
+        let answer = http
+            .post(format!("{base}{path}"))
+            .header("cookie", &session_cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 403, "{path}");
+    }
+
+    // Find by each kind of identifier; the page shows the stored counts and audit rows.
+    for q in [
+        erased.id.as_str(),
+        &request_id.to_string(),
+        "cust_web",
+        "src_web_9f2",
+    ] {
+        b.client.goto(&format!("{base}/")).await.unwrap();
+        b.fill("#find-q", q).await;
+        b.click("form.find button").await;
+        let expected = format!("/deletions/{}", erased.id);
+        assert_eq!(b.settled_path(&expected).await, expected, "found by {q}");
+    }
+    assert_eq!(b.text("#status").await, "DONE");
+    for (table, n) in erased.data_json.as_object().unwrap() {
+        let cell = b
+            .text(&format!("#counts tr[data-table='{table}'] td"))
+            .await;
+        assert_eq!(cell, n.to_string(), "{table}");
+    }
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM erasure.audit_log WHERE request_id = $1 ORDER BY id",
+    )
+    .bind(request_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let shown: Vec<String> = {
+        let mut texts = Vec::new();
+        for cell in b
+            .client
+            .find_all(Locator::Css("#audit td.action"))
+            .await
+            .unwrap()
+        {
+            texts.push(cell.text().await.unwrap());
+        }
+        texts
+    };
+    assert_eq!(shown, actions);
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "deletion page"
+    );
+    b.screenshot("deletion.png").await;
+
+    // The list, filtered, and its CSV: the filtered rows and nothing personal.
+    b.client
+        .goto(&format!("{base}/deletions?status=FAILED"))
+        .await
+        .unwrap();
+    let failed_rows = b
+        .client
+        .find_all(Locator::Css("#deletions tbody tr"))
+        .await
+        .unwrap()
+        .len();
+    let failed_total = app
+        .count_of("SELECT count(*) FROM erasure.deletions WHERE status = 'FAILED'")
+        .await;
+    assert_eq!(failed_rows as i64, failed_total);
+    assert!(b.accessibility_violations().await.is_empty(), "list");
+    let csv = http
+        .get(format!("{base}/deletions.csv?status=FAILED"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count() as i64, failed_total + 1, "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.contains(",FAILED,")), "{csv}");
+    for personal in [
+        "src_web_9f2",
+        "Name of",
+        "@mail.example",
+        "seeded_",
+        "cust_web",
+    ] {
+        assert!(!csv.contains(personal), "{personal} in the CSV");
+    }
+
+    // A write key submits, after the preview, and the request reaches DONE.
+    b.click("form.signout button").await;
+    assert_eq!(b.settled_path("/sign-in").await, "/sign-in");
+    b.sign_in(&base, &writer).await;
+    b.click("a[href='/submit']").await;
+    assert_eq!(
+        b.element("#requested_by")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("dpo-desk")
+    );
+    b.fill("#customer_id", "src_new_7c1").await;
+    b.fill("#reason", "Art. 17 request by letter").await;
+    b.click("form.stack button").await;
+    assert!(b.text("#preview").await.contains("events"));
+    assert!(b.accessibility_violations().await.is_empty(), "preview");
+    b.click("form.stack button").await;
+    let mut page = b.path().await;
+    for _ in 0..100 {
+        if page.starts_with("/deletions/del_") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = b.path().await;
+    }
+    assert!(page.starts_with("/deletions/del_"), "{page}");
+    let mut status = String::new();
+    for _ in 0..100 {
+        b.client.refresh().await.unwrap();
+        status = b.text("#status").await;
+        if status == "DONE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "DONE");
+    assert_eq!(
+        app.count("SELECT count(*) FROM customers WHERE id = $1", "cust_new")
+            .await,
+        0
+    );
+
+    // Revoking the key ends its session.
+    assert!(erasure::keys::revoke(&app.pool, "dpo-desk").await.unwrap());
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(b.settled_path("/sign-in").await, "/sign-in");
+
+    // The identifiers searched for and submitted are in no URL visited and no log line.
+    let history = b
+        .client
+        .execute("return performance.getEntriesByType('navigation').map(e => e.name).concat([location.href]);", vec![])
+        .await
+        .unwrap();
+    let _ = browser.client.clone().close().await;
+    service.start_kill().unwrap();
+    service.wait().await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("/deletions/{id}"),
+        "the log records matched routes"
+    );
+    for personal in ["src_web_9f2", "cust_web", "src_new_7c1"] {
+        assert!(!logged.contains(personal), "{personal} in the log");
+        assert!(
+            !history.to_string().contains(personal),
+            "{personal} in a URL: {history}"
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+    let _: Value = history;
+    let _ = Uuid::nil();
+    app.cleanup().await;
+}
