@@ -248,35 +248,10 @@ pub async fn publish_held(
     body: &[u8],
     ttl: std::time::Duration,
 ) -> Result<(), BrokerError> {
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(message_id.into())
-        .with_expiration(ttl.as_millis().max(1).to_string().into());
+    let properties =
+        persistent_json(message_id).with_expiration(ttl.as_millis().max(1).to_string().into());
     let queue = hold_queue(settings);
-    let confirmation = channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            properties,
-        )
-        .await?
-        .await?;
-    if confirmation.is_nack() {
-        return Err(BrokerError::Nacked);
-    }
-    if confirmation.take_message().is_some() {
-        return Err(BrokerError::Unroutable {
-            exchange: String::new(),
-            routing_key: queue,
-        });
-    }
-    Ok(())
+    publish_confirmed(channel, "", &queue, body, properties, true).await
 }
 
 fn quorum() -> FieldTable {
@@ -314,10 +289,28 @@ pub async fn publish_json(
     body: &[u8],
     mandatory: bool,
 ) -> Result<(), BrokerError> {
-    let properties = BasicProperties::default()
+    let properties = persistent_json(message_id);
+    publish_confirmed(channel, exchange, routing_key, body, properties, mandatory).await
+}
+
+/// A persistent JSON message's properties.
+fn persistent_json(message_id: &str) -> BasicProperties {
+    BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
-        .with_message_id(message_id.into());
+        .with_message_id(message_id.into())
+}
+
+/// Publishes and waits for the broker's confirm: a nack, or (with `mandatory`) a message no
+/// queue took, is an error.
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<(), BrokerError> {
     let confirmation = channel
         .basic_publish(
             exchange.into(),

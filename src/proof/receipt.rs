@@ -129,17 +129,15 @@ mod tests {
         vec!["events".into(), "customer".into()]
     }
 
+    /// The receipt `signer` issues now for a deletion in `status` whose check passed.
+    fn receipt(status: DeletionStatus, signer: &Signer) -> Option<Value> {
+        issue(&row(status), passed().as_ref(), &keys(), signer, Utc::now())
+    }
+
     #[test]
     fn a_receipt_checks_with_the_key_that_signed_it() {
         let signer = Signer::generate();
-        let receipt = issue(
-            &row(DeletionStatus::Done),
-            passed().as_ref(),
-            &keys(),
-            &signer,
-            Utc::now(),
-        )
-        .unwrap();
+        let receipt = receipt(DeletionStatus::Done, &signer).unwrap();
         let checked = check(&receipt, &KeySet::of(&signer)).unwrap();
         assert_eq!(checked.status, "DONE");
         assert_eq!(checked.key_id, signer.id());
@@ -154,14 +152,7 @@ mod tests {
     #[test]
     fn changing_any_member_breaks_the_signature() {
         let signer = Signer::generate();
-        let receipt = issue(
-            &row(DeletionStatus::Done),
-            passed().as_ref(),
-            &keys(),
-            &signer,
-            Utc::now(),
-        )
-        .unwrap();
+        let receipt = receipt(DeletionStatus::Done, &signer).unwrap();
         for name in receipt.as_object().unwrap().keys() {
             if name == "signature" || name == "key_id" || name == "object" {
                 continue;
@@ -180,14 +171,7 @@ mod tests {
     fn another_key_or_a_forged_key_id_does_not_check() {
         let signer = Signer::generate();
         let other = Signer::generate();
-        let receipt = issue(
-            &row(DeletionStatus::Done),
-            passed().as_ref(),
-            &keys(),
-            &signer,
-            Utc::now(),
-        )
-        .unwrap();
+        let receipt = receipt(DeletionStatus::Done, &signer).unwrap();
         let why = check(&receipt, &KeySet::of(&other)).unwrap_err();
         assert!(why.contains("no key with id"), "{why}");
         let mut claimed = receipt.clone();
@@ -199,16 +183,7 @@ mod tests {
     #[test]
     fn open_deletions_have_no_receipt() {
         let signer = Signer::generate();
-        assert!(
-            issue(
-                &row(DeletionStatus::Pending),
-                passed().as_ref(),
-                &keys(),
-                &signer,
-                Utc::now()
-            )
-            .is_none()
-        );
+        assert!(receipt(DeletionStatus::Pending, &signer).is_none());
         assert!(
             issue(
                 &row(DeletionStatus::InProgress),
@@ -219,14 +194,7 @@ mod tests {
             )
             .is_none()
         );
-        let failed = issue(
-            &row(DeletionStatus::Failed),
-            passed().as_ref(),
-            &keys(),
-            &signer,
-            Utc::now(),
-        )
-        .unwrap();
+        let failed = receipt(DeletionStatus::Failed, &signer).unwrap();
         assert_eq!(failed["verification"]["outcome"], "not_applicable");
     }
 }
