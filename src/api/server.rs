@@ -59,12 +59,13 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
                     let router = router.clone();
                     let shutdown = shutdown.clone();
                     connections.spawn(serve_connection(
                         stream,
+                        peer,
                         router,
                         limits.timeouts,
                         shutdown,
@@ -106,6 +107,7 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     timeouts: Timeouts,
     shutdown: CancellationToken,
@@ -113,8 +115,13 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(Connection::new(stream, timeouts, shutdown.clone()));
+    // Handlers that limit by client (the console's sign-in) read the peer's address.
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        router.clone().oneshot(request.map(Body::new))
+        let mut request = request.map(Body::new);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        router.clone().oneshot(request)
     });
     let connection = http1::Builder::new()
         // The connection keeps its own clocks (see `Connection`).

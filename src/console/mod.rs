@@ -14,7 +14,7 @@ mod chart;
 pub mod session;
 mod views;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -149,17 +149,19 @@ struct SignIn {
     key: String,
 }
 
-/// `POST /sign-in`: the key for a session cookie. Attempts are limited per client address, as
-/// API calls are per key.
+/// `POST /sign-in`: the key for a session cookie. Attempts are limited per client address
+/// (`http.rate_limit_per_minute`), as API calls are per key.
 async fn sign_in(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    peer: Option<axum::extract::Extension<ConnectInfo<std::net::SocketAddr>>>,
     Form(form): Form<SignIn>,
 ) -> Page {
-    let client = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("direct");
+    let peer = peer.map(|axum::extract::Extension(info)| info);
+    // The peer's address: behind a proxy, the proxy's, so that a client cannot pick its own
+    // bucket by a header.
+    let client = peer.map_or("unknown".to_string(), |ConnectInfo(addr)| {
+        addr.ip().to_string()
+    });
     let decision = state.limiter.check(&format!("console-sign-in:{client}"));
     if !decision.allowed {
         return Err(failed(

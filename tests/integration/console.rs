@@ -497,3 +497,45 @@ async fn a_privacy_officer_finds_any_request_and_what_it_erased_in_a_real_browse
     let _ = Uuid::nil();
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn wrong_keys_at_sign_in_are_limited_per_client_and_told_apart_from_right_ones() {
+    let mut app = TestApp::with_settings(|s| s.http.rate_limit_per_minute = 3).await;
+    let key = erasure::keys::create(&app.pool, "officer", true)
+        .await
+        .unwrap();
+    let base = app.start(erasure::startup::Mode::Api).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |body: String| {
+        http.post(format!("{base}/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", format!("10.0.0.{}", body.len()))
+            .body(body)
+            .send()
+    };
+    let right = sign_in(format!("key={key}")).await.unwrap();
+    assert_eq!(right.status(), 303);
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "no Secure without console.secure_cookie"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            sign_in("key=erk_x_wrong".into()).await.unwrap().status(),
+            401
+        );
+    }
+    // A header of the client's choosing does not give it a new allowance.
+    let limited = sign_in("key=erk_x_wrong_again".into()).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.text().await.unwrap().contains("Too many attempts"));
+    app.cleanup().await;
+}
