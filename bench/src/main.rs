@@ -251,6 +251,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = running.wait().await;
 
     let round_trips = worker::round_trips(&pool, &erasure, &settings, counted_ids).await?;
+    let verified = worker::wait_verified(&pool, &erasure, &settings).await?;
 
     let light_alone = light.pop().expect("two light-load runs");
     let light_batching = light.pop().expect("two light-load runs");
@@ -283,6 +284,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         whale,
         rss_kib,
         pgbench_checked,
+        verified,
     };
     let table = results.table();
     println!("{table}");

@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use crate::cpu::Usage;
 use crate::whales::Whale;
-use crate::worker::WorkerRun;
+use crate::worker::{Verified, WorkerRun};
 
 /// Rows of measures and figures.
 #[derive(Default)]
@@ -54,6 +54,8 @@ pub struct Results {
     pub rss_kib: Option<u64>,
     pub worker_checked: usize,
     pub pgbench_checked: usize,
+    /// The checks after commit of the worker's erasures, when switched on.
+    pub verified: Option<Verified>,
 }
 
 impl Results {
@@ -187,6 +189,17 @@ impl Results {
                 "yes ({} worker and {} pgbench deletions checked)",
                 self.worker_checked, self.pgbench_checked
             ),
+        );
+        figures.row(
+            "every DONE erasure of the worker checked after commit, nothing left",
+            self.verified
+                .as_ref()
+                .map_or("not run (proof.verify_every_ms = 0)".into(), |v| {
+                    format!(
+                        "yes ({} checked; {:.1} s of checks were left once the erasures ended)",
+                        v.passed, v.lag_secs
+                    )
+                }),
         );
         figures.markdown()
     }

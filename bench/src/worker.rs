@@ -358,3 +358,53 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// What the check after commit found of the worker's erasures.
+pub struct Verified {
+    pub passed: i64,
+    /// How long the last checks took to finish once the benchmark was done erasing.
+    pub lag_secs: f64,
+}
+
+/// Runs a worker until the check after commit has run on every DONE deletion it queued; a
+/// check that found something left fails the run, as a wrong count does. `None` when the
+/// checks are switched off (`proof.verify_every_ms = 0`).
+pub async fn wait_verified(
+    pool: &PgPool,
+    erasure: &Erasure,
+    settings: &Settings,
+) -> anyhow::Result<Option<Verified>> {
+    if settings.proof.verify_every_ms == 0 {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let mut running = erasure.spawn_worker(settings)?;
+    let queued = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM erasure.verification_queue")
+            .fetch_one(pool)
+            .await
+    };
+    while queued().await? > 0 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the checks after commit did not finish in an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lag_secs = started.elapsed().as_secs_f64();
+    let _ = running.start_kill();
+    let _ = running.wait().await;
+    let failed: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT deletion_id, outcome FROM erasure.verifications WHERE outcome->>'outcome' <> 'passed' LIMIT 5",
+    )
+    .fetch_all(pool)
+    .await?;
+    ensure!(
+        failed.is_empty(),
+        "the check after commit found data left: {failed:?}"
+    );
+    let passed = sqlx::query_scalar("SELECT count(*) FROM erasure.verifications")
+        .fetch_one(pool)
+        .await?;
+    Ok(Some(Verified { passed, lag_secs }))
+}
