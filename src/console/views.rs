@@ -292,7 +292,8 @@ pub fn detail(
             ol class="timeline" {
                 li { "Requested " (when(row.requested_at)) }
                 li { "Received " (when(row.created_at)) }
-                @if let Some(first) = audit.first() { li { "Started " (when(first.recorded_at)) } }
+                @if let Some(at) = row.scheduled_at { li { "Scheduled for " (when(at)) } }
+                li { "Started " (maybe(row.started_at)) }
                 li { "Completed " (maybe(row.completed_at)) }
             }
             @if let Some(key) = row.error_key {

@@ -30,7 +30,7 @@ pub use store::find;
 /// The columns every query that returns a deletion object selects, in [`DeletionRow`]'s order.
 pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json, already_erased, \
      error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at, \
-     plan_hash, scheduled_at, reason";
+     plan_hash, scheduled_at, reason, started_at";
 
 text_enum! {
     /// Where a deletion stands. DONE and FAILED are final: nothing changes a final deletion.
@@ -99,6 +99,8 @@ pub struct DeletionRow {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Why it was asked, as the caller said (the console shows it).
     pub reason: Option<String>,
+    /// When the service started carrying it out (the erasing transaction's start).
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 text_enum! {

@@ -29,11 +29,11 @@ pub fn outcome(
     format!(
         "outcome AS (\n  INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
          source_id_hash, lookup_hashes, status, data_json, already_erased, error_key, error_message, requested_by, \
-         reason, requested_at, due_at, channel, completed_at, attempts, plan_hash)\n  \
+         reason, requested_at, due_at, channel, completed_at, attempts, plan_hash, started_at)\n  \
          SELECT r.deletion_id, r.request_id, t.subject_id, r.requested_hash, {source_hash}, {lookup_hashes},\n    \
          CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, COALESCE(c.data_json, {zero_counts}),\n    \
          b.error_key IS NULL AND {already_erased}, b.error_key, b.error_message,\n    \
-         r.requested_by, r.reason, r.requested_at, r.due_at, r.channel, clock_timestamp(), 1, {plan_hash}\n  \
+         r.requested_by, r.reason, r.requested_at, r.due_at, r.channel, clock_timestamp(), 1, {plan_hash}, now()\n  \
          FROM target t JOIN requests r ON r.n = t.n\n    \
          LEFT JOIN counts c ON c.subject_key = t.subject_key LEFT JOIN blocked b ON b.subject_key = t.subject_key\n  \
          WHERE NOT EXISTS (SELECT 1 FROM oversized o WHERE o.subject_key = t.subject_key)\n  \
@@ -43,7 +43,7 @@ pub fn outcome(
            FROM jsonb_object_keys(EXCLUDED.data_json) k),\n    \
          already_erased = EXCLUDED.already_erased, error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
          completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL,\n    \
-         plan_hash = EXCLUDED.plan_hash\n  \
+         plan_hash = EXCLUDED.plan_hash, started_at = COALESCE(d.started_at, EXCLUDED.started_at)\n  \
          WHERE d.status IN {open} AND d.requested_id_hash = EXCLUDED.requested_id_hash\n  \
          RETURNING d.*\n),",
         done = DeletionStatus::Done,

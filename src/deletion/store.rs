@@ -160,8 +160,8 @@ pub async fn record_final(
     // The outcome's event is owed to the broker in the same transaction (see crate::outbox).
     let sql = format!(
         "WITH d AS (INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, source_id_hash, status, data_json, \
-           already_erased, error_key, error_message, completed_at, attempts, plan_hash) \
-         VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1, $16) \
+           already_erased, error_key, error_message, completed_at, attempts, plan_hash, started_at) \
+         VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1, $16, now()) \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
            source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, \
            data_json = (SELECT COALESCE(jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) \
@@ -170,7 +170,7 @@ pub async fn record_final(
            already_erased = EXCLUDED.already_erased, \
            error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
            completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL, \
-           plan_hash = EXCLUDED.plan_hash \
+           plan_hash = EXCLUDED.plan_hash, started_at = COALESCE(d.started_at, EXCLUDED.started_at) \
          WHERE d.status IN {open} \
          RETURNING {COLUMNS}), \
          owed AS (INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM d), \
@@ -202,9 +202,10 @@ pub async fn mark_in_progress(
     attempt: i32,
 ) -> Result<Option<i32>, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, status, attempts) \
-         VALUES ({}, '{in_progress}', $10) \
+        "INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, status, attempts, started_at) \
+         VALUES ({}, '{in_progress}', $10, now()) \
          ON CONFLICT (request_id) DO UPDATE SET status = '{in_progress}', \
+           started_at = COALESCE(d.started_at, now()), \
            related_object_id = COALESCE(EXCLUDED.related_object_id, d.related_object_id), \
            attempts = d.attempts + $10 \
          WHERE d.status IN {open} AND d.requested_id_hash = EXCLUDED.requested_id_hash \

@@ -118,6 +118,7 @@ mod tests {
             plan_hash: Some("sha256:00".into()),
             scheduled_at: None,
             reason: None,
+            started_at: Some(at),
         }
     }
 

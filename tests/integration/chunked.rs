@@ -93,6 +93,19 @@ async fn chunks_commit_durably_where_the_database_commits_asynchronously() {
     let row = app.wait_for_final(request_id).await;
     assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.data_json, large().expected_counts());
+    // Started with the first chunk, well before the statement that ended it.
+    let audit_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT recorded_at FROM erasure.audit_log WHERE request_id = $1 AND action = 'erasure.done'",
+    )
+    .bind(request_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let started = row.started_at.unwrap();
+    assert!(
+        started < row.completed_at.unwrap() && started < audit_at,
+        "{row:?}"
+    );
     app.cleanup().await;
 }
 

@@ -35,6 +35,9 @@ async fn a_seeded_customer_is_erased_with_exact_counts_and_nothing_else_changes(
 
     assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.related_object_id.as_deref(), Some("cust_target"));
+    // Started by the erasing transaction, completed within it.
+    let (started, completed) = (row.started_at.unwrap(), row.completed_at.unwrap());
+    assert!(row.created_at <= started && started <= completed, "{row:?}");
     assert_eq!(row.data_json, shape.expected_counts());
     assert!(!row.already_erased);
     assert_eq!(row.requested_by.as_deref(), Some("support-portal"));
