@@ -253,10 +253,14 @@ impl Drop for TestApp {
 async fn remove(database: &str, amqp: &AmqpSettings) {
     if let Ok(connection) = broker::connect(amqp).await {
         if let Ok(channel) = connection.create_channel().await {
+            // The events subscriber's queue is only read with basic.get, so it never has a
+            // consumer whose leaving would auto-delete it.
+            let prefix = amqp.exchange.trim_end_matches(".erasure");
             for queue in [
                 &amqp.queue,
                 &amqp.dead_letter_queue,
                 &erasure::broker::hold_queue(amqp),
+                &format!("{prefix}.events.subscriber"),
             ] {
                 let _ = channel
                     .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
