@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::audit::{Audit, AuditAction};
 use super::store::NewDeletion;
-use super::{COLUMNS, DeletionRow, DeletionStatus};
+use super::{COLUMNS, DeletionRow, DeletionStatus, read_columns};
 use crate::request::Channel;
 
 /// Where a request stands against its grace period.
@@ -74,7 +74,8 @@ pub async fn cancel(
     let mut tx = pool.begin().await?;
     let request_id = Uuid::parse_str(id_or_request_id).ok();
     let row: Option<DeletionRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions WHERE id = $1 OR request_id = $2 FOR UPDATE"
+        "SELECT {} FROM erasure.deletions WHERE id = $1 OR request_id = $2 FOR UPDATE",
+        read_columns()
     ))
     .bind(id_or_request_id)
     .bind(request_id)

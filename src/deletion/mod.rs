@@ -32,6 +32,17 @@ pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json,
      error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at, \
      plan_hash, scheduled_at, reason, started_at";
 
+/// [`COLUMNS`], and what the check after commit recorded (each a primary-key lookup), for
+/// queries that read deletions from `erasure.deletions` (not aliased) for people: the API's
+/// answers, the console. The erasure path reads [`COLUMNS`] alone.
+pub fn read_columns() -> String {
+    format!(
+        "{COLUMNS}, \
+         (SELECT v.verified_at FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verified_at, \
+         (SELECT v.outcome FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verification"
+    )
+}
+
 text_enum! {
     /// Where a deletion stands. DONE and FAILED are final: nothing changes a final deletion.
     pub enum DeletionStatus {
@@ -101,6 +112,11 @@ pub struct DeletionRow {
     pub reason: Option<String>,
     /// When the service started carrying it out (the erasing transaction's start).
     pub started_at: Option<DateTime<Utc>>,
+    /// What the check after commit recorded, where the query read it ([`read_columns`]).
+    #[sqlx(default)]
+    pub verified_at: Option<DateTime<Utc>>,
+    #[sqlx(default)]
+    pub verification: Option<Value>,
 }
 
 text_enum! {
@@ -127,9 +143,11 @@ pub struct Verification {
 }
 
 impl DeletionRow {
-    /// What the check after commit found, given what it recorded (`erasure.verifications`):
-    /// pending until it ran; not applicable unless DONE.
-    pub fn verification(&self, recorded: Option<&(DateTime<Utc>, Value)>) -> Verification {
+    /// What the check after commit found: pending until it ran (or where the query did not
+    /// read it); not applicable unless DONE.
+    pub fn verification(&self) -> Verification {
+        let recorded = self.verified_at.zip(self.verification.clone());
+        let recorded = recorded.as_ref();
         let outcome = match (self.status, recorded) {
             (DeletionStatus::Done, None) => VerificationOutcome::Pending,
             (DeletionStatus::Done, Some((_, v))) => {
@@ -192,6 +210,7 @@ impl DeletionRow {
             data_json: Value::Object(counts),
             already_erased: self.already_erased,
             scheduled_at: self.scheduled_at.map(millis),
+            verification: (self.status == DeletionStatus::Done).then(|| self.verification()),
             error: self.error_key.map(|key| ErrorObject {
                 key,
                 message: self.error_message.clone().unwrap_or_default(),
@@ -217,6 +236,8 @@ pub struct DeletionObject {
     pub already_erased: bool,
     /// With a grace period: when the request may be carried out; null without one.
     pub scheduled_at: Option<String>,
+    /// For a DONE deletion, what the check after commit found; null otherwise.
+    pub verification: Option<Verification>,
     pub error: Option<ErrorObject>,
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use super::{COLUMNS, DeletionRow, DeletionStatus};
+use super::{DeletionRow, DeletionStatus, read_columns};
 
 /// Deletions by status: created today (UTC) and in the last 30 days.
 pub async fn counts_by_status(
@@ -91,13 +91,14 @@ pub async fn filtered(
     limit: i64,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions \
+        "SELECT {columns} FROM erasure.deletions \
          WHERE ($1::text IS NULL OR status = $1) \
            AND (NOT $2 OR (status IN {open} AND due_at < now())) \
            AND ($3::date IS NULL OR created_at >= $3::date::timestamp AT TIME ZONE 'UTC') \
            AND ($4::date IS NULL OR created_at < ($4::date + 1)::timestamp AT TIME ZONE 'UTC') \
          ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
         open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+        columns = read_columns(),
     ))
     .bind(filter.status)
     .bind(filter.overdue)

@@ -12,7 +12,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
-use super::{COLUMNS, DeletionRow, DeletionStatus, ErrorKey, due_at, new_id};
+use super::{COLUMNS, DeletionRow, DeletionStatus, ErrorKey, due_at, new_id, read_columns};
 use crate::plan::KeyValue;
 use crate::request::{Channel, InvalidRequest, Received};
 
@@ -364,7 +364,8 @@ pub async fn find(
     match Uuid::parse_str(id_or_request_id) {
         Ok(request_id) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM erasure.deletions WHERE request_id = $1"
+                "SELECT {} FROM erasure.deletions WHERE request_id = $1",
+                read_columns()
             ))
             .bind(request_id)
             .fetch_optional(db)
@@ -372,7 +373,8 @@ pub async fn find(
         }
         Err(_) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM erasure.deletions WHERE id = $1"
+                "SELECT {} FROM erasure.deletions WHERE id = $1",
+                read_columns()
             ))
             .bind(id_or_request_id)
             .fetch_optional(db)
@@ -389,10 +391,11 @@ pub async fn latest_for_customer(
     hashes: &[Vec<u8>],
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions \
+        "SELECT {columns} FROM erasure.deletions \
          WHERE related_object_id = $1 OR source_id_hash = ANY($2) OR requested_id_hash = ANY($2) \
            OR lookup_hashes && $2 \
-         ORDER BY created_at DESC, id DESC LIMIT 1"
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+        columns = read_columns()
     ))
     .bind(identifier)
     .bind(hashes)
@@ -408,10 +411,11 @@ pub async fn all_for_customer(
     limit: i64,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions \
+        "SELECT {columns} FROM erasure.deletions \
          WHERE related_object_id = $1 OR source_id_hash = ANY($2) OR requested_id_hash = ANY($2) \
            OR lookup_hashes && $2 \
-         ORDER BY created_at DESC, id DESC LIMIT $3"
+         ORDER BY created_at DESC, id DESC LIMIT $3",
+        columns = read_columns()
     ))
     .bind(identifier)
     .bind(hashes)
@@ -437,12 +441,13 @@ pub async fn list(
     query: &ListQuery,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM erasure.deletions \
+        "SELECT {columns} FROM erasure.deletions \
          WHERE ($1::text IS NULL OR status = $1) \
            AND (NOT $2 OR (status IN {open} AND due_at < now())) \
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
          ORDER BY created_at DESC, id DESC LIMIT $5",
         open = open(),
+        columns = read_columns(),
     ))
     .bind(query.status)
     .bind(query.overdue)
@@ -578,15 +583,4 @@ pub async fn record_verifications(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// When the check after commit ran on a deletion, and what it found.
-pub async fn verification(
-    db: impl PgExecutor<'_>,
-    deletion_id: &str,
-) -> Result<Option<(DateTime<Utc>, Value)>, sqlx::Error> {
-    sqlx::query_as("SELECT verified_at, outcome FROM erasure.verifications WHERE deletion_id = $1")
-        .bind(deletion_id)
-        .fetch_optional(db)
-        .await
 }

@@ -16,11 +16,10 @@ use crate::deletion::{DeletionRow, auto, millis};
 /// What a receipt's `object` member says.
 pub const OBJECT: &str = "erasure_receipt";
 
-/// The signed receipt of `row` (with what the check after commit recorded of it), issued at
-/// `now`; `None` while the deletion is not final.
+/// The signed receipt of `row` (read with what the check after commit recorded of it), issued
+/// at `now`; `None` while the deletion is not final.
 pub fn issue(
     row: &DeletionRow,
-    verified: Option<&(DateTime<Utc>, Value)>,
     count_keys: &[String],
     signer: &Signer,
     now: DateTime<Utc>,
@@ -45,7 +44,7 @@ pub fn issue(
         "completed_at": row.completed_at.map(millis),
         "due_at": auto(row.due_at),
         "plan_hash": row.plan_hash,
-        "verification": row.verification(verified),
+        "verification": row.verification(),
         "issued_at": millis(now),
         "key_id": signer.id(),
     });
@@ -119,11 +118,9 @@ mod tests {
             scheduled_at: None,
             reason: None,
             started_at: Some(at),
+            verified_at: Some(at),
+            verification: Some(json!({"outcome": "passed"})),
         }
-    }
-
-    fn passed() -> Option<(DateTime<Utc>, Value)> {
-        Some((Utc::now(), json!({"outcome": "passed"})))
     }
 
     fn keys() -> Vec<String> {
@@ -132,7 +129,7 @@ mod tests {
 
     /// The receipt `signer` issues now for a deletion in `status` whose check passed.
     fn receipt(status: DeletionStatus, signer: &Signer) -> Option<Value> {
-        issue(&row(status), passed().as_ref(), &keys(), signer, Utc::now())
+        issue(&row(status), &keys(), signer, Utc::now())
     }
 
     #[test]
@@ -185,16 +182,7 @@ mod tests {
     fn open_deletions_have_no_receipt() {
         let signer = Signer::generate();
         assert!(receipt(DeletionStatus::Pending, &signer).is_none());
-        assert!(
-            issue(
-                &row(DeletionStatus::InProgress),
-                None,
-                &keys(),
-                &signer,
-                Utc::now()
-            )
-            .is_none()
-        );
+        assert!(receipt(DeletionStatus::InProgress, &signer).is_none());
         let failed = receipt(DeletionStatus::Failed, &signer).unwrap();
         assert_eq!(failed["verification"]["outcome"], "not_applicable");
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use erasure::config::Secret;
-use erasure::deletion::{self, DeletionStatus, store};
+use erasure::deletion::{self, DeletionStatus};
 use erasure::proof::seal;
 use erasure::proof::signing::{KeySet, Signer};
 use erasure::startup::Mode;
@@ -36,7 +36,8 @@ fn scratch(app: &TestApp, name: &str, value: &Value) -> String {
 /// Waits until the check after commit has run on deletion `id`: what it recorded.
 async fn wait_verified(app: &TestApp, id: &str) -> Value {
     for _ in 0..300 {
-        if let Some((_, outcome)) = store::verification(&app.pool, id).await.unwrap() {
+        let row = deletion::find(&app.pool, id).await.unwrap().unwrap();
+        if let Some(outcome) = row.verification {
             return outcome;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -63,6 +64,12 @@ async fn a_done_erasure_is_verified_and_its_receipt_checks_offline_and_fails_whe
         Some(app.app.as_ref().unwrap().eraser.plan_hash())
     );
 
+    let (status, object) = api
+        .get(&format!("/v1/permanent-deletions/{}", row.id))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(object["verification"]["outcome"], "passed", "{object}");
+    assert!(object["verification"]["verified_at"].is_string());
     let (status, receipt) = api
         .get(&format!("/v1/permanent-deletions/{}/receipt", row.id))
         .await;
@@ -226,16 +233,15 @@ async fn a_row_left_behind_after_commit_fails_the_verification_and_names_its_tab
     );
 
     let row = deletion::find(&app.pool, &left.id).await.unwrap().unwrap();
-    let recorded = store::verification(&app.pool, &left.id).await.unwrap();
+    assert!(row.verified_at.is_some());
     assert_eq!(
-        recorded.as_ref().map(|(_, outcome)| outcome.clone()),
+        row.verification,
         Some(json!({"outcome": "failed", "tables": ["public.events", "public.customers"]}))
     );
-    let v = row.verification(recorded.as_ref());
+    let v = row.verification();
     assert_eq!(v.failed_tables, ["public.events", "public.customers"]);
     let receipt = erasure::proof::receipt::issue(
         &row,
-        recorded.as_ref(),
         app.eraser().count_keys(),
         &app.app.as_ref().unwrap().signer,
         chrono::Utc::now(),
