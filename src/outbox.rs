@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, BrokerError};
 use crate::config::AmqpSettings;
-use crate::deletion::{DeletionStatus, store};
+use crate::deletion::DeletionStatus;
+use crate::deletion::owed::{
+    claim_owed_events, claim_owed_requests, clear_pending_messages, events_published,
+};
 
 /// Events claimed per transaction.
 const BATCH: i64 = 200;
@@ -110,7 +113,7 @@ impl Outbox {
         let mut published = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let owed = store::claim_owed_events(&mut tx, BATCH).await?;
+            let owed = claim_owed_events(&mut tx, BATCH).await?;
             if owed.is_empty() {
                 tx.commit().await?;
                 return Ok(published);
@@ -134,7 +137,7 @@ impl Outbox {
             }))
             .await?;
             let ids: Vec<i64> = owed.iter().map(|event| event.id).collect();
-            store::events_published(&mut tx, &ids).await?;
+            events_published(&mut tx, &ids).await?;
             tx.commit().await?;
             published += ids.len();
             tracing::debug!(events = ids.len(), "published outcome events");
@@ -157,8 +160,7 @@ impl Outbox {
         let mut relayed = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let owed =
-                store::claim_owed_requests(&mut tx, self.relay_after.as_millis(), BATCH).await?;
+            let owed = claim_owed_requests(&mut tx, self.relay_after.as_millis(), BATCH).await?;
             if owed.is_empty() {
                 tx.commit().await?;
                 return Ok(relayed);
@@ -176,7 +178,7 @@ impl Outbox {
             }))
             .await?;
             let ids: Vec<&str> = owed.iter().map(|request| request.id.as_str()).collect();
-            store::clear_pending_messages(&mut tx, &ids).await?;
+            clear_pending_messages(&mut tx, &ids).await?;
             tx.commit().await?;
             relayed += ids.len();
             tracing::info!(requests = ids.len(), "relayed requests accepted over HTTP");

@@ -4,39 +4,35 @@
 //!
 //! - [`session`]: the key exchanged for a cookie, and the form token (CSRF);
 //! - [`views`]: the pages, rendered on the server; [`chart`]: the SVG chart;
-//! - this file: the routes, and the headers every page carries.
+//! - [`listing`]: the filtered list and its CSV;
+//! - this file: the routes, the headers every page carries, and the other pages.
 //!
 //! Safe by default: no script at all (the Content-Security-Policy allows none), no framing, no
 //! referrer, no caching of pages; a customer identifier is only ever sent in a POST body (the
 //! search, the submission), never in a URL, so it is in no browser history and no log line.
 
 mod chart;
+mod listing;
 pub mod session;
 mod views;
 
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Router, extract::Request};
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 
 use crate::api::ApiState;
-use crate::deletion::report::{self, Filter};
+use crate::deletion::report;
 use crate::deletion::store;
-use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::erase::preview::PreviewError;
 use crate::intake::{SubmitError, Submitted};
 use crate::request::{self, Channel, ErasureRequest, Received, identifier_hashes};
 use session::Session;
-
-/// Deletions a page of the list shows.
-const PAGE: i64 = 50;
-/// The most rows one CSV holds.
-const CSV_ROWS: i64 = 100_000;
 
 /// The console's routes.
 pub fn routes(state: ApiState) -> Router<ApiState> {
@@ -44,8 +40,8 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
         .route("/", get(overview))
         .route("/sign-in", get(sign_in_form).post(sign_in))
         .route("/sign-out", post(sign_out))
-        .route("/deletions", get(list))
-        .route("/deletions.csv", get(csv))
+        .route("/deletions", get(listing::list))
+        .route("/deletions.csv", get(listing::csv))
         .route("/deletions/{id}", get(detail))
         .route("/find", post(find))
         .route("/submit", get(submit_form).post(submit))
@@ -235,145 +231,6 @@ async fn overview(State(state): State<ApiState>, headers: HeaderMap) -> Page {
     Ok(html(views::overview(&session, &o)))
 }
 
-#[derive(Deserialize, Default)]
-struct ListQuery {
-    status: Option<String>,
-    overdue: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    page: Option<String>,
-}
-
-impl ListQuery {
-    fn filter(&self) -> Result<(Filter, i64), String> {
-        let status = match self.status.as_deref() {
-            None | Some("") => None,
-            Some(word) => Some(
-                word.parse::<DeletionStatus>()
-                    .map_err(|_| format!("{word:?} is not a status"))?,
-            ),
-        };
-        let date = |text: &Option<String>| -> Result<Option<NaiveDate>, String> {
-            match text.as_deref() {
-                None | Some("") => Ok(None),
-                Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                    .map(Some)
-                    .map_err(|_| format!("{d:?} is not a date (YYYY-MM-DD)")),
-            }
-        };
-        let page = match self.page.as_deref() {
-            None | Some("") => 1,
-            Some(p) => p
-                .parse::<i64>()
-                .ok()
-                .filter(|p| (1..=100_000).contains(p))
-                .ok_or_else(|| format!("{p:?} is not a page number"))?,
-        };
-        let filter = Filter {
-            status,
-            overdue: self.overdue.as_deref() == Some("true"),
-            from: date(&self.from)?,
-            to: date(&self.to)?,
-        };
-        Ok((filter, page))
-    }
-}
-
-async fn list(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Query(query): Query<ListQuery>,
-) -> Page {
-    let session = signed_in(&state, &headers).await?;
-    let (filter, page) = query
-        .filter()
-        .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
-    let mut rows = report::filtered(&state.pool, &filter, (page - 1) * PAGE, PAGE + 1)
-        .await
-        .map_err(|e| internal(crate::db::SafeError(&e)))?;
-    let has_more = rows.len() as i64 > PAGE;
-    rows.truncate(PAGE as usize);
-    Ok(html(views::list(&session, &filter, &rows, page, has_more)))
-}
-
-/// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates and counts;
-/// nothing personal (no customer key, no requester, no reason).
-async fn csv(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Query(query): Query<ListQuery>,
-) -> Page {
-    let session = signed_in(&state, &headers).await?;
-    let (filter, _) = query
-        .filter()
-        .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
-    let rows = report::filtered(&state.pool, &filter, 0, CSV_ROWS)
-        .await
-        .map_err(|e| internal(crate::db::SafeError(&e)))?;
-    let keys = &state.count_keys;
-    let mut out = String::from(
-        "deletion_id,request_id,status,error_key,created_at,requested_at,due_at,completed_at",
-    );
-    for key in keys.iter() {
-        out.push(',');
-        out.push_str(&csv_field(key));
-    }
-    out.push('\n');
-    for row in &rows {
-        out.push_str(&csv_line(row, keys));
-    }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"deletions.csv\"",
-            ),
-        ],
-        out,
-    )
-        .into_response())
-}
-
-fn csv_field(text: &str) -> String {
-    // A field that starts like a formula is quoted and prefixed, so no spreadsheet runs it.
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
-}
-
-fn csv_line(row: &DeletionRow, keys: &[String]) -> String {
-    let at = |t: Option<chrono::DateTime<Utc>>| t.map(crate::deletion::millis).unwrap_or_default();
-    let mut fields = vec![
-        row.id.clone(),
-        row.request_id.to_string(),
-        row.status.to_string(),
-        row.error_key.map(|k| k.to_string()).unwrap_or_default(),
-        at(Some(row.created_at)),
-        at(Some(row.requested_at)),
-        at(Some(row.due_at)),
-        at(row.completed_at),
-    ];
-    for key in keys {
-        let n = row.data_json.get(key).and_then(|v| v.as_i64()).unwrap_or(0);
-        fields.push(n.to_string());
-    }
-    let mut line = fields
-        .iter()
-        .map(|f| csv_field(f))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push('\n');
-    line
-}
-
 async fn detail(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Page {
     let session = signed_in(&state, &headers).await?;
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
@@ -455,6 +312,17 @@ fn read_only(session: &Session) -> Response {
     )
 }
 
+/// The submission form again, filled as it was sent, with why it was refused.
+fn refused(session: &Session, form: &Submission, why: &str) -> Response {
+    let page = views::submit_form(
+        session,
+        form.customer_id.trim(),
+        form.reason.trim(),
+        Some(why),
+    );
+    (StatusCode::BAD_REQUEST, html(page)).into_response()
+}
+
 #[derive(Deserialize)]
 struct Submission {
     csrf: String,
@@ -474,18 +342,7 @@ async fn submit_preview(
         return Err(read_only(&session));
     }
     let customer = form.customer_id.trim();
-    let invalid = |why: &str| {
-        (
-            StatusCode::BAD_REQUEST,
-            html(views::submit_form(
-                &session,
-                customer,
-                &form.reason,
-                Some(why),
-            )),
-        )
-            .into_response()
-    };
+    let invalid = |why: &str| refused(&session, &form, why);
     if let Err(why) = request::check_identifier("customer id", customer) {
         return Err(invalid(&why));
     }
@@ -529,34 +386,14 @@ async fn submit(
         request::parse(&serde_json::to_vec(&message).expect("JSON"), received_at);
     let request = match parsed {
         Ok(request) => request,
-        Err(invalid) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                html(views::submit_form(
-                    &session,
-                    form.customer_id.trim(),
-                    reason,
-                    Some(&invalid.message),
-                )),
-            )
-                .into_response());
-        }
+        Err(invalid) => return Err(refused(&session, &form, &invalid.message)),
     };
     let received = Received::new(request, Channel::Http, received_at, &state.hash);
     match state.intake.submit(&received).await {
         Ok(Submitted::Accepted(row) | Submitted::Existing(row)) => {
             Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
         }
-        Err(SubmitError::PastDue(invalid)) => Err((
-            StatusCode::BAD_REQUEST,
-            html(views::submit_form(
-                &session,
-                form.customer_id.trim(),
-                reason,
-                Some(&invalid.message),
-            )),
-        )
-            .into_response()),
+        Err(SubmitError::PastDue(invalid)) => Err(refused(&session, &form, &invalid.message)),
         Err(SubmitError::ReusedForAnotherCustomer) => Err(internal("a fresh request id was taken")),
         Err(SubmitError::Database(e)) => Err(internal(crate::db::SafeError(&e))),
     }

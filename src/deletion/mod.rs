@@ -5,6 +5,8 @@
 //! - [`store`]: every read and write of `erasure.deletions` (nothing else touches the table);
 //! - [`audit`]: the append-only audit trail, `erasure.audit_log`;
 //! - [`statement`]: what the erasure statement writes to both, as SQL fragments;
+//! - [`owed`]: what a written deletion owes (its event, its request message, its check after
+//!   commit), claimed in batches;
 //! - [`lifecycle`]: holding a request for the grace period, and canceling it;
 //! - [`report`]: what the console shows of them;
 //! - [`ledger`]: final deletions as the ledger kept outside the database, and the
@@ -13,6 +15,7 @@
 pub mod audit;
 pub mod ledger;
 pub mod lifecycle;
+pub mod owed;
 pub mod report;
 pub mod statement;
 pub mod store;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::deletion::store;
+use crate::deletion::owed;
 use crate::plan::Plan;
 use crate::plan::sql::{Statement, Values, leftovers_statement};
 
@@ -66,7 +66,7 @@ impl Verifier {
     /// ones this one holds.
     pub async fn verify_queued(&self, limit: i64) -> Result<Vec<Checked>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let queued = store::claim_unverified(&mut tx, limit).await?;
+        let queued = owed::claim_unverified(&mut tx, limit).await?;
         if queued.is_empty() {
             return Ok(Vec::new());
         }
@@ -93,7 +93,7 @@ impl Verifier {
             .iter()
             .map(|c| (c.deletion_id.as_str(), c.record()))
             .collect();
-        store::record_verifications(&mut tx, &records).await?;
+        owed::record_verifications(&mut tx, &records).await?;
         tx.commit().await?;
         for c in &checked {
             crate::metrics::verification(c.passed());

@@ -1,0 +1,157 @@
+//! The list of deletions: filtered by status, overdue and creation dates, in pages, and the
+//! same filter as a CSV for auditors (ids, statuses, dates and counts; nothing personal).
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::{NaiveDate, Utc};
+use serde::Deserialize;
+
+use super::{Page, failed, html, internal, signed_in, views};
+use crate::api::ApiState;
+use crate::deletion::report::{self, Filter};
+use crate::deletion::{DeletionRow, DeletionStatus};
+
+/// Deletions a page of the list shows.
+const PAGE: i64 = 50;
+/// The most rows one CSV holds.
+const CSV_ROWS: i64 = 100_000;
+
+#[derive(Deserialize, Default)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    overdue: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<(Filter, i64), String> {
+        let status = match self.status.as_deref() {
+            None | Some("") => None,
+            Some(word) => Some(
+                word.parse::<DeletionStatus>()
+                    .map_err(|_| format!("{word:?} is not a status"))?,
+            ),
+        };
+        let date = |text: &Option<String>| -> Result<Option<NaiveDate>, String> {
+            match text.as_deref() {
+                None | Some("") => Ok(None),
+                Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map(Some)
+                    .map_err(|_| format!("{d:?} is not a date (YYYY-MM-DD)")),
+            }
+        };
+        let page = match self.page.as_deref() {
+            None | Some("") => 1,
+            Some(p) => p
+                .parse::<i64>()
+                .ok()
+                .filter(|p| (1..=100_000).contains(p))
+                .ok_or_else(|| format!("{p:?} is not a page number"))?,
+        };
+        let filter = Filter {
+            status,
+            overdue: self.overdue.as_deref() == Some("true"),
+            from: date(&self.from)?,
+            to: date(&self.to)?,
+        };
+        Ok((filter, page))
+    }
+}
+
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let (filter, page) = query
+        .filter()
+        .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
+    let mut rows = report::filtered(&state.pool, &filter, (page - 1) * PAGE, PAGE + 1)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    let has_more = rows.len() as i64 > PAGE;
+    rows.truncate(PAGE as usize);
+    Ok(html(views::list(&session, &filter, &rows, page, has_more)))
+}
+
+/// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates and counts;
+/// nothing personal (no customer key, no requester, no reason).
+pub(super) async fn csv(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    let (filter, _) = query
+        .filter()
+        .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
+    let rows = report::filtered(&state.pool, &filter, 0, CSV_ROWS)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    let keys = &state.count_keys;
+    let mut out = String::from(
+        "deletion_id,request_id,status,error_key,created_at,requested_at,due_at,completed_at",
+    );
+    for key in keys.iter() {
+        out.push(',');
+        out.push_str(&csv_field(key));
+    }
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&csv_line(row, keys));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"deletions.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+fn csv_field(text: &str) -> String {
+    // A field that starts like a formula is quoted and prefixed, so no spreadsheet runs it.
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+fn csv_line(row: &DeletionRow, keys: &[String]) -> String {
+    let at = |t: Option<chrono::DateTime<Utc>>| t.map(crate::deletion::millis).unwrap_or_default();
+    let mut fields = vec![
+        row.id.clone(),
+        row.request_id.to_string(),
+        row.status.to_string(),
+        row.error_key.map(|k| k.to_string()).unwrap_or_default(),
+        at(Some(row.created_at)),
+        at(Some(row.requested_at)),
+        at(Some(row.due_at)),
+        at(row.completed_at),
+    ];
+    for key in keys {
+        let n = row.data_json.get(key).and_then(|v| v.as_i64()).unwrap_or(0);
+        fields.push(n.to_string());
+    }
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
