@@ -159,8 +159,15 @@ pub enum ErrorClass {
     /// exhausted or closed), or another request holds the customer. Never counted against it,
     /// never a FAILED outcome: the delivery is held and tried again later.
     Hold,
-    /// Will fail the same way every time (a constraint the plan does not know about, say):
-    /// FAILED `internal` at once.
+    /// A constraint of the schema refused the erasure (a foreign key still referencing a row it
+    /// deletes, a unique key refusing an anonymized value). A row another transaction committed
+    /// meanwhile can do that (a new event of the customer's, inserted between the snapshot and
+    /// the delete), so it is tried once more with a fresh snapshot; the same constraint again
+    /// means the plan does not cover it, and the request ends FAILED `plan_gap` naming it.
+    Constraint,
+    /// Will fail the same way every time (a NOT NULL column the plan sets to null, a statement
+    /// that does not parse): FAILED at once, `plan_gap` when the schema refused what the plan
+    /// asked ([`plan_gap`]), `internal` otherwise.
     Permanent,
 }
 
@@ -170,7 +177,8 @@ pub fn classify(e: &sqlx::Error) -> ErrorClass {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");
             match code {
-                "40001" | "40P01" | "55P03" | "57014" | "23503" => ErrorClass::Retry,
+                "40001" | "40P01" | "55P03" | "57014" => ErrorClass::Retry,
+                "23503" | "23505" => ErrorClass::Constraint,
                 "57P01" | "57P02" | "57P03" | "53300" | "53100" | "53200" => ErrorClass::Hold,
                 _ if code.starts_with("08") => ErrorClass::Hold,
                 _ => ErrorClass::Permanent,
@@ -183,6 +191,46 @@ pub fn classify(e: &sqlx::Error) -> ErrorClass {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => ErrorClass::Hold,
         _ => ErrorClass::Permanent,
+    }
+}
+
+/// What the plan lacks, when the schema refused what it asked: the constraint (and table or
+/// column) that refused, and the change to the plan that would cover it. `None` for any other
+/// error. Names only, never a value.
+pub fn plan_gap(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    let code = db.code();
+    let table = db.table().unwrap_or("a table");
+    let constraint = db.constraint().unwrap_or("without a name");
+    let column = db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|pg| pg.column())
+        .map(str::to_owned);
+    match code.as_deref()? {
+        "23503" => Some(format!(
+            "foreign key {constraint} of table {table} still references rows the erasure deletes (also with a fresh snapshot): \
+             the plan does not cover that table; add a [[step]] for {table} whose path starts with the key's column \
+             (or a [[keep]], if the database nulls or deletes its rows itself); `erasure plan` names the gap"
+        )),
+        "23505" => Some(format!(
+            "unique constraint {constraint} on table {table} refused the value the plan writes (also with a fresh snapshot): \
+             a fixed set_value on a unique column gives every erased row the same value; put {{key}} in it, or set it to null"
+        )),
+        "23502" => Some(format!(
+            "column {} of table {table} cannot be null, and the plan sets it to null: give it a fixed value with set_value instead",
+            column.as_deref().unwrap_or("(unnamed)")
+        )),
+        _ => None,
+    }
+}
+
+/// The constraint an error names, when it does.
+pub fn constraint_of(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.constraint().map(str::to_owned),
+        _ => None,
     }
 }
 

@@ -27,6 +27,9 @@ text_enum! {
         ErasurePreviewed = "erasure.previewed",
         /// A PENDING request was withdrawn.
         ErasureCanceled = "erasure.canceled",
+        /// Rows the customer referenced, kept by its erasure because something used them, were
+        /// found unused by the check after commit and cleared.
+        ReferencedSwept = "erasure.swept",
     }
 }
 
@@ -136,4 +139,24 @@ impl<'a> Audit<'a> {
         .await?;
         Ok(())
     }
+}
+
+/// Audits the sweep of referenced rows kept by deletion `deletion_id` (`swept`: rows cleared by
+/// table), on the deletion's own request and channel.
+pub async fn swept(
+    conn: &mut PgConnection,
+    deletion_id: &str,
+    swept: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, channel, detail) \
+         SELECT now(), '{}', d.request_id, d.id, d.related_object_id, d.channel, jsonb_build_object('swept', $2::jsonb) \
+         FROM erasure.deletions d WHERE d.id = $1",
+        AuditAction::ReferencedSwept
+    ))
+    .bind(deletion_id)
+    .bind(swept)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -89,6 +89,11 @@ text_enum! {
         /// The erasure could not be carried out (an error that will not pass, retries run out,
         /// a poison message).
         Internal = "internal",
+        /// The schema refused what the plan asked, and will again: a constraint the plan does
+        /// not cover (a table referencing the customer's rows without a step, a fixed value on
+        /// a unique column, a null for a column that cannot be null). The message names the
+        /// constraint and the change to the plan that covers it.
+        PlanGap = "plan_gap",
     }
 }
 

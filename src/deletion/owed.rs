@@ -92,14 +92,65 @@ pub async fn clear_pending_messages(
     Ok(())
 }
 
-/// DONE deletions not yet checked after their commit, oldest first, with their customer's key;
-/// locked for this transaction and skipped by others.
+/// A DONE deletion waiting for its check after commit.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Unverified {
+    pub deletion_id: String,
+    /// The erased customer's key.
+    pub related_object_id: Option<String>,
+    /// The rows its erasure kept, by key (see [`crate::plan::sql::leftovers_statement`]).
+    pub kept: Option<Value>,
+    /// What the chunks of a chunked erasure kept, one object like `kept` per chunk.
+    pub chunk_kept: Option<Value>,
+}
+
+impl Unverified {
+    /// Everything the erasure kept, its chunks' included, as one `kept` object.
+    pub fn all_kept(&self) -> Value {
+        let mut all = self.kept.clone().unwrap_or_else(|| serde_json::json!({}));
+        let chunks = self.chunk_kept.as_ref().and_then(Value::as_array);
+        for chunk in chunks.into_iter().flatten() {
+            merge_kept(&mut all, chunk);
+        }
+        all
+    }
+}
+
+/// Adds the keys of `more` to `into`, both `{kind: {table: [keys]}}`.
+fn merge_kept(into: &mut Value, more: &Value) {
+    let Some(more) = more.as_object() else { return };
+    for (kind, tables) in more {
+        let Some(tables) = tables.as_object() else {
+            continue;
+        };
+        for (table, keys) in tables {
+            let slot = into
+                .as_object_mut()
+                .map(|o| {
+                    o.entry(kind.clone())
+                        .or_insert_with(|| serde_json::json!({}))
+                })
+                .and_then(Value::as_object_mut)
+                .map(|o| {
+                    o.entry(table.clone())
+                        .or_insert_with(|| serde_json::json!([]))
+                })
+                .and_then(Value::as_array_mut);
+            if let (Some(slot), Some(keys)) = (slot, keys.as_array()) {
+                slot.extend(keys.iter().cloned());
+            }
+        }
+    }
+}
+
+/// DONE deletions not yet checked after their commit, oldest first, with their customer's key
+/// and the rows their erasure kept; locked for this transaction and skipped by others.
 pub async fn claim_unverified(
     conn: &mut PgConnection,
     limit: i64,
-) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
+) -> Result<Vec<Unverified>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT q.deletion_id, d.related_object_id FROM erasure.verification_queue q \
+        "SELECT q.deletion_id, d.related_object_id, q.kept, q.chunk_kept FROM erasure.verification_queue q \
          LEFT JOIN erasure.deletions d ON d.id = q.deletion_id \
          ORDER BY q.queued_at LIMIT $1 FOR UPDATE OF q SKIP LOCKED",
     )
@@ -108,7 +159,26 @@ pub async fn claim_unverified(
     .await
 }
 
-/// Records what the check after commit found of each deletion, and takes it off the queue.
+/// Queues a deletion for its check after commit once more (after the sweep cleared rows its
+/// erasure had kept), with what its erasure kept and what the sweep cleared.
+pub async fn requeue_verification(
+    conn: &mut PgConnection,
+    deletion_id: &str,
+    kept: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO erasure.verification_queue (deletion_id, kept) VALUES ($1, $2) \
+         ON CONFLICT (deletion_id) DO NOTHING",
+    )
+    .bind(deletion_id)
+    .bind(kept)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records what the check after commit found of each deletion (a later check, after a sweep,
+/// replaces an earlier one), and takes it off the queue.
 pub async fn record_verifications(
     conn: &mut PgConnection,
     records: &[(&str, Value)],
@@ -117,7 +187,8 @@ pub async fn record_verifications(
     let found: Vec<&Value> = records.iter().map(|(_, v)| v).collect();
     sqlx::query(
         "WITH recorded AS (INSERT INTO erasure.verifications (deletion_id, outcome) \
-           SELECT * FROM unnest($1::text[], $2::jsonb[]) ON CONFLICT (deletion_id) DO NOTHING) \
+           SELECT * FROM unnest($1::text[], $2::jsonb[]) \
+           ON CONFLICT (deletion_id) DO UPDATE SET outcome = EXCLUDED.outcome, verified_at = EXCLUDED.verified_at) \
          DELETE FROM erasure.verification_queue WHERE deletion_id = ANY($1)",
     )
     .bind(&ids)

@@ -59,10 +59,15 @@ pub fn owed() -> &'static str {
 }
 
 /// The erasure statement's `to_verify` step: each deletion it ended DONE is queued for the
-/// check after commit ([`crate::proof::verification`]).
-pub fn to_verify() -> String {
+/// check after commit ([`crate::proof::verification`]), with the rows its erasure kept
+/// (`kept`, by customer in the step `counts`, joined by `subject_id`) and those its chunks
+/// kept before (`erasure.chunk_kept`, moved here).
+pub fn to_verify(counts: &str) -> String {
     format!(
-        "to_verify AS (\n  INSERT INTO erasure.verification_queue (deletion_id) SELECT id FROM outcome WHERE status = '{}'\n),",
+        "to_verify AS (\n  INSERT INTO erasure.verification_queue (deletion_id, kept, chunk_kept)\n  \
+         SELECT o.id, c.kept, (SELECT jsonb_agg(k.kept) FROM erasure.chunk_kept k WHERE k.request_id = o.request_id)\n  \
+         FROM outcome o LEFT JOIN {counts} c ON c.subject_id = o.related_object_id WHERE o.status = '{}'\n),\n\
+         chunks_kept AS (\n  DELETE FROM erasure.chunk_kept WHERE request_id = ANY (ARRAY(SELECT request_id FROM outcome))\n),",
         DeletionStatus::Done
     )
 }
@@ -99,5 +104,27 @@ pub fn in_progress(request_id: &str) -> String {
     format!(
         "EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.request_id = {request_id} AND d.status = '{}')",
         DeletionStatus::InProgress
+    )
+}
+
+/// The condition that the customer whose key (as text) `subject_id` gives was erased by a DONE
+/// deletion: for a plan that keeps subject rows, whose erased rows stay in place. Their own
+/// links then no longer count as a use of a row they share, nor as an owner of another's.
+pub fn erased_subject(subject_id: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.related_object_id = {subject_id} AND d.status = '{}')",
+        DeletionStatus::Done
+    )
+}
+
+/// A chunk's record of the rows it anonymized (the `row_key`s of the step `changed`) for
+/// request `request_id`, in `erasure.chunk_kept`, until the statement that ends the erasure
+/// moves them to its check after commit ([`to_verify`]).
+pub fn chunk_kept(request_id: &str, table: &str, changed: &str) -> String {
+    format!(
+        "INSERT INTO erasure.chunk_kept (request_id, kept)\n  \
+         SELECT {request_id}, jsonb_build_object('rows', jsonb_build_object('{}', jsonb_agg(c.row_key)))\n  \
+         FROM {changed} c HAVING count(*) > 0",
+        table.replace('\'', "''")
     )
 }

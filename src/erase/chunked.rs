@@ -97,10 +97,17 @@ impl Eraser {
                     request_id: Some(request_id),
                     ..Values::default()
                 })?;
-                let erased = sqlx::query_with(&chunk.statement.sql, args)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected() as i64;
+                let erased: i64 = match chunk.selects_count {
+                    true => {
+                        sqlx::query_scalar_with(&chunk.statement.sql, args)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                    false => sqlx::query_with(&chunk.statement.sql, args)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected() as i64,
+                };
                 if erased == 0 {
                     // This step is done (or the deletion ended, and so does every step).
                     tx.rollback().await?;

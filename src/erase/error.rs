@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use crate::db::{ErrorClass, SafeError, classify};
+use crate::deletion::ErrorKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EraseError {
@@ -21,6 +22,26 @@ pub enum EraseError {
 }
 
 impl EraseError {
+    /// The constraint of the schema that refused the erasure, if one did.
+    pub fn constraint(&self) -> Option<String> {
+        match self {
+            EraseError::Database(e) => crate::db::constraint_of(e),
+            _ => None,
+        }
+    }
+
+    /// How a request that ends on this error is recorded: the error key, and the message
+    /// naming what the plan lacks (`plan_gap`) or the error as it may be stored (`internal`).
+    pub fn failure(&self) -> (ErrorKey, String) {
+        match self {
+            EraseError::Database(e) => match crate::db::plan_gap(e) {
+                Some(gap) => (ErrorKey::PlanGap, gap),
+                None => (ErrorKey::Internal, self.to_string()),
+            },
+            _ => (ErrorKey::Internal, self.to_string()),
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         match self {
             EraseError::Database(e) => classify(e),

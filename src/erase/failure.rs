@@ -39,7 +39,8 @@ impl Eraser {
              or crashed while carrying it out); it is stopped as a poison message"
         );
         tracing::error!(request_id = %received.request_id(), deliveries, "poison message stopped");
-        self.record_internal_failure(received, &message).await
+        self.record_failure(received, ErrorKey::Internal, &message)
+            .await
     }
 
     /// Audits a message that is not a valid request and, when it carries a request id not seen
@@ -120,23 +121,26 @@ impl Eraser {
         })
     }
 
-    /// Records FAILED `internal` for a request whose erasure cannot succeed as things are.
-    pub(super) async fn record_internal_failure(
+    /// Records FAILED (`internal`, or `plan_gap`) for a request whose erasure cannot succeed as
+    /// things are.
+    pub(super) async fn record_failure(
         &self,
         received: &Received,
+        key: ErrorKey,
         message: &str,
     ) -> Result<Outcome, EraseError> {
         loop {
-            if let Some(outcome) = self.try_record_internal_failure(received, message).await? {
+            if let Some(outcome) = self.try_record_failure(received, key, message).await? {
                 return Ok(outcome);
             }
         }
     }
 
     /// `None`: another delivery recorded a final outcome meanwhile; try again to see it.
-    async fn try_record_internal_failure(
+    async fn try_record_failure(
         &self,
         received: &Received,
+        key: ErrorKey,
         message: &str,
     ) -> Result<Option<Outcome>, sqlx::Error> {
         let mut tx = self.inner.pool.begin().await?;
@@ -159,7 +163,7 @@ impl Eraser {
             .execute(&mut *tx)
             .await?;
         let new = NewDeletion::of(received).related(Some(&related));
-        let outcome = FinalOutcome::failed(ErrorKey::Internal, message);
+        let outcome = FinalOutcome::failed(key, message);
         let Some(row) = store::record_final(
             &mut tx,
             &new,
@@ -174,7 +178,7 @@ impl Eraser {
         };
         Audit::of(AuditAction::ErasureFailed, received)
             .deletion(&row)
-            .error(Some(ErrorKey::Internal))
+            .error(Some(key))
             .detail(json!({ "message": message }))
             .append(&mut tx)
             .await?;

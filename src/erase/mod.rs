@@ -38,7 +38,7 @@ use crate::keyed_hash::KeyedHash;
 use crate::plan::sizes::{self, Probing};
 use crate::plan::sql::{
     ChunkStatement, RequestRow, Statement, Values, chunk_statements, erase_statement,
-    find_subject_statement, oversized_statement,
+    find_subject_statement, lock_statement, oversized_statement,
 };
 use crate::plan::{KeyValue, Plan};
 use crate::request::{Channel, ErasureRequest, Received};
@@ -93,6 +93,9 @@ struct Inner {
     plan: Plan,
     /// The erasure statement (what `erasure plan --sql` prints).
     statement: Statement,
+    /// For a plan with rows the customer references: the statement that locks them first, in
+    /// the erasure statement's transaction ([`crate::plan::sql::lock_statement`]).
+    lock: Option<Statement>,
     /// Whether a customer has more rows in a step's table than one statement should take.
     oversized: Statement,
     chunks: Vec<ChunkStatement>,
@@ -130,6 +133,7 @@ impl Eraser {
         Self {
             inner: Arc::new(Inner {
                 statement: erase_statement(&plan),
+                lock: lock_statement(&plan),
                 oversized: oversized_statement(&plan),
                 chunks: chunk_statements(&plan),
                 count_keys: plan.count_keys(),
@@ -327,18 +331,43 @@ impl Eraser {
     ) -> Result<Vec<DeletionRow>, sqlx::Error> {
         let args = self.statement_arguments(batch, probing)?;
         let query = sqlx::query_as_with::<_, DeletionRow, _>(&self.inner.statement.sql, args);
-        if !after_chunks {
+        if !after_chunks && self.inner.lock.is_none() {
             let rows = query.fetch_all(conn).await?;
             self.tell_large_in_one_statement(&rows);
             return Ok(rows);
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        sqlx::query(chunked::WALK_THE_INDEX)
-            .execute(&mut *tx)
-            .await?;
+        self.lock_shared_rows(&mut tx, batch).await?;
+        if after_chunks {
+            sqlx::query(chunked::WALK_THE_INDEX)
+                .execute(&mut *tx)
+                .await?;
+        }
         let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
+        if !after_chunks {
+            self.tell_large_in_one_statement(&rows);
+        }
         Ok(rows)
+    }
+
+    /// Locks the customers of `batch` and the rows they reference, for a plan that has such
+    /// rows (see [`lock_statement`]); the erasure statement runs next, in the same transaction.
+    async fn lock_shared_rows(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[&Received],
+    ) -> Result<(), sqlx::Error> {
+        let Some(lock) = &self.inner.lock else {
+            return Ok(());
+        };
+        let requests: Vec<RequestRow<'_>> = batch.iter().map(|r| self.request_row(r)).collect();
+        let args = lock.arguments(&Values {
+            requests: &requests,
+            ..Values::default()
+        })?;
+        sqlx::query_with(&lock.sql, args).execute(conn).await?;
+        Ok(())
     }
 
     /// Says so when the statement erased more rows of one table than the chunk threshold: the

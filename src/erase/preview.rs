@@ -81,6 +81,13 @@ impl Eraser {
             ..Values::default()
         })?;
         let mut tx = inner.pool.begin().await?;
+        if let Some(lock) = &inner.lock {
+            let args = lock.arguments(&Values {
+                requests: std::slice::from_ref(&request),
+                ..Values::default()
+            })?;
+            sqlx::query_with(&lock.sql, args).execute(&mut *tx).await?;
+        }
         let row: Option<DeletionRow> = sqlx::query_as_with(&inner.statement.sql, args)
             .fetch_optional(&mut *tx)
             .await?;

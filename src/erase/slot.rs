@@ -7,6 +7,7 @@ use sqlx::{PgConnection, Postgres};
 
 use super::{EraseError, Eraser, Outcome};
 use crate::db::ErrorClass;
+use crate::deletion::ErrorKey;
 use crate::plan::sizes::Probing;
 use crate::request::Received;
 
@@ -31,7 +32,10 @@ impl Slot {
     /// - [`ErrorClass::Retry`]: tried again with exponential backoff and jitter, up to the
     ///   configured attempts; when they run out the request is recorded FAILED `internal` with
     ///   the last cause, and [`Outcome::Stopped`] says to dead-letter it;
-    /// - [`ErrorClass::Permanent`]: recorded FAILED `internal` at once, also
+    /// - [`ErrorClass::Constraint`]: tried again (a row committed meanwhile can cause it), but
+    ///   the same constraint failing a second time ends it FAILED `plan_gap`, naming the
+    ///   constraint and what the plan lacks, also [`Outcome::Stopped`];
+    /// - [`ErrorClass::Permanent`]: recorded FAILED at once (`plan_gap` or `internal`), also
     ///   [`Outcome::Stopped`];
     /// - [`ErrorClass::Hold`]: returned without recording anything and without counting
     ///   against the request: the caller holds the delivery and tries again later.
@@ -54,6 +58,7 @@ impl Slot {
         let mut delays = self.eraser.backoff().build();
         let mut attempts: u32 = 0;
         let mut reconnected = false;
+        let mut refused_by: Vec<String> = Vec::new();
         let (e, attempts) = loop {
             let eraser = self.eraser.clone();
             let reused = self.conn.is_some();
@@ -67,7 +72,18 @@ impl Slot {
                 Err(e) => e,
             };
             self.conn = None;
-            match e.class() {
+            let class = match e.class() {
+                ErrorClass::Constraint => {
+                    let constraint = e.constraint().unwrap_or_default();
+                    if refused_by.contains(&constraint) {
+                        break (e, attempts + 1);
+                    }
+                    refused_by.push(constraint);
+                    ErrorClass::Retry
+                }
+                class => class,
+            };
+            match class {
                 // A kept connection that died while idle (a database restart, a terminated
                 // backend): one immediate try on a fresh connection before holding.
                 ErrorClass::Hold if reused && !reconnected => {
@@ -75,7 +91,7 @@ impl Slot {
                     tracing::info!(%request_id, error = %e, "kept connection lost; reconnecting");
                 }
                 ErrorClass::Hold => return Err(e),
-                ErrorClass::Retry => {
+                ErrorClass::Retry | ErrorClass::Constraint => {
                     attempts += 1;
                     match delays.next() {
                         Some(delay) => {
@@ -88,15 +104,16 @@ impl Slot {
                 ErrorClass::Permanent => break (e, attempts + 1),
             }
         };
-        let message = if e.class() == ErrorClass::Retry {
-            format!("the erasure failed {attempts} times; the last time: {e}")
-        } else {
-            format!("the erasure failed: {e}")
+        let (key, message) = match e.failure() {
+            (ErrorKey::PlanGap, gap) => (ErrorKey::PlanGap, gap),
+            (key, _) if e.class() == ErrorClass::Retry => (
+                key,
+                format!("the erasure failed {attempts} times; the last time: {e}"),
+            ),
+            (key, _) => (key, format!("the erasure failed: {e}")),
         };
-        tracing::error!(%request_id, error = %e, attempts, "erasure failed");
-        self.eraser
-            .record_internal_failure(received, &message)
-            .await
+        tracing::error!(%request_id, error = %e, attempts, error_key = %key, "erasure failed");
+        self.eraser.record_failure(received, key, &message).await
     }
 
     pub(super) fn drop_connection(&mut self) {

@@ -15,9 +15,15 @@ use sqlx::PgPool;
 use super::live::{ForeignKey, LiveSchema};
 use super::{Action, Anonymize, Facts, KeyType, PathHops, Plan, PlanError, TableName};
 
-/// Checks `plan` against the database behind `pool`; returns it with its facts filled.
+/// Checks `plan` against the database behind `pool` (the values it writes too, by the
+/// database's own casts); returns it with its facts filled.
 pub async fn against_live_schema(plan: Plan, pool: &PgPool) -> Result<Plan, PlanError> {
     let live = LiveSchema::read(pool).await?;
+    let mut gaps = Gaps::find(&plan, &live);
+    gaps.extend(values(&plan, &live, pool).await?);
+    if !gaps.is_empty() {
+        return Err(PlanError::Gaps(gaps));
+    }
     against(plan, &live)
 }
 
@@ -29,6 +35,64 @@ pub fn against(mut plan: Plan, live: &LiveSchema) -> Result<Plan, PlanError> {
     }
     plan.facts = facts(&plan, live);
     Ok(plan)
+}
+
+/// The fixed values the plan writes that the database cannot take as their column's type
+/// (a word for a number, `{key}` inside a value for a uuid column): each would fail every
+/// erasure. Asked of the database, which casts them as the erasure will.
+async fn values(plan: &Plan, live: &LiveSchema, pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let key_type = live
+        .column(&plan.subject.table, &plan.subject.key)
+        .and_then(|c| c.key_type())
+        .unwrap_or_default();
+    // A key of the subject's type, for values that hold `{key}`.
+    let sample_key = match key_type {
+        KeyType::Text => "key",
+        KeyType::Integer | KeyType::Bigint => "1",
+        KeyType::Uuid => "00000000-0000-0000-0000-000000000000",
+    };
+    let actions = plan
+        .steps
+        .iter()
+        .map(|s| (&s.table, &s.action, format!("step {}", s.table)))
+        .chain(
+            plan.referenced
+                .iter()
+                .map(|r| (&r.table, &r.action, format!("referenced {}", r.table))),
+        )
+        .chain([(
+            &plan.subject.table,
+            &plan.subject.action,
+            "subject".to_string(),
+        )]);
+    let mut gaps = Vec::new();
+    for (table, action, role) in actions {
+        let Action::Anonymize(a) = action else {
+            continue;
+        };
+        for (column, value) in &a.set_value {
+            let Some(c) = live.column(table, column) else {
+                continue;
+            };
+            let sample = value.replace("{key}", sample_key);
+            let cast = sqlx::query(&format!("SELECT CAST($1::text AS {})", c.sql_type))
+                .bind(&sample)
+                .execute(pool)
+                .await;
+            match cast {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("22")) => {
+                    gaps.push(format!(
+                        "set_value {value:?} cannot be written to {table}.{column}, which is {} ({role}): {}",
+                        c.sql_type,
+                        e.message()
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(gaps)
 }
 
 fn facts(plan: &Plan, live: &LiveSchema) -> Facts {
@@ -59,7 +123,44 @@ fn facts(plan: &Plan, live: &LiveSchema) -> Facts {
     for r in &plan.referenced {
         record(&r.table, &r.action);
     }
+    let paths = plan
+        .steps
+        .iter()
+        .map(|s| (&s.table, &s.paths))
+        .chain(plan.guards.iter().map(|g| (&g.table, &g.paths)));
+    for (table, paths) in paths {
+        for path in paths {
+            let mut at = table.clone();
+            for hop in path {
+                if live.column(&at, &hop.column).is_some_and(|c| c.nullable) {
+                    facts.nullable.insert((at.clone(), hop.column.clone()));
+                }
+                at = hop.table.clone();
+            }
+        }
+    }
+    let kept = plan
+        .steps
+        .iter()
+        .map(|s| (&s.table, &s.action))
+        .chain(plan.referenced.iter().map(|r| (&r.table, &r.action)))
+        .chain([(&subject.table, &subject.action)]);
+    for (table, action) in kept {
+        if matches!(action, Action::Anonymize(_))
+            && let Some(key) = live.tables.get(table).and_then(|t| t.primary_key.clone())
+            && let Some(column) = live.column(table, &key)
+        {
+            facts
+                .row_keys
+                .insert(table.clone(), (key, column.sql_type.clone()));
+        }
+    }
     for r in &plan.referenced {
+        if let Some(c) = live.column(&r.table, &r.key) {
+            facts
+                .column_types
+                .insert((r.table.clone(), r.key.clone()), c.sql_type.clone());
+        }
         let references = live
             .referencing(&r.table)
             .filter(|k| k.child_columns.len() == 1 && k.parent_columns == [r.key.clone()])
@@ -92,7 +193,7 @@ impl<'a> Gaps<'a> {
         for step in &plan.steps {
             let role = format!("step {}", step.table);
             if gaps.table(&step.table, &role) {
-                gaps.action(&step.table, &step.action, &role);
+                gaps.action(&step.table, &step.action, &role, false);
             }
             gaps.paths(&step.table, &step.paths, &role);
         }
@@ -100,7 +201,7 @@ impl<'a> Gaps<'a> {
             let role = format!("referenced {}", r.table);
             if gaps.table(&r.table, &role) {
                 gaps.column(&r.table, &r.key, &role);
-                gaps.action(&r.table, &r.action, &role);
+                gaps.action(&r.table, &r.action, &role, true);
             }
             gaps.column(&plan.subject.table, &r.from, &role);
             if let (Action::Delete, Action::Anonymize(a)) = (&r.action, &plan.subject.action)
@@ -192,7 +293,7 @@ impl<'a> Gaps<'a> {
             }
         }
         if let Action::Anonymize(a) = &subject.action {
-            self.action(table, &subject.action, "subject");
+            self.action(table, &subject.action, "subject", true);
             if a.columns().any(|c| c == subject.key) {
                 self.found.push(format!(
                     "the subject's key {} cannot be anonymized: deletions name the customer by it",
@@ -210,15 +311,64 @@ impl<'a> Gaps<'a> {
         }
     }
 
-    /// The columns an anonymizing action names exist and can take what it sets.
-    fn action(&mut self, table: &TableName, action: &Action, role: &str) {
+    /// The columns an anonymizing action names exist and can take what it sets, and the
+    /// schema lets it run: no trigger writes back a column it clears, no unique column gets one
+    /// value for every erased row, and a step that only stamps has rows left to stamp.
+    /// `one_row`: the action changes one row per customer (the subject's, a referenced one),
+    /// so that a value with `{key}` is unique to it.
+    fn action(&mut self, table: &TableName, action: &Action, role: &str, one_row: bool) {
         let Action::Anonymize(a) = action else { return };
         let Anonymize {
             set_null,
-            set_value: _,
+            set_value,
             set_now,
             remove_keys,
         } = a;
+        for trigger in self.live.triggers.iter().filter(|t| &t.table == table) {
+            if !trigger.before_row_update() {
+                continue;
+            }
+            for column in a.cleared().filter(|c| trigger.assigns(c)) {
+                self.found.push(format!(
+                    "trigger {} on {table} sets {column} on every update, which would write back what the plan clears ({role}): \
+                     exempt the erasure in the trigger (for example `IF current_setting('application_name') = 'erasure' THEN RETURN NEW; END IF`) or drop the assignment",
+                    trigger.name
+                ));
+            }
+        }
+        for (column, value) in set_value {
+            let unique = self
+                .live
+                .tables
+                .get(table)
+                .is_some_and(|t| t.is_unique(column, false));
+            if unique && !(one_row && value.contains("{key}")) {
+                let fix = match one_row {
+                    true => {
+                        "put {key} in the value (\"erased-{key}\") so that each row gets its own, or set it to null"
+                    }
+                    false => "a step may change several rows of one customer, so set it to null",
+                };
+                self.found.push(format!(
+                    "column {table}.{column} is unique, and set_value gives every erased row the same value {value:?} ({role}): \
+                     the second erasure would fail; {fix}"
+                ));
+            }
+        }
+        if a.cleared().next().is_none() {
+            let never_null = set_now.iter().all(|c| {
+                self.live
+                    .column(table, c)
+                    .is_some_and(|column| !column.nullable)
+            });
+            if never_null {
+                self.found.push(format!(
+                    "{role} only stamps {} ({table}), which is never null: a row counts as done once stamped, so it would \
+                     change nothing; name the personal columns it clears, or make it a [[keep]] with the reason",
+                    set_now.join(", ")
+                ));
+            }
+        }
         for column in a.columns().collect::<BTreeSet<_>>() {
             if !self.column(table, column, role) {
                 continue;
@@ -308,6 +458,20 @@ fn uncovered(plan: &Plan, fk: &ForeignKey) -> Option<String> {
         };
     }
     if plan.keeps.iter().any(|k| k.table == fk.child) {
+        if fk.blocks_delete() && plan.deleted_tables().contains(&fk.parent) {
+            return Some(format!(
+                "table {} is kept, but its foreign key {} ({} -> {}) has no ON DELETE action and the plan deletes rows of {}: \
+                 every erasure of a customer with such rows would fail; give {} a [[step]] (delete its rows, or anonymize them \
+                 nulling {}), or let the database act on them (ON DELETE SET NULL or CASCADE)",
+                fk.child,
+                fk.name,
+                fk.child_columns.join(", "),
+                fk.parent,
+                fk.parent,
+                fk.child,
+                fk.child_columns.join(", "),
+            ));
+        }
         return None;
     }
     let covering = plan.step(&fk.child).filter(|step| {

@@ -92,10 +92,15 @@ fn ways(paths: &[PathHops]) -> String {
     paths
         .iter()
         .map(|path| {
-            path.iter()
+            let hops = path
+                .iter()
                 .map(|hop| format!("{} -> {}.{}", hop.column, hop.table, hop.key))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", ");
+            match path.owns {
+                true => hops,
+                false => format!("{hops} (only when no other subject owns the row)"),
+            }
         })
         .collect::<Vec<_>>()
         .join(" or ")

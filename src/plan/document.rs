@@ -82,7 +82,41 @@ struct Reach {
     column: Option<String>,
     through: Option<ThroughDoc>,
     path: Option<Vec<String>>,
-    paths: Option<Vec<Vec<String>>>,
+    paths: Option<Vec<PathDoc>>,
+}
+
+/// One of a step's `paths`: its hops, or a table of them with how they own the row,
+/// `{ path = [...], only_when_unowned = true }`.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+enum PathDoc {
+    Hops(Vec<String>),
+    Marked(MarkedPath),
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkedPath {
+    path: Vec<String>,
+    /// The rows this path reaches are the customer's only when no other subject owns them.
+    #[serde(default)]
+    only_when_unowned: bool,
+}
+
+impl PathDoc {
+    fn hops(&self) -> &[String] {
+        match self {
+            PathDoc::Hops(hops) => hops,
+            PathDoc::Marked(marked) => &marked.path,
+        }
+    }
+
+    fn owns(&self) -> bool {
+        match self {
+            PathDoc::Hops(_) => true,
+            PathDoc::Marked(marked) => !marked.only_when_unowned,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -99,7 +133,7 @@ struct StepDoc {
     column: Option<String>,
     through: Option<ThroughDoc>,
     path: Option<Vec<String>>,
-    paths: Option<Vec<Vec<String>>>,
+    paths: Option<Vec<PathDoc>>,
     action: ActionWord,
     #[serde(default)]
     set_null: Vec<String>,
@@ -110,6 +144,9 @@ struct StepDoc {
     #[serde(default)]
     remove_keys: HashMap<String, Vec<String>>,
     counted_as: String,
+    /// Where rows of other subjects, reached through the customer's and unlinked from it,
+    /// are counted (default `<counted_as>_of_others_unlinked`).
+    others_as: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +157,7 @@ struct GuardDoc {
     column: Option<String>,
     through: Option<ThroughDoc>,
     path: Option<Vec<String>>,
-    paths: Option<Vec<Vec<String>>>,
+    paths: Option<Vec<PathDoc>>,
     when: WhenDoc,
     error: GuardError,
     message: String,
@@ -234,6 +271,10 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
                 &mut problems,
             ),
             counted_as: s.counted_as.clone(),
+            others_as: s
+                .others_as
+                .clone()
+                .unwrap_or_else(|| format!("{}_of_others_unlinked", s.counted_as)),
         });
     }
     let mut guards = Vec::new();
@@ -396,21 +437,26 @@ fn paths(
                 ..to_subject.clone()
             },
         };
-        return vec![vec![hop]];
+        return vec![PathHops::owning(vec![hop])];
     }
-    let texts: Vec<Vec<String>> = match (&reach.path, &reach.paths) {
-        (Some(path), None) => vec![path.clone()],
+    let texts: Vec<PathDoc> = match (&reach.path, &reach.paths) {
+        (Some(path), None) => vec![PathDoc::Hops(path.clone())],
         (None, Some(paths)) => paths.clone(),
         _ => unreachable!("exactly one is given"),
     };
+    if texts.len() == 1 && !texts[0].owns() {
+        problems.push(format!(
+            "{what} marks its only path only_when_unowned; the mark tells one of several paths from the others"
+        ));
+    }
     let mut paths = Vec::new();
     for text in texts {
-        if text.is_empty() {
+        if text.hops().is_empty() {
             problems.push(format!("{what} has an empty path"));
             continue;
         }
         let mut hops = Vec::new();
-        for hop in &text {
+        for hop in text.hops() {
             match parse_hop(hop, schema) {
                 Some(hop) => hops.push(hop),
                 None => problems.push(format!(
@@ -418,7 +464,10 @@ fn paths(
                 )),
             }
         }
-        paths.push(hops);
+        paths.push(PathHops {
+            hops,
+            owns: text.owns(),
+        });
     }
     paths
 }

@@ -18,6 +18,44 @@ pub struct LiveSchema {
     pub partitions: BTreeMap<TableName, TableName>,
     /// Foreign keys between tables, partitions folded into their parents, each once.
     pub foreign_keys: Vec<ForeignKey>,
+    /// The user triggers on tables, partitions folded into their parents (a trigger declared
+    /// on a partitioned table and cloned onto its partitions is one).
+    pub triggers: Vec<Trigger>,
+}
+
+/// A user trigger and what its function says.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub table: TableName,
+    pub name: String,
+    /// `pg_trigger.tgtype`: bit 0 row, 1 before, 2 insert, 3 delete, 4 update, 6 instead.
+    pub kind: i16,
+    /// The function's source text (PL/pgSQL, SQL...), as `pg_proc.prosrc` has it.
+    pub source: String,
+}
+
+impl Trigger {
+    /// A row trigger that runs before an UPDATE, and so can change the row being written.
+    pub fn before_row_update(&self) -> bool {
+        self.kind & 1 != 0 && self.kind & 2 != 0 && self.kind & 16 != 0
+    }
+
+    /// Whether the function assigns `column` of the row being written (`NEW.column := ...`).
+    pub fn assigns(&self, column: &str) -> bool {
+        let source = self.source.to_lowercase();
+        let column = column.to_lowercase();
+        let names = [format!("new.{column}"), format!("new.\"{column}\"")];
+        names.iter().any(|name| {
+            source.match_indices(name.as_str()).any(|(at, _)| {
+                let before = source[..at].chars().next_back();
+                let after = source[at + name.len()..].trim_start();
+                let word_start = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                word_start
+                    && (after.starts_with(":=")
+                        || (after.starts_with('=') && !after.starts_with("==")))
+            })
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -83,6 +121,17 @@ pub struct ForeignKey {
     pub parent: TableName,
     pub parent_columns: Vec<String>,
     pub name: String,
+    /// What deleting a referenced row does to the referencing ones (`pg_constraint.confdeltype`):
+    /// `a` nothing (the delete fails), `r` restrict (fails too), `c` cascade, `n` set null,
+    /// `d` set default.
+    pub on_delete: String,
+}
+
+impl ForeignKey {
+    /// Whether deleting a row this key references fails while a row still references it.
+    pub fn blocks_delete(&self) -> bool {
+        matches!(self.on_delete.as_str(), "a" | "r")
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -103,6 +152,7 @@ struct KeyRow {
     parent_schema: String,
     parent: String,
     parent_columns: Vec<String>,
+    on_delete: String,
 }
 
 /// A relation's table, or its partition tree's root: `root_of('c')` names the table the plan
@@ -211,7 +261,8 @@ impl LiveSchema {
                          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i) AS child_columns, \
                    pn.nspname::text AS parent_schema, pcl.relname::text AS parent, \
                    array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i) \
-                         JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i) AS parent_columns \
+                         JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i) AS parent_columns, \
+                   con.confdeltype::text AS on_delete \
                  FROM pg_constraint con \
                  JOIN pg_class cl ON cl.oid = {child} JOIN pg_namespace cn ON cn.oid = cl.relnamespace \
                  JOIN pg_class pcl ON pcl.oid = {parent} JOIN pg_namespace pn ON pn.oid = pcl.relnamespace \
@@ -231,6 +282,7 @@ impl LiveSchema {
                 parent: TableName::new(&row.parent_schema, &row.parent),
                 parent_columns: row.parent_columns,
                 name: row.name,
+                on_delete: row.on_delete,
             };
             // One key declared on each partition (or cloned onto them) is one key here.
             let folded = (
@@ -243,6 +295,26 @@ impl LiveSchema {
                 live.foreign_keys.push(key);
             }
         }
+        let triggers: Vec<(String, String, String, i16, String)> = sqlx::query_as(&format!(
+            "SELECT rn.nspname::text, r.relname::text, t.tgname::text, t.tgtype, p.prosrc \
+             FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
+             JOIN pg_class r ON r.oid = {root} JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+             WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND {schemas} \
+             ORDER BY 1, 2, 3",
+            root = root_of("t.tgrelid"),
+            schemas = user_schemas("rn.nspname"),
+        ))
+        .fetch_all(pool)
+        .await?;
+        live.triggers = triggers
+            .into_iter()
+            .map(|(schema, table, name, kind, source)| Trigger {
+                table: TableName::new(&schema, &table),
+                name,
+                kind,
+                source,
+            })
+            .collect();
         Ok(live)
     }
 

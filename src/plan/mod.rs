@@ -114,8 +114,47 @@ pub struct Hop {
 }
 
 /// Hops from a table's rows to the subject's key, or to a table that has a step of its own
-/// (whose paths then go on).
-pub type PathHops = Vec<Hop>;
+/// (whose paths then go on). Reads as its hops (`path[0]`, `path.last()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathHops {
+    pub hops: Vec<Hop>,
+    /// Whether a row this path reaches belongs to the customer it leads to (the default). A
+    /// path marked `only_when_unowned` reaches rows that are the customer's only when no other
+    /// subject owns them by a path that does: a payment on the customer's rental is the
+    /// customer's unless another customer made it. Either way, a row that another live
+    /// subject owns is never erased with this customer: its link is cleared, or the erasure
+    /// refused (see [`crate::plan::sql`]).
+    pub owns: bool,
+}
+
+impl PathHops {
+    pub fn owning(hops: Vec<Hop>) -> Self {
+        Self { hops, owns: true }
+    }
+}
+
+impl std::ops::Deref for PathHops {
+    type Target = [Hop];
+
+    fn deref(&self) -> &[Hop] {
+        &self.hops
+    }
+}
+
+impl<'a> IntoIterator for &'a PathHops {
+    type Item = &'a Hop;
+    type IntoIter = std::slice::Iter<'a, Hop>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.hops.iter()
+    }
+}
+
+impl PartialEq<Vec<Hop>> for PathHops {
+    fn eq(&self, other: &Vec<Hop>) -> bool {
+        &self.hops == other
+    }
+}
 
 /// A condition under which the customer is not erased.
 #[derive(Clone, Debug)]
@@ -137,6 +176,18 @@ pub struct Step {
     pub action: Action,
     /// The key of the deletion object's `data_json` this step's row count adds to.
     pub counted_as: String,
+    /// Where rows reached through the customer but owned by another live subject by another
+    /// path (and so left in place, their link to the customer cleared) are counted. Only a step
+    /// with several paths can meet such rows.
+    pub others_as: String,
+}
+
+impl Step {
+    /// Whether a row of this step can be reached through the customer and yet belong to
+    /// someone else: it has several ways to a subject.
+    pub fn may_reach_others(&self) -> bool {
+        self.paths.len() > 1
+    }
 }
 
 /// A row the subject references (its address, say), erased after it unless another row still
@@ -201,10 +252,24 @@ pub struct Keep {
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
     pub key_type: KeyType,
-    /// The SQL type of each column the plan sets to a value (`format_type`'s spelling).
+    /// The SQL type of each column the plan sets to a value, and of each referenced table's
+    /// key (`format_type`'s spelling).
     pub column_types: std::collections::BTreeMap<(TableName, String), String>,
     /// For each referenced table, the foreign keys into it: (table, column) of each.
     pub references: std::collections::BTreeMap<TableName, Vec<(TableName, String)>>,
+    /// The path columns that can be null (a step's link to another subject's row can then be
+    /// cleared instead of the row erased).
+    pub nullable: BTreeSet<(TableName, String)>,
+    /// The primary key column (and its type) of each table the plan keeps rows of
+    /// (anonymized), when it has one of a single column: the erasure records the rows it kept
+    /// by it, for the check after commit to read them again.
+    pub row_keys: std::collections::BTreeMap<TableName, (String, String)>,
+}
+
+impl Facts {
+    pub fn is_nullable(&self, table: &TableName, column: &str) -> bool {
+        self.nullable.contains(&(table.clone(), column.to_owned()))
+    }
 }
 
 /// The types a subject's key may have. A request names its customer with a string, which is
@@ -359,7 +424,9 @@ impl Plan {
     /// (and those kept because shared), the subject last.
     pub fn count_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
-        let steps = self.steps.iter().map(|s| &s.counted_as);
+        let steps = self.steps.iter().flat_map(|s| {
+            std::iter::once(&s.counted_as).chain(s.may_reach_others().then_some(&s.others_as))
+        });
         let referenced = self
             .referenced
             .iter()

@@ -19,4 +19,5 @@ mod openapi;
 mod plan_check;
 mod proof;
 mod schemas;
+mod shared_rows;
 mod size_probe;

@@ -2,7 +2,7 @@
 //! chunks that erase such a customer a short transaction at a time, and finding the customer
 //! an identifier names.
 
-use super::reach::{anonymize, change, reach};
+use super::reach::{anonymize, change, mine, reach};
 use super::{Params, Statement, Value};
 use crate::deletion::statement;
 use crate::plan::{Action, Plan, Step, ident};
@@ -23,6 +23,10 @@ pub fn find_subject_statement(plan: &Plan) -> Statement {
 /// customers whose keys the array `subjects` holds? Each probe selects the column its first path
 /// starts from, so that the index on it can answer alone (an index-only scan).
 pub fn oversized_probes(plan: &Plan, subjects: &str, threshold: &str) -> String {
+    if plan.steps.is_empty() {
+        // A plan that only anonymizes the subject: nobody is too large for one statement.
+        return "false".into();
+    }
     plan.steps
         .iter()
         .map(|step| {
@@ -69,6 +73,10 @@ pub struct ChunkStatement {
     pub table: String,
     pub counted_as: String,
     pub statement: Statement,
+    /// The statement answers the rows it changed as a count, instead of its row count: an
+    /// anonymizing chunk records the rows it kept (`erasure.chunk_kept`, for the check after
+    /// commit) in the same statement.
+    pub selects_count: bool,
 }
 
 /// The chunk statements in the order they must run: a step reached through another step's
@@ -96,25 +104,37 @@ pub fn chunk_statements(plan: &Plan) -> Vec<ChunkStatement> {
                 }
             };
             let condition = format!(
-                "x.ctid = ANY (ARRAY(\n  SELECT y.ctid FROM {table} y WHERE {reach}{left}\n    AND {in_progress}\n  LIMIT {rows}\n))",
+                "(x.tableoid, x.ctid) IN (\n  SELECT y.tableoid, y.ctid FROM {table} y WHERE {mine}{left}\n    AND {in_progress}\n  LIMIT {rows}\n)",
                 table = step.table.sql(),
-                reach = reach(plan, &step.paths, "y", 0, &subjects),
+                mine = mine(plan, step, "y", &subjects),
                 in_progress = statement::in_progress(&request_id),
             );
-            let sql = change(
+            let row_key = match &step.action {
+                Action::Anonymize(_) => plan.facts.row_keys.get(&step.table),
+                Action::Delete => None,
+            };
+            let returning = row_key.map(|(key, _)| format!("x.{}::text AS row_key", ident(key)));
+            let mut sql = change(
                 plan,
                 &step.table,
                 &step.action,
                 None,
                 &condition,
                 &subject_id,
-                None,
+                returning.as_deref(),
                 &mut params,
             );
+            if row_key.is_some() {
+                sql = format!(
+                    "WITH changed AS (\n  {sql}\n),\nrecorded AS (\n  {}\n)\nSELECT count(*) FROM changed",
+                    statement::chunk_kept(&request_id, &step.table.to_string(), "changed")
+                );
+            }
             ChunkStatement {
                 table: step.table.to_string(),
                 counted_as: step.counted_as.clone(),
                 statement: params.finish(sql),
+                selects_count: row_key.is_some(),
             }
         })
         .collect()

@@ -35,12 +35,13 @@
 use std::fmt::Write;
 
 use super::reach::{
-    change, clears_a_path, lookup_hash_columns, lookup_hashes, owner, reach, subject_matches,
+    change, clears_a_path, hops, lookup_hash_columns, lookup_hashes, owned_by_others, owner, reach,
+    subject_matches,
 };
 use super::{Field, Params, Statement, Value};
 use crate::deletion::COLUMNS;
 use crate::deletion::statement;
-use crate::plan::{Action, Plan, Referenced, ident};
+use crate::plan::{Action, PathHops, Plan, Referenced, Step, ident};
 
 /// The keys of the customers the statement erases.
 const GO: &str = "ARRAY(SELECT subject_key FROM go)";
@@ -49,12 +50,7 @@ const GO: &str = "ARRAY(SELECT subject_key FROM go)";
 pub fn erase_statement(plan: &Plan) -> Statement {
     let mut params = Params::default();
     let key_type = plan.facts.key_type.sql();
-    let key_array: &'static str = match key_type {
-        "integer" => "integer[]",
-        "bigint" => "bigint[]",
-        "uuid" => "uuid[]",
-        _ => "text[]",
-    };
+    let key_array = key_array(plan);
     // The requests' values come first, in a fixed order, so that their numbers stay put as
     // plans change.
     let each: Vec<(Field, &'static str, &str)> = vec![
@@ -128,6 +124,12 @@ pub fn erase_statement(plan: &Plan) -> Statement {
             when = ident(&guard.when_column),
         ));
     }
+    // A row of another customer's that this one's erasure would have to erase with it (its link
+    // to a row the erasure deletes cannot be null): refused, nothing changed.
+    for step in &plan.steps {
+        let refusals = others_refusals(plan, step, guards.len(), one, &mut params);
+        guards.extend(refusals);
+    }
     if guards.is_empty() {
         let _ = writeln!(
             sql,
@@ -162,7 +164,15 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     for (i, step) in plan.steps.iter().enumerate() {
         let statement = step_change(plan, step, &mut params);
         let _ = writeln!(sql, "step_{i} AS (\n  {statement}\n),");
+        if let Some(unlink) = unlink_others(plan, step) {
+            let _ = writeln!(sql, "step_{i}_others AS (\n  {unlink}\n),");
+        }
     }
+    // A row the customers reference is cleared when nothing else uses it. The rows were
+    // locked before this statement began ([`lock_statement`]), so that an erasure sharing one
+    // with this one either committed before (and this statement sees its customer gone) or
+    // waits for this one (and then sees this customer gone): whichever clears the row counts
+    // it, the other counts it kept.
     for (i, r) in plan.referenced.iter().enumerate() {
         let from = format!("{table} s, go g");
         let joined = format!(
@@ -178,15 +188,20 @@ pub fn erase_statement(plan: &Plan) -> Statement {
             Some(&from),
             &format!("{joined} AND NOT {shared}"),
             "g.subject_id",
-            Some("g.subject_key AS k"),
+            Some(&format!(
+                "g.subject_key AS k, x.{}::text AS row_key",
+                ident(&r.key)
+            )),
             &mut params,
         );
         let _ = writeln!(
             sql,
             "referenced_{i} AS (\n  {statement}\n),\n\
-             referenced_{i}_kept AS (\n  SELECT g.subject_key AS k, count(*) AS n FROM {rtable} x, {from}\n  \
-             WHERE {joined} AND {shared} GROUP BY g.subject_key\n),",
+             referenced_{i}_in_use AS (\n  SELECT g.subject_key AS k, x.{rkey}::text AS row_key FROM {rtable} x, {from}\n  \
+             WHERE {joined}\n    AND NOT EXISTS (SELECT 1 FROM referenced_{i} c WHERE c.k = g.subject_key AND c.row_key = x.{rkey}::text)\n),\n\
+             referenced_{i}_kept AS (\n  SELECT k, count(*) AS n FROM referenced_{i}_in_use GROUP BY k\n),",
             rtable = r.table.sql(),
+            rkey = ident(&r.key),
         );
     }
     let statement = change(
@@ -224,6 +239,13 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     for (i, step) in plan.steps.iter().enumerate() {
         let v = count_from(format!("step_{i}"), true, &mut joins);
         sources.push((step.counted_as.clone(), v));
+        if step.may_reach_others() {
+            let v = match unlinkable(plan, step).is_empty() {
+                true => "0".to_string(),
+                false => count_from(format!("step_{i}_others"), true, &mut joins),
+            };
+            sources.push((step.others_as.clone(), v));
+        }
     }
     for (i, r) in plan.referenced.iter().enumerate() {
         let v = count_from(format!("referenced_{i}"), true, &mut joins);
@@ -247,10 +269,11 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     }
     let _ = writeln!(
         sql,
-        "counts AS (\n  SELECT g.subject_key, jsonb_build_object({}) AS data_json,\n    {} = 0 AS unchanged\n  \
+        "counts AS (\n  SELECT g.subject_key, g.subject_id, jsonb_build_object({}) AS data_json,\n    {} = 0 AS unchanged,\n    {} AS kept\n  \
          FROM go g\n    {}\n),",
         pairs.join(", "),
         changed.join(" + "),
+        kept_rows(plan),
         joins.join("\n    ")
     );
 
@@ -276,7 +299,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     );
     let _ = writeln!(sql, "{}", statement::audit());
     let _ = writeln!(sql, "{}", statement::owed());
-    let _ = writeln!(sql, "{}", statement::to_verify());
+    let _ = writeln!(sql, "{}", statement::to_verify("counts"));
     sql.push_str(
         "unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = ANY (ARRAY(SELECT request_id FROM outcome))\n)\n",
     );
@@ -284,14 +307,83 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     params.finish(sql)
 }
 
-/// A step's change, returning each changed row's customer key as `k`.
+/// For a plan with rows the customer references: the statement that runs before the erasure
+/// statement, in its transaction, and locks the customers a batch names (in key order, as the
+/// erasure statement does) and then the rows they reference (in key order, table by table).
+///
+/// Why a statement of its own: the erasure statement clears a referenced row only when nothing
+/// else uses it, and it decides that in the snapshot it started with. Two erasures of customers
+/// sharing an address, each starting before the other committed, would each see the other still
+/// pointing at it, and both keep it. With the rows locked first, the second waits for the first
+/// to commit before its erasure statement (and its snapshot) begins: it sees the first
+/// customer gone, and clears the row.
+pub fn lock_statement(plan: &Plan) -> Option<Statement> {
+    if plan.referenced.is_empty() {
+        return None;
+    }
+    let mut params = Params::default();
+    let key_array = key_array(plan);
+    let customers = params.typed(Value::Each(Field::Customer), "text[]");
+    let keys = params.typed(Value::Each(Field::Key), key_array);
+    let subject = &plan.subject;
+    let table = subject.table.sql();
+    let key_column = ident(&subject.key);
+    let froms: Vec<String> = plan
+        .referenced
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!(", s.{} AS from_{i}", ident(&r.from)))
+        .collect();
+    let mut sql = format!(
+        "WITH requests AS MATERIALIZED (\n  SELECT * FROM unnest({customers}, {keys}) AS r(customer, key)\n),\n\
+         matched AS MATERIALIZED (\n  SELECT s.{key_column} AS subject_key FROM requests r JOIN {table} s ON {matches}\n),\n\
+         locked AS MATERIALIZED (\n  SELECT s.{key_column} AS subject_key{froms}\n  \
+         FROM {table} s WHERE s.{key_column} = ANY (ARRAY(SELECT subject_key FROM matched))\n  \
+         ORDER BY s.{key_column} FOR UPDATE OF s\n)",
+        matches = subject_matches(plan, "s", "r.customer", "r.key"),
+        froms = froms.concat(),
+    );
+    let mut counts = vec!["(SELECT count(*) FROM locked)".to_string()];
+    for (i, r) in plan.referenced.iter().enumerate() {
+        let rkey = ident(&r.key);
+        let _ = write!(
+            sql,
+            ",\nreferenced_{i} AS MATERIALIZED (\n  SELECT x.{rkey} FROM {rtable} x WHERE x.{rkey} = ANY (ARRAY(SELECT from_{i} FROM locked))\n  \
+             ORDER BY x.{rkey} FOR UPDATE OF x\n)",
+            rtable = r.table.sql(),
+        );
+        counts.push(format!("(SELECT count(*) FROM referenced_{i})"));
+    }
+    let _ = write!(sql, "\nSELECT {}", counts.join(" + "));
+    Some(params.finish(sql))
+}
+
+/// The array type of the subject's key.
+fn key_array(plan: &Plan) -> &'static str {
+    match plan.facts.key_type.sql() {
+        "integer" => "integer[]",
+        "bigint" => "bigint[]",
+        "uuid" => "uuid[]",
+        _ => "text[]",
+    }
+}
+
+/// A step's change, returning each changed row's customer key as `k` (and, for an
+/// anonymizing step of a table with a primary key, the row's key as `row_key`).
 ///
 /// A `DELETE`'s `RETURNING` sees the row as it was, and so does an `UPDATE`'s as long as the
 /// columns its paths start from stay: then the row's owner is followed from the row itself. An
 /// `UPDATE` that clears such a column (rows that must let go of a deleted parent) joins the
-/// customers instead (one hop) or the rows it picked with their owners, by `ctid`.
-fn step_change(plan: &Plan, step: &crate::plan::Step, params: &mut Params) -> String {
-    let condition = reach(plan, &step.paths, "x", 0, GO);
+/// customers instead (one hop) or the rows it picked with their owners, by row address.
+///
+/// A step with several paths leaves alone the rows another live subject owns
+/// ([`owned_by_others`]); [`unlink_others`] clears their links to the customers instead.
+fn step_change(plan: &Plan, step: &Step, params: &mut Params) -> String {
+    let condition = mine(plan, step, "x");
+    let row_key = match (&step.action, plan.facts.row_keys.get(&step.table)) {
+        (Action::Anonymize(_), Some((key, _))) => format!(", x.{}::text AS row_key", ident(key)),
+        _ => String::new(),
+    };
     if !clears_a_path(&step.action, &step.paths) {
         let owner = owner(plan, &step.paths, "x", 0, GO);
         return change(
@@ -301,12 +393,12 @@ fn step_change(plan: &Plan, step: &crate::plan::Step, params: &mut Params) -> St
             None,
             &condition,
             &format!("({owner})::text"),
-            Some(&format!("{owner} AS k")),
+            Some(&format!("{owner} AS k{row_key}")),
             params,
         );
     }
     if let [path] = step.paths.as_slice()
-        && let [hop] = path.as_slice()
+        && let [hop] = &path.hops[..]
         && plan.reaches_subject(hop)
     {
         return change(
@@ -316,26 +408,189 @@ fn step_change(plan: &Plan, step: &crate::plan::Step, params: &mut Params) -> St
             Some("go g"),
             &format!("x.{} = g.subject_key", ident(&hop.column)),
             "g.subject_id",
-            Some("g.subject_key AS k"),
+            Some(&format!("g.subject_key AS k{row_key}")),
             params,
         );
     }
     let picked = format!(
-        "(SELECT y.ctid AS row_id, {owner} AS k FROM {table} y WHERE {reach}) m",
+        "(SELECT y.tableoid AS rel, y.ctid AS row_id, {owner} AS k FROM {table} y WHERE {mine}) m",
         owner = owner(plan, &step.paths, "y", 0, GO),
         table = step.table.sql(),
-        reach = reach(plan, &step.paths, "y", 0, GO),
+        mine = mine(plan, step, "y"),
     );
     change(
         plan,
         &step.table,
         &step.action,
         Some(&picked),
-        "x.ctid = m.row_id",
+        "x.tableoid = m.rel AND x.ctid = m.row_id",
         "m.k::text",
-        Some("m.k AS k"),
+        Some(&format!("m.k AS k{row_key}")),
         params,
     )
+}
+
+/// The condition that row `alias` of `step`'s table is one of the erased customers' own.
+fn mine(plan: &Plan, step: &Step, alias: &str) -> String {
+    super::reach::mine(plan, step, alias, GO)
+}
+
+/// The paths of `step` by which a row can reach the customer and then let go of it: those
+/// whose first column can be null.
+fn unlinkable<'a>(plan: &Plan, step: &'a Step) -> Vec<&'a PathHops> {
+    step.paths
+        .iter()
+        .filter(|path| plan.facts.is_nullable(&step.table, &path[0].column))
+        .collect()
+}
+
+/// The rows of `step`'s table that another live subject owns but that reach the erased
+/// customers too (a payment another customer made on this customer's rental): each lets go of
+/// the customer (the first column of every path that leads there is set to null), and is
+/// counted under the step's `others_as` for the customer it let go of. `None` when no path's
+/// first column can be null (such rows are refused instead; see [`others_refusals`]).
+fn unlink_others(plan: &Plan, step: &Step) -> Option<String> {
+    if !step.may_reach_others() {
+        return None;
+    }
+    let paths = unlinkable(plan, step);
+    if paths.is_empty() {
+        return None;
+    }
+    let mut by_column: Vec<(&str, Vec<String>)> = Vec::new();
+    for path in &paths {
+        let reaches = hops(plan, path, "x", 0, GO);
+        match by_column.iter_mut().find(|(c, _)| *c == path[0].column) {
+            Some((_, conditions)) => conditions.push(reaches),
+            None => by_column.push((&path[0].column, vec![reaches])),
+        }
+    }
+    let sets: Vec<String> = by_column
+        .iter()
+        .map(|(column, conditions)| {
+            format!(
+                "{c} = CASE WHEN {} THEN NULL ELSE x.{c} END",
+                conditions.join(" OR "),
+                c = ident(column)
+            )
+        })
+        .collect();
+    let any_link: Vec<String> = paths
+        .iter()
+        .map(|path| hops(plan, path, "y", 0, GO))
+        .collect();
+    Some(format!(
+        "UPDATE {table} x SET {sets}\n  FROM (SELECT y.tableoid AS rel, y.ctid AS row_id, {owner} AS k FROM {table} y\n    \
+         WHERE {reached} AND {others} AND ({any_link})) m\n  \
+         WHERE x.tableoid = m.rel AND x.ctid = m.row_id RETURNING m.k AS k",
+        table = step.table.sql(),
+        sets = sets.join(", "),
+        owner = owner(plan, &step.paths, "y", 0, GO),
+        reached = reach(plan, &step.paths, "y", 0, GO),
+        others = owned_by_others(plan, step, "y", 0, GO),
+        any_link = any_link.join(" OR "),
+    ))
+}
+
+/// The refusals (for the `blocked` step, ordered from `ord`) of a customer `one` whose erasure
+/// would have to take another subject's rows of `step` with it: rows another live subject
+/// owns that point at this customer's rows by a column that cannot be null, where those rows
+/// are deleted. One per such path; the message names the table, the column and how many rows.
+fn others_refusals(
+    plan: &Plan,
+    step: &Step,
+    ord: usize,
+    one: &str,
+    params: &mut Params,
+) -> Vec<String> {
+    if !step.may_reach_others() {
+        return Vec::new();
+    }
+    let stuck = step.paths.iter().filter(|path| {
+        !plan.facts.is_nullable(&step.table, &path[0].column) && deletes_rows_of(plan, &path[0])
+    });
+    stuck
+        .enumerate()
+        .map(|(i, path)| {
+            let message = format!(
+                "%s of {table} %s to another customer by another path and %s at this customer's rows by {column}, \
+                 which cannot be null: erasing this customer would erase them too, so nothing was erased. \
+                 Erase the other customer first, or, if such rows are this customer's, mark the other path \
+                 only_when_unowned in the plan",
+                table = step.table,
+                column = path[0].column,
+            );
+            let message = params.typed(Value::Text(message), "text");
+            format!(
+                "    SELECT {ord} AS ord, 'conflict'::text AS error_key,\n      \
+                 format({message}, CASE WHEN c.n = 1 THEN '1 row' ELSE c.n || ' rows' END,\n        \
+                 CASE WHEN c.n = 1 THEN 'belongs' ELSE 'belong' END, CASE WHEN c.n = 1 THEN 'points' ELSE 'point' END) AS error_message\n    \
+                 FROM (SELECT count(*) AS n FROM {table} y WHERE {reaching} AND {others}) c WHERE c.n > 0",
+                ord = ord + i,
+                table = step.table.sql(),
+                reaching = hops(plan, path, "y", 0, one),
+                others = owned_by_others(plan, step, "y", 0, one),
+            )
+        })
+        .collect()
+}
+
+/// Whether the erasure deletes the rows `hop` points at (the subject's, or a deleting step's).
+fn deletes_rows_of(plan: &Plan, hop: &crate::plan::Hop) -> bool {
+    if plan.reaches_subject(hop) {
+        return plan.subject.action == Action::Delete;
+    }
+    plan.step(&hop.table)
+        .is_some_and(|s| s.action == Action::Delete)
+}
+
+/// Per customer (in `counts`), the rows its erasure left in place, by key, for the check after
+/// commit to read again: `{"rows": {table: [keys]}, "in_use": {table: [keys]}}`, the rows it
+/// anonymized (whose links to the customer may be cleared, so that no path finds them again),
+/// and the rows it references that it kept because something else still uses them. NULL
+/// when the plan keeps none.
+fn kept_rows(plan: &Plan) -> String {
+    let pick = |cte: &str| {
+        format!(
+            "(SELECT jsonb_agg(e.row_key ORDER BY e.row_key) FROM {cte} e WHERE e.k = g.subject_key)"
+        )
+    };
+    let mut rows = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        if matches!(step.action, Action::Anonymize(_))
+            && plan.facts.row_keys.contains_key(&step.table)
+        {
+            rows.push(format!(
+                "'{}', {}",
+                literal_text(&step.table.to_string()),
+                pick(&format!("step_{i}"))
+            ));
+        }
+    }
+    let mut in_use = Vec::new();
+    for (i, r) in plan.referenced.iter().enumerate() {
+        let name = literal_text(&r.table.to_string());
+        if matches!(r.action, Action::Anonymize(_)) {
+            rows.push(format!("'{name}', {}", pick(&format!("referenced_{i}"))));
+        }
+        in_use.push(format!(
+            "'{name}', {}",
+            pick(&format!("referenced_{i}_in_use"))
+        ));
+    }
+    if rows.is_empty() && in_use.is_empty() {
+        return "NULL::jsonb".into();
+    }
+    format!(
+        "jsonb_build_object('rows', jsonb_strip_nulls(jsonb_build_object({})), 'in_use', jsonb_strip_nulls(jsonb_build_object({})))",
+        rows.join(", "),
+        in_use.join(", ")
+    )
+}
+
+/// `text` with its quotes doubled, for an SQL string literal of the plan's own names.
+fn literal_text(text: &str) -> String {
+    text.replace('\'', "''")
 }
 
 /// Whether row `alias` of a referenced table is still referenced by a row that stays: any row
@@ -356,7 +611,16 @@ fn still_referenced(plan: &Plan, r: &Referenced, alias: &str) -> String {
         .iter()
         .map(|(table, column)| {
             let erased = if table == &subject.table {
-                Some(format!("o.{} = ANY ({GO})", ident(&subject.key)))
+                // The customers erased now, and (where the plan keeps subject rows) those
+                // erased before: a kept row's own link is no use of the row it points at.
+                let key = format!("o.{}", ident(&subject.key));
+                Some(match subject.action {
+                    Action::Delete => format!("{key} = ANY ({GO})"),
+                    Action::Anonymize(_) => format!(
+                        "{key} = ANY ({GO}) OR {}",
+                        statement::erased_subject(&format!("{key}::text"))
+                    ),
+                })
             } else {
                 plan.step(table).and_then(|step| match &step.action {
                     Action::Delete => Some(reach(plan, &step.paths, "o", 0, GO)),

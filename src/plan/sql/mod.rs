@@ -3,7 +3,9 @@
 //!   round trip;
 //! - [`companions`]: what the other paths need (the size probe, the chunks of a huge customer,
 //!   finding a customer by identifier);
-//! - [`leftovers`]: the check after commit, of what the plan's paths still find;
+//! - [`leftovers`]: the check after commit, of what the plan's paths still find and of the rows
+//!   the erasure kept;
+//! - [`sweep`]: clearing the referenced rows an erasure kept that nothing uses any more;
 //! - [`reach`]: the pieces they share (which rows a path reaches, matching an identifier to the
 //!   subject, clearing a row's personal columns).
 //!
@@ -16,6 +18,7 @@ pub mod companions;
 pub mod erase;
 pub mod leftovers;
 pub mod reach;
+pub mod sweep;
 
 use std::fmt::Write;
 
@@ -32,8 +35,9 @@ pub use companions::{
     ChunkStatement, chunk_statements, find_subject_statement, oversized_statement,
     subject_by_identifier,
 };
-pub use erase::erase_statement;
+pub use erase::{erase_statement, lock_statement};
 pub use leftovers::leftovers_statement;
+pub use sweep::{Sweep, sweep_statements};
 
 /// What a parameter takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub enum Value {
     SubjectId,
     /// Several customers' keys, as text.
     SubjectIds,
+    /// Beside each of them, what its erasure recorded it kept (the check after commit).
+    KeptRows,
     RequestId,
     /// The inner and outer key pads of the keyed hash.
     InnerPad,
@@ -110,6 +116,7 @@ impl Value {
             Value::Key => "key",
             Value::SubjectId => "subject_id",
             Value::SubjectIds => "subject_ids",
+            Value::KeptRows => "kept",
             Value::RequestId => "request_id",
             Value::InnerPad => "inner_pad",
             Value::OuterPad => "outer_pad",
@@ -192,6 +199,7 @@ pub struct Values<'a> {
     pub key: Option<&'a KeyValue>,
     pub subject_id: Option<&'a str>,
     pub subject_ids: Option<&'a [String]>,
+    pub kept: Option<&'a [serde_json::Value]>,
     pub request_id: Option<Uuid>,
     pub pads: Option<(&'a [u8], &'a [u8])>,
     pub chunk_threshold: Option<i64>,
@@ -263,6 +271,7 @@ impl Statement {
                 Value::Key => needed(values.key, v)?.add_to(&mut args)?,
                 Value::SubjectId => add(&mut args, needed(values.subject_id, v)?)?,
                 Value::SubjectIds => add(&mut args, needed(values.subject_ids, v)?)?,
+                Value::KeptRows => add(&mut args, needed(values.kept, v)?)?,
                 Value::RequestId => add(&mut args, needed(values.request_id, v)?)?,
                 Value::InnerPad => add(&mut args, needed(values.pads, v)?.0)?,
                 Value::OuterPad => add(&mut args, needed(values.pads, v)?.1)?,

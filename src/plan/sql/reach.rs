@@ -3,7 +3,7 @@
 
 use super::{Params, Value};
 use crate::keyed_hash::KeyedHash;
-use crate::plan::{Action, Anonymize, Hop, PathHops, Plan, TableName, ident};
+use crate::plan::{Action, Anonymize, Hop, PathHops, Plan, Referenced, Step, TableName, ident};
 
 /// The condition on `alias` (a row of a table with `paths`) that it belongs to one of the
 /// customers whose keys the array `subjects` holds (`ARRAY(SELECT subject_key FROM go)`, or one
@@ -14,9 +14,31 @@ use crate::plan::{Action, Anonymize, Hop, PathHops, Plan, TableName, ident};
 /// matched against them by its index, also when several paths are OR-ed (an OR of
 /// `IN (subquery)` conditions is not turned into joins, and falls back to scanning the table).
 pub fn reach(plan: &Plan, paths: &[PathHops], alias: &str, depth: usize, subjects: &str) -> String {
+    reach_anchored(plan, paths, alias, depth, subjects, &[])
+}
+
+/// A table's rows known by key: a hop into `table` by `key` reaches one of the customers also
+/// when the column holds one of the keys of the array `keys` (the rows an erasure kept, whose
+/// own link to the customer it may have cleared).
+pub struct Anchor {
+    pub table: crate::plan::TableName,
+    pub key: String,
+    pub keys: String,
+}
+
+/// [`reach`], where a hop into an anchored table also reaches the customer through the
+/// anchor's keys.
+pub fn reach_anchored(
+    plan: &Plan,
+    paths: &[PathHops],
+    alias: &str,
+    depth: usize,
+    subjects: &str,
+    anchors: &[Anchor],
+) -> String {
     let conditions: Vec<String> = paths
         .iter()
-        .map(|path| hops(plan, path, alias, depth, subjects))
+        .map(|path| hops_anchored(plan, path, alias, depth, subjects, anchors))
         .collect();
     match conditions.len() {
         1 => conditions.into_iter().next().expect("one"),
@@ -24,25 +46,115 @@ pub fn reach(plan: &Plan, paths: &[PathHops], alias: &str, depth: usize, subject
     }
 }
 
-fn hops(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: &str) -> String {
+/// The condition that row `alias` reaches one of `subjects` along `path`.
+pub fn hops(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: &str) -> String {
+    hops_anchored(plan, path, alias, depth, subjects, &[])
+}
+
+fn hops_anchored(
+    plan: &Plan,
+    path: &[Hop],
+    alias: &str,
+    depth: usize,
+    subjects: &str,
+    anchors: &[Anchor],
+) -> String {
     let (hop, rest) = path.split_first().expect("a path has hops");
     let column = format!("{alias}.{}", ident(&hop.column));
     if rest.is_empty() && plan.reaches_subject(hop) {
         return format!("{column} = ANY ({subjects})");
     }
     let parent = format!("p{depth}");
-    let inner = match rest.is_empty() {
-        true => reach(
+    let mut inner = match rest.is_empty() {
+        true => reach_anchored(
             plan,
             &step_of(plan, hop).paths,
             &parent,
             depth + 1,
             subjects,
+            anchors,
         ),
-        false => hops(plan, rest, &parent, depth + 1, subjects),
+        false => hops_anchored(plan, rest, &parent, depth + 1, subjects, anchors),
+    };
+    // A row of another subject's, reached through the customer's, is not the customer's: nor
+    // is anything reached through it.
+    if let Some(step) = plan.step(&hop.table)
+        && step.may_reach_others()
+    {
+        let others = owned_by_others(plan, step, &parent, depth + 1, subjects);
+        inner = format!("{inner} AND NOT {others}");
+    }
+    let through = format!(
+        "{column} = ANY (ARRAY(SELECT {parent}.{key} FROM {table} {parent} WHERE {inner}))",
+        key = ident(&hop.key),
+        table = hop.table.sql(),
+    );
+    match anchors
+        .iter()
+        .find(|a| a.table == hop.table && a.key == hop.key)
+    {
+        Some(anchor) => format!("({column} = ANY ({}) OR {through})", anchor.keys),
+        None => through,
+    }
+}
+
+/// The condition that row `alias` of `step`'s table belongs to one of the customers of the
+/// array `subjects`: a path leads there, and no other live subject owns it.
+pub fn mine(plan: &Plan, step: &Step, alias: &str, subjects: &str) -> String {
+    let reached = reach(plan, &step.paths, alias, 0, subjects);
+    match step.may_reach_others() {
+        true => format!(
+            "{reached} AND NOT {}",
+            owned_by_others(plan, step, alias, 0, subjects)
+        ),
+        false => reached,
+    }
+}
+
+/// The condition on `alias` (a row of `step`'s table) that a subject other than the customers
+/// of the array `subjects` owns it: one of the step's owning paths (those not marked
+/// `only_when_unowned`) leads to a subject row that exists, is not one of them, and (where the
+/// plan keeps subject rows) has not been erased. Such a row is never erased with the customer.
+pub fn owned_by_others(
+    plan: &Plan,
+    step: &Step,
+    alias: &str,
+    depth: usize,
+    subjects: &str,
+) -> String {
+    let ways: Vec<String> = step
+        .paths
+        .iter()
+        .filter(|path| path.owns)
+        .map(|path| others_along(plan, path, alias, depth, subjects))
+        .collect();
+    match ways.len() {
+        0 => "false".into(),
+        1 => ways.into_iter().next().expect("one"),
+        _ => format!("({})", ways.join(" OR ")),
+    }
+}
+
+/// Whether `path` leads row `alias` to a live subject not among `subjects`.
+fn others_along(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: &str) -> String {
+    let (hop, rest) = path.split_first().expect("a path has hops");
+    let column = format!("{alias}.{}", ident(&hop.column));
+    let parent = format!("o{depth}");
+    let inner = if rest.is_empty() && plan.reaches_subject(hop) {
+        let key = format!("{parent}.{}", ident(&plan.subject.key));
+        let mut live = format!("NOT ({key} = ANY ({subjects}))");
+        if matches!(plan.subject.action, Action::Anonymize(_)) {
+            let erased = crate::deletion::statement::erased_subject(&format!("{key}::text"));
+            live = format!("{live} AND NOT {erased}");
+        }
+        live
+    } else if rest.is_empty() {
+        owned_by_others(plan, step_of(plan, hop), &parent, depth + 1, subjects)
+    } else {
+        others_along(plan, rest, &parent, depth + 1, subjects)
     };
     format!(
-        "{column} = ANY (ARRAY(SELECT {parent}.{key} FROM {table} {parent} WHERE {inner}))",
+        "EXISTS (SELECT 1 FROM {table} {parent} WHERE {parent}.{key} = {column} AND {inner})",
         key = ident(&hop.key),
         table = hop.table.sql(),
     )
@@ -252,6 +364,14 @@ pub fn anonymize(
     for column in &a.set_now {
         sets.push(format!("{} = now()", ident(column)));
     }
+    if changes.is_empty() {
+        // Only stamped (nothing personal to clear): a row is done once stamped.
+        changes = a
+            .set_now
+            .iter()
+            .map(|column| format!("{alias}.{} IS NULL", ident(column)))
+            .collect();
+    }
     let changes = if changes.is_empty() {
         "true".to_string()
     } else {
@@ -291,4 +411,42 @@ pub fn change(
             )
         }
     }
+}
+
+/// Whether anything alive uses row `alias` of a referenced table: a row of any table whose
+/// foreign key points at it, but a subject row of a customer erased (where the plan keeps
+/// subject rows).
+pub fn used(plan: &Plan, r: &Referenced, alias: &str) -> String {
+    let subject = &plan.subject;
+    let mut references = plan
+        .facts
+        .references
+        .get(&r.table)
+        .cloned()
+        .unwrap_or_default();
+    if !references.contains(&(subject.table.clone(), r.from.clone())) {
+        references.push((subject.table.clone(), r.from.clone()));
+    }
+    let uses: Vec<String> = references
+        .iter()
+        .map(|(table, column)| {
+            let alive = match (table == &subject.table, &subject.action) {
+                (true, Action::Anonymize(_)) => format!(
+                    " AND NOT {}",
+                    crate::deletion::statement::erased_subject(&format!(
+                        "o.{}::text",
+                        ident(&subject.key)
+                    ))
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "EXISTS (SELECT 1 FROM {} o WHERE o.{} = {alias}.{}{alive})",
+                table.sql(),
+                ident(column),
+                ident(&r.key),
+            )
+        })
+        .collect();
+    format!("({})", uses.join(" OR "))
 }

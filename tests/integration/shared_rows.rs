@@ -1,0 +1,498 @@
+//! Real data on a real-shaped schema (tests/schemas/store/): rows two customers share, erased at
+//! the same moment on two worker processes; rows of one customer hanging off another's; foreign
+//! keys declared on some partitions only, a partition with no index, and triggers that stamp
+//! `last_update`. For each: exact counts, everyone else's rows unchanged, none of the erased
+//! customers' personal values left anywhere (the service's own tables included), and a check
+//! after commit that agrees.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use erasure::deletion::{self, DeletionRow, DeletionStatus, ErrorKey};
+use erasure::erase::Outcome;
+use erasure::request::{Channel, ErasureRequest};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::faults::kill_9;
+use crate::helpers::TestApp;
+
+pub const SCHEMA: &str = include_str!("../schemas/store/schema.sql");
+pub const PLAN: &str = include_str!("../schemas/store/plan.toml");
+pub const PLAN_KEPT: &str = include_str!("../schemas/store/plan_kept.toml");
+
+/// A store (address 1), a member of staff (address 2), and customer 1 and 2 living at the
+/// store's and at the staff member's address.
+const BASE: &str = "\
+    INSERT INTO store.address (address_id, address, postal_code, phone) VALUES \
+      (1, '1 Storefront Way', 'SF1', '+1-555-0001'), (2, '2 Staff Street', 'SS2', '+1-555-0002'); \
+    INSERT INTO store.store (store_id, address_id) VALUES (1, 1); \
+    INSERT INTO store.staff (staff_id, first_name, last_name, address_id, store_id) VALUES (1, 'Mike', 'Hillyer', 2, 1); \
+    INSERT INTO store.customer (customer_id, store_id, first_name, last_name, email, address_id) VALUES \
+      (1, 1, 'Stella', 'Storeside', 'stella@storeside.example', 1), \
+      (2, 1, 'Stan', 'Staffside', 'stan@staffside.example', 2); \
+    SELECT setval('store.address_address_id_seq', 1000), setval('store.customer_customer_id_seq', 1000);";
+
+async fn run(app: &TestApp, sql: &str) {
+    sqlx::raw_sql(sql).execute(&app.pool).await.unwrap();
+}
+
+/// Customers `100 + 2p` and `101 + 2p` for each pair `p`, each pair living at an address of its own (the pair's
+/// number in its street and phone), each with two rentals and a payment for each, in the three
+/// payment partitions.
+fn pairs_sql(pairs: std::ops::Range<usize>) -> String {
+    let mut sql = String::new();
+    for p in pairs {
+        let address = 100 + p;
+        sql.push_str(&format!(
+            "INSERT INTO store.address (address_id, address, postal_code, phone) VALUES \
+               ({address}, '{p} Pairfield Lane', 'PF{p:03}', '+1-555-7{p:03}');"
+        ));
+        for member in 0..2 {
+            let customer = 100 + 2 * p + member;
+            sql.push_str(&format!(
+                "INSERT INTO store.customer (customer_id, store_id, first_name, last_name, email, address_id) VALUES \
+                   ({customer}, 1, 'Pat{customer}', 'Pairson{customer}', 'pat{customer}@pairs.example', {address}); \
+                 INSERT INTO store.rental (rental_id, rental_date, inventory_id, customer_id, staff_id) VALUES \
+                   ({r1}, '2022-01-05', 1, {customer}, 1), ({r2}, '2022-02-05', 2, {customer}, 1); \
+                 INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES \
+                   ({customer}, 1, {r1}, 2.99, '2022-01-05'), ({customer}, 1, {r2}, 0.99, '2022-03-05');",
+                r1 = 10 * customer,
+                r2 = 10 * customer + 1,
+            ));
+        }
+    }
+    sql
+}
+
+fn request(identifier: &str) -> ErasureRequest {
+    ErasureRequest {
+        request_id: Uuid::new_v4(),
+        customer_id: identifier.to_owned(),
+        requested_by: "dpo".into(),
+        reason: None,
+        requested_at: None,
+    }
+}
+
+/// Erases the customer `identifier` names, through the engine, and returns the outcome.
+async fn erase(app: &TestApp, identifier: &str) -> DeletionRow {
+    let eraser = app.eraser();
+    match eraser
+        .erase(&eraser.receive(request(identifier), Channel::Cli, Utc::now()))
+        .await
+        .unwrap()
+    {
+        Outcome::Recorded(row) | Outcome::Stopped(row) => row,
+        other => panic!("expected a recorded outcome, got {other:?}"),
+    }
+}
+
+/// One checksum over every row of the schema but those `except` selects out.
+async fn checksum(app: &TestApp, queries: &[&str]) -> String {
+    let mut sums = Vec::new();
+    for query in queries {
+        let sum: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM ({query}) t"
+        ))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        sums.push(sum.unwrap_or_default());
+    }
+    sums.join("/")
+}
+
+async fn assert_gone(app: &TestApp, values: &[String]) {
+    for value in values {
+        assert_eq!(
+            app.rows_containing(value).await,
+            Vec::<String>::new(),
+            "{value} is still stored"
+        );
+    }
+}
+
+/// Addresses nothing points at (no customer, member of staff or store).
+const ORPHANS: &str = "SELECT count(*) FROM store.address a WHERE \
+      NOT EXISTS (SELECT 1 FROM store.customer c WHERE c.address_id = a.address_id) \
+      AND NOT EXISTS (SELECT 1 FROM store.staff s WHERE s.address_id = a.address_id) \
+      AND NOT EXISTS (SELECT 1 FROM store.store s WHERE s.address_id = a.address_id)";
+
+/// Waits until the check after commit has run for `deletion_id`, and returns what it recorded.
+pub async fn verification_of(app: &TestApp, deletion_id: &str) -> Value {
+    for _ in 0..600 {
+        let outcome: Option<Value> =
+            sqlx::query_scalar("SELECT outcome FROM erasure.verifications WHERE deletion_id = $1")
+                .bind(deletion_id)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the check after commit of {deletion_id} did not run in 30 s");
+}
+
+/// Twenty pairs of customers sharing an address, every request published at once to two worker
+/// processes erasing one request a statement (so that the two of a pair run side by side, in
+/// separate transactions), the pairs' members interleaved in the queue.
+async fn erase_twenty_pairs_on_two_workers(
+    plan: &str,
+    batch_max: &str,
+) -> (TestApp, Vec<DeletionRow>) {
+    let app = TestApp::with_schema(SCHEMA, plan).await;
+    run(&app, BASE).await;
+    run(&app, &pairs_sql(0..20)).await;
+    let plan_path = app.settings.erasure.plan.clone().unwrap();
+    let env = [
+        ("ERASURE_ERASURE__PLAN", plan_path.to_str().unwrap()),
+        ("ERASURE_DATABASE__REFERENCE_SCHEMA", "false"),
+        ("ERASURE_WORKER__BATCH_MAX", batch_max),
+        ("ERASURE_WORKER__CONCURRENCY", "4"),
+    ];
+    let mut workers = [
+        crate::faults::spawn_worker(&app, &env),
+        crate::faults::spawn_worker(&app, &env),
+    ];
+    let mut requests = Vec::new();
+    for p in 0..20 {
+        for member in 0..2 {
+            let id = Uuid::new_v4();
+            app.publish(&TestApp::request(id, &(100 + 2 * p + member).to_string()))
+                .await;
+            requests.push(id);
+        }
+    }
+    let mut rows = Vec::new();
+    for id in &requests {
+        rows.push(app.wait_for_final(*id).await);
+    }
+    // The checks after commit, by the workers' own verifiers.
+    for row in &rows {
+        let outcome = verification_of(&app, &row.id).await;
+        assert_eq!(outcome["outcome"], "passed", "{row:?}: {outcome}");
+    }
+    for worker in &mut workers {
+        kill_9(worker).await;
+    }
+    (app, rows)
+}
+
+fn count(row: &DeletionRow, key: &str) -> i64 {
+    row.data_json[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} in {row:?}"))
+}
+
+#[tokio::test]
+async fn pairs_sharing_an_address_erased_at_once_on_two_workers_leave_no_orphan() {
+    let (app, rows) = erase_twenty_pairs_on_two_workers(PLAN, "1").await;
+    for pair in rows.chunks(2) {
+        for row in pair {
+            assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+            assert_eq!(
+                (
+                    count(row, "rentals"),
+                    count(row, "payments"),
+                    count(row, "customer")
+                ),
+                (2, 2, 1),
+                "{row:?}"
+            );
+        }
+        // The deletion that cleared the shared address counts it; the other counts it kept.
+        let cleared: i64 = pair.iter().map(|r| count(r, "address")).sum();
+        let kept: i64 = pair.iter().map(|r| count(r, "address_kept")).sum();
+        assert_eq!((cleared, kept), (1, 1), "{pair:?}");
+    }
+    assert_eq!(app.count_of(ORPHANS).await, 0);
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.address").await,
+        2,
+        "the store's and the staff's addresses stay"
+    );
+    let mut values = Vec::new();
+    for p in 0..20 {
+        values.push(format!("{p} Pairfield Lane"));
+        values.push(format!("+1-555-7{p:03}"));
+        values.push(format!("PF{p:03}"));
+    }
+    for customer in [100, 121, 139] {
+        values.push(format!("Pairson{customer}"));
+        values.push(format!("pat{customer}@pairs.example"));
+    }
+    assert_gone(&app, &values).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn pairs_of_kept_customers_sharing_an_address_erased_at_once_anonymize_it_once() {
+    let (app, rows) = erase_twenty_pairs_on_two_workers(PLAN_KEPT, "1").await;
+    for pair in rows.chunks(2) {
+        for row in pair {
+            assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+            assert_eq!(
+                (
+                    count(row, "rentals"),
+                    count(row, "payments"),
+                    count(row, "customer")
+                ),
+                (2, 2, 1),
+                "{row:?}"
+            );
+        }
+        let cleared: i64 = pair.iter().map(|r| count(r, "address")).sum();
+        let kept: i64 = pair.iter().map(|r| count(r, "address_kept")).sum();
+        assert_eq!((cleared, kept), (1, 1), "{pair:?}");
+    }
+    // Every pair's address stays (the kept customer rows point at it), anonymized.
+    assert_eq!(
+        app.count_of(
+            "SELECT count(*) FROM store.address WHERE address = 'erased' AND phone = '-' AND postal_code IS NULL"
+        )
+        .await,
+        20
+    );
+    let mut values = Vec::new();
+    for p in 0..20 {
+        values.push(format!("{p} Pairfield Lane"));
+        values.push(format!("+1-555-7{p:03}"));
+    }
+    values.push("Pairson117".into());
+    values.push("pat117@pairs.example".into());
+    assert_gone(&app, &values).await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_kept_customers_shared_address_is_cleared_when_the_last_of_them_is_erased() {
+    let app = TestApp::with_schema(SCHEMA, PLAN_KEPT).await;
+    run(&app, BASE).await;
+    run(&app, &pairs_sql(0..1)).await;
+    // One after the other: the first keeps it (the second still lives there), the second
+    // clears it, though the first's kept row still points at it.
+    let first = erase(&app, "100").await;
+    assert_eq!(
+        (count(&first, "address"), count(&first, "address_kept")),
+        (0, 1)
+    );
+    let second = erase(&app, "PAT101@pairs.example").await;
+    assert_eq!(
+        (count(&second, "address"), count(&second, "address_kept")),
+        (1, 0)
+    );
+    assert_gone(&app, &["0 Pairfield Lane".to_string(), "Pairson100".into()]).await;
+    // Asked again: nothing left to clear.
+    let again = erase(&app, "101").await;
+    assert!(again.already_erased, "{again:?}");
+    // The store's address, shared with customer 1: kept, in use by the store.
+    let storeside = erase(&app, "1").await;
+    assert_eq!(
+        (
+            count(&storeside, "address"),
+            count(&storeside, "address_kept")
+        ),
+        (0, 1)
+    );
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.address WHERE address = '1 Storefront Way'")
+            .await,
+        1
+    );
+    app.cleanup().await;
+}
+
+/// Customer 10 with rentals 100 and 101; customer 11 paid for rental 100, customer 10 for 101;
+/// customer 12 unrelated. Payments in every partition (the third has no foreign key and no
+/// index).
+const OTHERS: &str = "\
+    INSERT INTO store.address (address_id, address, postal_code, phone) VALUES \
+      (10, '10 Tenant Terrace', 'TT10', '+1-555-1010'), (11, '11 Payer Place', 'PP11', '+1-555-1111'), \
+      (12, '12 Quiet Close', 'QC12', '+1-555-1212'); \
+    INSERT INTO store.customer (customer_id, store_id, first_name, last_name, email, address_id) VALUES \
+      (10, 1, 'Tess', 'Tenant', 'tess@tenant.example', 10), (11, 1, 'Paul', 'Payer', 'paul@payer.example', 11), \
+      (12, 1, 'Quin', 'Quiet', 'quin@quiet.example', 12); \
+    INSERT INTO store.rental (rental_id, rental_date, inventory_id, customer_id, staff_id) VALUES \
+      (100, '2022-01-10', 7, 10, 1), (101, '2022-02-10', 8, 10, 1), (110, '2022-01-11', 9, 11, 1), \
+      (120, '2022-03-12', 9, 12, 1); \
+    INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES \
+      (11, 1, 100, 4.99, '2022-01-10'), (10, 1, 101, 1.99, '2022-02-10'), (10, 1, 101, 0.50, '2022-03-10'), \
+      (11, 1, 110, 2.99, '2022-01-11'), (12, 1, 120, 3.99, '2022-03-12');";
+
+#[tokio::test]
+async fn payments_others_made_on_the_customers_rentals_are_unlinked_not_erased() {
+    let app = TestApp::with_schema(SCHEMA, PLAN).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    let others = [
+        "SELECT * FROM store.customer WHERE customer_id <> 10",
+        "SELECT * FROM store.address WHERE address_id <> 10",
+        "SELECT * FROM store.rental WHERE customer_id <> 10",
+        "SELECT payment_id, customer_id, staff_id, amount, payment_date FROM store.payment WHERE customer_id <> 10",
+        "SELECT * FROM store.store",
+        "SELECT * FROM store.staff",
+    ];
+    let before = checksum(&app, &others).await;
+    let expected = json!({"rentals": 2, "payments": 2, "payments_of_others_unlinked": 1,
+                          "address": 1, "address_kept": 0, "customer": 1});
+    let preview = app
+        .eraser()
+        .preview("10", "dpo", Channel::Cli)
+        .await
+        .unwrap();
+    assert_eq!(preview.data_json, expected);
+    let row = erase(&app, "10").await;
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    assert_eq!(row.data_json, expected);
+    // Customer 11's payment for the erased customer's rental stays, let go of the rental.
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.payment WHERE customer_id = 11 AND rental_id IS NULL AND amount = 4.99")
+            .await,
+        1
+    );
+    assert_eq!(checksum(&app, &others).await, before);
+    assert_gone(
+        &app,
+        &[
+            "Tenant".into(),
+            "tess@tenant.example".into(),
+            "10 Tenant Terrace".into(),
+            "+1-555-1010".into(),
+        ],
+    )
+    .await;
+    let outcome = verification_of_now(&app, &row.id).await;
+    assert_eq!(outcome["outcome"], "passed", "{outcome}");
+    app.cleanup().await;
+}
+
+/// Runs the check after commit for what is queued, and returns what it recorded for
+/// `deletion_id`.
+async fn verification_of_now(app: &TestApp, deletion_id: &str) -> Value {
+    app.app
+        .as_ref()
+        .unwrap()
+        .verifier
+        .verify_queued(256)
+        .await
+        .unwrap();
+    verification_of(app, deletion_id).await
+}
+
+#[tokio::test]
+async fn a_row_of_another_customer_that_cannot_let_go_refuses_the_erasure_and_changes_nothing() {
+    // Customer 10 paid for customer 12's rental: by the plan as written, that payment is
+    // customer 10's and customer 12's both; its link to customer 10 cannot be null.
+    let app = TestApp::with_schema(SCHEMA, PLAN).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, 120, 9.99, '2022-03-13')").await;
+    let everything = [
+        "SELECT * FROM store.customer",
+        "SELECT * FROM store.address",
+        "SELECT * FROM store.rental",
+        "SELECT * FROM store.payment",
+    ];
+    let before = checksum(&app, &everything).await;
+    let preview = app
+        .eraser()
+        .preview("10", "dpo", Channel::Cli)
+        .await
+        .unwrap();
+    let (key, message) = preview.blocked_by.clone().expect("refused");
+    assert_eq!(key, ErrorKey::Conflict);
+    assert!(
+        message.starts_with("1 row of store.payment belongs to another customer by another path and points at this customer's rows by customer_id, which cannot be null"),
+        "{message}"
+    );
+    assert!(message.contains("customer_id"), "{message}");
+    let row = erase(&app, "10").await;
+    assert_eq!(row.status, DeletionStatus::Failed);
+    assert_eq!(row.error_key, Some(ErrorKey::Conflict));
+    assert_eq!(row.error_message.as_deref(), Some(message.as_str()));
+    assert_eq!(checksum(&app, &everything).await, before, "nothing changed");
+    app.cleanup().await;
+
+    // Marked: a payment is its payer's; one on the customer's rental is the customer's only
+    // when no other subject owns it. The payment customer 10 made on customer 12's rental is
+    // then customer 10's, and erased with it; customer 12's rental stays.
+    let marked = PLAN.replace(
+        r#"paths = [["customer_id -> customer.customer_id"], ["rental_id -> rental.rental_id"]]"#,
+        r#"paths = [["customer_id -> customer.customer_id"], { path = ["rental_id -> rental.rental_id"], only_when_unowned = true }]"#,
+    );
+    assert_ne!(marked, PLAN);
+    let app = TestApp::with_schema(SCHEMA, &marked).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, 120, 9.99, '2022-03-13')").await;
+    let row = erase(&app, "10").await;
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    assert_eq!(
+        row.data_json,
+        json!({"rentals": 2, "payments": 3, "payments_of_others_unlinked": 1,
+               "address": 1, "address_kept": 0, "customer": 1})
+    );
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.rental WHERE rental_id = 120")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.payment WHERE customer_id = 12")
+            .await,
+        1
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_not_null_link_to_another_customers_row_refuses_and_changes_nothing() {
+    let not_null =
+        format!("{SCHEMA}\nALTER TABLE store.payment ALTER COLUMN rental_id SET NOT NULL;");
+    let app = TestApp::with_schema(&not_null, PLAN).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    let everything = [
+        "SELECT * FROM store.customer",
+        "SELECT * FROM store.rental",
+        "SELECT * FROM store.payment",
+        "SELECT * FROM store.address",
+    ];
+    let before = checksum(&app, &everything).await;
+    let row = erase(&app, "tess@TENANT.example").await;
+    assert_eq!(row.error_key, Some(ErrorKey::Conflict), "{row:?}");
+    let message = row.error_message.clone().unwrap();
+    assert!(
+        message.starts_with("1 row of store.payment belongs to another customer by another path and points at this customer's rows by rental_id, which cannot be null"),
+        "{message}"
+    );
+    assert_eq!(checksum(&app, &everything).await, before);
+    // Nor can the customer who made that payment be erased: the payment hangs off customer
+    // 10's rental too, and the plan says it is theirs as much as its payer's.
+    let payer = erase(&app, "11").await;
+    assert_eq!(payer.error_key, Some(ErrorKey::Conflict), "{payer:?}");
+    assert_eq!(checksum(&app, &everything).await, before);
+    app.cleanup().await;
+
+    // With the rental path marked, a payment is its payer's: the payer's erasure takes it, and
+    // then the tenant's erasure goes through.
+    let marked = PLAN.replace(
+        r#"["rental_id -> rental.rental_id"]]"#,
+        r#"{ path = ["rental_id -> rental.rental_id"], only_when_unowned = true }]"#,
+    );
+    let app = TestApp::with_schema(&not_null, &marked).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    assert_eq!(erase(&app, "10").await.error_key, Some(ErrorKey::Conflict));
+    let payer = erase(&app, "11").await;
+    assert_eq!(payer.status, DeletionStatus::Done, "{payer:?}");
+    assert_eq!(payer.data_json["payments"], 2);
+    let tenant = erase(&app, "10").await;
+    assert_eq!(tenant.status, DeletionStatus::Done, "{tenant:?}");
+    assert_eq!(tenant.data_json["payments"], 2);
+    assert_eq!(app.count_of(ORPHANS).await, 0);
+    app.cleanup().await;
+}
