@@ -184,3 +184,63 @@ async fn a_million_row_customer_killed_half_way_resumes_and_counts_every_row_onc
     next.wait().await.unwrap();
     app.cleanup().await;
 }
+
+/// The check after commit of `request_id`'s deletion, run now: the tables it names.
+async fn check_now(app: &TestApp, request_id: uuid::Uuid) -> Vec<String> {
+    let row = app.wait_for_final(request_id).await;
+    let checked = app
+        .app
+        .as_ref()
+        .unwrap()
+        .verifier
+        .verify_queued(256)
+        .await
+        .unwrap();
+    checked
+        .into_iter()
+        .find(|c| c.deletion_id == row.id)
+        .expect("checked")
+        .tables
+}
+
+#[tokio::test]
+async fn the_check_after_commit_reads_the_orders_the_erasure_kept_also_when_chunks_kept_them() {
+    // The orders are kept, let go of the customer (customer_id nulled): no path of the plan
+    // leads to them any more. The erasure records them, and the check reads them again, with
+    // what hangs off them; in chunks too.
+    let mut app = TestApp::with_settings(|s| {
+        s.erasure.chunk_threshold = 100;
+        s.erasure.chunk_rows = 40;
+        s.proof.verify_every_ms = 0;
+    })
+    .await;
+    app.seed_customer("cust_big", "src_big", large()).await;
+    app.seed_customer("cust_small", "src_small", Shape::typical())
+        .await;
+    app.start_worker().await;
+    let big = app.request_erasure("cust_big").await;
+    let small = app.request_erasure("cust_small").await;
+    let big_row = app.wait_for_final(big).await;
+    assert_eq!(big_row.data_json, large().expected_counts());
+    app.wait_for_final(small).await;
+    // An event of one of each customer's kept orders appears after the commit.
+    for customer in ["cust_big", "cust_small"] {
+        sqlx::query(
+            "INSERT INTO order_events (order_id, type) SELECT id, 'late' FROM orders \
+             WHERE anonymized_at IS NOT NULL AND id LIKE $1 LIMIT 1",
+        )
+        .bind(format!("{customer}%"))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    assert_eq!(check_now(&app, big).await, ["public.order_events"]);
+    assert_eq!(
+        app.count_of(
+            "SELECT count(*) FROM erasure.verifications WHERE outcome ->> 'outcome' = 'failed'"
+        )
+        .await,
+        2
+    );
+    app.cleanup().await;
+}

@@ -16,6 +16,7 @@ mod ledger;
 mod lifecycle;
 mod migrations;
 mod openapi;
+mod plan_agreement;
 mod plan_check;
 mod proof;
 mod schemas;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use erasure::deletion::{self, DeletionRow, DeletionStatus, ErrorKey};
+use erasure::deletion::{DeletionRow, DeletionStatus, ErrorKey};
 use erasure::erase::Outcome;
 use erasure::request::{Channel, ErasureRequest};
 use serde_json::{Value, json};
@@ -494,5 +494,100 @@ async fn a_not_null_link_to_another_customers_row_refuses_and_changes_nothing() 
     assert_eq!(tenant.status, DeletionStatus::Done, "{tenant:?}");
     assert_eq!(tenant.data_json["payments"], 2);
     assert_eq!(app.count_of(ORPHANS).await, 0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_check_after_commit_fails_on_a_row_left_behind_and_passes_what_is_only_stamped() {
+    let app = TestApp::with_schema(SCHEMA, PLAN).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    run(&app, &pairs_sql(0..1)).await;
+    let tenant = erase(&app, "10").await;
+    let pat = erase(&app, "100").await;
+    // A payment of the erased customer's appears after the commit, in the partition that has
+    // no foreign key to hold it back: the check finds it, and names the table.
+    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, NULL, 5.55, '2022-03-20')").await;
+    let outcome = verification_of_now(&app, &tenant.id).await;
+    assert_eq!(
+        outcome,
+        json!({"outcome": "failed", "tables": ["store.payment"]})
+    );
+    assert_eq!(verification_of(&app, &pat.id).await["outcome"], "passed");
+    app.cleanup().await;
+
+    // Stamped only: a plan that keeps the customer's rentals, marking when they were taken out
+    // of its history, finds nothing personal in them.
+    let stamped = PLAN_KEPT.replace(
+        "[[step]]\ntable = \"rental\"\npath = [\"customer_id -> customer.customer_id\"]\naction = \"delete\"",
+        "[[step]]\ntable = \"rental\"\npath = [\"customer_id -> customer.customer_id\"]\naction = \"anonymize\"\nset_now = [\"erased_at\"]",
+    );
+    assert_ne!(stamped, PLAN_KEPT);
+    let app = TestApp::with_schema(SCHEMA, &stamped).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    let row = erase(&app, "12").await;
+    assert_eq!(row.data_json["rentals"], 1, "{row:?}");
+    assert_eq!(
+        verification_of_now(&app, &row.id).await,
+        json!({"outcome": "passed"})
+    );
+    // Asked again, there is nothing left to stamp or clear.
+    let again = erase(&app, "12").await;
+    assert!(again.already_erased, "{again:?}");
+    assert_eq!(again.data_json["rentals"], 0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_shared_address_nothing_uses_any_more_fails_the_check_and_the_sweep_clears_it() {
+    let app = TestApp::with_schema(SCHEMA, PLAN).await;
+    run(&app, BASE).await;
+    // Customer 1 lives at the store's address: kept, in use by the store.
+    let row = erase(&app, "1").await;
+    assert_eq!(
+        (count(&row, "address"), count(&row, "address_kept")),
+        (0, 1)
+    );
+    // Before the check runs, the store moves out (its address goes to another row).
+    run(&app, "INSERT INTO store.address (address_id, address, phone) VALUES (3, '3 New Street', '+1-555-0003'); \
+               UPDATE store.store SET address_id = 3 WHERE store_id = 1").await;
+    let outcome = verification_of_now(&app, &row.id).await;
+    assert_eq!(
+        outcome,
+        json!({"outcome": "failed", "tables": ["store.address"]})
+    );
+    // The sweep cleared it and queued the deletion for another check.
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.address WHERE address_id = 1")
+            .await,
+        0
+    );
+    let actions: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT action, detail FROM erasure.audit_log WHERE deletion_id = $1 ORDER BY id",
+    )
+    .bind(&row.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actions.last().unwrap(),
+        &(
+            "erasure.swept".to_string(),
+            json!({"swept": {"store.address": 1}})
+        )
+    );
+    app.app
+        .as_ref()
+        .unwrap()
+        .verifier
+        .verify_queued(256)
+        .await
+        .unwrap();
+    assert_eq!(
+        verification_of(&app, &row.id).await,
+        json!({"outcome": "passed", "swept": {"store.address": 1}})
+    );
+    assert_gone(&app, &["1 Storefront Way".to_string(), "Storeside".into()]).await;
     app.cleanup().await;
 }
