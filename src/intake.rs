@@ -15,7 +15,7 @@ use crate::broker::Publisher;
 use crate::config::GracePeriod;
 use crate::deletion::DeletionRow;
 use crate::deletion::store::{self, PendingInsert};
-use crate::plan::{KeyType, Plan};
+use crate::plan::Plan;
 use crate::request::Received;
 
 /// How long a submission waits for the broker before leaving the message to the relay.
@@ -25,7 +25,6 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Intake {
     pool: PgPool,
     insert: Arc<PendingInsert>,
-    key_type: KeyType,
     publisher: Arc<Publisher>,
     grace_period: GracePeriod,
 }
@@ -56,11 +55,11 @@ impl Intake {
         publisher: Arc<Publisher>,
         grace_period: GracePeriod,
     ) -> Self {
-        let subject_key = crate::plan::sql::subject_by_identifier(plan, "$3", "$11");
+        let named = crate::plan::sql::subject_by_identifier(plan, "$3", "$11", "$13::text");
+        let subject_key = format!("(SELECT i.key FROM {named} i)");
         Self {
             pool,
             insert: Arc::new(PendingInsert::new(&subject_key)),
-            key_type: plan.facts.key_type,
             publisher,
             grace_period,
         }
@@ -82,7 +81,7 @@ impl Intake {
             let invalid = crate::erase::hold::past_due(received, self.grace_period);
             // A repeat of a request recorded before stands as it is.
             if let Some(prior) = store::prior(&self.pool, received.request_id(), false).await?
-                && prior.names(Some(&received.requested_hash))
+                && prior.names(Some(received.requested_hash()))
             {
                 return Ok(Submitted::Existing(prior.row));
             }
@@ -94,12 +93,12 @@ impl Intake {
             "requested_by": request.requested_by,
             "reason": request.reason,
             "requested_at": received.requested_at(),
+            "identifier_type": request.identifier_type,
         }))
         .expect("a request serializes");
-        let key = self.key_type.key(&request.customer_id);
         let Some(row) = self
             .insert
-            .run(&self.pool, received, &key, &message, scheduled_at)
+            .run(&self.pool, received, &message, scheduled_at)
             .await?
         else {
             return self.existing(received).await.map(Submitted::Existing);
@@ -140,7 +139,7 @@ impl Intake {
             .await?
             .ok_or(SubmitError::Database(sqlx::Error::RowNotFound))?;
         // A rejected message may have recorded the request id without a customer.
-        if !prior.names(Some(&received.requested_hash)) {
+        if !prior.names(Some(received.requested_hash())) {
             return Err(SubmitError::ReusedForAnotherCustomer);
         }
         Ok(prior.row)

@@ -21,7 +21,8 @@
 //! - [`api`] takes requests over HTTP through [`intake`] (recorded, then published) and answers
 //!   status queries; [`keys`] guards it; [`metrics`] counts what happens;
 //! - [`console`] is the web console for compliance staff, beside the API;
-//! - [`keyed_hash`] stands in for identifiers the service must not keep in clear;
+//! - [`identity`] is the one rule for whom a request names, and [`keyed_hash`] stands in for
+//!   identifiers the service must not keep in clear;
 //! - [`db`] connects, migrates and classifies database errors;
 //! - [`startup`] wires it all together, [`config`] says how, [`cli`] is the command line and
 //!   [`telemetry`] the logs; [`text_enum`] makes the enums stored as words.
@@ -37,6 +38,7 @@ pub mod console;
 pub mod db;
 pub mod deletion;
 pub mod erase;
+pub mod identity;
 pub mod intake;
 pub mod keyed_hash;
 pub mod keys;

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::keyed_hash::KeyedHash;
+use crate::identity::{Identity, Naming};
 use crate::text_enum::text_enum;
 
 /// The largest request message accepted, in bytes.
@@ -28,6 +28,9 @@ pub struct ErasureRequest {
     pub reason: Option<String>,
     /// When the data subject asked; `None` means at receipt.
     pub requested_at: Option<DateTime<Utc>>,
+    /// Which identifier `customer_id` is: `key`, or a lookup's column (`source_id`); `None`
+    /// for whichever it names by the rule of [`crate::identity`].
+    pub identifier_type: Option<String>,
 }
 
 text_enum! {
@@ -45,41 +48,47 @@ text_enum! {
 }
 
 /// A valid request as the service received it: what it asks, where it came from and when, and
-/// the keyed hash of the identifier it names (computed once, here, for every use after).
+/// what its identifier may be compared by (computed once, here, for every use after).
 #[derive(Clone, Debug)]
 pub struct Received {
     pub request: ErasureRequest,
     pub channel: Channel,
     pub received_at: DateTime<Utc>,
-    /// Keyed hash of `request.customer_id`: a repeat of the request id is told apart from its
-    /// reuse for another customer by it, without keeping the identifier in clear.
-    pub requested_hash: Vec<u8>,
-    /// Keyed hash of `request.customer_id` in lower case, for lookups compared in any case.
-    pub folded_hash: Vec<u8>,
+    /// The identifier's keyed hashes and its reading as a key ([`crate::identity`]).
+    pub naming: Naming,
 }
 
 impl Received {
+    /// `request` as received, or why it is not valid for this plan (an `identifier_type` that
+    /// names neither the key nor a lookup).
     pub fn new(
         request: ErasureRequest,
         channel: Channel,
         received_at: DateTime<Utc>,
-        hash: &KeyedHash,
-    ) -> Self {
-        let requested_hash = hash.digest(&request.customer_id);
-        let folded_hash = hash.digest(&request.customer_id.to_lowercase());
-        Self {
+        identity: &Identity,
+    ) -> Result<Self, InvalidRequest> {
+        let kind = identity
+            .identifier_type(request.identifier_type.as_deref())
+            .map_err(|message| InvalidRequest {
+                message,
+                request_id: Some(request.request_id),
+                customer_id: Some(request.customer_id.clone()),
+                requested_by: Some(request.requested_by.clone()),
+                requested_at: request.requested_at,
+            })?;
+        let naming = identity.naming(&request.customer_id, kind);
+        Ok(Self {
             request,
             channel,
             received_at,
-            requested_hash,
-            folded_hash,
-        }
+            naming,
+        })
     }
 
-    /// The keyed hashes a kept record of the customer may hold for the identifier: as given,
-    /// and in lower case.
-    pub fn identifier_hashes(&self) -> Vec<Vec<u8>> {
-        identifier_hashes(self.requested_hash.clone(), self.folded_hash.clone())
+    /// Keyed hash of `request.customer_id` as given: a repeat of the request id is told apart
+    /// from its reuse for another customer by it, without keeping the identifier in clear.
+    pub fn requested_hash(&self) -> &[u8] {
+        &self.naming.requested_hash
     }
 
     pub fn request_id(&self) -> Uuid {
@@ -89,15 +98,6 @@ impl Received {
     /// When the data subject asked: as the request says, or at receipt.
     pub fn requested_at(&self) -> DateTime<Utc> {
         self.request.requested_at.unwrap_or(self.received_at)
-    }
-}
-
-/// The hashes of an identifier as given and in lower case, once each.
-pub fn identifier_hashes(given: Vec<u8>, folded: Vec<u8>) -> Vec<Vec<u8>> {
-    if given == folded {
-        vec![given]
-    } else {
-        vec![given, folded]
     }
 }
 
@@ -178,6 +178,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<ErasureRequest, 
     let customer_id = bounded_text(&fields, "customer_id", 1, 255, true, &mut problems);
     let requested_by = bounded_text(&fields, "requested_by", 1, 255, true, &mut problems);
     let reason = bounded_text(&fields, "reason", 0, 1000, false, &mut problems);
+    let identifier_type = bounded_text(&fields, "identifier_type", 1, 63, false, &mut problems);
     let requested_at = match fields.get("requested_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
@@ -227,6 +228,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<ErasureRequest, 
                 requested_by,
                 reason,
                 requested_at,
+                identifier_type,
             })
         }
         (request_id, customer_id, requested_by) => Err(InvalidRequest {

@@ -31,7 +31,7 @@ use crate::broker::Publisher;
 use crate::config::Settings;
 use crate::erase::Eraser;
 use crate::intake::Intake;
-use crate::keyed_hash::KeyedHash;
+use crate::identity::Identity;
 use crate::proof::signing::Signer;
 use error::{ApiError, TRACE_ID};
 use rate_limit::RateLimiter;
@@ -47,7 +47,7 @@ pub struct ApiState {
     /// For previews: the erasure, run and rolled back.
     pub eraser: Eraser,
     pub publisher: Arc<Publisher>,
-    pub hash: KeyedHash,
+    pub identity: Identity,
     pub count_keys: Arc<[String]>,
     pub limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
@@ -189,7 +189,7 @@ pub fn state(
         publisher: intake.publisher(),
         pool,
         intake,
-        hash: eraser.keyed_hash().clone(),
+        identity: eraser.identity().clone(),
         count_keys: eraser.count_keys().into(),
         eraser,
         limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),

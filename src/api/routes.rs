@@ -21,7 +21,8 @@ use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::erase::preview::PreviewError;
 use crate::intake::{SubmitError, Submitted};
 use crate::keys::Caller;
-use crate::request::{self, Channel, Received, identifier_hashes};
+use crate::identity::IdentifierType;
+use crate::request::{self, Channel, Received};
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
@@ -60,7 +61,8 @@ async fn submit(
     JsonFields(body): JsonFields,
 ) -> ApiResult<Response> {
     // The optional body: requested_by, reason and requested_at; anything else is ignored.
-    let mut fields: serde_json::Map<String, Value> = ["requested_by", "reason", "requested_at"]
+    let mut fields: serde_json::Map<String, Value> =
+        ["requested_by", "reason", "requested_at", "identifier_type"]
         .into_iter()
         .filter_map(|key| body.get(key).map(|v| (key.to_owned(), v.clone())))
         .collect();
@@ -74,7 +76,8 @@ async fn submit(
     let received_at = Utc::now();
     let request = request::parse(&message, received_at)
         .map_err(|invalid| ApiError::invalid(invalid.message))?;
-    let received = Received::new(request, Channel::Http, received_at, &state.hash);
+    let received = Received::new(request, Channel::Http, received_at, &state.identity)
+        .map_err(|invalid| ApiError::invalid(invalid.message))?;
     let (status, row) = match state.intake.submit(&received).await {
         Ok(Submitted::Accepted(row)) => (StatusCode::ACCEPTED, row),
         Ok(Submitted::Existing(row)) => (StatusCode::OK, row),
@@ -101,11 +104,8 @@ async fn latest_for_customer(
     State(state): State<ApiState>,
     PathId(customer_id): PathId,
 ) -> ApiResult<Json<Value>> {
-    let hashes = identifier_hashes(
-        state.hash.digest(&customer_id),
-        state.hash.digest(&customer_id.to_lowercase()),
-    );
-    store::latest_for_customer(&state.pool, &customer_id, &hashes)
+    let naming = state.identity.naming(&customer_id, IdentifierType::Any);
+    store::latest_for_customer(&state.pool, &naming)
         .await?
         .map(|row| Json(object(&state, &row)))
         .ok_or_else(|| ApiError::not_found("no deletion names this customer"))
@@ -125,7 +125,9 @@ async fn preview(
     {
         Ok(preview) => Ok(Json(preview.to_json())),
         Err(e @ PreviewError::NotFound) => Err(ApiError::not_found(e.to_string())),
-        Err(e @ PreviewError::Busy) => Err(ApiError::conflict(e.to_string())),
+        Err(e @ (PreviewError::Busy | PreviewError::Ambiguous)) => {
+            Err(ApiError::conflict(e.to_string()))
+        }
         Err(PreviewError::Database(e)) => Err(e.into()),
     }
 }
@@ -164,11 +166,8 @@ async fn suppression(
     State(state): State<ApiState>,
     PathId(identifier): PathId,
 ) -> ApiResult<Json<Value>> {
-    let hashes = identifier_hashes(
-        state.hash.digest(&identifier),
-        state.hash.digest(&identifier.to_lowercase()),
-    );
-    match ledger::suppression(&state.pool, &identifier, &hashes).await? {
+    let naming = state.identity.naming(&identifier, IdentifierType::Any);
+    match ledger::suppression(&state.pool, &naming).await? {
         Some((deletion_id, completed_at)) => Ok(Json(json!({
             "object": "suppression",
             "erased": true,

@@ -15,7 +15,11 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::deletion::ledger::{self, LedgerLine};
 use crate::deletion::{DeletionRow, DeletionStatus};
+use serde_json::Value;
+
 use crate::erase::{Eraser, Outcome};
+use crate::proof::signed;
+use crate::proof::signing::{KeySet, Signer};
 use crate::request::{Channel, ErasureRequest};
 use crate::startup::Application;
 
@@ -30,8 +34,8 @@ const REPLAY_NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_3c2e_8f4a_4b4e_9a57_2d7e_6
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Write every final deletion as one JSON line, oldest first. With --out, a file that
-    /// exists is extended with what it does not hold yet.
+    /// Write every final deletion as one signed JSON line, oldest first. With --out, a file
+    /// that exists is extended with what it does not hold yet.
     Export {
         /// Only deletions that ended at or after this time (RFC 3339).
         #[arg(long)]
@@ -40,24 +44,43 @@ pub enum LedgerCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Erase again, through the erasure path (channel `replay`), every customer of a DONE line
-    /// that exists again (after a backup was restored); print what was done per customer and a
-    /// summary. A second replay erases nothing. Exit 1 if a customer could not be erased.
+    /// Erase again, through the erasure path (channel `replay`, by key only), every customer of
+    /// a DONE line that exists again (after a backup was restored); print what was done per
+    /// line and a summary. Lines that do not verify or do not read are refused, reported with
+    /// their number, and the rest replayed. A second replay erases nothing. Exit 1 if a line was
+    /// refused or a customer could not be erased.
     Replay {
         /// A ledger file, as `erasure ledger export` writes it.
         file: PathBuf,
+        /// The keys that check the lines' signatures: a JWK set file, or its http:// address
+        /// (default: the keys the database holds).
+        #[arg(long)]
+        key: Option<String>,
+        /// Accept lines without a signature (ledgers exported before lines were signed).
+        #[arg(long)]
+        trust_unsigned: bool,
     },
 }
 
 pub async fn run(settings: Settings, command: LedgerCommand) -> anyhow::Result<ExitCode> {
     match command {
         LedgerCommand::Export { since, out } => export(&settings, since, out.as_deref()).await,
-        LedgerCommand::Replay { file } => {
+        LedgerCommand::Replay {
+            file,
+            key,
+            trust_unsigned,
+        } => {
+            let keys = super::proof::keys(&settings, key.as_deref()).await?;
             let app = Application::build(settings).await?;
             let text = std::fs::File::open(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
+            let trust = Trust {
+                keys: &keys,
+                unsigned: trust_unsigned,
+            };
             let summary = replay(
                 &app.eraser,
+                &trust,
                 std::io::BufReader::new(text),
                 &mut std::io::stdout(),
             )
@@ -79,12 +102,22 @@ async fn export(
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let pool = crate::db::prepare(&settings.database).await?;
+    let signer = Signer::load(&pool, &settings.proof)
+        .await
+        .context("loading the signing key")?;
     let (held, last) = match out {
         Some(path) if path.exists() => read_ledger(path)?,
         _ => (HashSet::new(), None),
     };
-    // Extending a file starts a little before where it ends (the ids it holds are skipped).
-    let resume = last.map(|at| at - OVERLAP);
+    // Extending a file starts a little before its last deletion ended, by this database's
+    // clock (never the file's, which may be ahead of it); the ids it holds are skipped. A last
+    // deletion this database does not know (a file from elsewhere) starts from the beginning.
+    let resume = match &last {
+        Some(id) => ledger::completed_at(&pool, id)
+            .await?
+            .map(|at| at - OVERLAP),
+        None => None,
+    };
     let from = match (since, resume) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -105,7 +138,10 @@ async fn export(
         None => Box::new(std::io::stdout().lock()),
     };
     for line in &new {
-        serde_json::to_writer(&mut sink, line)?;
+        let Value::Object(members) = serde_json::to_value(line)? else {
+            unreachable!("a ledger line is an object")
+        };
+        serde_json::to_writer(&mut sink, &signed::sign(members, &signer))?;
         sink.write_all(b"\n")?;
     }
     sink.flush()?;
@@ -115,25 +151,68 @@ async fn export(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The deletion ids a ledger file holds, and the completion time of its last line.
-fn read_ledger(path: &Path) -> anyhow::Result<(HashSet<String>, Option<DateTime<Utc>>)> {
+/// The deletion ids a ledger file holds, and the id of its last line. Lines that do not read
+/// are passed over (a replay reports them).
+fn read_ledger(path: &Path) -> anyhow::Result<(HashSet<String>, Option<String>)> {
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
     let mut ids = HashSet::new();
     let mut last = None;
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    while let Some(line) = read_line(&mut reader)? {
+        let Ok(text) = line else { continue };
+        if let Ok(Value::Object(members)) = serde_json::from_str::<Value>(&text)
+            && let Some(id) = members.get("deletion_id").and_then(Value::as_str)
+        {
+            ids.insert(id.to_owned());
+            last = Some(id.to_owned());
         }
-        let entry: LedgerLine = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not a ledger line", path.display(), n + 1))?;
-        last = DateTime::parse_from_rfc3339(&entry.completed_at)
-            .ok()
-            .map(|at| at.with_timezone(&Utc))
-            .or(last);
-        ids.insert(entry.deletion_id);
     }
     Ok((ids, last))
+}
+
+/// The longest ledger line read: a line is about 600 bytes; anything past this is not one.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The next line of `reader` (without its newline): `Ok(text)`, or `Err(why)` for a line that
+/// is not text or is longer than [`MAX_LINE`] (read past, never held whole); `None` at the end.
+fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<Result<String, String>>> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            break;
+        }
+        any = true;
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(at) => (&available[..at], Some(at + 1)),
+            None => (available, None),
+        };
+        if !too_long && line.len() + chunk.len() <= MAX_LINE {
+            line.extend_from_slice(chunk);
+        } else {
+            too_long = true;
+            line.clear();
+        }
+        let consumed = done.unwrap_or(available.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    if too_long {
+        return Ok(Some(Err(format!(
+            "longer than {} KiB: not a ledger line",
+            MAX_LINE / 1024
+        ))));
+    }
+    Ok(Some(
+        String::from_utf8(line).map_err(|_| "not UTF-8 text: not a ledger line".to_string()),
+    ))
 }
 
 /// What a replay did.
@@ -146,8 +225,9 @@ pub struct Summary {
     pub absent: usize,
     /// Lines that erased nothing to replay (FAILED, CANCELED, found erased already).
     pub skipped: usize,
-    /// Customers that exist but could not be erased (a guard, an error, replayed before and
-    /// back again), and lines that do not read.
+    /// Lines refused (they do not verify or do not read, or name a customer whose lookup
+    /// values are another person's), and customers that exist but could not be erased (a
+    /// guard, an error, replayed before and back again).
     pub failed: usize,
 }
 
@@ -155,10 +235,18 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "replayed {} lines: {} customers erased again, {} not present, {} lines with nothing to replay, {} failed",
+            "replayed {} lines: {} customers erased again, {} not present, {} lines with nothing to replay, {} failed or refused",
             self.lines, self.erased, self.absent, self.skipped, self.failed
         )
     }
+}
+
+/// What a replay trusts a ledger line by.
+pub struct Trust<'a> {
+    /// The keys whose signatures it accepts.
+    pub keys: &'a KeySet,
+    /// Whether a line without a signature is accepted.
+    pub unsigned: bool,
 }
 
 /// The request id a replay of request `original` uses: the same every time, so that a replay
@@ -167,90 +255,167 @@ pub fn replay_request_id(original: Uuid) -> Uuid {
     Uuid::new_v5(&REPLAY_NAMESPACE, original.as_bytes())
 }
 
-/// Replays the ledger `lines`, writing a line per customer to `report`.
+/// A ledger line that verifies and reads, or why not.
+fn verified(text: &str, trust: &Trust<'_>) -> Result<LedgerLine, String> {
+    let value = crate::proof::strict_json::parse(text).map_err(|why| format!("not a ledger line ({why})"))?;
+    let Value::Object(mut members) = value else {
+        return Err("not a ledger line (not a JSON object)".into());
+    };
+    if members.contains_key("signature") {
+        signed::check(&members, trust.keys, "line").map_err(|why| format!("does not verify: {why}"))?;
+    } else if !trust.unsigned {
+        return Err("not signed (give --trust-unsigned for a ledger exported before lines were signed)".into());
+    }
+    members.remove("signature");
+    members.remove("key_id");
+    serde_json::from_value(Value::Object(members)).map_err(|e| format!("not a ledger line ({e})"))
+}
+
+/// Replays the ledger `lines`, each refused unless it verifies with `trust`, writing a line per
+/// ledger line to `report`.
 pub async fn replay(
     eraser: &Eraser,
-    lines: impl BufRead,
+    trust: &Trust<'_>,
+    mut lines: impl BufRead,
     report: &mut impl Write,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
-    for (n, line) in lines.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    let mut n = 0;
+    while let Some(line) = read_line(&mut lines)? {
+        n += 1;
+        let text = match line {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => text,
+            Err(why) => {
+                summary.lines += 1;
+                summary.failed += 1;
+                writeln!(report, "line {n}: refused: {why}")?;
+                continue;
+            }
+        };
         summary.lines += 1;
-        let entry: LedgerLine = match serde_json::from_str(&line) {
+        let entry = match verified(&text, trust) {
             Ok(entry) => entry,
-            Err(e) => {
-                writeln!(report, "line {}: not a ledger line ({e})", n + 1)?;
+            Err(why) => {
+                writeln!(report, "line {n}: refused: {why}")?;
                 summary.failed += 1;
                 continue;
             }
         };
-        let key = match (&entry.related_object_id, entry.status, entry.already_erased) {
-            (Some(key), DeletionStatus::Done, false) => key.clone(),
-            _ => {
-                summary.skipped += 1;
-                continue;
-            }
-        };
-        if eraser.find_customer(&key).await?.is_none() {
-            writeln!(
-                report,
-                "{key}: not present (erased by {}), nothing to do",
-                entry.deletion_id
-            )?;
-            summary.absent += 1;
-            continue;
-        }
-        let request = ErasureRequest {
-            request_id: replay_request_id(entry.request_id),
-            customer_id: key.clone(),
-            requested_by: "ledger-replay".into(),
-            reason: Some(format!("replay of {} after a restore", entry.deletion_id)),
-            requested_at: None,
-        };
-        let received = eraser.receive(request, Channel::Replay, Utc::now());
-        match eraser.erase(&received).await {
-            Ok(Outcome::Recorded(row)) if row.status == DeletionStatus::Done => {
-                writeln!(
-                    report,
-                    "{key}: erased again as {} ({})",
-                    row.id,
-                    counts(&row)
-                )?;
-                summary.erased += 1;
-            }
-            Ok(Outcome::Recorded(row) | Outcome::Stopped(row)) => {
-                writeln!(
-                    report,
-                    "{key}: not erased: {} {} ({})",
-                    row.status,
-                    row.error_key.map_or("", |k| k.as_str()),
-                    row.error_message.as_deref().unwrap_or("")
-                )?;
-                summary.failed += 1;
-            }
-            Ok(Outcome::Duplicate(row)) => {
-                writeln!(
-                    report,
-                    "{key}: replayed before as {} ({}), and back again since: erase it with a new request",
-                    row.id, row.status
-                )?;
-                summary.failed += 1;
-            }
-            Ok(Outcome::Rejected { message, .. }) => {
-                writeln!(report, "{key}: not erased: {message}")?;
-                summary.failed += 1;
-            }
+        match replay_line(eraser, &entry, n, report).await {
+            Ok(Replayed::Erased) => summary.erased += 1,
+            Ok(Replayed::Absent) => summary.absent += 1,
+            Ok(Replayed::Skipped) => summary.skipped += 1,
+            Ok(Replayed::Failed) => summary.failed += 1,
             Err(e) => {
-                writeln!(report, "{key}: not erased: {e}")?;
+                writeln!(report, "line {n}: not erased: {e}")?;
                 summary.failed += 1;
             }
         }
     }
     Ok(summary)
+}
+
+enum Replayed {
+    Erased,
+    Absent,
+    Skipped,
+    Failed,
+}
+
+/// Replays line `n`, `entry`, which verified: its customer erased again, by key only, if it
+/// exists and its lookup values are the erased customer's.
+async fn replay_line(
+    eraser: &Eraser,
+    entry: &LedgerLine,
+    n: usize,
+    report: &mut impl Write,
+) -> anyhow::Result<Replayed> {
+    let key = match (&entry.related_object_id, entry.status, entry.already_erased) {
+        (Some(key), DeletionStatus::Done, false) => key.clone(),
+        (_, status, already) => {
+            let what = if already { "found erased already" } else { status.as_str() };
+            writeln!(
+                report,
+                "line {n}: {} ended {what}: nothing to replay",
+                entry.deletion_id
+            )?;
+            return Ok(Replayed::Skipped);
+        }
+    };
+    if let Err(why) = crate::request::check_identifier("related_object_id", &key) {
+        writeln!(report, "line {n}: refused: {why}")?;
+        return Ok(Replayed::Failed);
+    }
+    let Some(digests) = eraser.lookup_digests_of(&key).await? else {
+        writeln!(
+            report,
+            "line {n}: {key}: not present (erased by {}), nothing to do",
+            entry.deletion_id
+        )?;
+        return Ok(Replayed::Absent);
+    };
+    // The customer found under the key must be the one erased: when the line kept lookup
+    // values and the customer has some, they share one at least.
+    let kept: Vec<&str> = entry.lookup_digests.iter().map(String::as_str).collect();
+    let has: Vec<String> = digests.iter().map(|d| ledger::hex(d)).collect();
+    if !kept.is_empty() && !has.is_empty() && !has.iter().any(|h| kept.contains(&h.as_str())) {
+        writeln!(
+            report,
+            "line {n}: {key}: refused: the customer with this key has none of the lookup values the erased one had \
+             (another person has the key now); not erased"
+        )?;
+        return Ok(Replayed::Failed);
+    }
+    let request = ErasureRequest {
+        request_id: replay_request_id(entry.request_id),
+        customer_id: key.clone(),
+        requested_by: "ledger-replay".into(),
+        reason: Some(format!("replay of {} after a restore", entry.deletion_id)),
+        requested_at: None,
+        identifier_type: Some("key".into()),
+    };
+    let received = eraser
+        .receive(request, Channel::Replay, Utc::now())
+        .map_err(|invalid| anyhow::anyhow!(invalid.message))?;
+    let replayed = match eraser.erase(&received).await {
+        Ok(Outcome::Recorded(row)) if row.status == DeletionStatus::Done => {
+            writeln!(
+                report,
+                "line {n}: {key}: erased again as {} ({})",
+                row.id,
+                counts(&row)
+            )?;
+            Replayed::Erased
+        }
+        Ok(Outcome::Recorded(row) | Outcome::Stopped(row)) => {
+            writeln!(
+                report,
+                "line {n}: {key}: not erased: {} {} ({})",
+                row.status,
+                row.error_key.map_or("", |k| k.as_str()),
+                row.error_message.as_deref().unwrap_or("")
+            )?;
+            Replayed::Failed
+        }
+        Ok(Outcome::Duplicate(row)) => {
+            writeln!(
+                report,
+                "line {n}: {key}: replayed before as {} ({}), and back again since: erase it with a new request",
+                row.id, row.status
+            )?;
+            Replayed::Failed
+        }
+        Ok(Outcome::Rejected { message, .. }) => {
+            writeln!(report, "line {n}: {key}: not erased: {message}")?;
+            Replayed::Failed
+        }
+        Err(e) => {
+            writeln!(report, "line {n}: {key}: not erased: {e}")?;
+            Replayed::Failed
+        }
+    };
+    Ok(replayed)
 }
 
 /// `events 16, orders 3, ...`: the counts of an erasure, for the report.

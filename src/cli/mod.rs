@@ -22,7 +22,7 @@ use crate::deletion;
 use crate::erase::preview::PreviewError;
 use crate::keys::{self, KeyError};
 use crate::plan::{Plan, check};
-use crate::request::{self, Channel};
+use crate::request::{self, Channel, ErasureRequest};
 use crate::startup::{Application, Mode, shutdown_signal};
 
 #[derive(Debug, Parser)]
@@ -91,6 +91,10 @@ pub enum Command {
         /// The idempotency key; a new one when absent.
         #[arg(long)]
         request_id: Option<Uuid>,
+        /// Which identifier CUSTOMER is: `key`, or a lookup's column (default: whichever it
+        /// names; a key wins, and an identifier that names several customers is refused).
+        #[arg(long)]
+        identifier_type: Option<String>,
     },
     /// Print a deletion object by its del_ id or request id.
     Status { id: String },
@@ -166,7 +170,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             requested_by,
             reason,
             request_id,
-        } => enqueue(&settings, customer, requested_by, reason, request_id).await,
+            identifier_type,
+        } => {
+            let request = ErasureRequest {
+                request_id: request_id.unwrap_or_else(Uuid::new_v4),
+                customer_id: customer,
+                requested_by,
+                reason,
+                requested_at: None,
+                identifier_type,
+            };
+            enqueue(&settings, &request).await
+        }
         Command::Status { id } => status(&settings, &id).await,
         Command::Receipt { command } => proof::receipt(&settings, command).await,
         Command::Audit { command } => proof::audit(&settings, command).await,
@@ -323,19 +338,14 @@ async fn preview(settings: Settings, customer: &str) -> anyhow::Result<ExitCode>
 
 /// `erasure enqueue`: publishes one request (exit 2, publishing nothing, for one the worker
 /// would refuse) and prints its request id.
-async fn enqueue(
-    settings: &Settings,
-    customer: String,
-    requested_by: String,
-    reason: Option<String>,
-    request_id: Option<Uuid>,
-) -> anyhow::Result<ExitCode> {
-    let request_id = request_id.unwrap_or_else(Uuid::new_v4);
+async fn enqueue(settings: &Settings, request: &ErasureRequest) -> anyhow::Result<ExitCode> {
+    let request_id = request.request_id;
     let message = serde_json::json!({
         "request_id": request_id,
-        "customer_id": customer,
-        "requested_by": requested_by,
-        "reason": reason,
+        "customer_id": request.customer_id,
+        "requested_by": request.requested_by,
+        "reason": request.reason,
+        "identifier_type": request.identifier_type,
     });
     let body = serde_json::to_vec(&message)?;
     if let Err(invalid) = request::parse(&body, chrono::Utc::now()) {

@@ -56,11 +56,11 @@ pub async fn receipt(settings: &Settings, command: ReceiptCommand) -> anyhow::Re
         ReceiptCommand::Verify { file, key } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let receipt: Value = match serde_json::from_str(&text) {
+            let receipt: Value = match crate::proof::strict_json::parse(&text) {
                 Ok(value) => value,
-                Err(e) => {
+                Err(why) => {
                     eprintln!(
-                        "receipt does not check: {} is not JSON: {e}",
+                        "receipt does not check: {} does not read as I-JSON: {why}",
                         file.display()
                     );
                     return Ok(ExitCode::from(1));
@@ -97,6 +97,9 @@ pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
         "audit log checks: {} seals covering {} rows; {} rows not sealed yet",
         report.seals, report.rows, report.unsealed
     );
+    for (seal, reason, rows) in &report.redactions {
+        println!("{rows} rows redacted on purpose after they were sealed, as seal {seal} records: {reason}");
+    }
     if let Some(head) = report.head {
         println!(
             "last seal digest {head} (keep it elsewhere to show later that no seal was removed)"
@@ -106,7 +109,7 @@ pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
 }
 
 /// The key set from a file or an http:// address, or else the database's.
-async fn keys(settings: &Settings, source: Option<&str>) -> anyhow::Result<KeySet> {
+pub async fn keys(settings: &Settings, source: Option<&str>) -> anyhow::Result<KeySet> {
     let jwks: Value = match source {
         None => {
             let pool = crate::db::prepare(&settings.database).await?;

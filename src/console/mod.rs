@@ -31,7 +31,8 @@ use crate::deletion::report;
 use crate::deletion::store;
 use crate::erase::preview::PreviewError;
 use crate::intake::{SubmitError, Submitted};
-use crate::request::{self, Channel, ErasureRequest, Received, identifier_hashes};
+use crate::identity::IdentifierType;
+use crate::request::{self, Channel, ErasureRequest, Received};
 use session::Session;
 
 /// The console's routes.
@@ -284,8 +285,8 @@ async fn find(State(state): State<ApiState>, headers: HeaderMap, Form(form): For
     if let Some(row) = store::find(&state.pool, q).await.map_err(safe)? {
         rows.push(row);
     } else {
-        let hashes = identifier_hashes(state.hash.digest(q), state.hash.digest(&q.to_lowercase()));
-        rows = store::all_for_customer(&state.pool, q, &hashes, 100)
+        let naming = state.identity.naming(q, IdentifierType::Any);
+        rows = store::all_for_customer(&state.pool, &naming, 100)
             .await
             .map_err(safe)?;
     }
@@ -359,7 +360,7 @@ async fn submit_preview(
             &form.requested_by,
         ))),
         Err(PreviewError::NotFound) => Err(invalid("No customer has that id or source id.")),
-        Err(e @ PreviewError::Busy) => Err(invalid(&e.to_string())),
+        Err(e @ (PreviewError::Busy | PreviewError::Ambiguous)) => Err(invalid(&e.to_string())),
         Err(PreviewError::Database(e)) => Err(internal(crate::db::SafeError(&e))),
     }
 }
@@ -388,7 +389,10 @@ async fn submit(
         Ok(request) => request,
         Err(invalid) => return Err(refused(&session, &form, &invalid.message)),
     };
-    let received = Received::new(request, Channel::Http, received_at, &state.hash);
+    let received = match Received::new(request, Channel::Http, received_at, &state.identity) {
+        Ok(received) => received,
+        Err(invalid) => return Err(refused(&session, &form, &invalid.message)),
+    };
     match state.intake.submit(&received).await {
         Ok(Submitted::Accepted(row) | Submitted::Existing(row)) => {
             Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())

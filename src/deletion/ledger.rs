@@ -8,18 +8,28 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::{DeletionStatus, ErrorKey};
+use crate::identity::Naming;
 
 /// One final deletion, as the ledger keeps it: ids, the customer's key, the keyed hashes of its
-/// identifiers, the outcome; nothing personal.
+/// identifiers, the outcome; nothing personal. Written signed ([`crate::proof::signed`]) by
+/// `erasure ledger export`, so that a line planted or changed in the file is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerLine {
     pub deletion_id: String,
     pub request_id: Uuid,
+    /// The erased customer's key; null when the request named nobody.
     pub related_object_id: Option<String>,
-    /// Hex keyed hashes: of the identifier the request named, of the customer's first lookup
-    /// value, of every lookup value.
+    /// Hex keyed hash of the identifier the request named, as given.
     pub requested_id_hash: Option<String>,
+    /// Hex keyed hashes of the customer's lookup values, tagged with their lookup
+    /// ([`crate::identity`]).
+    #[serde(default)]
+    pub lookup_digests: Vec<String>,
+    /// The untagged hashes of deletions recorded before the tagged ones: the first lookup
+    /// value's, and every lookup value's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lookup_hashes: Vec<String>,
     pub status: DeletionStatus,
     pub already_erased: bool,
@@ -35,6 +45,7 @@ struct Row {
     request_id: Uuid,
     related_object_id: Option<String>,
     requested_id_hash: Option<Vec<u8>>,
+    lookup_digests: Option<Vec<Vec<u8>>>,
     source_id_hash: Option<Vec<u8>>,
     lookup_hashes: Option<Vec<Vec<u8>>>,
     status: DeletionStatus,
@@ -44,8 +55,12 @@ struct Row {
     plan_hash: Option<String>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_all(list: Option<Vec<Vec<u8>>>) -> Vec<String> {
+    list.unwrap_or_default().iter().map(|h| hex(h)).collect()
 }
 
 impl From<Row> for LedgerLine {
@@ -55,13 +70,9 @@ impl From<Row> for LedgerLine {
             request_id: row.request_id,
             related_object_id: row.related_object_id,
             requested_id_hash: row.requested_id_hash.as_deref().map(hex),
+            lookup_digests: hex_all(row.lookup_digests),
             source_id_hash: row.source_id_hash.as_deref().map(hex),
-            lookup_hashes: row
-                .lookup_hashes
-                .unwrap_or_default()
-                .iter()
-                .map(|h| hex(h))
-                .collect(),
+            lookup_hashes: hex_all(row.lookup_hashes),
             status: row.status,
             already_erased: row.already_erased,
             error_key: row.error_key,
@@ -80,8 +91,8 @@ pub async fn final_deletions(
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<LedgerLine>, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT id, request_id, related_object_id, requested_id_hash, source_id_hash, lookup_hashes, \
-           status, already_erased, error_key, completed_at, plan_hash \
+        "SELECT id, request_id, related_object_id, requested_id_hash, lookup_digests, source_id_hash, \
+           lookup_hashes, status, already_erased, error_key, completed_at, plan_hash \
          FROM erasure.deletions \
          WHERE status IN {final_} AND ($1::timestamptz IS NULL OR completed_at >= $1) \
          ORDER BY completed_at, id",
@@ -93,23 +104,46 @@ pub async fn final_deletions(
     Ok(rows.into_iter().map(LedgerLine::from).collect())
 }
 
-/// The DONE deletion that erased the customer an identifier names, by its key or through the
-/// keyed hashes `hashes` of the identifier (as given and in lower case): its id and when it
-/// ended. Each way is an index lookup.
+/// When the deletion `deletion_id` ended, by this database's clock: where an export that
+/// extends a ledger ending with that deletion picks up.
+pub async fn completed_at(
+    db: impl PgExecutor<'_>,
+    deletion_id: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT completed_at FROM erasure.deletions WHERE id = $1")
+        .bind(deletion_id)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
+}
+
+/// The DONE deletion that erased the customer an identifier names (read as `naming` says), by
+/// the rule of [`crate::identity`]: by its key, if any deletion recorded it (a key never names
+/// anyone else, erased or not); else through the keyed hashes of the lookup values erased
+/// customers had. Its id and when it ended; each way is an index lookup.
 pub async fn suppression(
     db: impl PgExecutor<'_>,
-    identifier: &str,
-    hashes: &[Vec<u8>],
+    naming: &Naming,
 ) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
+    let key = naming
+        .may_be_key()
+        .then_some(naming.key_text.as_deref())
+        .flatten();
+    let (digests, legacy) = match naming.may_be_lookup() {
+        true => (naming.lookup_digests.clone(), naming.legacy_hashes.clone()),
+        false => (Vec::new(), Vec::new()),
+    };
     sqlx::query_as(&format!(
         "SELECT id, completed_at FROM erasure.deletions \
-         WHERE status = '{done}' AND (related_object_id = $1 OR source_id_hash = ANY($2) \
-           OR requested_id_hash = ANY($2) OR lookup_hashes && $2) \
+         WHERE status = '{done}' AND (related_object_id = $1 \
+           OR (NOT EXISTS (SELECT 1 FROM erasure.deletions k WHERE k.related_object_id = $1) AND ({names}))) \
          ORDER BY completed_at DESC LIMIT 1",
         done = DeletionStatus::Done,
+        names = super::store::lookup_names("$2", "$3"),
     ))
-    .bind(identifier)
-    .bind(hashes)
+    .bind(key)
+    .bind(digests)
+    .bind(legacy)
     .fetch_optional(db)
     .await
 }

@@ -14,23 +14,22 @@ use super::audit::AuditAction;
 /// DONE with its customer's counts, or FAILED with the guard that holds. It reads the
 /// statement's `requests r` (each request's values), `target t` (`n`, `subject_id`, the lookup
 /// hashes), `counts c` (`data_json`, `unchanged`), `blocked b` and `oversized o`, each by the
-/// customer's key `subject_key`. `source_hash` and `lookup_hashes` are the SQL of the keyed
-/// hashes of the customer's lookup values (the first, and all), `zero_counts` the counts of a
-/// refused request, and `already_erased` whether there was nothing left to erase. A request
-/// whose conflict condition fails (it has a final outcome, or its id belongs to another
-/// customer) gets no row. `plan_hash` is the SQL of the plan's hash.
+/// customer's key `subject_key`. `lookup_digests` is the SQL of the keyed hashes of the
+/// customer's lookup values ([`crate::identity`]), `zero_counts` the counts of a refused
+/// request, and `already_erased` whether there was nothing left to erase. A request whose
+/// conflict condition fails (it has a final outcome, or its id belongs to another customer)
+/// gets no row. `plan_hash` is the SQL of the plan's hash.
 pub fn outcome(
-    source_hash: &str,
-    lookup_hashes: &str,
+    lookup_digests: &str,
     zero_counts: &str,
     already_erased: &str,
     plan_hash: &str,
 ) -> String {
     format!(
         "outcome AS (\n  INSERT INTO erasure.deletions AS d (id, request_id, related_object_id, requested_id_hash, \
-         source_id_hash, lookup_hashes, status, data_json, already_erased, error_key, error_message, requested_by, \
+         lookup_digests, status, data_json, already_erased, error_key, error_message, requested_by, \
          reason, requested_at, due_at, channel, completed_at, attempts, plan_hash, started_at)\n  \
-         SELECT r.deletion_id, r.request_id, t.subject_id, r.requested_hash, {source_hash}, {lookup_hashes},\n    \
+         SELECT r.deletion_id, r.request_id, t.subject_id, r.requested_hash, {lookup_digests},\n    \
          CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, COALESCE(c.data_json, {zero_counts}),\n    \
          b.error_key IS NULL AND {already_erased}, b.error_key, b.error_message,\n    \
          r.requested_by, r.reason, r.requested_at, r.due_at, r.channel, clock_timestamp(), 1, {plan_hash}, now()\n  \
@@ -38,7 +37,7 @@ pub fn outcome(
          LEFT JOIN counts c ON c.subject_key = t.subject_key LEFT JOIN blocked b ON b.subject_key = t.subject_key\n  \
          WHERE NOT EXISTS (SELECT 1 FROM oversized o WHERE o.subject_key = t.subject_key)\n  \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id,\n    \
-         source_id_hash = EXCLUDED.source_id_hash, lookup_hashes = EXCLUDED.lookup_hashes, status = EXCLUDED.status,\n    \
+         lookup_digests = EXCLUDED.lookup_digests, status = EXCLUDED.status,\n    \
          data_json = (SELECT jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) + (EXCLUDED.data_json ->> k)::bigint)\n      \
            FROM jsonb_object_keys(EXCLUDED.data_json) k),\n    \
          already_erased = EXCLUDED.already_erased, error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message,\n    \
@@ -127,4 +126,11 @@ pub fn chunk_kept(request_id: &str, table: &str, changed: &str) -> String {
          FROM {changed} c HAVING count(*) > 0",
         table.replace('\'', "''")
     )
+}
+
+/// The condition that the key whose text `key_text` gives is, or was, a customer's: a deletion
+/// recorded it. Such an identifier names that customer only, also once it is erased
+/// ([`crate::identity`]).
+pub fn was_key(key_text: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.related_object_id = {key_text})")
 }

@@ -15,7 +15,7 @@ use sqlx::{Arguments, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
 use super::{COLUMNS, DeletionRow, DeletionStatus, ErrorKey, due_at, new_id, read_columns};
-use crate::plan::KeyValue;
+use crate::identity::Naming;
 use crate::request::{Channel, InvalidRequest, Received};
 
 /// The columns a new deletion row starts with, from the request that makes it. They are bound
@@ -44,7 +44,7 @@ impl<'a> NewDeletion<'a> {
         Self {
             request_id: received.request_id(),
             related_object_id: None,
-            requested_hash: Some(&received.requested_hash),
+            requested_hash: Some(received.requested_hash()),
             requested_by: Some(&received.request.requested_by),
             reason: received.request.reason.as_deref(),
             requested_at: received.requested_at(),
@@ -125,8 +125,9 @@ pub struct FinalOutcome {
     pub status: DeletionStatus,
     pub already_erased: bool,
     pub error: Option<(ErrorKey, String)>,
-    /// The keyed hash of the erased customer's lookup value, when an earlier deletion kept one.
-    pub source_id_hash: Option<Vec<u8>>,
+    /// The keyed hashes of the erased customer's lookup values, when an earlier deletion kept
+    /// them.
+    pub lookup_digests: Option<Vec<Vec<u8>>>,
 }
 
 impl FinalOutcome {
@@ -135,17 +136,17 @@ impl FinalOutcome {
             status: DeletionStatus::Failed,
             already_erased: false,
             error: Some((key, message.into())),
-            source_id_hash: None,
+            lookup_digests: None,
         }
     }
 
     /// DONE with nothing erased: an earlier deletion erased the customer already.
-    pub fn already_erased(source_id_hash: Option<Vec<u8>>) -> Self {
+    pub fn already_erased(lookup_digests: Option<Vec<Vec<u8>>>) -> Self {
         Self {
             status: DeletionStatus::Done,
             already_erased: true,
             error: None,
-            source_id_hash,
+            lookup_digests,
         }
     }
 }
@@ -161,11 +162,11 @@ pub async fn record_final(
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
     // The outcome's event is owed to the broker in the same transaction (see crate::outbox).
     let sql = format!(
-        "WITH d AS (INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, source_id_hash, status, data_json, \
+        "WITH d AS (INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, lookup_digests, status, data_json, \
            already_erased, error_key, error_message, completed_at, attempts, plan_hash, started_at) \
          VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1, $16, now()) \
          ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
-           source_id_hash = EXCLUDED.source_id_hash, status = EXCLUDED.status, \
+           lookup_digests = EXCLUDED.lookup_digests, status = EXCLUDED.status, \
            data_json = (SELECT COALESCE(jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) \
              + COALESCE((EXCLUDED.data_json ->> k)::bigint, 0)), '{{}}'::jsonb) \
              FROM jsonb_object_keys(d.data_json || EXCLUDED.data_json) k), \
@@ -184,7 +185,7 @@ pub async fn record_final(
         done = DeletionStatus::Done,
     );
     let mut args = new.arguments()?;
-    add(&mut args, outcome.source_id_hash.as_deref())?;
+    add(&mut args, outcome.lookup_digests.as_deref())?;
     add(&mut args, outcome.status)?;
     add(&mut args, counts)?;
     add(&mut args, outcome.already_erased)?;
@@ -224,16 +225,16 @@ pub async fn mark_in_progress(
 }
 
 /// The insert of a request accepted over HTTP, PENDING with its message, for one plan (the
-/// customer's key is looked up in the statement, from the identifier in `$3` and its reading
-/// as a key in `$11`).
+/// customer's key is looked up in the statement, from the identifier in `$3`, its reading as a
+/// key in `$11` and its type in `$13`).
 #[derive(Clone, Debug)]
 pub struct PendingInsert {
     sql: String,
 }
 
 impl PendingInsert {
-    /// `subject_key`: SQL giving the subject's key (as text) for the identifier in `$3` and its
-    /// key reading in `$11`, or NULL.
+    /// `subject_key`: SQL giving the subject's key (as text) for the identifier in `$3`, its
+    /// key reading in `$11` and its type in `$13`, or NULL when it names no one customer.
     pub fn new(subject_key: &str) -> Self {
         Self {
             sql: format!(
@@ -247,22 +248,21 @@ impl PendingInsert {
         }
     }
 
-    /// Records `received` (its identifier read as a key: `key`) as PENDING with `message`, to
-    /// be carried out at `scheduled_at` (with a grace period); `None` when its request id has a
-    /// row.
+    /// Records `received` as PENDING with `message`, to be carried out at `scheduled_at` (with a
+    /// grace period); `None` when its request id has a row.
     pub async fn run(
         &self,
         db: impl PgExecutor<'_>,
         received: &Received,
-        key: &KeyValue,
         message: &[u8],
         scheduled_at: Option<DateTime<Utc>>,
     ) -> Result<Option<DeletionRow>, sqlx::Error> {
         let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
         let mut args = new.arguments()?;
         add(&mut args, message)?;
-        key.add_to(&mut args)?;
+        received.naming.key.add_to(&mut args)?;
         add(&mut args, scheduled_at)?;
+        add(&mut args, received.request.identifier_type.as_deref())?;
         sqlx::query_as_with(&self.sql, args)
             .fetch_optional(db)
             .await
@@ -337,25 +337,96 @@ pub async fn prior(
     .await
 }
 
-/// The customer key, and lookup-value hash, of an earlier DONE deletion that erased the
-/// customer `identifier` names: by key, or by a lookup value through its keyed hashes `hashes`
-/// (as given, and in lower case for lookups compared in any case).
+/// What the deletions say of an identifier no live customer has (the "erased earlier" look of
+/// [`crate::identity`]'s rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Earlier {
+    /// A DONE deletion erased the customer it names: its key, and its lookup values' hashes.
+    Erased {
+        key: String,
+        lookup_digests: Option<Vec<Vec<u8>>>,
+    },
+    /// It matches the lookup values of more than one erased customer.
+    Ambiguous,
+    /// Nobody here has it, or had it (or it was the key of a customer never erased here).
+    Nobody,
+}
+
+/// What the deletions say of the identifier `naming` describes, when no live customer has it:
+/// a key any deletion recorded names that customer only (erased if a DONE deletion erased it);
+/// an identifier never a key is compared with the lookup values erased customers had, through
+/// their keyed hashes. Each way is an index lookup.
 pub async fn erased_earlier(
     conn: &mut PgConnection,
-    identifier: &str,
-    hashes: &[Vec<u8>],
-) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT related_object_id, source_id_hash FROM erasure.deletions \
-         WHERE status = '{}' AND NOT already_erased AND related_object_id IS NOT NULL \
-           AND (related_object_id = $1 OR source_id_hash = ANY($2) OR lookup_hashes && $2) \
-         ORDER BY (related_object_id = $1) DESC, completed_at LIMIT 1",
-        DeletionStatus::Done
+    naming: &Naming,
+) -> Result<Earlier, sqlx::Error> {
+    if naming.may_be_key() {
+        let by_key: Option<(String, Option<Vec<Vec<u8>>>, bool)> = sqlx::query_as(&format!(
+            "SELECT related_object_id, lookup_digests, status = '{done}' AND NOT already_erased AS erased \
+             FROM erasure.deletions WHERE related_object_id = $1 \
+             ORDER BY erased DESC, completed_at LIMIT 1",
+            done = DeletionStatus::Done
+        ))
+        .bind(&naming.key_text)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match by_key {
+            Some((key, lookup_digests, true)) => {
+                return Ok(Earlier::Erased {
+                    key,
+                    lookup_digests,
+                });
+            }
+            Some(_) => return Ok(Earlier::Nobody),
+            None => {}
+        }
+    }
+    if !naming.may_be_lookup() {
+        return Ok(Earlier::Nobody);
+    }
+    let found: Vec<(String, Option<Vec<Vec<u8>>>)> = sqlx::query_as(&format!(
+        "SELECT DISTINCT ON (related_object_id) related_object_id, lookup_digests FROM erasure.deletions \
+         WHERE status = '{done}' AND NOT already_erased AND related_object_id IS NOT NULL AND ({names}) \
+         ORDER BY related_object_id, completed_at LIMIT 2",
+        done = DeletionStatus::Done,
+        names = lookup_names("$1", "$2"),
     ))
-    .bind(identifier)
-    .bind(hashes)
-    .fetch_optional(conn)
-    .await
+    .bind(&naming.lookup_digests)
+    .bind(&naming.legacy_hashes)
+    .fetch_all(conn)
+    .await?;
+    Ok(match found.len() {
+        0 => Earlier::Nobody,
+        1 => {
+            let (key, lookup_digests) = found.into_iter().next().expect("one");
+            Earlier::Erased {
+                key,
+                lookup_digests,
+            }
+        }
+        _ => Earlier::Ambiguous,
+    })
+}
+
+/// The condition that a deletion kept one of the lookup-value hashes `digests` (tagged, as
+/// [`crate::identity`] computes them), or, recorded before they were, one of the untagged
+/// `legacy` hashes.
+pub fn lookup_names(digests: &str, legacy: &str) -> String {
+    format!(
+        "lookup_digests && {digests} OR (lookup_digests IS NULL AND (source_id_hash = ANY({legacy}) OR lookup_hashes && {legacy}))"
+    )
+}
+
+/// The condition that a deletion names the customer the identifier `naming` describes, for
+/// showing deletions (parameters `$1` the key's text, `$2` the exact hash, `$3` the lookup
+/// hashes, `$4` the legacy ones): by the key, if any deletion recorded it; else as it was asked
+/// (a request that named nobody) or by a lookup value.
+fn names_customer() -> String {
+    format!(
+        "(related_object_id = $1 OR (NOT EXISTS (SELECT 1 FROM erasure.deletions k WHERE k.related_object_id = $1) \
+           AND (requested_id_hash = $2 OR {})))",
+        lookup_names("$3", "$4")
+    )
 }
 
 /// The deletion with this `del_` id or request id.
@@ -385,42 +456,36 @@ pub async fn find(
     }
 }
 
-/// The latest deletion naming a customer: by its key, or by an identifier whose keyed hashes
-/// are `hashes` (a lookup value, or whatever a request named it by), also after erasure.
+/// The latest deletion naming the customer `naming` describes (see [`names_customer`]), also
+/// after erasure.
 pub async fn latest_for_customer(
     db: impl PgExecutor<'_>,
-    identifier: &str,
-    hashes: &[Vec<u8>],
+    naming: &Naming,
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {columns} FROM erasure.deletions \
-         WHERE related_object_id = $1 OR source_id_hash = ANY($2) OR requested_id_hash = ANY($2) \
-           OR lookup_hashes && $2 \
-         ORDER BY created_at DESC, id DESC LIMIT 1",
-        columns = read_columns()
-    ))
-    .bind(identifier)
-    .bind(hashes)
-    .fetch_optional(db)
-    .await
+    Ok(all_for_customer(db, naming, 1).await?.into_iter().next())
 }
 
-/// Every deletion naming a customer (as [`latest_for_customer`] finds them), newest first.
+/// Every deletion naming the customer `naming` describes (as [`latest_for_customer`] finds
+/// them), newest first.
 pub async fn all_for_customer(
     db: impl PgExecutor<'_>,
-    identifier: &str,
-    hashes: &[Vec<u8>],
+    naming: &Naming,
     limit: i64,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {columns} FROM erasure.deletions \
-         WHERE related_object_id = $1 OR source_id_hash = ANY($2) OR requested_id_hash = ANY($2) \
-           OR lookup_hashes && $2 \
-         ORDER BY created_at DESC, id DESC LIMIT $3",
-        columns = read_columns()
+        "SELECT {columns} FROM erasure.deletions WHERE {names} \
+         ORDER BY created_at DESC, id DESC LIMIT $5",
+        columns = read_columns(),
+        names = names_customer(),
     ))
-    .bind(identifier)
-    .bind(hashes)
+    .bind(naming.may_be_key().then_some(naming.key_text.as_deref()).flatten())
+    .bind(&naming.requested_hash)
+    .bind(&naming.lookup_digests)
+    .bind(if naming.may_be_lookup() {
+        naming.legacy_hashes.clone()
+    } else {
+        Vec::new()
+    })
     .bind(limit)
     .fetch_all(db)
     .await

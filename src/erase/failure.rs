@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::{EraseError, Eraser, Outcome};
+use super::{EraseError, Eraser, Named, Outcome};
 use crate::db::may_pass;
 use crate::deletion::ErrorKey;
 use crate::deletion::audit::{Audit, AuditAction};
 use crate::deletion::store::{self, FinalOutcome, NewDeletion};
-use crate::request::{Channel, InvalidRequest, Received, identifier_hashes};
+use crate::deletion::store::Earlier;
+use crate::identity::{IdentifierType, Naming};
+use crate::request::{Channel, InvalidRequest, Received};
 
 impl Eraser {
     /// Counts one more delivery of a redelivered request that has no final outcome, marking its
@@ -66,11 +68,12 @@ impl Eraser {
         let mut tx = self.inner.pool.begin().await?;
         let mut deletion = None;
         if let Some(request_id) = invalid.request_id {
-            let hashes = invalid.customer_id.as_deref().map(|c| {
-                let hash = &self.inner.hash;
-                identifier_hashes(hash.digest(c), hash.digest(&c.to_lowercase()))
-            });
-            let requested_hash = hashes.as_ref().map(|h| h[0].clone());
+            let identity = &self.inner.identity;
+            let naming = invalid
+                .customer_id
+                .as_deref()
+                .map(|c| (c, identity.naming(c, IdentifierType::Any)));
+            let requested_hash = naming.as_ref().map(|(_, n)| n.requested_hash.clone());
             // A final outcome stands, and a bad message naming another customer (or none)
             // under a request id already taken cannot touch that request. But an open deletion
             // of the same customer (accepted over HTTP, then refused here, by a worker whose
@@ -81,11 +84,11 @@ impl Eraser {
                 Some(prior) => !prior.row.is_final() && prior.names(requested_hash.as_deref()),
             };
             if may_record {
-                let related = match (&invalid.customer_id, &hashes) {
-                    (Some(customer), Some(hashes)) => {
-                        Some(self.resolve_customer(&mut tx, customer, hashes).await?)
+                let related = match &naming {
+                    Some((customer, naming)) => {
+                        self.resolve_customer(&mut tx, customer, naming).await?
                     }
-                    _ => None,
+                    None => None,
                 };
                 let new = NewDeletion::of_invalid(
                     invalid,
@@ -152,17 +155,13 @@ impl Eraser {
             return Ok(Some(Outcome::Duplicate(prior.row)));
         }
         let related = self
-            .resolve_customer(
-                &mut tx,
-                &received.request.customer_id,
-                &received.identifier_hashes(),
-            )
+            .resolve_customer(&mut tx, &received.request.customer_id, &received.naming)
             .await?;
         sqlx::query("DELETE FROM erasure.claims WHERE request_id = $1")
             .bind(received.request_id())
             .execute(&mut *tx)
             .await?;
-        let new = NewDeletion::of(received).related(Some(&related));
+        let new = NewDeletion::of(received).related(related.as_deref());
         let outcome = FinalOutcome::failed(key, message);
         let Some(row) = store::record_final(
             &mut tx,
@@ -186,21 +185,27 @@ impl Eraser {
         Ok(Some(Outcome::Stopped(row)))
     }
 
-    /// The customer key to record for `identifier` (whose keyed hashes are `hashes`): the
-    /// live customer's key, the key of a customer an earlier deletion erased, or, when nobody
-    /// here has it, the identifier itself. Never a lookup value in clear.
+    /// The customer key to record for `identifier` (read as `naming` says): the live
+    /// customer's key, or the key of a customer an earlier deletion erased; `None` when it names
+    /// nobody here (or more than one), so that an identifier that named nobody is never kept in
+    /// clear (its keyed hash is, as `requested_id_hash`).
     async fn resolve_customer(
         &self,
         conn: &mut PgConnection,
         identifier: &str,
-        hashes: &[Vec<u8>],
-    ) -> Result<String, sqlx::Error> {
-        if let Some(key) = self.live_customer(conn, identifier).await? {
-            return Ok(key);
-        }
-        Ok(store::erased_earlier(conn, identifier, hashes)
+        naming: &Naming,
+    ) -> Result<Option<String>, sqlx::Error> {
+        match self
+            .live_customer(conn, identifier, &naming.kind, naming)
             .await?
-            .map(|(key, _)| key)
-            .unwrap_or_else(|| identifier.to_string()))
+        {
+            Named::One(key) => return Ok(Some(key)),
+            Named::Several => return Ok(None),
+            Named::Nobody => {}
+        }
+        Ok(match store::erased_earlier(conn, naming).await? {
+            Earlier::Erased { key, .. } => Some(key),
+            Earlier::Ambiguous | Earlier::Nobody => None,
+        })
     }
 }

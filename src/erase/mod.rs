@@ -38,16 +38,28 @@ use crate::keyed_hash::KeyedHash;
 use crate::plan::sizes::{self, Probing};
 use crate::plan::sql::{
     ChunkStatement, RequestRow, Statement, Values, chunk_statements, erase_statement,
-    find_subject_statement, lock_statement, oversized_statement,
+    find_subject_statement, lock_statement, oversized_statement, subject_digests_statement,
 };
 use crate::plan::{KeyValue, Plan};
-use crate::request::{Channel, ErasureRequest, Received};
+use crate::identity::{IdentifierType, Identity, Naming};
+use crate::request::{Channel, ErasureRequest, InvalidRequest, Received};
 
 pub use chunked::ChunkSize;
 pub use error::EraseError;
 pub use slot::Slot;
 
 use recheck::Recheck;
+
+/// Which live customer an identifier names ([`crate::identity`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Named {
+    /// This customer (its key, as text).
+    One(String),
+    /// More than one, by their lookup values: the request is refused.
+    Several,
+    /// No live customer.
+    Nobody,
+}
 
 /// What became of a request.
 #[derive(Debug)]
@@ -101,7 +113,8 @@ struct Inner {
     chunks: Vec<ChunkStatement>,
     limits: Limits,
     count_keys: Vec<String>,
-    hash: KeyedHash,
+    /// Who a request names, and the keyed hashes of identifiers ([`crate::identity`]).
+    identity: Identity,
     /// Finds the key of the live customer an identifier names (the key wins over a lookup).
     find_customer: Statement,
     /// Which customers the statement probes for size, from the statistics as last read
@@ -124,6 +137,7 @@ impl Eraser {
     /// `plan` as the live-schema check returned it (with its facts).
     pub fn new(pool: PgPool, plan: Plan, hash: KeyedHash, limits: Limits) -> Self {
         let find_customer = find_subject_statement(&plan);
+        let identity = Identity::new(&plan, hash);
         let limits = Limits {
             max_attempts: limits.max_attempts.max(1),
             chunk_threshold: limits.chunk_threshold.max(1),
@@ -140,7 +154,7 @@ impl Eraser {
                 pool,
                 plan,
                 limits,
-                hash,
+                identity,
                 find_customer,
                 probing: RwLock::new(Probing::All),
             }),
@@ -152,7 +166,12 @@ impl Eraser {
     }
 
     pub fn keyed_hash(&self) -> &KeyedHash {
-        &self.inner.hash
+        self.inner.identity.hash()
+    }
+
+    /// Who a request names, for this plan.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
     }
 
     /// Which customers the erasure statement probes for size now.
@@ -213,20 +232,54 @@ impl Eraser {
         self.inner.plan.facts.key_type.key(identifier)
     }
 
-    /// `request` as received on `channel` at `received_at`, with its identifier's hash.
+    /// A request message received on `channel` at `received_at` ([`crate::request::parse`]),
+    /// as [`Eraser::receive`] takes it; or why it is not a valid request.
+    pub fn read(
+        &self,
+        body: &[u8],
+        channel: Channel,
+        received_at: DateTime<Utc>,
+    ) -> Result<Received, InvalidRequest> {
+        self.receive(crate::request::parse(body, received_at)?, channel, received_at)
+    }
+
+    /// `request` as received on `channel` at `received_at`, with its identifier's hashes; or
+    /// why it is not valid for this plan (an `identifier_type` it does not know).
     pub fn receive(
         &self,
         request: ErasureRequest,
         channel: Channel,
         received_at: DateTime<Utc>,
-    ) -> Received {
-        Received::new(request, channel, received_at, &self.inner.hash)
+    ) -> Result<Received, InvalidRequest> {
+        Received::new(request, channel, received_at, &self.inner.identity)
     }
 
-    /// The key of the live customer `identifier` names (by key, then by each lookup), if any.
-    pub async fn find_customer(&self, identifier: &str) -> Result<Option<String>, sqlx::Error> {
+    /// The live customer `identifier` (of type `kind`) names, by the rule of
+    /// [`crate::identity`].
+    pub async fn find_customer(
+        &self,
+        identifier: &str,
+        kind: IdentifierType,
+    ) -> Result<Named, sqlx::Error> {
         let mut conn = self.inner.pool.acquire().await?;
-        self.live_customer(&mut conn, identifier).await
+        let naming = self.inner.identity.naming(identifier, kind.clone());
+        self.live_customer(&mut conn, identifier, &kind, &naming)
+            .await
+    }
+
+    /// The keyed hashes of the lookup values of the live customer with key `key`, as deletions
+    /// keep them; `None` when no customer has that key.
+    pub async fn lookup_digests_of(&self, key: &str) -> Result<Option<Vec<Vec<u8>>>, sqlx::Error> {
+        let statement = subject_digests_statement(&self.inner.plan);
+        let args = statement.arguments(&Values {
+            subject_id: Some(key),
+            pads: Some(self.inner.identity.hash().pads()),
+            ..Values::default()
+        })?;
+        let digests: Option<Option<Vec<Vec<u8>>>> = sqlx::query_scalar_with(&statement.sql, args)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        Ok(digests.map(Option::unwrap_or_default))
     }
 
     /// Carries out `received` on a connection of its own; the hot path keeps a [`Slot`].
@@ -279,15 +332,19 @@ impl Eraser {
     }
 
     /// A request as the erasure statement takes it (with a new deletion id).
-    fn request_row<'a>(&self, received: &'a Received) -> RequestRow<'a> {
+    fn request_row<'a>(&'a self, received: &'a Received) -> RequestRow<'a> {
         let request = &received.request;
         let requested_at = received.requested_at();
         RequestRow {
             customer: &request.customer_id,
-            key: self.key(&request.customer_id),
+            key: received.naming.key.clone(),
+            kind: received
+                .naming
+                .kind
+                .word(self.inner.identity.lookups()),
             request_id: request.request_id,
             deletion_id: deletion::new_id(),
-            requested_hash: &received.requested_hash,
+            requested_hash: received.requested_hash(),
             requested_by: &request.requested_by,
             reason: request.reason.as_deref(),
             requested_at,
@@ -308,7 +365,7 @@ impl Eraser {
         let requests: Vec<RequestRow<'_>> = batch.iter().map(|r| self.request_row(r)).collect();
         inner.statement.arguments(&Values {
             requests: &requests,
-            pads: Some(inner.hash.pads()),
+            pads: Some(inner.identity.hash().pads()),
             chunk_threshold: Some(inner.limits.chunk_threshold),
             probing: Some(probing),
             ..Values::default()
@@ -390,21 +447,44 @@ impl Eraser {
         }
     }
 
-    /// The key of the live customer `identifier` names, if any.
+    /// The live customer `identifier` (of type `kind`, read as `naming` says) names.
     async fn live_customer(
         &self,
         conn: &mut PgConnection,
         identifier: &str,
-    ) -> Result<Option<String>, sqlx::Error> {
-        let key = self.key(identifier);
+        kind: &IdentifierType,
+        naming: &Naming,
+    ) -> Result<Named, sqlx::Error> {
         let args = self.inner.find_customer.arguments(&Values {
             customer: Some(identifier),
-            key: Some(&key),
+            key: Some(&naming.key),
+            kind: kind.word(self.inner.identity.lookups()),
             ..Values::default()
         })?;
-        sqlx::query_scalar_with(&self.inner.find_customer.sql, args)
-            .fetch_one(conn)
-            .await
+        let (key, ambiguous): (Option<String>, bool) =
+            sqlx::query_as_with(&self.inner.find_customer.sql, args)
+                .fetch_one(conn)
+                .await?;
+        Ok(match (key, ambiguous) {
+            (_, true) => Named::Several,
+            (Some(key), false) => Named::One(key),
+            (None, false) => Named::Nobody,
+        })
+    }
+
+    /// The live customer `received` names.
+    async fn named_by(
+        &self,
+        conn: &mut PgConnection,
+        received: &Received,
+    ) -> Result<Named, sqlx::Error> {
+        self.live_customer(
+            conn,
+            &received.request.customer_id,
+            &received.naming.kind,
+            &received.naming,
+        )
+        .await
     }
 
     /// The hash of the plan every deletion records.

@@ -6,11 +6,12 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Eraser;
+use super::{Eraser, Named};
 use crate::deletion::audit::{Audit, AuditAction};
 use crate::deletion::{self, DeletionRow, ErrorKey};
 use crate::plan::sizes::Probing;
 use crate::plan::sql::{RequestRow, Values};
+use crate::identity::IdentifierType;
 use crate::request::Channel;
 
 /// What an erasure would record.
@@ -30,6 +31,8 @@ pub enum PreviewError {
     NotFound,
     #[error("the customer is being erased in chunks now; preview it once that ends")]
     Busy,
+    #[error("the identifier names more than one customer (by their lookup values); name the customer by its key")]
+    Ambiguous,
     #[error("{}", crate::db::SafeError(.0))]
     Database(#[from] sqlx::Error),
 }
@@ -57,13 +60,14 @@ impl Eraser {
     ) -> Result<Preview, PreviewError> {
         let inner = &self.inner;
         let now = Utc::now();
-        let hash = inner.hash.digest(identifier);
+        let naming = inner.identity.naming(identifier, IdentifierType::Any);
         let request = RequestRow {
             customer: identifier,
-            key: self.key(identifier),
+            key: naming.key.clone(),
+            kind: None,
             request_id: Uuid::new_v4(),
             deletion_id: deletion::new_id(),
-            requested_hash: &hash,
+            requested_hash: &naming.requested_hash,
             requested_by,
             reason: None,
             requested_at: now,
@@ -73,7 +77,7 @@ impl Eraser {
         };
         let args = inner.statement.arguments(&Values {
             requests: std::slice::from_ref(&request),
-            pads: Some(inner.hash.pads()),
+            pads: Some(inner.identity.hash().pads()),
             // Never too large for a preview: the whole erasure is counted, in one statement,
             // and nobody is probed for size.
             chunk_threshold: Some(i64::MAX),
@@ -91,16 +95,19 @@ impl Eraser {
         let row: Option<DeletionRow> = sqlx::query_as_with(&inner.statement.sql, args)
             .fetch_optional(&mut *tx)
             .await?;
-        let busy = match &row {
-            Some(_) => false,
-            None => self.live_customer(&mut tx, identifier).await?.is_some(),
+        let named = match &row {
+            Some(_) => Named::Nobody,
+            None => {
+                self.live_customer(&mut tx, identifier, &IdentifierType::Any, &naming)
+                    .await?
+            }
         };
         tx.rollback().await?;
         let Some(row) = row else {
-            return Err(if busy {
-                PreviewError::Busy
-            } else {
-                PreviewError::NotFound
+            return Err(match named {
+                Named::One(_) => PreviewError::Busy,
+                Named::Several => PreviewError::Ambiguous,
+                Named::Nobody => PreviewError::NotFound,
             });
         };
         let preview = Preview {

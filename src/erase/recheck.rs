@@ -4,12 +4,17 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{EraseError, Eraser, Outcome};
+use super::{EraseError, Eraser, Named, Outcome};
 use crate::deletion::ErrorKey;
 use crate::deletion::audit::{Audit, AuditAction};
-use crate::deletion::store::{self, FinalOutcome, NewDeletion};
+use crate::deletion::store::{self, Earlier, FinalOutcome, NewDeletion};
 use crate::plan::sql::Values;
 use crate::request::Received;
+
+/// Why a request whose identifier matches the lookup values of several customers ends FAILED
+/// `conflict` ([`crate::identity`]).
+pub const NAMES_SEVERAL: &str = "the identifier names more than one customer (by their lookup values); \
+     nothing was erased: name the customer by its key, or say which identifier it is (identifier_type)";
 
 /// What the fresh look found.
 pub(super) enum Recheck {
@@ -28,7 +33,7 @@ impl Eraser {
         let request = &received.request;
         let mut tx = inner.pool.begin().await?;
         if let Some(prior) = store::prior(&mut *tx, received.request_id(), true).await? {
-            if !prior.names(Some(&received.requested_hash)) {
+            if !prior.names(Some(received.requested_hash())) {
                 let message = "request_id was already used for another customer".to_string();
                 Audit::of(AuditAction::RequestRejected, received)
                     .error(Some(ErrorKey::InvalidRequest))
@@ -48,7 +53,8 @@ impl Eraser {
             }
         }
 
-        if let Some(subject_id) = self.live_customer(&mut tx, &request.customer_id).await? {
+        let named = self.named_by(&mut tx, received).await?;
+        if let Named::One(subject_id) = named {
             let claimed_by: Option<Uuid> =
                 sqlx::query_scalar("SELECT request_id FROM erasure.claims WHERE subject_id = $1")
                     .bind(&subject_id)
@@ -73,19 +79,28 @@ impl Eraser {
             };
         }
 
-        let earlier =
-            store::erased_earlier(&mut tx, &request.customer_id, &received.identifier_hashes())
-                .await?;
+        let earlier = match named {
+            Named::Several => Earlier::Ambiguous,
+            _ => store::erased_earlier(&mut tx, &received.naming).await?,
+        };
         let (related, outcome) = match earlier {
-            Some((customer, source_hash)) => (customer, FinalOutcome::already_erased(source_hash)),
-            // Unknown to this service: the identifier is nobody's data here, and compliance
-            // staff need to see what was asked for.
-            None => (
-                request.customer_id.clone(),
-                FinalOutcome::failed(ErrorKey::NotFound, "no customer has this id or source id"),
+            Earlier::Erased {
+                key,
+                lookup_digests,
+            } => (Some(key), FinalOutcome::already_erased(lookup_digests)),
+            // The identifier names more than one customer: nobody is erased on a guess.
+            Earlier::Ambiguous => (
+                None,
+                FinalOutcome::failed(ErrorKey::Conflict, NAMES_SEVERAL),
+            ),
+            // Unknown to this service: the identifier is nobody's data here, and is kept only
+            // as its keyed hash (`requested_id_hash`), by which compliance staff find it.
+            Earlier::Nobody => (
+                None,
+                FinalOutcome::failed(ErrorKey::NotFound, "no customer has this id or lookup value"),
             ),
         };
-        let new = NewDeletion::of(received).related(Some(&related));
+        let new = NewDeletion::of(received).related(related.as_deref());
         let Some(row) = store::record_final(
             &mut tx,
             &new,

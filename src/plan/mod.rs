@@ -327,6 +327,17 @@ pub enum KeyValue {
 }
 
 impl KeyValue {
+    /// The key as PostgreSQL writes it as text (`42`, a uuid in lower case), as deletions
+    /// record it; `None` when the identifier did not read as a key.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            KeyValue::Text(v) => Some(v.clone()),
+            KeyValue::Integer(v) => v.map(|n| n.to_string()),
+            KeyValue::Bigint(v) => v.map(|n| n.to_string()),
+            KeyValue::Uuid(v) => v.map(|u| u.hyphenated().to_string()),
+        }
+    }
+
     /// Many keys (of one type) as one array argument.
     pub fn add_all<'k>(
         args: &mut sqlx::postgres::PgArguments,

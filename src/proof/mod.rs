@@ -4,12 +4,16 @@
 //! - [`signing`]: the Ed25519 key receipts and seals are signed with, and the public keys
 //!   (every key ever used) as a JWK set;
 //! - [`receipt`]: a final deletion as a signed receipt, and the check of one, offline;
+//! - [`signed`]: the signed JSON objects receipts and ledger lines are;
 //! - [`seal`]: seals over the audit log, a signed chain that shows any later edit, deletion or
 //!   reordering of its rows, and the check of the whole log;
-//! - [`canonical`]: the canonical JSON (RFC 8785) all of them hash and sign.
+//! - [`canonical`]: the canonical JSON (RFC 8785) all of them hash and sign, and
+//!   [`strict_json`] reads signed documents as RFC 8785 needs them (I-JSON).
 
 pub mod canonical;
 pub mod receipt;
 pub mod seal;
+pub mod signed;
 pub mod signing;
+pub mod strict_json;
 pub mod verification;

@@ -7,10 +7,10 @@
 //! its only identifier, as in the deletion object.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::canonical;
-use super::signing::{KeySet, Signer, base64url, from_base64url};
+use super::signed;
+use super::signing::{KeySet, Signer};
 use crate::deletion::{DeletionRow, auto, millis};
 
 /// What a receipt's `object` member says.
@@ -28,7 +28,7 @@ pub fn issue(
         return None;
     }
     let object = row.to_object(count_keys);
-    let mut receipt = json!({
+    let receipt = json!({
         "object": OBJECT,
         "version": 1,
         "deletion_id": row.id,
@@ -46,11 +46,11 @@ pub fn issue(
         "plan_hash": row.plan_hash,
         "verification": row.verification(),
         "issued_at": millis(now),
-        "key_id": signer.id(),
     });
-    let signature = signer.sign(&canonical::bytes(&receipt));
-    receipt["signature"] = Value::String(base64url(&signature));
-    Some(receipt)
+    let Value::Object(members) = receipt else {
+        unreachable!("a receipt is an object")
+    };
+    Some(Value::Object(signed::sign(members, signer)))
 }
 
 /// What a receipt that checks says, in short.
@@ -76,15 +76,7 @@ pub fn check(receipt: &Value, keys: &KeySet) -> Result<Checked, String> {
     if members.get("object").and_then(Value::as_str) != Some(OBJECT) {
         return Err(format!("not a receipt: its \"object\" is not {OBJECT:?}"));
     }
-    let signature = from_base64url(&text("signature")?)
-        .ok_or("the receipt's \"signature\" is not base64url")?;
-    let key_id = text("key_id")?;
-    let signed: Map<String, Value> = members
-        .iter()
-        .filter(|(name, _)| name.as_str() != "signature")
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    keys.check(&key_id, &canonical::bytes(&signed), &signature)?;
+    let key_id = signed::check(members, keys, "receipt")?;
     Ok(Checked {
         deletion_id: text("deletion_id")?,
         status: text("status")?,

@@ -105,15 +105,21 @@ struct Seal {
     digest: Vec<u8>,
     key_id: String,
     signature: Vec<u8>,
+    /// For a redaction seal: the redaction it records (rows changed on purpose after they were
+    /// sealed, each listed with its hash after the change), and why. It covers no transaction
+    /// of its own (`xid_from` = `xid_to`).
+    redaction_id: Option<i64>,
+    reason: Option<String>,
 }
 
 const SEAL_COLUMNS: &str = "seq, sealed_at, xid_from::text::bigint AS xid_from, \
-     xid_to::text::bigint AS xid_to, row_count, row_hashes, prev_digest, digest, key_id, signature";
+     xid_to::text::bigint AS xid_to, row_count, row_hashes, prev_digest, digest, key_id, signature, \
+     redaction_id, reason";
 
 impl Seal {
     /// The digest of everything the seal says: what is signed.
     fn compute_digest(&self) -> [u8; 32] {
-        canonical::sha256(&json!({
+        let mut said = json!({
             "seq": self.seq,
             "sealed_at": micros(self.sealed_at),
             "xid_from": self.xid_from,
@@ -122,7 +128,18 @@ impl Seal {
             "row_hashes_sha256": hex(&Sha256::digest(&self.row_hashes)),
             "prev_digest": self.prev_digest.as_deref().map(hex),
             "key_id": self.key_id,
-        }))
+        });
+        // Only a redaction seal says more (seals made before redactions existed keep their
+        // digest).
+        if let Some(id) = self.redaction_id {
+            said["redaction_id"] = json!(id);
+            said["reason"] = json!(self.reason);
+        }
+        canonical::sha256(&said)
+    }
+
+    fn is_redaction(&self) -> bool {
+        self.redaction_id.is_some()
     }
 
     /// The (id, hash) of each row the seal lists.
@@ -155,11 +172,36 @@ pub async fn seal_once(pool: &PgPool, signer: &Signer) -> Result<Option<usize>, 
         Some((seq, to, digest)) => (seq + 1, to, Some(digest)),
         None => (1, 0, None),
     };
-    // Every transaction older than the oldest one still running has ended.
-    let horizon: i64 =
-        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(&mut *tx)
+    let pending: Option<(i64, Vec<i64>, String)> = sqlx::query_as(
+        "SELECT id, row_ids, reason FROM erasure.audit_redactions WHERE sealed_in IS NULL ORDER BY id LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((redaction_id, row_ids, reason)) = pending {
+        let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+            "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE id = ANY($1) ORDER BY id"
+        ))
+        .bind(&row_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut seal = Seal::new(seq, from, from, &rows, prev_digest, signer);
+        seal.redaction_id = Some(redaction_id);
+        seal.reason = Some(reason);
+        insert(&mut tx, seal, signer).await?;
+        sqlx::query("UPDATE erasure.audit_redactions SET sealed_in = $1 WHERE id = $2")
+            .bind(seq)
+            .bind(redaction_id)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        tracing::info!(
+            seal = seq,
+            rows = rows.len(),
+            "sealed a redaction of the audit log"
+        );
+        return Ok(Some(0));
+    }
+    let horizon = horizon(&mut tx).await?;
     let cut: Option<i64> = sqlx::query_scalar(
         "SELECT xid::text::bigint FROM erasure.audit_log \
          WHERE xid >= $1::text::xid8 AND xid < $2::text::xid8 ORDER BY xid OFFSET $3 LIMIT 1",
@@ -183,31 +225,56 @@ pub async fn seal_once(pool: &PgPool, signer: &Signer) -> Result<Option<usize>, 
     if rows.is_empty() {
         return Ok(None);
     }
-    let mut row_hashes = Vec::with_capacity(rows.len() * 40);
-    for row in &rows {
-        row_hashes.extend_from_slice(&row.id.to_be_bytes());
-        row_hashes.extend_from_slice(&row.hash());
+    let seal = Seal::new(seq, from, to, &rows, prev_digest, signer);
+    insert(&mut tx, seal, signer).await?;
+    tx.commit().await?;
+    crate::metrics::sealed(rows.len());
+    Ok(Some(rows.len()))
+}
+
+impl Seal {
+    /// A seal of `rows` (covering the transactions in `[from, to)`), linked to the seal whose
+    /// digest is `prev_digest`, not signed yet.
+    fn new(
+        seq: i64,
+        from: i64,
+        to: i64,
+        rows: &[AuditRow],
+        prev_digest: Option<Vec<u8>>,
+        signer: &Signer,
+    ) -> Self {
+        let mut row_hashes = Vec::with_capacity(rows.len() * 40);
+        for row in rows {
+            row_hashes.extend_from_slice(&row.id.to_be_bytes());
+            row_hashes.extend_from_slice(&row.hash());
+        }
+        let now = Utc::now();
+        let sealed_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+        Seal {
+            seq,
+            sealed_at,
+            xid_from: from,
+            xid_to: to,
+            row_count: rows.len() as i32,
+            row_hashes,
+            prev_digest,
+            digest: Vec::new(),
+            key_id: signer.id().to_owned(),
+            signature: Vec::new(),
+            redaction_id: None,
+            reason: None,
+        }
     }
-    let now = Utc::now();
-    let sealed_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let mut seal = Seal {
-        seq,
-        sealed_at,
-        xid_from: from,
-        xid_to: to,
-        row_count: rows.len() as i32,
-        row_hashes,
-        prev_digest,
-        digest: Vec::new(),
-        key_id: signer.id().to_owned(),
-        signature: Vec::new(),
-    };
+}
+
+/// Signs `seal` and stores it.
+async fn insert(conn: &mut PgConnection, mut seal: Seal, signer: &Signer) -> Result<(), sqlx::Error> {
     seal.digest = seal.compute_digest().to_vec();
     seal.signature = signer.sign(&seal.digest).to_vec();
     sqlx::query(
         "INSERT INTO erasure.audit_seals (seq, sealed_at, xid_from, xid_to, row_count, row_hashes, \
-           prev_digest, digest, key_id, signature) \
-         VALUES ($1, $2, $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10)",
+           prev_digest, digest, key_id, signature, redaction_id, reason) \
+         VALUES ($1, $2, $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(seal.seq)
     .bind(seal.sealed_at)
@@ -219,11 +286,50 @@ pub async fn seal_once(pool: &PgPool, signer: &Signer) -> Result<Option<usize>, 
     .bind(&seal.digest)
     .bind(&seal.key_id)
     .bind(&seal.signature)
-    .execute(&mut *tx)
+    .bind(seal.redaction_id)
+    .bind(&seal.reason)
+    .execute(conn)
     .await?;
-    tx.commit().await?;
-    crate::metrics::sealed(rows.len());
-    Ok(Some(rows.len()))
+    Ok(())
+}
+
+/// The first transaction id whose audit rows may not all be written yet: the oldest one of
+/// this database still running, or, when none is, the next id to be given out. Every
+/// transaction before it has ended, so no row of theirs can appear later.
+///
+/// Transactions of other databases on the same server are left out: they cannot write this
+/// database's audit log, and counting them (the server-wide xmin) let an idle transaction
+/// elsewhere stop sealing for as long as it stayed open. A transaction gets its id when it
+/// first writes; one that has none yet will get one past the horizon. The snapshot is taken
+/// first and the running transactions read after it, so that a transaction given its id
+/// before the snapshot is either seen running or has ended.
+async fn horizon(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let next: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *conn)
+            .await?;
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await?;
+    let running: Option<i64> = sqlx::query_scalar(
+        "SELECT min(backend_xid::text::bigint) FROM pg_stat_activity \
+         WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(running.map_or(next, |oldest| widen(oldest, next).min(next)))
+}
+
+/// A 32-bit transaction id (as `pg_stat_activity` shows it) as the 64-bit one (`xid8`) it is,
+/// given `next`, a 64-bit id at or after it: the one of the same low bits at or before `next`.
+fn widen(xid: i64, next: i64) -> i64 {
+    let low = xid & 0xffff_ffff;
+    let candidate = (next & !0xffff_ffff) | low;
+    if candidate > next {
+        candidate - (1 << 32)
+    } else {
+        candidate
+    }
 }
 
 /// Seals every `every` until `shutdown`, a seal after another while there is a backlog.
@@ -259,6 +365,9 @@ pub struct Report {
     pub head: Option<String>,
     /// The first row or seal that does not fit.
     pub problem: Option<String>,
+    /// Each redaction the log records: the seal that recorded it, why, and how many rows it
+    /// changed.
+    pub redactions: Vec<(i64, String, usize)>,
 }
 
 /// Checks the seals (from the first one made at or after `since`, linked to the one before
@@ -284,6 +393,20 @@ pub async fn check_log(
         unsealed: 0,
         head: None,
         problem: None,
+        redactions: Vec::new(),
+    };
+    // Rows changed on purpose after they were sealed, each with its hash after the change and
+    // the redaction seal that says so (itself checked in order below).
+    let redacted: std::collections::HashMap<i64, (Vec<u8>, i64)> = {
+        let seals: Vec<Seal> = sqlx::query_as(&format!(
+            "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals WHERE redaction_id IS NOT NULL ORDER BY seq"
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        seals
+            .iter()
+            .flat_map(|s| s.listed().map(move |(id, hash)| (id, (hash.to_vec(), s.seq))))
+            .collect()
     };
     let mut previous: Option<Seal> = match first {
         Some(seq) if seq > 1 => {
@@ -320,8 +443,29 @@ pub async fn check_log(
             report.problem = Some(why);
             return Ok(report);
         }
+        if seal.is_redaction() {
+            let ids: Vec<i64> = seal.listed().map(|(id, _)| id).collect();
+            let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+                "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE id = ANY($1) ORDER BY id"
+            ))
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            if let Some(why) = compare(&seal, &rows, &Default::default()) {
+                report.problem = Some(why);
+                return Ok(report);
+            }
+            report.redactions.push((
+                seal.seq,
+                seal.reason.clone().unwrap_or_default(),
+                ids.len(),
+            ));
+            report.seals += 1;
+            previous = Some(seal);
+            continue;
+        }
         let rows = rows_between(&mut conn, seal.xid_from, seal.xid_to).await?;
-        if let Some(why) = compare(&seal, &rows) {
+        if let Some(why) = compare(&seal, &rows, &redacted) {
             report.problem = Some(why);
             return Ok(report);
         }
@@ -368,8 +512,14 @@ fn check_seal(seal: &Seal, previous: Option<&Seal>, keys: &KeySet) -> Result<(),
         .map_err(|why| format!("seal {}: {why}", seal.seq))
 }
 
-/// The first row that does not fit the seal's list, if any.
-fn compare(seal: &Seal, rows: &[AuditRow]) -> Option<String> {
+/// The first row that does not fit the seal's list, if any. A row whose hash is the one a
+/// later redaction seal lists for it (`redacted`) fits: it was changed on purpose, and the
+/// redaction is sealed.
+fn compare(
+    seal: &Seal,
+    rows: &[AuditRow],
+    redacted: &std::collections::HashMap<i64, (Vec<u8>, i64)>,
+) -> Option<String> {
     let mut listed = seal.listed().peekable();
     let mut present = rows.iter().peekable();
     loop {
@@ -400,7 +550,11 @@ fn compare(seal: &Seal, rows: &[AuditRow]) -> Option<String> {
                         row.id, seal.seq
                     ));
                 }
-                if *hash != row.hash().as_slice() {
+                let now = row.hash();
+                let by_redaction = redacted
+                    .get(id)
+                    .is_some_and(|(after, at)| *at > seal.seq && after.as_slice() == now.as_slice());
+                if *hash != now.as_slice() && !by_redaction {
                     return Some(format!(
                         "audit row {id} was changed after seal {} sealed it",
                         seal.seq
@@ -410,5 +564,19 @@ fn compare(seal: &Seal, rows: &[AuditRow]) -> Option<String> {
                 present.next();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::widen;
+
+    #[test]
+    fn a_short_transaction_id_widens_to_the_one_at_or_before_the_next() {
+        assert_eq!(widen(750, 800), 750);
+        let epoch = 3_i64 << 32;
+        assert_eq!(widen(750, epoch + 800), epoch + 750);
+        // Just before the low bits wrapped around.
+        assert_eq!(widen(0xffff_fff0, epoch + 5), epoch - 16);
     }
 }

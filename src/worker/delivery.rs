@@ -43,11 +43,10 @@ pub async fn handle_delivery(
 ) -> Disposition {
     let received_at = Utc::now();
     let started = Instant::now();
-    let request = match request::parse(body, received_at) {
-        Ok(request) => request,
+    let received = match slot.eraser().read(body, Channel::Amqp, received_at) {
+        Ok(received) => received,
         Err(invalid) => return reject(slot, &invalid, received_at, body.len()).await,
     };
-    let received = slot.eraser().receive(request, Channel::Amqp, received_at);
     if let Some(held) = hold(slot, &received, body.len()).await {
         return held;
     }
@@ -87,9 +86,8 @@ pub async fn handle_batch(
     let mut dispositions: Vec<Option<Disposition>> = vec![None; messages.len()];
     let mut batch: Vec<(usize, Received)> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
-        match request::parse(message.body, received_at) {
-            Ok(request) if !message.redelivered => {
-                let received = slot.eraser().receive(request, Channel::Amqp, received_at);
+        match slot.eraser().read(message.body, Channel::Amqp, received_at) {
+            Ok(received) if !message.redelivered => {
                 match hold(slot, &received, message.body.len()).await {
                     Some(held) => dispositions[i] = Some(held),
                     None => batch.push((i, received)),

@@ -135,7 +135,7 @@ async fn an_id_wins_over_a_source_id_that_happens_to_equal_it() {
     let request = request_for("cust_b");
     let Outcome::Recorded(row) = app
         .eraser()
-        .erase(&app.eraser().receive(request, Channel::Cli, Utc::now()))
+        .erase(&app.eraser().receive(request, Channel::Cli, Utc::now()).unwrap())
         .await
         .unwrap()
     else {
@@ -310,7 +310,7 @@ async fn concurrent_erasures_of_one_customer_are_serialized_and_counted_once() {
         let request = request_for(customer);
         tasks.push(tokio::spawn(async move {
             eraser
-                .erase(&eraser.receive(request, Channel::Amqp, Utc::now()))
+                .erase(&eraser.receive(request, Channel::Amqp, Utc::now()).unwrap())
                 .await
         }));
     }
@@ -399,7 +399,7 @@ async fn hostile_identifiers_are_bound_not_spliced() {
         .eraser()
         .erase(
             &app.eraser()
-                .receive(request_for(hostile), Channel::Cli, Utc::now()),
+                .receive(request_for(hostile), Channel::Cli, Utc::now()).unwrap(),
         )
         .await
         .unwrap()
@@ -420,6 +420,7 @@ fn request_for(customer: &str) -> ErasureRequest {
         requested_by: "support-portal".into(),
         reason: None,
         requested_at: Some(Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap()),
+        identifier_type: None,
     }
 }
 
@@ -437,7 +438,7 @@ async fn concurrent_deliveries_of_one_request_record_one_outcome() {
         let request = request.clone();
         tasks.push(tokio::spawn(async move {
             eraser
-                .erase(&eraser.receive(request, Channel::Amqp, Utc::now()))
+                .erase(&eraser.receive(request, Channel::Amqp, Utc::now()).unwrap())
                 .await
         }));
     }
@@ -493,7 +494,7 @@ async fn a_typical_erasure_is_one_database_round_trip() {
 
     // The first erasure on a connection also prepares the statement.
     let first = slot
-        .erase(&eraser.receive(request_for("cust_rt_0"), Channel::Amqp, Utc::now()))
+        .erase(&eraser.receive(request_for("cust_rt_0"), Channel::Amqp, Utc::now()).unwrap())
         .await
         .unwrap();
     assert!(matches!(first, Outcome::Recorded(ref row) if row.status == DeletionStatus::Done));
@@ -504,7 +505,7 @@ async fn a_typical_erasure_is_one_database_round_trip() {
                 request_for(&format!("cust_rt_{i}")),
                 Channel::Amqp,
                 Utc::now(),
-            ))
+            ).unwrap())
             .await
             .unwrap();
         let Outcome::Recorded(row) = outcome else {

@@ -248,10 +248,10 @@ async fn a_ledger_line_that_does_not_read_is_reported_and_fails_the_replay_and_o
     std::fs::write(&ledger, text).unwrap();
     let (code, stdout, _) = run(&app, &url, &["ledger", "replay", &path]).await;
     assert_eq!(code, 1, "{stdout}");
-    assert!(stdout.contains("line 2: not a ledger line"), "{stdout}");
-    assert!(stdout.contains("gone_x: not present"), "{stdout}");
+    assert!(stdout.contains("line 2: refused: not signed"), "{stdout}");
+    assert!(stdout.contains("line 1: gone_x: not present"), "{stdout}");
     assert!(
-        stdout.contains("1 not present, 0 lines with nothing to replay, 1 failed"),
+        stdout.contains("1 not present, 0 lines with nothing to replay, 1 failed or refused"),
         "{stdout}"
     );
     app.cleanup().await;

@@ -266,9 +266,10 @@ async fn erase_on(pool: &PgPool, plan: Plan, key: &[u8], customer: &str) -> Opti
         requested_by: "dpo".into(),
         reason: None,
         requested_at: None,
+        identifier_type: None,
     };
     let row = match eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()))
+        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
         .await
     {
         Ok(Outcome::Recorded(row)) => row,
@@ -493,9 +494,10 @@ async fn a_kept_subject_with_no_step_runs_and_prints_no_empty_condition() {
         requested_by: "dpo".into(),
         reason: None,
         requested_at: None,
+        identifier_type: None,
     };
     let Outcome::Recorded(row) = eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()))
+        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
         .await
         .unwrap()
     else {
@@ -526,9 +528,10 @@ async fn a_constraint_the_plan_does_not_cover_fails_plan_gap_after_one_retry_nam
         requested_by: "dpo".into(),
         reason: None,
         requested_at: None,
+        identifier_type: None,
     };
     let outcome = eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()))
+        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
         .await
         .unwrap();
     let Outcome::Stopped(row) = outcome else {

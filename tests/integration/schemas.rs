@@ -44,6 +44,7 @@ fn request(identifier: &str) -> ErasureRequest {
         requested_by: "dpo".into(),
         reason: None,
         requested_at: None,
+        identifier_type: None,
     }
 }
 
@@ -51,7 +52,7 @@ fn request(identifier: &str) -> ErasureRequest {
 async fn erase(app: &TestApp, identifier: &str) -> DeletionRow {
     let eraser = app.eraser();
     match eraser
-        .erase(&eraser.receive(request(identifier), Channel::Cli, Utc::now()))
+        .erase(&eraser.receive(request(identifier), Channel::Cli, Utc::now()).unwrap())
         .await
         .unwrap()
     {
@@ -145,7 +146,7 @@ fn take_up_referenced(draft: &str) -> String {
 async fn assert_paths_use_indexes(app: &TestApp, plan: &Plan, live: &LiveSchema, identifier: &str) {
     let eraser = app.eraser();
     let statement = eraser.statement();
-    let received = eraser.receive(request(identifier), Channel::Cli, Utc::now());
+    let received = eraser.receive(request(identifier), Channel::Cli, Utc::now()).unwrap();
     // Every customer probed for size: the probes must walk indexes too.
     let args = eraser
         .statement_arguments(&[&received], &Probing::All)

@@ -72,6 +72,7 @@ fn request(identifier: &str) -> ErasureRequest {
         requested_by: "dpo".into(),
         reason: None,
         requested_at: None,
+        identifier_type: None,
     }
 }
 
@@ -79,7 +80,7 @@ fn request(identifier: &str) -> ErasureRequest {
 async fn erase(app: &TestApp, identifier: &str) -> DeletionRow {
     let eraser = app.eraser();
     match eraser
-        .erase(&eraser.receive(request(identifier), Channel::Cli, Utc::now()))
+        .erase(&eraser.receive(request(identifier), Channel::Cli, Utc::now()).unwrap())
         .await
         .unwrap()
     {

@@ -37,10 +37,11 @@ fn received(app: &TestApp, customer: &str) -> Received {
             requested_by: "support-portal".into(),
             reason: None,
             requested_at: Some(Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap()),
+            identifier_type: None,
         },
         Channel::Amqp,
         Utc::now(),
-    )
+    ).unwrap()
 }
 
 async fn analyze(app: &TestApp) {

@@ -2,20 +2,40 @@
 //! chunks that erase such a customer a short transaction at a time, and finding the customer
 //! an identifier names.
 
-use super::reach::{anonymize, change, mine, reach};
+use super::reach::{anonymize, change, lookup_hash_columns, lookup_hashes, mine, reach};
 use super::{Params, Statement, Value};
 use crate::deletion::statement;
 use crate::plan::{Action, Plan, Step, ident};
 
 pub use super::reach::subject_by_identifier;
 
-/// The key (as text) of the live customer the identifier names (by key first, then each lookup
-/// in order), or NULL.
+/// The live customer the identifier names, by the rule of [`crate::identity`]: its key (as
+/// text) when it names one, and whether it names several.
 pub fn find_subject_statement(plan: &Plan) -> Statement {
     let mut params = Params::default();
     let customer = params.of(Value::Customer, "text");
     let key = params.of(Value::Key, plan.facts.key_type.sql());
-    let sql = format!("SELECT {}", subject_by_identifier(plan, &customer, &key));
+    let kind = params.typed(Value::Kind, "text");
+    let sql = format!(
+        "SELECT i.key, i.ambiguous FROM {} i",
+        subject_by_identifier(plan, &customer, &key, &kind)
+    );
+    params.finish(sql)
+}
+
+/// The keyed hashes of the lookup values of the live customer with key `subject_id` (as
+/// deletions keep them), or no row: what a ledger replay compares with the hashes its line
+/// kept of the customer erased under that key.
+pub fn subject_digests_statement(plan: &Plan) -> Statement {
+    let mut params = Params::default();
+    let subject = subject_from_text(plan, &mut params);
+    let sql = format!(
+        "SELECT {} FROM (SELECT 1 AS found{} FROM {} s WHERE s.{} = ANY ({subject})) t",
+        lookup_hashes(plan, "t"),
+        lookup_hash_columns(plan, "s", &mut params),
+        plan.subject.table.sql(),
+        ident(&plan.subject.key),
+    );
     params.finish(sql)
 }
 

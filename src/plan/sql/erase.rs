@@ -76,6 +76,8 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     let threshold = params.typed(Value::ChunkThreshold, "bigint");
     arrays.push(params.typed(Value::Each(Field::Key), key_array));
     columns.push("key");
+    arrays.push(params.typed(Value::Each(Field::Kind), "text[]"));
+    columns.push("kind");
     let probed = params.typed(Value::Probed, "text[]");
 
     let subject = &plan.subject;
@@ -103,9 +105,10 @@ pub fn erase_statement(plan: &Plan) -> Statement {
          target AS MATERIALIZED (\n  SELECT DISTINCT ON (m.subject_key) m.n, l.*\n  \
          FROM matched m JOIN locked l ON l.subject_key = m.subject_key JOIN requests r ON r.n = m.n\n  \
          WHERE {not_ended}\n    \
+         AND NOT EXISTS (SELECT 1 FROM matched a WHERE a.n = m.n AND a.subject_key <> m.subject_key)\n    \
          AND NOT EXISTS (SELECT 1 FROM erasure.claims k WHERE k.subject_id = l.subject_id AND k.request_id <> r.request_id)\n  \
          ORDER BY m.subject_key, m.n\n),",
-        matches = subject_matches(plan, "s", "r.customer", "r.key"),
+        matches = subject_matches(plan, "s", "r.customer", "r.key", "r.kind"),
         lookups = lookup_hash_columns(plan, "s", &mut params),
         not_ended = statement::not_ended("r.request_id"),
     );
@@ -277,7 +280,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         joins.join("\n    ")
     );
 
-    let (hashes, first_hash) = lookup_hashes(plan, "t");
+    let hashes = lookup_hashes(plan, "t");
     // Only a kept (anonymized) customer can be found again after its erasure, and it was
     // erased already if nothing was left to clear.
     let already_erased = match subject.action {
@@ -289,13 +292,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     let _ = writeln!(
         sql,
         "{}",
-        statement::outcome(
-            &first_hash,
-            &hashes,
-            &zero_counts,
-            already_erased,
-            &plan_hash
-        )
+        statement::outcome(&hashes, &zero_counts, already_erased, &plan_hash)
     );
     let _ = writeln!(sql, "{}", statement::audit());
     let _ = writeln!(sql, "{}", statement::owed());
@@ -325,6 +322,7 @@ pub fn lock_statement(plan: &Plan) -> Option<Statement> {
     let key_array = key_array(plan);
     let customers = params.typed(Value::Each(Field::Customer), "text[]");
     let keys = params.typed(Value::Each(Field::Key), key_array);
+    let kinds = params.typed(Value::Each(Field::Kind), "text[]");
     let subject = &plan.subject;
     let table = subject.table.sql();
     let key_column = ident(&subject.key);
@@ -335,12 +333,12 @@ pub fn lock_statement(plan: &Plan) -> Option<Statement> {
         .map(|(i, r)| format!(", s.{} AS from_{i}", ident(&r.from)))
         .collect();
     let mut sql = format!(
-        "WITH requests AS MATERIALIZED (\n  SELECT * FROM unnest({customers}, {keys}) AS r(customer, key)\n),\n\
+        "WITH requests AS MATERIALIZED (\n  SELECT * FROM unnest({customers}, {keys}, {kinds}) AS r(customer, key, kind)\n),\n\
          matched AS MATERIALIZED (\n  SELECT s.{key_column} AS subject_key FROM requests r JOIN {table} s ON {matches}\n),\n\
          locked AS MATERIALIZED (\n  SELECT s.{key_column} AS subject_key{froms}\n  \
          FROM {table} s WHERE s.{key_column} = ANY (ARRAY(SELECT subject_key FROM matched))\n  \
          ORDER BY s.{key_column} FOR UPDATE OF s\n)",
-        matches = subject_matches(plan, "s", "r.customer", "r.key"),
+        matches = subject_matches(plan, "s", "r.customer", "r.key", "r.kind"),
         froms = froms.concat(),
     );
     let mut counts = vec!["(SELECT count(*) FROM locked)".to_string()];
@@ -699,12 +697,12 @@ mod tests {
         assert!(
             statement
                 .sql
-                .contains(r#"replace($18::text, '{key}', (x."customer_id")::text)"#),
+                .contains(r#"replace($19::text, '{key}', (x."customer_id")::text)"#),
             "{}",
             statement.sql
         );
-        assert!(statement.sql.contains(r#""data" = "data" - $19::text[]"#));
-        assert!(statement.sql.contains(r#"x."data" ?| $19::text[]"#));
+        assert!(statement.sql.contains(r#""data" = "data" - $20::text[]"#));
+        assert!(statement.sql.contains(r#"x."data" ?| $20::text[]"#));
         assert!(!statement.sql.contains("erased-"));
     }
 

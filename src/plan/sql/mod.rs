@@ -33,7 +33,7 @@ use crate::request::Channel;
 
 pub use companions::{
     ChunkStatement, chunk_statements, find_subject_statement, oversized_statement,
-    subject_by_identifier,
+    subject_by_identifier, subject_digests_statement,
 };
 pub use erase::{erase_statement, lock_statement};
 pub use leftovers::leftovers_statement;
@@ -48,6 +48,8 @@ pub enum Value {
     Customer,
     /// That identifier read as the subject's key (NULL when it does not read as one).
     Key,
+    /// That identifier's type (`key`, a lookup's column, or NULL).
+    Kind,
     /// The customer's key as text (chunks and probes of a customer already found).
     SubjectId,
     /// Several customers' keys, as text.
@@ -76,6 +78,8 @@ pub enum Field {
     Customer,
     /// The identifier read as the subject's key.
     Key,
+    /// The identifier's type: `key`, a lookup's column, or NULL for either.
+    Kind,
     RequestId,
     /// The id of a new deletion object.
     DeletionId,
@@ -95,6 +99,7 @@ impl Field {
         match self {
             Field::Customer => "customer",
             Field::Key => "key",
+            Field::Kind => "kind",
             Field::RequestId => "request_id",
             Field::DeletionId => "deletion_id",
             Field::RequestedHash => "requested_hash",
@@ -114,6 +119,7 @@ impl Value {
             Value::Each(field) => field.name(),
             Value::Customer => "customer",
             Value::Key => "key",
+            Value::Kind => "kind",
             Value::SubjectId => "subject_id",
             Value::SubjectIds => "subject_ids",
             Value::KeptRows => "kept",
@@ -179,6 +185,8 @@ impl Params {
 pub struct RequestRow<'a> {
     pub customer: &'a str,
     pub key: KeyValue,
+    /// The identifier's type (`key`, a lookup's column), or `None` for either.
+    pub kind: Option<&'a str>,
     pub request_id: Uuid,
     pub deletion_id: String,
     pub requested_hash: &'a [u8],
@@ -197,6 +205,7 @@ pub struct Values<'a> {
     pub requests: &'a [RequestRow<'a>],
     pub customer: Option<&'a str>,
     pub key: Option<&'a KeyValue>,
+    pub kind: Option<&'a str>,
     pub subject_id: Option<&'a str>,
     pub subject_ids: Option<&'a [String]>,
     pub kept: Option<&'a [serde_json::Value]>,
@@ -234,6 +243,12 @@ fn add_each(
     match field {
         Field::Customer => add(args, all(|r| r.customer.to_owned())),
         Field::Key => KeyValue::add_all(args, rows.iter().map(|r| &r.key)),
+        Field::Kind => add(
+            args,
+            rows.iter()
+                .map(|r| r.kind.map(str::to_owned))
+                .collect::<Vec<_>>(),
+        ),
         Field::RequestId => add(args, rows.iter().map(|r| r.request_id).collect::<Vec<_>>()),
         Field::DeletionId => add(args, all(|r| r.deletion_id.clone())),
         Field::RequestedHash => add(
@@ -269,6 +284,7 @@ impl Statement {
                 Value::Each(field) => add_each(&mut args, *field, values.requests)?,
                 Value::Customer => add(&mut args, needed(values.customer, v)?)?,
                 Value::Key => needed(values.key, v)?.add_to(&mut args)?,
+                Value::Kind => add(&mut args, values.kind)?,
                 Value::SubjectId => add(&mut args, needed(values.subject_id, v)?)?,
                 Value::SubjectIds => add(&mut args, needed(values.subject_ids, v)?)?,
                 Value::KeptRows => add(&mut args, needed(values.kept, v)?)?,

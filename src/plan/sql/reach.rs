@@ -2,7 +2,7 @@
 //! customers, how an identifier names a customer, and how a row's personal columns are cleared.
 
 use super::{Params, Value};
-use crate::keyed_hash::KeyedHash;
+use crate::identity::Identity;
 use crate::plan::{Action, Anonymize, Hop, PathHops, Plan, Referenced, Step, TableName, ident};
 
 /// The condition on `alias` (a row of a table with `paths`) that it belongs to one of the
@@ -221,50 +221,52 @@ pub fn clears_a_path(action: &Action, paths: &[PathHops]) -> bool {
     }
 }
 
-/// The key (as text) of the customer an identifier names, as a scalar subquery: the key first
-/// (`key` reads the identifier as the key's type), then each lookup in the plan's order, NULL
-/// when none matches. Locks nothing.
-pub fn subject_by_identifier(plan: &Plan, customer: &str, key: &str) -> String {
+/// The customers an identifier names (by the rule of [`crate::identity`]), as a subquery of
+/// one row: `key`, the key (as text) of the one customer it names, or NULL; and `ambiguous`,
+/// whether it matches the lookups of more than one. `customer`, `key` and `kind` are the SQL of
+/// the identifier, its reading as the key's type, and its type (`key`, a lookup's column, or
+/// NULL). Locks nothing.
+pub fn subject_by_identifier(plan: &Plan, customer: &str, key: &str, kind: &str) -> String {
     let subject = &plan.subject;
-    let table = subject.table.sql();
-    let key_column = ident(&subject.key);
-    let mut ways = vec![format!(
-        "SELECT s.{key_column}::text AS k, 0 AS o FROM {table} s WHERE s.{key_column} = {key}"
-    )];
-    for (i, lookup) in subject.lookups.iter().enumerate() {
-        ways.push(format!(
-            "SELECT s.{key_column}::text, {} FROM {table} s WHERE {}",
-            i + 1,
-            lookup_matches(&lookup.column, lookup.case_insensitive, "s", customer)
-        ));
-    }
     format!(
-        "(SELECT k FROM ({}) m ORDER BY o LIMIT 1)",
-        ways.join(" UNION ALL ")
+        "(SELECT CASE WHEN count(DISTINCT m.k) = 1 THEN min(m.k) END AS key, count(DISTINCT m.k) > 1 AS ambiguous \
+         FROM (SELECT s.{key_column}::text AS k FROM {table} s WHERE {matches}) m)",
+        key_column = ident(&subject.key),
+        table = subject.table.sql(),
+        matches = subject_matches(plan, "s", customer, key, kind),
     )
 }
 
-/// Whether row `alias` of the subject table is the customer the identifier names, for a
-/// statement that locks the row: by key, or else by the first lookup that matches anyone.
-pub fn subject_matches(plan: &Plan, alias: &str, customer: &str, key: &str) -> String {
+/// Whether row `alias` of the subject table is a customer the identifier names, by the rule of
+/// [`crate::identity`]: its key (when the identifier's type allows it); or else, only when no
+/// customer has that key and none ever had it (no deletion recorded it), any lookup the type
+/// allows, each compared as the plan declares. Several customers may match by their lookups:
+/// the caller refuses such an identifier.
+pub fn subject_matches(plan: &Plan, alias: &str, customer: &str, key: &str, kind: &str) -> String {
     let subject = &plan.subject;
     let table = subject.table.sql();
     let key_column = ident(&subject.key);
-    let mut ways = vec![format!("{alias}.{key_column} = {key}")];
-    let mut earlier = vec![format!(
-        "NOT EXISTS (SELECT 1 FROM {table} m WHERE m.{key_column} = {key})"
+    let allows = |word: &str| {
+        format!(
+            "({kind} IS NULL OR {kind} = '{}')",
+            word.replace('\'', "''")
+        )
+    };
+    let mut ways = vec![format!(
+        "({} AND {alias}.{key_column} = {key})",
+        allows("key")
     )];
+    // Lookups are consulted for an identifier of no type only when it is not and never was a
+    // key: after its customer is erased, a key must not start naming someone else.
+    let never_a_key = format!(
+        "({kind} IS NOT NULL OR (NOT EXISTS (SELECT 1 FROM {table} m WHERE m.{key_column} = {key}) AND NOT {}))",
+        crate::deletion::statement::was_key(&format!("({key})::text"))
+    );
     for lookup in &subject.lookups {
-        let matches =
-            |a: &str| lookup_matches(&lookup.column, lookup.case_insensitive, a, customer);
         ways.push(format!(
-            "({} AND {})",
-            matches(alias),
-            earlier.join(" AND ")
-        ));
-        earlier.push(format!(
-            "NOT EXISTS (SELECT 1 FROM {table} m WHERE {})",
-            matches("m")
+            "({} AND {} AND {never_a_key})",
+            allows(&lookup.column),
+            lookup_matches(&lookup.column, lookup.case_insensitive, alias, customer)
         ));
     }
     format!("({})", ways.join(" OR "))
@@ -279,8 +281,9 @@ fn lookup_matches(column: &str, case_insensitive: bool, alias: &str, customer: &
 }
 
 /// The keyed hashes of the subject's lookup values, as columns `lookup_hash_0`, ... of row
-/// `alias` (each with a leading comma): lookups compared in any case are hashed in lower case.
-/// The values themselves go no further.
+/// `alias` (each with a leading comma): tagged with their lookup and, for lookups compared in
+/// any case, folded to lower case ([`crate::identity::Identity::lookup_digest_sql`]). The
+/// values themselves go no further.
 pub fn lookup_hash_columns(plan: &Plan, alias: &str, params: &mut Params) -> String {
     if plan.subject.lookups.is_empty() {
         return String::new();
@@ -293,33 +296,25 @@ pub fn lookup_hash_columns(plan: &Plan, alias: &str, params: &mut Params) -> Str
         .enumerate()
         .map(|(i, lookup)| {
             let column = format!("{alias}.{}", ident(&lookup.column));
-            let value = if lookup.case_insensitive {
-                format!("lower({column})")
-            } else {
-                column
-            };
             format!(
                 ", {} AS lookup_hash_{i}",
-                KeyedHash::sql(&value, &inner, &outer)
+                Identity::lookup_digest_sql(lookup, &column, &inner, &outer)
             )
         })
         .collect()
 }
 
 /// All the lookup hashes of row `alias` (which has [`lookup_hash_columns`]), as a `bytea[]`
-/// without NULLs, and the first one alone (what deletions keep as `source_id_hash`).
-pub fn lookup_hashes(plan: &Plan, alias: &str) -> (String, String) {
+/// without NULLs: what deletions keep as `lookup_digests`.
+pub fn lookup_hashes(plan: &Plan, alias: &str) -> String {
     let count = plan.subject.lookups.len();
     if count == 0 {
-        return ("NULL::bytea[]".into(), "NULL::bytea".into());
+        return "NULL::bytea[]".into();
     }
     let all: Vec<String> = (0..count)
         .map(|i| format!("{alias}.lookup_hash_{i}"))
         .collect();
-    (
-        format!("array_remove(ARRAY[{}], NULL)", all.join(", ")),
-        format!("{alias}.lookup_hash_0"),
-    )
+    format!("array_remove(ARRAY[{}], NULL)", all.join(", "))
 }
 
 /// The SET list and the "anything to clear" condition of an anonymizing action on row
