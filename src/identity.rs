@@ -199,8 +199,14 @@ mod tests {
         let [source, email] = [&id.lookups[0], &id.lookups[1]];
         assert_ne!(id.lookup_digest(source, "x"), id.lookup_digest(email, "x"));
         // Exactly for a lookup compared as it is, in any case for one declared so.
-        assert_ne!(id.lookup_digest(source, "SRC_X"), id.lookup_digest(source, "src_x"));
-        assert_eq!(id.lookup_digest(email, "A@B.example"), id.lookup_digest(email, "a@b.example"));
+        assert_ne!(
+            id.lookup_digest(source, "SRC_X"),
+            id.lookup_digest(source, "src_x")
+        );
+        assert_eq!(
+            id.lookup_digest(email, "A@B.example"),
+            id.lookup_digest(email, "a@b.example")
+        );
     }
 
     #[test]
@@ -214,7 +220,10 @@ mod tests {
         let email = id.naming("a@b.example", IdentifierType::Lookup(1));
         assert_eq!(email.lookup_digests.len(), 1);
         assert!(email.key_text.is_none() && !email.may_be_key());
-        assert_eq!(id.identifier_type(Some("source_id")), Ok(IdentifierType::Lookup(0)));
+        assert_eq!(
+            id.identifier_type(Some("source_id")),
+            Ok(IdentifierType::Lookup(0))
+        );
         assert_eq!(
             id.identifier_type(Some("phone")).unwrap_err(),
             "identifier_type: must be one of key, source_id, email"

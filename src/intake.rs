@@ -55,7 +55,7 @@ impl Intake {
         publisher: Arc<Publisher>,
         grace_period: GracePeriod,
     ) -> Self {
-        let named = crate::plan::sql::subject_by_identifier(plan, "$3", "$11", "$13::text");
+        let named = crate::plan::sql::subject_by_identifier(plan, "$3", "$11", "$13::text", None);
         let subject_key = format!("(SELECT i.key FROM {named} i)");
         Self {
             pool,

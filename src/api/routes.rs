@@ -19,9 +19,9 @@ use super::{ApiResult, ApiState};
 use crate::deletion::store::{self, ListQuery};
 use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::erase::preview::PreviewError;
+use crate::identity::IdentifierType;
 use crate::intake::{SubmitError, Submitted};
 use crate::keys::Caller;
-use crate::identity::IdentifierType;
 use crate::request::{self, Channel, Received};
 
 const DEFAULT_LIMIT: i64 = 20;
@@ -63,9 +63,9 @@ async fn submit(
     // The optional body: requested_by, reason and requested_at; anything else is ignored.
     let mut fields: serde_json::Map<String, Value> =
         ["requested_by", "reason", "requested_at", "identifier_type"]
-        .into_iter()
-        .filter_map(|key| body.get(key).map(|v| (key.to_owned(), v.clone())))
-        .collect();
+            .into_iter()
+            .filter_map(|key| body.get(key).map(|v| (key.to_owned(), v.clone())))
+            .collect();
     fields
         .entry("requested_by")
         .or_insert_with(|| Value::String(caller.name.clone()));

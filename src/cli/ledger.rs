@@ -210,9 +210,9 @@ fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<Result<String,
             MAX_LINE / 1024
         ))));
     }
-    Ok(Some(
-        String::from_utf8(line).map_err(|_| "not UTF-8 text: not a ledger line".to_string()),
-    ))
+    Ok(Some(String::from_utf8(line).map_err(|_| {
+        "not UTF-8 text: not a ledger line".to_string()
+    })))
 }
 
 /// What a replay did.
@@ -257,14 +257,19 @@ pub fn replay_request_id(original: Uuid) -> Uuid {
 
 /// A ledger line that verifies and reads, or why not.
 fn verified(text: &str, trust: &Trust<'_>) -> Result<LedgerLine, String> {
-    let value = crate::proof::strict_json::parse(text).map_err(|why| format!("not a ledger line ({why})"))?;
+    let value = crate::proof::strict_json::parse(text)
+        .map_err(|why| format!("not a ledger line ({why})"))?;
     let Value::Object(mut members) = value else {
         return Err("not a ledger line (not a JSON object)".into());
     };
     if members.contains_key("signature") {
-        signed::check(&members, trust.keys, "line").map_err(|why| format!("does not verify: {why}"))?;
+        signed::check(&members, trust.keys, "line")
+            .map_err(|why| format!("does not verify: {why}"))?;
     } else if !trust.unsigned {
-        return Err("not signed (give --trust-unsigned for a ledger exported before lines were signed)".into());
+        return Err(
+            "not signed (give --trust-unsigned for a ledger exported before lines were signed)"
+                .into(),
+        );
     }
     members.remove("signature");
     members.remove("key_id");
@@ -334,7 +339,11 @@ async fn replay_line(
     let key = match (&entry.related_object_id, entry.status, entry.already_erased) {
         (Some(key), DeletionStatus::Done, false) => key.clone(),
         (_, status, already) => {
-            let what = if already { "found erased already" } else { status.as_str() };
+            let what = if already {
+                "found erased already"
+            } else {
+                status.as_str()
+            };
             writeln!(
                 report,
                 "line {n}: {} ended {what}: nothing to replay",

@@ -98,7 +98,9 @@ pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
         report.seals, report.rows, report.unsealed
     );
     for (seal, reason, rows) in &report.redactions {
-        println!("{rows} rows redacted on purpose after they were sealed, as seal {seal} records: {reason}");
+        println!(
+            "{rows} rows redacted on purpose after they were sealed, as seal {seal} records: {reason}"
+        );
     }
     if let Some(head) = report.head {
         println!(

@@ -30,8 +30,8 @@ use crate::api::ApiState;
 use crate::deletion::report;
 use crate::deletion::store;
 use crate::erase::preview::PreviewError;
-use crate::intake::{SubmitError, Submitted};
 use crate::identity::IdentifierType;
+use crate::intake::{SubmitError, Submitted};
 use crate::request::{self, Channel, ErasureRequest, Received};
 use session::Session;
 

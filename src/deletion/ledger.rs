@@ -120,7 +120,8 @@ pub async fn completed_at(
 /// The DONE deletion that erased the customer an identifier names (read as `naming` says), by
 /// the rule of [`crate::identity`]: by its key, if any deletion recorded it (a key never names
 /// anyone else, erased or not); else through the keyed hashes of the lookup values erased
-/// customers had. Its id and when it ended; each way is an index lookup.
+/// customers had. Its id and when it ended (the one that erased, rather than one that found the
+/// customer erased already); each way is an index lookup.
 pub async fn suppression(
     db: impl PgExecutor<'_>,
     naming: &Naming,
@@ -137,7 +138,7 @@ pub async fn suppression(
         "SELECT id, completed_at FROM erasure.deletions \
          WHERE status = '{done}' AND (related_object_id = $1 \
            OR (NOT EXISTS (SELECT 1 FROM erasure.deletions k WHERE k.related_object_id = $1) AND ({names}))) \
-         ORDER BY completed_at DESC LIMIT 1",
+         ORDER BY already_erased, completed_at DESC LIMIT 1",
         done = DeletionStatus::Done,
         names = super::store::lookup_names("$2", "$3"),
     ))

@@ -337,6 +337,9 @@ pub async fn prior(
     .await
 }
 
+/// The keyed hashes of a customer's lookup values, as a deletion keeps them.
+type Digests = Option<Vec<Vec<u8>>>;
+
 /// What the deletions say of an identifier no live customer has (the "erased earlier" look of
 /// [`crate::identity`]'s rule).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -361,7 +364,7 @@ pub async fn erased_earlier(
     naming: &Naming,
 ) -> Result<Earlier, sqlx::Error> {
     if naming.may_be_key() {
-        let by_key: Option<(String, Option<Vec<Vec<u8>>>, bool)> = sqlx::query_as(&format!(
+        let by_key: Option<(String, Digests, bool)> = sqlx::query_as(&format!(
             "SELECT related_object_id, lookup_digests, status = '{done}' AND NOT already_erased AS erased \
              FROM erasure.deletions WHERE related_object_id = $1 \
              ORDER BY erased DESC, completed_at LIMIT 1",
@@ -384,7 +387,7 @@ pub async fn erased_earlier(
     if !naming.may_be_lookup() {
         return Ok(Earlier::Nobody);
     }
-    let found: Vec<(String, Option<Vec<Vec<u8>>>)> = sqlx::query_as(&format!(
+    let found: Vec<(String, Digests)> = sqlx::query_as(&format!(
         "SELECT DISTINCT ON (related_object_id) related_object_id, lookup_digests FROM erasure.deletions \
          WHERE status = '{done}' AND NOT already_erased AND related_object_id IS NOT NULL AND ({names}) \
          ORDER BY related_object_id, completed_at LIMIT 2",
@@ -478,7 +481,12 @@ pub async fn all_for_customer(
         columns = read_columns(),
         names = names_customer(),
     ))
-    .bind(naming.may_be_key().then_some(naming.key_text.as_deref()).flatten())
+    .bind(
+        naming
+            .may_be_key()
+            .then_some(naming.key_text.as_deref())
+            .flatten(),
+    )
     .bind(&naming.requested_hash)
     .bind(&naming.lookup_digests)
     .bind(if naming.may_be_lookup() {

@@ -12,8 +12,8 @@ use super::{EraseError, Eraser, Named, Outcome};
 use crate::db::may_pass;
 use crate::deletion::ErrorKey;
 use crate::deletion::audit::{Audit, AuditAction};
-use crate::deletion::store::{self, FinalOutcome, NewDeletion};
 use crate::deletion::store::Earlier;
+use crate::deletion::store::{self, FinalOutcome, NewDeletion};
 use crate::identity::{IdentifierType, Naming};
 use crate::request::{Channel, InvalidRequest, Received};
 

@@ -34,6 +34,7 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
 use crate::deletion::{self, DeletionRow};
+use crate::identity::{IdentifierType, Identity, Naming};
 use crate::keyed_hash::KeyedHash;
 use crate::plan::sizes::{self, Probing};
 use crate::plan::sql::{
@@ -41,7 +42,6 @@ use crate::plan::sql::{
     find_subject_statement, lock_statement, oversized_statement, subject_digests_statement,
 };
 use crate::plan::{KeyValue, Plan};
-use crate::identity::{IdentifierType, Identity, Naming};
 use crate::request::{Channel, ErasureRequest, InvalidRequest, Received};
 
 pub use chunked::ChunkSize;
@@ -240,7 +240,11 @@ impl Eraser {
         channel: Channel,
         received_at: DateTime<Utc>,
     ) -> Result<Received, InvalidRequest> {
-        self.receive(crate::request::parse(body, received_at)?, channel, received_at)
+        self.receive(
+            crate::request::parse(body, received_at)?,
+            channel,
+            received_at,
+        )
     }
 
     /// `request` as received on `channel` at `received_at`, with its identifier's hashes; or
@@ -338,10 +342,7 @@ impl Eraser {
         RequestRow {
             customer: &request.customer_id,
             key: received.naming.key.clone(),
-            kind: received
-                .naming
-                .kind
-                .word(self.inner.identity.lookups()),
+            kind: received.naming.kind.word(self.inner.identity.lookups()),
             request_id: request.request_id,
             deletion_id: deletion::new_id(),
             requested_hash: received.requested_hash(),
@@ -459,6 +460,7 @@ impl Eraser {
             customer: Some(identifier),
             key: Some(&naming.key),
             kind: kind.word(self.inner.identity.lookups()),
+            pads: Some(self.inner.identity.hash().pads()),
             ..Values::default()
         })?;
         let (key, ambiguous): (Option<String>, bool) =

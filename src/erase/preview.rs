@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::{Eraser, Named};
 use crate::deletion::audit::{Audit, AuditAction};
 use crate::deletion::{self, DeletionRow, ErrorKey};
+use crate::identity::IdentifierType;
 use crate::plan::sizes::Probing;
 use crate::plan::sql::{RequestRow, Values};
-use crate::identity::IdentifierType;
 use crate::request::Channel;
 
 /// What an erasure would record.
@@ -31,7 +31,9 @@ pub enum PreviewError {
     NotFound,
     #[error("the customer is being erased in chunks now; preview it once that ends")]
     Busy,
-    #[error("the identifier names more than one customer (by their lookup values); name the customer by its key")]
+    #[error(
+        "the identifier names more than one customer (by their lookup values); name the customer by its key"
+    )]
     Ambiguous,
     #[error("{}", crate::db::SafeError(.0))]
     Database(#[from] sqlx::Error),

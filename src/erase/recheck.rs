@@ -97,7 +97,10 @@ impl Eraser {
             // as its keyed hash (`requested_id_hash`), by which compliance staff find it.
             Earlier::Nobody => (
                 None,
-                FinalOutcome::failed(ErrorKey::NotFound, "no customer has this id or lookup value"),
+                FinalOutcome::failed(
+                    ErrorKey::NotFound,
+                    "no customer has this id or lookup value",
+                ),
             ),
         };
         let new = NewDeletion::of(received).related(related.as_deref());

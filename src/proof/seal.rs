@@ -268,7 +268,11 @@ impl Seal {
 }
 
 /// Signs `seal` and stores it.
-async fn insert(conn: &mut PgConnection, mut seal: Seal, signer: &Signer) -> Result<(), sqlx::Error> {
+async fn insert(
+    conn: &mut PgConnection,
+    mut seal: Seal,
+    signer: &Signer,
+) -> Result<(), sqlx::Error> {
     seal.digest = seal.compute_digest().to_vec();
     seal.signature = signer.sign(&seal.digest).to_vec();
     sqlx::query(
@@ -405,7 +409,10 @@ pub async fn check_log(
         .await?;
         seals
             .iter()
-            .flat_map(|s| s.listed().map(move |(id, hash)| (id, (hash.to_vec(), s.seq))))
+            .flat_map(|s| {
+                s.listed()
+                    .map(move |(id, hash)| (id, (hash.to_vec(), s.seq)))
+            })
             .collect()
     };
     let mut previous: Option<Seal> = match first {
@@ -455,11 +462,9 @@ pub async fn check_log(
                 report.problem = Some(why);
                 return Ok(report);
             }
-            report.redactions.push((
-                seal.seq,
-                seal.reason.clone().unwrap_or_default(),
-                ids.len(),
-            ));
+            report
+                .redactions
+                .push((seal.seq, seal.reason.clone().unwrap_or_default(), ids.len()));
             report.seals += 1;
             previous = Some(seal);
             continue;
@@ -551,9 +556,9 @@ fn compare(
                     ));
                 }
                 let now = row.hash();
-                let by_redaction = redacted
-                    .get(id)
-                    .is_some_and(|(after, at)| *at > seal.seq && after.as_slice() == now.as_slice());
+                let by_redaction = redacted.get(id).is_some_and(|(after, at)| {
+                    *at > seal.seq && after.as_slice() == now.as_slice()
+                });
                 if *hash != now.as_slice() && !by_redaction {
                     return Some(format!(
                         "audit row {id} was changed after seal {} sealed it",

@@ -25,8 +25,8 @@ pub fn check(members: &Map<String, Value>, keys: &KeySet, what: &str) -> Result<
             .and_then(Value::as_str)
             .ok_or_else(|| format!("the {what} has no {name:?}"))
     };
-    let signature =
-        from_base64url(text("signature")?).ok_or(format!("the {what}'s \"signature\" is not base64url"))?;
+    let signature = from_base64url(text("signature")?)
+        .ok_or(format!("the {what}'s \"signature\" is not base64url"))?;
     let key_id = text("key_id")?;
     let signed: Map<String, Value> = members
         .iter()

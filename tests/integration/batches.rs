@@ -13,18 +13,20 @@ use uuid::Uuid;
 use crate::helpers::{Shape, TestApp};
 
 fn received(app: &TestApp, customer: &str, request_id: Uuid) -> Received {
-    app.eraser().receive(
-        ErasureRequest {
-            request_id,
-            customer_id: customer.into(),
-            requested_by: "support-portal".into(),
-            reason: None,
-            requested_at: Some(Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap()),
-            identifier_type: None,
-        },
-        Channel::Amqp,
-        Utc::now(),
-    ).unwrap()
+    app.eraser()
+        .receive(
+            ErasureRequest {
+                request_id,
+                customer_id: customer.into(),
+                requested_by: "support-portal".into(),
+                reason: None,
+                requested_at: Some(Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap()),
+                identifier_type: None,
+            },
+            Channel::Amqp,
+            Utc::now(),
+        )
+        .unwrap()
 }
 
 #[tokio::test]

@@ -135,7 +135,11 @@ async fn an_id_wins_over_a_source_id_that_happens_to_equal_it() {
     let request = request_for("cust_b");
     let Outcome::Recorded(row) = app
         .eraser()
-        .erase(&app.eraser().receive(request, Channel::Cli, Utc::now()).unwrap())
+        .erase(
+            &app.eraser()
+                .receive(request, Channel::Cli, Utc::now())
+                .unwrap(),
+        )
         .await
         .unwrap()
     else {
@@ -399,7 +403,8 @@ async fn hostile_identifiers_are_bound_not_spliced() {
         .eraser()
         .erase(
             &app.eraser()
-                .receive(request_for(hostile), Channel::Cli, Utc::now()).unwrap(),
+                .receive(request_for(hostile), Channel::Cli, Utc::now())
+                .unwrap(),
         )
         .await
         .unwrap()
@@ -494,18 +499,26 @@ async fn a_typical_erasure_is_one_database_round_trip() {
 
     // The first erasure on a connection also prepares the statement.
     let first = slot
-        .erase(&eraser.receive(request_for("cust_rt_0"), Channel::Amqp, Utc::now()).unwrap())
+        .erase(
+            &eraser
+                .receive(request_for("cust_rt_0"), Channel::Amqp, Utc::now())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert!(matches!(first, Outcome::Recorded(ref row) if row.status == DeletionStatus::Done));
     let before = proxy.round_trips();
     for i in 1..6 {
         let outcome = slot
-            .erase(&eraser.receive(
-                request_for(&format!("cust_rt_{i}")),
-                Channel::Amqp,
-                Utc::now(),
-            ).unwrap())
+            .erase(
+                &eraser
+                    .receive(
+                        request_for(&format!("cust_rt_{i}")),
+                        Channel::Amqp,
+                        Utc::now(),
+                    )
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let Outcome::Recorded(row) = outcome else {

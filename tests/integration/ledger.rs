@@ -256,3 +256,112 @@ async fn a_ledger_line_that_does_not_read_is_reported_and_fails_the_replay_and_o
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn planted_changed_unreadable_and_oversized_ledger_lines_are_refused_by_number_and_the_rest_replayed()
+ {
+    let mut app = TestApp::new().await;
+    for name in ["gone_a", "gone_b", "gone_c"] {
+        app.seed_customer(name, &format!("src_{name}"), Shape::default())
+            .await;
+    }
+    app.seed_customer("victim", "src_victim", Shape::default())
+        .await;
+    app.start_worker().await;
+    for name in ["gone_a", "gone_b", "gone_c", "nobody_here"] {
+        app.wait_for_final(app.request_erasure(name).await).await;
+    }
+    let dir = std::env::temp_dir().join(format!("erasure-test-{}", app.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = dir.join("ledger.jsonl");
+    let path = ledger.display().to_string();
+    let url = app.settings.database.url.expose().to_owned();
+    let (code, _, stderr) = run(&app, &url, &["ledger", "export", "--out", &path]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let exported = std::fs::read_to_string(&ledger).unwrap();
+    let lines: Vec<&str> = exported.lines().collect();
+    assert_eq!(lines.len(), 4, "{exported}");
+    let line_of = |key: &str| {
+        *lines
+            .iter()
+            .find(|l| l.contains(&format!("\"related_object_id\":\"{key}\"")))
+            .unwrap()
+    };
+    let failed = *lines.iter().find(|l| l.contains("\"FAILED\"")).unwrap();
+    // As after a restore: the erased customers are back (gone_c now holding another person's
+    // source id under its key).
+    for name in ["gone_a", "gone_b"] {
+        app.seed_customer(name, &format!("src_{name}"), Shape::default())
+            .await;
+    }
+    app.seed_customer("gone_c", "src_someone_else", Shape::default())
+        .await;
+    let untouched = "SELECT concat_ws('/', \
+        (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM customers t WHERE id IN ('victim', 'gone_c')), \
+        (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM events t WHERE customer_id IN ('victim', 'gone_c')), \
+        (SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM orders t WHERE customer_id IN ('victim', 'gone_c')))";
+    let checksum = || async {
+        sqlx::query_scalar::<_, String>(untouched)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let victim_before = checksum().await;
+
+    let planted = line_of("gone_a").replace("gone_a", "victim");
+    let changed = line_of("gone_b").replace("\"status\":\"DONE\"", "\"status\":\"DONE\" ");
+    let mut file = Vec::new();
+    for line in [
+        line_of("gone_a").to_string(),                   // 1: replayed
+        planted,                                         // 2: refused, its signature
+        changed.replace("gone_b", "victim"),             // 3: refused, its signature
+        "{\"deletion_id\": \"del_x\u{0}\"}".to_string(), // 4: refused, a NUL byte
+        "x".repeat(100 * 1024 * 1024),                   // 5: refused, too long
+        failed.to_string(),                              // 6: nothing to replay
+        line_of("gone_c").to_string(),                   // 7: refused, another person
+        line_of("gone_b").to_string(),                   // 8: replayed
+    ] {
+        file.extend_from_slice(line.as_bytes());
+        file.push(b'\n');
+    }
+    std::fs::write(&ledger, file).unwrap();
+    let (code, stdout, stderr) = run(&app, &url, &["ledger", "replay", &path]).await;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for expected in [
+        "line 1: gone_a: erased again",
+        "line 2: refused: does not verify",
+        "line 3: refused: does not verify",
+        "line 4: refused: not a ledger line",
+        "line 5: refused: longer than 64 KiB",
+        "ended FAILED: nothing to replay",
+        "line 7: gone_c: refused: the customer with this key has none of the lookup values the erased one had",
+        "line 8: gone_b: erased again",
+        "replayed 8 lines: 2 customers erased again, 0 not present, 1 lines with nothing to replay, 5 failed or refused",
+    ] {
+        assert!(stdout.contains(expected), "{expected}:\n{stdout}");
+    }
+    assert!(stdout.contains("line 6: "), "{stdout}");
+    assert_eq!(
+        checksum().await,
+        victim_before,
+        "the victim and gone_c untouched"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM customers WHERE id = $1", "gone_c")
+            .await,
+        1
+    );
+
+    // An export into a file whose last line's time is far ahead of the database's clock still
+    // adds what the file lacks: it goes by the ids the file holds.
+    let ahead = exported.replace("\"completed_at\":\"2026", "\"completed_at\":\"2100");
+    std::fs::write(&ledger, &ahead).unwrap();
+    app.wait_for_final(app.request_erasure("victim").await)
+        .await;
+    let (code, _, stderr) = run(&app, &url, &["ledger", "export", "--out", &path]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("3 deletions added"), "{stderr}");
+    let now = std::fs::read_to_string(&ledger).unwrap();
+    assert!(now.contains("\"related_object_id\":\"victim\""), "{now}");
+    app.cleanup().await;
+}

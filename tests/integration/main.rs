@@ -10,6 +10,7 @@ mod faults;
 mod hardening;
 mod helpers;
 mod http_api;
+mod identity;
 mod invalid_messages;
 mod isolation;
 mod ledger;

@@ -52,7 +52,11 @@ fn request(identifier: &str) -> ErasureRequest {
 async fn erase(app: &TestApp, identifier: &str) -> DeletionRow {
     let eraser = app.eraser();
     match eraser
-        .erase(&eraser.receive(request(identifier), Channel::Cli, Utc::now()).unwrap())
+        .erase(
+            &eraser
+                .receive(request(identifier), Channel::Cli, Utc::now())
+                .unwrap(),
+        )
         .await
         .unwrap()
     {
@@ -146,7 +150,9 @@ fn take_up_referenced(draft: &str) -> String {
 async fn assert_paths_use_indexes(app: &TestApp, plan: &Plan, live: &LiveSchema, identifier: &str) {
     let eraser = app.eraser();
     let statement = eraser.statement();
-    let received = eraser.receive(request(identifier), Channel::Cli, Utc::now()).unwrap();
+    let received = eraser
+        .receive(request(identifier), Channel::Cli, Utc::now())
+        .unwrap();
     // Every customer probed for size: the probes must walk indexes too.
     let args = eraser
         .statement_arguments(&[&received], &Probing::All)

@@ -80,7 +80,11 @@ fn request(identifier: &str) -> ErasureRequest {
 async fn erase(app: &TestApp, identifier: &str) -> DeletionRow {
     let eraser = app.eraser();
     match eraser
-        .erase(&eraser.receive(request(identifier), Channel::Cli, Utc::now()).unwrap())
+        .erase(
+            &eraser
+                .receive(request(identifier), Channel::Cli, Utc::now())
+                .unwrap(),
+        )
         .await
         .unwrap()
     {

@@ -30,18 +30,20 @@ async fn app() -> TestApp {
 }
 
 fn received(app: &TestApp, customer: &str) -> Received {
-    app.eraser().receive(
-        ErasureRequest {
-            request_id: Uuid::new_v4(),
-            customer_id: customer.into(),
-            requested_by: "support-portal".into(),
-            reason: None,
-            requested_at: Some(Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap()),
-            identifier_type: None,
-        },
-        Channel::Amqp,
-        Utc::now(),
-    ).unwrap()
+    app.eraser()
+        .receive(
+            ErasureRequest {
+                request_id: Uuid::new_v4(),
+                customer_id: customer.into(),
+                requested_by: "support-portal".into(),
+                reason: None,
+                requested_at: Some(Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap()),
+                identifier_type: None,
+            },
+            Channel::Amqp,
+            Utc::now(),
+        )
+        .unwrap()
 }
 
 async fn analyze(app: &TestApp) {

@@ -16,9 +16,11 @@ pub fn find_subject_statement(plan: &Plan) -> Statement {
     let customer = params.of(Value::Customer, "text");
     let key = params.of(Value::Key, plan.facts.key_type.sql());
     let kind = params.typed(Value::Kind, "text");
+    let inner = params.of(Value::InnerPad, "bytea");
+    let outer = params.of(Value::OuterPad, "bytea");
     let sql = format!(
         "SELECT i.key, i.ambiguous FROM {} i",
-        subject_by_identifier(plan, &customer, &key, &kind)
+        subject_by_identifier(plan, &customer, &key, &kind, Some((&inner, &outer)))
     );
     params.finish(sql)
 }

@@ -35,8 +35,8 @@
 use std::fmt::Write;
 
 use super::reach::{
-    change, clears_a_path, hops, lookup_hash_columns, lookup_hashes, owned_by_others, owner, reach,
-    subject_matches,
+    change, clears_a_path, erased_elsewhere, hops, lookup_hash_columns, lookup_hashes,
+    owned_by_others, owner, reach, subject_matches,
 };
 use super::{Field, Params, Statement, Value};
 use crate::deletion::COLUMNS;
@@ -71,8 +71,8 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         arrays.push(params.typed(Value::Each(*field), sql_type));
         columns.push(*column);
     }
-    params.typed(Value::InnerPad, "bytea");
-    params.typed(Value::OuterPad, "bytea");
+    let inner_pad = params.typed(Value::InnerPad, "bytea");
+    let outer_pad = params.typed(Value::OuterPad, "bytea");
     let threshold = params.typed(Value::ChunkThreshold, "bigint");
     arrays.push(params.typed(Value::Each(Field::Key), key_array));
     columns.push("key");
@@ -106,11 +106,20 @@ pub fn erase_statement(plan: &Plan) -> Statement {
          FROM matched m JOIN locked l ON l.subject_key = m.subject_key JOIN requests r ON r.n = m.n\n  \
          WHERE {not_ended}\n    \
          AND NOT EXISTS (SELECT 1 FROM matched a WHERE a.n = m.n AND a.subject_key <> m.subject_key)\n    \
+         AND NOT {elsewhere}\n    \
          AND NOT EXISTS (SELECT 1 FROM erasure.claims k WHERE k.subject_id = l.subject_id AND k.request_id <> r.request_id)\n  \
          ORDER BY m.subject_key, m.n\n),",
         matches = subject_matches(plan, "s", "r.customer", "r.key", "r.kind"),
         lookups = lookup_hash_columns(plan, "s", &mut params),
         not_ended = statement::not_ended("r.request_id"),
+        elsewhere = erased_elsewhere(
+            plan,
+            "r.customer",
+            "r.key",
+            "r.kind",
+            "l.subject_id",
+            (&inner_pad, &outer_pad)
+        ),
     );
 
     // For each customer, the first guard that holds, if any.

@@ -226,14 +226,70 @@ pub fn clears_a_path(action: &Action, paths: &[PathHops]) -> bool {
 /// whether it matches the lookups of more than one. `customer`, `key` and `kind` are the SQL of
 /// the identifier, its reading as the key's type, and its type (`key`, a lookup's column, or
 /// NULL). Locks nothing.
-pub fn subject_by_identifier(plan: &Plan, customer: &str, key: &str, kind: &str) -> String {
+///
+/// With `pads` (the parameters of the keyed hash's pads), an identifier that names one live
+/// customer by a lookup value that an erased customer also had is ambiguous too (see
+/// [`erased_elsewhere`]).
+pub fn subject_by_identifier(
+    plan: &Plan,
+    customer: &str,
+    key: &str,
+    kind: &str,
+    pads: Option<(&str, &str)>,
+) -> String {
     let subject = &plan.subject;
+    let elsewhere = match pads {
+        Some(pads) => format!(
+            " OR (count(DISTINCT m.k) = 1 AND {})",
+            erased_elsewhere(plan, customer, key, kind, "min(m.k)", pads)
+        ),
+        None => String::new(),
+    };
     format!(
-        "(SELECT CASE WHEN count(DISTINCT m.k) = 1 THEN min(m.k) END AS key, count(DISTINCT m.k) > 1 AS ambiguous \
+        "(SELECT CASE WHEN count(DISTINCT m.k) = 1 THEN min(m.k) END AS key, (count(DISTINCT m.k) > 1{elsewhere}) AS ambiguous \
          FROM (SELECT s.{key_column}::text AS k FROM {table} s WHERE {matches}) m)",
         key_column = ident(&subject.key),
         table = subject.table.sql(),
         matches = subject_matches(plan, "s", customer, key, kind),
+    )
+}
+
+/// The condition that an identifier which names the live customer whose key (as text) is
+/// `subject_id` by a lookup value (not by its key) also names, by a lookup value, a customer a
+/// DONE deletion erased: then it names two customers, and is refused. `pads` are the
+/// parameters of the keyed hash's pads, with which the identifier's hashes are computed here,
+/// as the deletions keep them ([`crate::identity`]).
+pub fn erased_elsewhere(
+    plan: &Plan,
+    customer: &str,
+    key: &str,
+    kind: &str,
+    subject_id: &str,
+    pads: (&str, &str),
+) -> String {
+    let subject = &plan.subject;
+    if subject.lookups.is_empty() {
+        return "false".into();
+    }
+    let digests: Vec<String> = subject
+        .lookups
+        .iter()
+        .map(|lookup| {
+            format!(
+                "CASE WHEN {kind} IS NULL OR {kind} = '{}' THEN {} END",
+                lookup.column.replace('\'', "''"),
+                Identity::lookup_digest_sql(lookup, customer, pads.0, pads.1)
+            )
+        })
+        .collect();
+    format!(
+        "(({kind} IS NULL OR {kind} <> 'key') \
+         AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{key_column} = {key} AND ({kind} IS NULL OR {kind} = 'key')) \
+         AND EXISTS (SELECT 1 FROM erasure.deletions e WHERE e.status = 'DONE' AND e.lookup_digests && ARRAY[{digests}]::bytea[] \
+           AND e.related_object_id IS DISTINCT FROM {subject_id}))",
+        table = subject.table.sql(),
+        key_column = ident(&subject.key),
+        digests = digests.join(", "),
     )
 }
 
