@@ -59,6 +59,8 @@ pub fn generated_script(
             ("requested_at" | "received_at", _) => each("now()"),
             ("due_at", _) => each("now() + interval '1 month'"),
             ("channel", _) => each("'cli'"),
+            // No identifier type: the key, as the worker's requests name it.
+            ("kind", _) => each("NULL::text"),
             ("inner_pad", _) => "decode(repeat('36', 64), 'hex')".to_owned(),
             ("outer_pad", _) => "decode(repeat('5c', 64), 'hex')".to_owned(),
             ("chunk_threshold", _) => chunk_threshold.to_string(),
