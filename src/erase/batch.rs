@@ -28,7 +28,11 @@ impl Slot {
             return outcomes;
         }
         // A request id once per statement: a repeat in the same batch is carried out alone,
-        // after, and finds the outcome recorded.
+        // after, and finds the outcome recorded (or, naming another customer, is rejected as a
+        // reused request id). Outcomes would be the same without this: the statement takes one
+        // request per customer, and two rows of one request id in its insert fail the whole
+        // statement, which is then carried out request by request. But that failure would cost
+        // every request of the batch a second round trip.
         let mut seen: HashSet<Uuid> = HashSet::new();
         let together: Vec<&Received> = batch
             .iter()
@@ -46,6 +50,7 @@ impl Slot {
             }
             Err(e) => {
                 alone = Probing::All;
+                self.fallbacks += 1;
                 crate::metrics::batch_fell_back();
                 tracing::warn!(requests = together.len(), error = %SafeError(&e), "the batch statement failed; carrying out its requests one at a time");
             }

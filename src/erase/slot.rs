@@ -17,15 +17,27 @@ use crate::request::Received;
 pub struct Slot {
     pub(super) eraser: Eraser,
     conn: Option<PoolConnection<Postgres>>,
+    /// Batch statements that failed and were carried out one request at a time.
+    pub(super) fallbacks: u64,
 }
 
 impl Slot {
     pub fn new(eraser: Eraser) -> Self {
-        Self { eraser, conn: None }
+        Self {
+            eraser,
+            conn: None,
+            fallbacks: 0,
+        }
     }
 
     pub fn eraser(&self) -> &Eraser {
         &self.eraser
+    }
+
+    /// How many of this slot's batch statements failed and were carried out one request at a
+    /// time (also counted in `erasure_batch_fallbacks_total`).
+    pub fn batch_fallbacks(&self) -> u64 {
+        self.fallbacks
     }
 
     /// Carries out `received`, deciding by [`ErrorClass`]:

@@ -540,3 +540,57 @@ async fn kill_9_after_commit_before_the_acknowledgement_erases_once() {
     assert!(app.take_all(&app.settings.amqp.queue).await.is_empty());
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn later_deliveries_committed_before_an_earlier_one_never_answer_for_it_across_a_kill_9() {
+    // Three deliveries on one channel: the first waits on a lock, the two after it commit. Their
+    // acknowledgements must not cover the first (an acknowledgement with `multiple` would), so
+    // that when the worker is killed before the first commits, the broker gives it again.
+    let app = TestApp::new().await;
+    let shape = Shape::typical();
+    for customer in ["cust_slow", "cust_quick_1", "cust_quick_2"] {
+        app.seed_customer(customer, &format!("src_{customer}"), shape)
+            .await;
+    }
+    let lock = hold_order_event(&app, "cust_slow").await;
+    let env = [
+        ("ERASURE_WORKER__BATCH_MAX", "1"),
+        ("ERASURE_WORKER__CONCURRENCY", "3"),
+    ];
+    let mut worker = spawn_worker(&app, &env);
+    let slow = app.request_erasure("cust_slow").await;
+    wait_until_blocked(&app).await;
+    let quick = [
+        app.request_erasure("cust_quick_1").await,
+        app.request_erasure("cust_quick_2").await,
+    ];
+    for id in quick {
+        assert_eq!(app.wait_for_final(id).await.status, DeletionStatus::Done);
+    }
+    let others = app.checksum_of_others("cust_slow").await;
+    // Past the time a done delivery waits for the ones before it: the two are acknowledged.
+    tokio::time::sleep(4 * erasure::worker::acker::HOLD).await;
+    kill_9(&mut worker).await;
+    // The dead worker's statement is cancelled by the server before the lock goes.
+    tokio::time::sleep(CLIENT_CHECK).await;
+    lock.rollback().await.unwrap();
+    assert_eq!(
+        app.count("SELECT count(*) FROM erasure.deletions WHERE request_id = $1::uuid", &slow.to_string())
+            .await,
+        0,
+        "the first delivery had nothing committed when the worker died"
+    );
+    let mut worker = spawn_worker(&app, &env);
+    assert_erased_once(&app, slow, shape, &others).await;
+    for id in quick {
+        let outcomes: Vec<String> = app
+            .audit_actions(id)
+            .await
+            .into_iter()
+            .filter(|a| a.starts_with("erasure."))
+            .collect();
+        assert_eq!(outcomes, ["erasure.done"], "{id}");
+    }
+    kill_9(&mut worker).await;
+    app.cleanup().await;
+}
