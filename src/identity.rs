@@ -18,7 +18,7 @@
 //! statement is [`crate::plan::sql::reach::subject_matches`].
 
 use crate::keyed_hash::KeyedHash;
-use crate::plan::{KeyType, KeyValue, Lookup, Plan};
+use crate::subject_key::{KeyType, KeyValue, Lookup};
 
 /// Which identifier a request carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,10 +84,11 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(plan: &Plan, hash: KeyedHash) -> Self {
+    /// For a subject whose key has type `key_type` and which requests may name by `lookups`.
+    pub fn new(key_type: KeyType, lookups: Vec<Lookup>, hash: KeyedHash) -> Self {
         Self {
-            key_type: plan.facts.key_type,
-            lookups: plan.subject.lookups.clone(),
+            key_type,
+            lookups,
             hash,
         }
     }
@@ -182,15 +183,19 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::BUILT_IN;
 
     fn identity() -> Identity {
-        let mut plan = Plan::parse(BUILT_IN).unwrap();
-        plan.subject.lookups.push(Lookup {
-            column: "email".into(),
-            case_insensitive: true,
-        });
-        Identity::new(&plan, KeyedHash::new(b"k"))
+        let lookups = vec![
+            Lookup {
+                column: "source_id".into(),
+                case_insensitive: false,
+            },
+            Lookup {
+                column: "email".into(),
+                case_insensitive: true,
+            },
+        ];
+        Identity::new(KeyType::Text, lookups, KeyedHash::new(b"k"))
     }
 
     #[test]

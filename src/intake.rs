@@ -16,7 +16,7 @@ use crate::config::GracePeriod;
 use crate::deletion::DeletionRow;
 use crate::deletion::store::{self, PendingInsert};
 use crate::plan::Plan;
-use crate::request::Received;
+use crate::request::{ErasureRequest, Received};
 
 /// How long a submission waits for the broker before leaving the message to the relay.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,7 +55,9 @@ impl Intake {
         publisher: Arc<Publisher>,
         grace_period: GracePeriod,
     ) -> Self {
-        let named = crate::plan::sql::subject_by_identifier(plan, "$3", "$11", "$13::text", None);
+        // The identifier's reading as a key, bound as text and cast here, never the column.
+        let key = format!("CAST($11::text AS {})", plan.facts.key_type.sql());
+        let named = crate::plan::sql::subject_by_identifier(plan, "$3", &key, "$13::text", None);
         let subject_key = format!("(SELECT i.key FROM {named} i)");
         Self {
             pool,
@@ -77,8 +79,9 @@ impl Intake {
             true => None,
             false => Some(received.received_at + self.grace_period.chrono()),
         };
-        if scheduled_at.is_some_and(|at| at > crate::deletion::due_at(received.requested_at())) {
-            let invalid = crate::erase::hold::past_due(received, self.grace_period);
+        let past_due = scheduled_at
+            .and_then(|at| crate::deletion::lifecycle::past_due(received, at, self.grace_period));
+        if let Some(invalid) = past_due {
             // A repeat of a request recorded before stands as it is.
             if let Some(prior) = store::prior(&self.pool, received.request_id(), false).await?
                 && prior.names(Some(received.requested_hash()))
@@ -87,15 +90,13 @@ impl Intake {
             }
             return Err(SubmitError::PastDue(invalid));
         }
-        let message = serde_json::to_vec(&serde_json::json!({
-            "request_id": request.request_id,
-            "customer_id": request.customer_id,
-            "requested_by": request.requested_by,
-            "reason": request.reason,
-            "requested_at": received.requested_at(),
-            "identifier_type": request.identifier_type,
-        }))
-        .expect("a request serializes");
+        // Its time of asking fixed at receipt: the message the relay may publish later says the
+        // same as the deletion recorded now.
+        let message = ErasureRequest {
+            requested_at: Some(received.requested_at()),
+            ..request.clone()
+        }
+        .to_message();
         let Some(row) = self
             .insert
             .run(&self.pool, received, &message, scheduled_at)

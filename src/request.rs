@@ -241,6 +241,34 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<ErasureRequest, 
     }
 }
 
+/// A request from the fields a caller gave (the HTTP API's body and path, a console form, the
+/// command line's arguments), read by the same parser and limits as a queued message, so that
+/// every way in accepts exactly the same requests.
+pub fn from_fields(
+    fields: serde_json::Map<String, Value>,
+    received_at: DateTime<Utc>,
+) -> Result<ErasureRequest, InvalidRequest> {
+    parse(
+        &serde_json::to_vec(&fields).expect("a JSON object serializes"),
+        received_at,
+    )
+}
+
+impl ErasureRequest {
+    /// The request as the message the queue carries (what [`parse`] reads back).
+    pub fn to_message(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "request_id": self.request_id,
+            "customer_id": self.customer_id,
+            "requested_by": self.requested_by,
+            "reason": self.reason,
+            "requested_at": self.requested_at,
+            "identifier_type": self.identifier_type,
+        }))
+        .expect("a request serializes")
+    }
+}
+
 /// Checks an identifier a caller gives (a customer id, a deletion id, a cursor) as a request's
 /// `customer_id` is checked: 1 to 255 characters, no NUL. Every identifier is checked so before
 /// it reaches the database, which cannot hold a NUL in text.

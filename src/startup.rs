@@ -9,10 +9,10 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api;
 use crate::broker::Publisher;
 use crate::config::Settings;
 use crate::erase::{Eraser, Limits};
+use crate::http;
 use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
 use crate::outbox::Outbox;
@@ -93,8 +93,8 @@ impl Application {
     }
 
     /// The HTTP state this application serves.
-    pub fn api_state(&self) -> api::ApiState {
-        api::state(
+    pub fn api_state(&self) -> http::HttpState {
+        http::state(
             self.pool.clone(),
             self.intake.clone(),
             self.eraser.clone(),
@@ -132,13 +132,13 @@ impl Application {
             state.consumer = Some(consuming.clone());
         }
         let router = match mode {
-            Mode::All | Mode::Api => api::router(state),
-            Mode::Worker => api::ops_router(state),
+            Mode::All | Mode::Api => http::router(state),
+            Mode::Worker => http::ops_router(state),
         };
         let http = listener.map(|l| {
             let settings = self.settings.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { api::serve(l, router, &settings, shutdown).await })
+            tokio::spawn(async move { http::serve(l, router, &settings, shutdown).await })
         });
         if mode != Mode::Api {
             tokio::spawn(

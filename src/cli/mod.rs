@@ -340,14 +340,7 @@ async fn preview(settings: Settings, customer: &str) -> anyhow::Result<ExitCode>
 /// would refuse) and prints its request id.
 async fn enqueue(settings: &Settings, request: &ErasureRequest) -> anyhow::Result<ExitCode> {
     let request_id = request.request_id;
-    let message = serde_json::json!({
-        "request_id": request_id,
-        "customer_id": request.customer_id,
-        "requested_by": request.requested_by,
-        "reason": request.reason,
-        "identifier_type": request.identifier_type,
-    });
-    let body = serde_json::to_vec(&message)?;
+    let body = request.to_message();
     if let Err(invalid) = request::parse(&body, chrono::Utc::now()) {
         eprintln!("error: not a valid request: {}", invalid.message);
         return Ok(ExitCode::from(2));

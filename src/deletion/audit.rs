@@ -119,6 +119,11 @@ impl<'a> Audit<'a> {
         Self { detail, ..self }
     }
 
+    /// Whether a detail was given.
+    pub fn has_detail(&self) -> bool {
+        self.detail.as_object().is_none_or(|d| !d.is_empty())
+    }
+
     /// Appends the row, in the caller's transaction.
     pub async fn append(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query(

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::audit::{Audit, AuditAction};
 use super::store::NewDeletion;
-use super::{COLUMNS, DeletionRow, DeletionStatus, read_columns};
-use crate::request::Channel;
+use super::{DeletionRow, DeletionStatus, read_columns};
+use super::due_at;
+use crate::request::{Channel, InvalidRequest, Received};
 
 /// Where a request stands against its grace period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,32 @@ pub async fn schedule(
     })
 }
 
+/// The refusal of a request (`received`) held until `scheduled_at` for the grace period `grace`
+/// when that is after its due date, as invalid: a request must be carried out within a month of
+/// when it was asked. `None` when the hold fits. The one rule for the HTTP intake and the worker.
+pub fn past_due(
+    received: &Received,
+    scheduled_at: DateTime<Utc>,
+    grace: crate::config::GracePeriod,
+) -> Option<InvalidRequest> {
+    let due = due_at(received.requested_at());
+    if scheduled_at <= due {
+        return None;
+    }
+    let request = &received.request;
+    Some(InvalidRequest {
+        message: format!(
+            "the grace period ({} s) would end after the request's due date ({}): a request must be carried out within a month of requested_at",
+            grace.0.as_secs(),
+            due.to_rfc3339()
+        ),
+        request_id: Some(request.request_id),
+        customer_id: Some(request.customer_id.clone()),
+        requested_by: Some(request.requested_by.clone()),
+        requested_at: Some(received.requested_at()),
+    })
+}
+
 /// How a cancel ended.
 #[derive(Debug)]
 pub enum Canceled {
@@ -89,21 +116,9 @@ pub async fn cancel(
         DeletionStatus::Pending => {}
         _ => return Ok(Canceled::TooLate(row)),
     }
-    let row: DeletionRow = sqlx::query_as(&format!(
-        "WITH d AS (UPDATE erasure.deletions SET status = '{canceled}', completed_at = clock_timestamp(), \
-           pending_message = NULL WHERE id = $1 RETURNING {COLUMNS}), \
-         owed AS (INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM d) \
-         SELECT * FROM d",
-        canceled = DeletionStatus::Canceled,
-    ))
-    .bind(&row.id)
-    .fetch_one(&mut *tx)
-    .await?;
-    Audit::new(AuditAction::ErasureCanceled, Channel::Http, Utc::now())
-        .request(Some(row.request_id), Some(canceled_by))
-        .deletion(&row)
-        .append(&mut tx)
-        .await?;
+    let audit = Audit::new(AuditAction::ErasureCanceled, Channel::Http, Utc::now())
+        .request(Some(row.request_id), Some(canceled_by));
+    let row = super::completer::cancel(&mut tx, &row.id, audit).await?;
     tx.commit().await?;
     Ok(Canceled::Canceled(row))
 }

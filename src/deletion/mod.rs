@@ -2,8 +2,11 @@
 //! see it (modelled on Voucherify's permanent-deletion object).
 //!
 //! - this file: the object, its states and error keys, its ids and its due date;
-//! - [`store`]: every read and write of `erasure.deletions` (nothing else touches the table);
+//! - [`store`]: every read and write of `erasure.deletions` but the end of a deletion;
+//! - [`completer`]: the end of a deletion (outside the erasure statement), written with its
+//!   audit row and what it owes, in one place;
 //! - [`audit`]: the append-only audit trail, `erasure.audit_log`;
+//! - [`claims`]: the customers chunked erasures hold, `erasure.claims`;
 //! - [`statement`]: what the erasure statement writes to both, as SQL fragments;
 //! - [`owed`]: what a written deletion owes (its event, its request message, its check after
 //!   commit), claimed in batches;
@@ -13,6 +16,8 @@
 //!   suppression check.
 
 pub mod audit;
+pub mod claims;
+pub mod completer;
 pub mod ledger;
 pub mod lifecycle;
 pub mod owed;

@@ -9,12 +9,11 @@
 //! one recorded stands, however many deliveries of the request race.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgConnection, PgExecutor, Postgres};
 use uuid::Uuid;
 
-use super::{COLUMNS, DeletionRow, DeletionStatus, ErrorKey, due_at, new_id, read_columns};
+use super::{COLUMNS, DeletionRow, DeletionStatus, due_at, new_id, read_columns};
 use crate::identity::Naming;
 use crate::request::{Channel, InvalidRequest, Received};
 
@@ -32,10 +31,10 @@ pub struct NewDeletion<'a> {
     pub channel: Channel,
 }
 
-const NEW_COLUMNS: &str = "id, request_id, related_object_id, requested_id_hash, requested_by, \
+pub(super) const NEW_COLUMNS: &str = "id, request_id, related_object_id, requested_id_hash, requested_by, \
      reason, requested_at, due_at, channel";
 /// The values of [`NEW_COLUMNS`], with the customer's key in `$3` as `related`.
-fn new_values(related: &str) -> String {
+pub(super) fn new_values(related: &str) -> String {
     format!("$1, $2, {related}, $4, $5, $6, $7, $8, $9")
 }
 
@@ -92,7 +91,7 @@ impl<'a> NewDeletion<'a> {
     }
 
     /// `$1` to `$9`; the caller adds its own from `$10`.
-    fn arguments(&self) -> Result<PgArguments, sqlx::Error> {
+    pub(super) fn arguments(&self) -> Result<PgArguments, sqlx::Error> {
         let mut args = PgArguments::default();
         add(&mut args, new_id())?;
         add(&mut args, self.request_id)?;
@@ -115,84 +114,8 @@ where
 }
 
 /// The statuses a deletion may still leave, as an SQL list.
-fn open() -> String {
+pub(super) fn open() -> String {
     DeletionStatus::sql_list(DeletionStatus::OPEN)
-}
-
-/// How a request ended, when it ends outside the erasure statement.
-#[derive(Clone, Debug)]
-pub struct FinalOutcome {
-    pub status: DeletionStatus,
-    pub already_erased: bool,
-    pub error: Option<(ErrorKey, String)>,
-    /// The keyed hashes of the erased customer's lookup values, when an earlier deletion kept
-    /// them.
-    pub lookup_digests: Option<Vec<Vec<u8>>>,
-}
-
-impl FinalOutcome {
-    pub fn failed(key: ErrorKey, message: impl Into<String>) -> Self {
-        Self {
-            status: DeletionStatus::Failed,
-            already_erased: false,
-            error: Some((key, message.into())),
-            lookup_digests: None,
-        }
-    }
-
-    /// DONE with nothing erased: an earlier deletion erased the customer already.
-    pub fn already_erased(lookup_digests: Option<Vec<Vec<u8>>>) -> Self {
-        Self {
-            status: DeletionStatus::Done,
-            already_erased: true,
-            error: None,
-            lookup_digests,
-        }
-    }
-}
-
-/// Records a final outcome, adding `counts` to what chunks counted before. `None`: the request
-/// already has a final outcome (another delivery recorded it first), which stands.
-pub async fn record_final(
-    conn: &mut PgConnection,
-    new: &NewDeletion<'_>,
-    outcome: &FinalOutcome,
-    counts: Value,
-    plan_hash: &str,
-) -> Result<Option<DeletionRow>, sqlx::Error> {
-    // The outcome's event is owed to the broker in the same transaction (see crate::outbox).
-    let sql = format!(
-        "WITH d AS (INSERT INTO erasure.deletions AS d ({NEW_COLUMNS}, lookup_digests, status, data_json, \
-           already_erased, error_key, error_message, completed_at, attempts, plan_hash, started_at) \
-         VALUES ({}, $10, $11, $12, $13, $14, $15, clock_timestamp(), 1, $16, now()) \
-         ON CONFLICT (request_id) DO UPDATE SET related_object_id = EXCLUDED.related_object_id, \
-           lookup_digests = EXCLUDED.lookup_digests, status = EXCLUDED.status, \
-           data_json = (SELECT COALESCE(jsonb_object_agg(k, COALESCE((d.data_json ->> k)::bigint, 0) \
-             + COALESCE((EXCLUDED.data_json ->> k)::bigint, 0)), '{{}}'::jsonb) \
-             FROM jsonb_object_keys(d.data_json || EXCLUDED.data_json) k), \
-           already_erased = EXCLUDED.already_erased, \
-           error_key = EXCLUDED.error_key, error_message = EXCLUDED.error_message, \
-           completed_at = EXCLUDED.completed_at, attempts = d.attempts + 1, pending_message = NULL, \
-           plan_hash = EXCLUDED.plan_hash, started_at = COALESCE(d.started_at, EXCLUDED.started_at) \
-         WHERE d.status IN {open} \
-         RETURNING {COLUMNS}), \
-         owed AS (INSERT INTO erasure.event_outbox (deletion_id) SELECT id FROM d), \
-         to_verify AS (INSERT INTO erasure.verification_queue (deletion_id) \
-           SELECT id FROM d WHERE status = '{done}') \
-         SELECT * FROM d",
-        new_values("$3"),
-        open = open(),
-        done = DeletionStatus::Done,
-    );
-    let mut args = new.arguments()?;
-    add(&mut args, outcome.lookup_digests.as_deref())?;
-    add(&mut args, outcome.status)?;
-    add(&mut args, counts)?;
-    add(&mut args, outcome.already_erased)?;
-    add(&mut args, outcome.error.as_ref().map(|(key, _)| *key))?;
-    add(&mut args, outcome.error.as_ref().map(|(_, m)| m.as_str()))?;
-    add(&mut args, plan_hash)?;
-    sqlx::query_as_with(&sql, args).fetch_optional(conn).await
 }
 
 /// Marks the request's deletion IN_PROGRESS (creating it if needed), adding `attempt` to its
@@ -226,7 +149,7 @@ pub async fn mark_in_progress(
 
 /// The insert of a request accepted over HTTP, PENDING with its message, for one plan (the
 /// customer's key is looked up in the statement, from the identifier in `$3`, its reading as a
-/// key in `$11` and its type in `$13`).
+/// key in `$11` (as text) and its type in `$13`).
 #[derive(Clone, Debug)]
 pub struct PendingInsert {
     sql: String,
@@ -234,7 +157,8 @@ pub struct PendingInsert {
 
 impl PendingInsert {
     /// `subject_key`: SQL giving the subject's key (as text) for the identifier in `$3`, its
-    /// key reading in `$11` and its type in `$13`, or NULL when it names no one customer.
+    /// key reading in `$11` (as text) and its type in `$13`, or NULL when it names no one
+    /// customer.
     pub fn new(subject_key: &str) -> Self {
         Self {
             sql: format!(
@@ -260,7 +184,7 @@ impl PendingInsert {
         let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
         let mut args = new.arguments()?;
         add(&mut args, message)?;
-        received.naming.key.add_to(&mut args)?;
+        add(&mut args, received.naming.key_text.as_deref())?;
         add(&mut args, scheduled_at)?;
         add(&mut args, received.request.identifier_type.as_deref())?;
         sqlx::query_as_with(&self.sql, args)

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::{EraseError, Eraser};
+use crate::deletion::claims;
 use crate::deletion::store::{self, NewDeletion};
 use crate::plan::sql::Values;
 use crate::request::Received;
@@ -139,19 +139,10 @@ impl Eraser {
         subject_id: &str,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO erasure.claims (subject_id, request_id) VALUES ($1, $2) \
-             ON CONFLICT (subject_id) DO UPDATE SET claimed_at = erasure.claims.claimed_at \
-             WHERE erasure.claims.request_id = EXCLUDED.request_id \
-             RETURNING request_id",
-        )
-        .bind(subject_id)
-        .bind(received.request_id())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let claimed = claims::claim(&mut tx, subject_id, received.request_id()).await?;
         let started = match claimed {
-            None => None,
-            Some(_) => {
+            false => None,
+            true => {
                 let new = NewDeletion::of(received).related(Some(subject_id));
                 store::mark_in_progress(&mut tx, &new, 0).await?
             }

@@ -12,8 +12,10 @@ use super::{EraseError, Eraser, Named, Outcome};
 use crate::db::may_pass;
 use crate::deletion::ErrorKey;
 use crate::deletion::audit::{Audit, AuditAction};
+use crate::deletion::claims;
+use crate::deletion::completer::{self, FinalOutcome};
 use crate::deletion::store::Earlier;
-use crate::deletion::store::{self, FinalOutcome, NewDeletion};
+use crate::deletion::store::{self, NewDeletion};
 use crate::identity::{IdentifierType, Naming};
 use crate::request::{Channel, InvalidRequest, Received};
 
@@ -67,6 +69,12 @@ impl Eraser {
     ) -> Result<Outcome, sqlx::Error> {
         let mut tx = self.inner.pool.begin().await?;
         let mut deletion = None;
+        let rejected = || {
+            Audit::new(AuditAction::RequestRejected, channel, received_at)
+                .request(invalid.request_id, invalid.requested_by.as_deref())
+                .error(Some(ErrorKey::InvalidRequest))
+                .detail(json!({ "message": invalid.message, "bytes": size }))
+        };
         if let Some(request_id) = invalid.request_id {
             let identity = &self.inner.identity;
             let naming = invalid
@@ -99,24 +107,22 @@ impl Eraser {
                 )
                 .related(related.as_deref());
                 let outcome = FinalOutcome::failed(ErrorKey::InvalidRequest, &invalid.message);
-                deletion = store::record_final(
+                deletion = completer::complete(
                     &mut tx,
                     &new,
                     &outcome,
                     self.zero_counts(),
                     self.plan_hash(),
+                    rejected(),
                 )
                 .await?;
             }
         }
-        let mut audit = Audit::new(AuditAction::RequestRejected, channel, received_at)
-            .request(invalid.request_id, invalid.requested_by.as_deref())
-            .error(Some(ErrorKey::InvalidRequest))
-            .detail(json!({ "message": invalid.message, "bytes": size }));
-        if let Some(row) = &deletion {
-            audit = audit.deletion(row);
+        if deletion.is_none() {
+            // Nothing recorded (the request id has an outcome, or none could be read): the
+            // message is audited alone.
+            rejected().append(&mut tx).await?;
         }
-        audit.append(&mut tx).await?;
         tx.commit().await?;
         Ok(Outcome::Rejected {
             message: invalid.message.clone(),
@@ -157,30 +163,24 @@ impl Eraser {
         let related = self
             .resolve_customer(&mut tx, &received.request.customer_id, &received.naming)
             .await?;
-        sqlx::query("DELETE FROM erasure.claims WHERE request_id = $1")
-            .bind(received.request_id())
-            .execute(&mut *tx)
-            .await?;
+        claims::release(&mut tx, received.request_id()).await?;
         let new = NewDeletion::of(received).related(related.as_deref());
         let outcome = FinalOutcome::failed(key, message);
-        let Some(row) = store::record_final(
+        let audit =
+            Audit::of(AuditAction::ErasureFailed, received).detail(json!({ "message": message }));
+        let Some(row) = completer::complete(
             &mut tx,
             &new,
             &outcome,
             self.zero_counts(),
             self.plan_hash(),
+            audit,
         )
         .await?
         else {
             tx.rollback().await?;
             return Ok(None);
         };
-        Audit::of(AuditAction::ErasureFailed, received)
-            .deletion(&row)
-            .error(Some(key))
-            .detail(json!({ "message": message }))
-            .append(&mut tx)
-            .await?;
         tx.commit().await?;
         Ok(Some(Outcome::Stopped(row)))
     }

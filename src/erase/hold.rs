@@ -7,7 +7,6 @@
 use chrono::{DateTime, Utc};
 
 use super::Eraser;
-use crate::deletion::due_at;
 use crate::deletion::lifecycle::{self, Schedule};
 use crate::deletion::store::NewDeletion;
 use crate::request::{InvalidRequest, Received};
@@ -40,25 +39,10 @@ impl Eraser {
             Schedule::Now => return Ok(Hold::Now),
             Schedule::Until(at) => at,
         };
-        if at > due_at(received.requested_at()) {
-            return Ok(Hold::PastDue(past_due(received, grace)));
+        match lifecycle::past_due(received, at, grace) {
+            Some(refused) => Ok(Hold::PastDue(refused)),
+            None => Ok(Hold::Until(at)),
         }
-        Ok(Hold::Until(at))
     }
 }
 
-/// Why a request whose hold would pass its due date is refused (the HTTP intake says the same).
-pub fn past_due(received: &Received, grace: crate::config::GracePeriod) -> InvalidRequest {
-    let request = &received.request;
-    InvalidRequest {
-        message: format!(
-            "the grace period ({} s) would end after the request's due date ({}): a request must be carried out within a month of requested_at",
-            grace.0.as_secs(),
-            due_at(received.requested_at()).to_rfc3339()
-        ),
-        request_id: Some(request.request_id),
-        customer_id: Some(request.customer_id.clone()),
-        requested_by: Some(request.requested_by.clone()),
-        requested_at: Some(received.requested_at()),
-    }
-}

@@ -137,7 +137,7 @@ impl Eraser {
     /// `plan` as the live-schema check returned it (with its facts).
     pub fn new(pool: PgPool, plan: Plan, hash: KeyedHash, limits: Limits) -> Self {
         let find_customer = find_subject_statement(&plan);
-        let identity = Identity::new(&plan, hash);
+        let identity = Identity::new(plan.facts.key_type, plan.subject.lookups.clone(), hash);
         let limits = Limits {
             max_attempts: limits.max_attempts.max(1),
             chunk_threshold: limits.chunk_threshold.max(1),

@@ -2,12 +2,13 @@
 //! snapshot decides, for every request the statement found nothing to act on.
 
 use serde_json::json;
-use uuid::Uuid;
 
 use super::{EraseError, Eraser, Named, Outcome};
 use crate::deletion::ErrorKey;
 use crate::deletion::audit::{Audit, AuditAction};
-use crate::deletion::store::{self, Earlier, FinalOutcome, NewDeletion};
+use crate::deletion::claims;
+use crate::deletion::completer::{self, FinalOutcome};
+use crate::deletion::store::{self, Earlier, NewDeletion};
 use crate::plan::sql::Values;
 use crate::request::Received;
 
@@ -55,11 +56,7 @@ impl Eraser {
 
         let named = self.named_by(&mut tx, received).await?;
         if let Named::One(subject_id) = named {
-            let claimed_by: Option<Uuid> =
-                sqlx::query_scalar("SELECT request_id FROM erasure.claims WHERE subject_id = $1")
-                    .bind(&subject_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let claimed_by = claims::claimed_by(&mut tx, &subject_id).await?;
             let args = inner.oversized.arguments(&Values {
                 subject_id: Some(&subject_id),
                 chunk_threshold: Some(inner.limits.chunk_threshold),
@@ -104,12 +101,13 @@ impl Eraser {
             ),
         };
         let new = NewDeletion::of(received).related(related.as_deref());
-        let Some(row) = store::record_final(
+        let Some(row) = completer::complete(
             &mut tx,
             &new,
             &outcome,
             self.zero_counts(),
             self.plan_hash(),
+            Audit::of(AuditAction::outcome(outcome.status), received),
         )
         .await?
         else {
@@ -117,12 +115,6 @@ impl Eraser {
             tx.rollback().await?;
             return Ok(Recheck::Again);
         };
-        Audit::of(AuditAction::outcome(row.status), received)
-            .deletion(&row)
-            .error(row.error_key)
-            .detail(json!({ "counts": row.data_json, "already_erased": row.already_erased }))
-            .append(&mut tx)
-            .await?;
         tx.commit().await?;
         Ok(Recheck::Ended(Box::new(Outcome::Recorded(row))))
     }

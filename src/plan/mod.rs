@@ -22,11 +22,11 @@ pub mod live;
 pub mod sizes;
 pub mod sql;
 
+pub use crate::subject_key::{KeyType, KeyValue, Lookup};
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
-
-use uuid::Uuid;
 
 /// The plan for the reference schema, compiled in.
 pub const BUILT_IN: &str = include_str!("../../config/plan.toml");
@@ -95,13 +95,6 @@ pub struct Subject {
     /// reference it with keys that cannot be null).
     pub action: Action,
     pub counted_as: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lookup {
-    pub column: String,
-    /// Compared as `lower(column) = lower(value)`: an email, say.
-    pub case_insensitive: bool,
 }
 
 /// One step from a row of a table to a row it references: `column` of the current table holds
@@ -272,128 +265,6 @@ impl Facts {
     }
 }
 
-/// The types a subject's key may have. A request names its customer with a string, which is
-/// compared with the key only when it reads as the key's type.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KeyType {
-    #[default]
-    Text,
-    Integer,
-    Bigint,
-    Uuid,
-}
-
-impl KeyType {
-    /// The key type of a column of SQL type `data_type` (information_schema's spelling).
-    pub fn of(data_type: &str) -> Option<Self> {
-        match data_type {
-            "text" | "character varying" | "character" => Some(Self::Text),
-            "integer" => Some(Self::Integer),
-            "bigint" => Some(Self::Bigint),
-            "uuid" => Some(Self::Uuid),
-            _ => None,
-        }
-    }
-
-    pub fn sql(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Integer => "integer",
-            Self::Bigint => "bigint",
-            Self::Uuid => "uuid",
-        }
-    }
-
-    /// `identifier` as a key of this type, or a key that matches nothing when it does not
-    /// read as one.
-    pub fn key(self, identifier: &str) -> KeyValue {
-        match self {
-            Self::Text => KeyValue::Text(identifier.to_owned()),
-            Self::Integer => KeyValue::Integer(identifier.parse().ok()),
-            Self::Bigint => KeyValue::Bigint(identifier.parse().ok()),
-            Self::Uuid => KeyValue::Uuid(Uuid::parse_str(identifier).ok()),
-        }
-    }
-}
-
-/// A request's identifier read as the subject's key type (`None`: it does not read as one, and
-/// only the lookups can match it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KeyValue {
-    Text(String),
-    Integer(Option<i32>),
-    Bigint(Option<i64>),
-    Uuid(Option<Uuid>),
-}
-
-impl KeyValue {
-    /// The key as PostgreSQL writes it as text (`42`, a uuid in lower case), as deletions
-    /// record it; `None` when the identifier did not read as a key.
-    pub fn text(&self) -> Option<String> {
-        match self {
-            KeyValue::Text(v) => Some(v.clone()),
-            KeyValue::Integer(v) => v.map(|n| n.to_string()),
-            KeyValue::Bigint(v) => v.map(|n| n.to_string()),
-            KeyValue::Uuid(v) => v.map(|u| u.hyphenated().to_string()),
-        }
-    }
-
-    /// Many keys (of one type) as one array argument.
-    pub fn add_all<'k>(
-        args: &mut sqlx::postgres::PgArguments,
-        keys: impl Iterator<Item = &'k KeyValue>,
-    ) -> Result<(), sqlx::Error> {
-        use sqlx::Arguments;
-        let keys: Vec<&KeyValue> = keys.collect();
-        let added = match keys.first() {
-            None | Some(KeyValue::Text(_)) => args.add(
-                keys.iter()
-                    .map(|k| match k {
-                        KeyValue::Text(v) => Some(v.clone()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Some(KeyValue::Integer(_)) => args.add(
-                keys.iter()
-                    .map(|k| match k {
-                        KeyValue::Integer(v) => *v,
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Some(KeyValue::Bigint(_)) => args.add(
-                keys.iter()
-                    .map(|k| match k {
-                        KeyValue::Bigint(v) => *v,
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            Some(KeyValue::Uuid(_)) => args.add(
-                keys.iter()
-                    .map(|k| match k {
-                        KeyValue::Uuid(v) => *v,
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-        };
-        added.map_err(sqlx::Error::Encode)
-    }
-
-    pub fn add_to(&self, args: &mut sqlx::postgres::PgArguments) -> Result<(), sqlx::Error> {
-        use sqlx::Arguments;
-        match self {
-            KeyValue::Text(v) => args.add(v.as_str()),
-            KeyValue::Integer(v) => args.add(*v),
-            KeyValue::Bigint(v) => args.add(*v),
-            KeyValue::Uuid(v) => args.add(*v),
-        }
-        .map_err(sqlx::Error::Encode)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("cannot read the erasure plan {path}: {source}")]
@@ -501,7 +372,7 @@ fn hash_of(text: &str) -> Result<String, PlanError> {
     let value: toml::Value = toml::from_str(text)?;
     let json =
         serde_json::to_value(value).map_err(|e| PlanError::Inconsistent(vec![e.to_string()]))?;
-    Ok(crate::proof::canonical::sha256_tagged(&json))
+    Ok(crate::canonical::sha256_tagged(&json))
 }
 
 /// `name` as a quoted SQL identifier.
@@ -528,15 +399,6 @@ mod tests {
             TableName::parse("orders", "public").sql(),
             r#""public"."orders""#
         );
-    }
-
-    #[test]
-    fn a_key_reads_an_identifier_only_when_it_has_the_key_type() {
-        assert_eq!(KeyType::Bigint.key("42"), KeyValue::Bigint(Some(42)));
-        assert_eq!(KeyType::Bigint.key("cust_42"), KeyValue::Bigint(None));
-        assert_eq!(KeyType::Integer.key("99999999999"), KeyValue::Integer(None));
-        assert_eq!(KeyType::Uuid.key("nope"), KeyValue::Uuid(None));
-        assert_eq!(KeyType::Text.key("x"), KeyValue::Text("x".into()));
     }
 
     #[test]

@@ -7,10 +7,9 @@
 //! - [`signed`]: the signed JSON objects receipts and ledger lines are;
 //! - [`seal`]: seals over the audit log, a signed chain that shows any later edit, deletion or
 //!   reordering of its rows, and the check of the whole log;
-//! - [`canonical`]: the canonical JSON (RFC 8785) all of them hash and sign, and
-//!   [`strict_json`] reads signed documents as RFC 8785 needs them (I-JSON).
+//! - [`strict_json`]: signed documents read as RFC 8785 needs them (I-JSON); what is hashed and
+//!   signed is their canonical JSON ([`crate::canonical`]).
 
-pub mod canonical;
 pub mod receipt;
 pub mod seal;
 pub mod signed;

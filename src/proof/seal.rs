@@ -23,8 +23,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::canonical::{self, hex};
 use super::signing::{KeySet, Signer};
+use crate::canonical::{self, hex};
 
 /// The most rows one seal covers (a seal lists 40 bytes a row).
 pub const MAX_ROWS: i64 = 20_000;

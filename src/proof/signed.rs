@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use super::canonical;
 use super::signing::{KeySet, Signer, base64url, from_base64url};
+use crate::canonical;
 
 /// `members`, with `key_id` and `signature` added.
 pub fn sign(mut members: Map<String, Value>, signer: &Signer) -> Map<String, Value> {

@@ -262,8 +262,14 @@ mod tests {
             for answer in answers {
                 // Behind a delivery still in progress, a done one waits up to HOLD, so that the
                 // run it belongs to can go in one frame once the one before is done.
-                if let Answer::Ack { tag, multiple: false } = *answer
-                    && self.outstanding.range(..tag).any(|t| !self.done.contains_key(t))
+                if let Answer::Ack {
+                    tag,
+                    multiple: false,
+                } = *answer
+                    && self
+                        .outstanding
+                        .range(..tag)
+                        .any(|t| !self.done.contains_key(t))
                     && let Some(at) = self.done.get(&tag)
                 {
                     assert!(
@@ -402,25 +408,40 @@ mod tests {
         assert_eq!(
             outstanding.due(start + HOLD, false),
             [
-                Answer::Ack { tag: 2, multiple: false },
-                Answer::Ack { tag: 3, multiple: false }
+                Answer::Ack {
+                    tag: 2,
+                    multiple: false
+                },
+                Answer::Ack {
+                    tag: 3,
+                    multiple: false
+                }
             ]
         );
         // 1 done: alone (4 is in progress); then 4: alone.
         assert_eq!(
             outstanding.done(1, start + HOLD),
-            [Answer::Ack { tag: 1, multiple: true }]
+            [Answer::Ack {
+                tag: 1,
+                multiple: true
+            }]
         );
         outstanding.delivered(5);
         outstanding.delivered(6);
         assert_eq!(outstanding.done(5, start + HOLD), []);
         assert_eq!(
             outstanding.done(4, start + HOLD),
-            [Answer::Ack { tag: 5, multiple: true }]
+            [Answer::Ack {
+                tag: 5,
+                multiple: true
+            }]
         );
         assert_eq!(
             outstanding.rejected(6, false, start + HOLD),
-            [Answer::Reject { tag: 6, requeue: false }]
+            [Answer::Reject {
+                tag: 6,
+                requeue: false
+            }]
         );
         assert!(outstanding.is_empty());
     }

@@ -3,6 +3,18 @@
 //! with each delivery. The loop here only receives, gathers the deliveries already received
 //! into a batch, bounds how many batches run at once, answers the broker after the commit
 //! (through the [`acker::Acker`]), reconnects, and stops.
+//!
+//! The walk of one request from the queue to its commit and acknowledgement: [`Worker::run`]
+//! takes a free slot and the deliveries the broker has already sent (a batch, registered with
+//! the acker as delivered); [`handle_batch`] reads each message with the one parser of requests
+//! ([`crate::erase::Eraser::read`]: [`crate::request::parse`], then the identifier read for this
+//! plan) and asks [`crate::erase::Eraser::schedule`] whether a grace period holds it; the rest go
+//! to [`crate::erase::Slot::erase_batch`], which runs the plan's erasure statement for the batch
+//! ([`crate::plan::sql::erase_statement`]: every customer's rows, its deletion object, its audit
+//! row, its owed event and check after commit, in one statement) and carries out alone whatever
+//! it left ([`crate::erase::Slot::erase`], with the fresh look and chunks); each outcome becomes
+//! a [`Disposition`], and [`acker::Acker`] acknowledges it once committed, one frame for a run
+//! of done deliveries ([`acker::Outstanding`]); the outbox is woken to publish the events.
 
 pub mod acker;
 pub mod delivery;

@@ -397,7 +397,10 @@ async fn a_request_id_twice_in_a_batch_ends_as_alone_without_failing_the_batch_s
         app.seed_customer(c, &format!("src_{c}"), shape).await;
     }
     let other_before = app
-        .count("SELECT count(*) FROM events WHERE customer_id = $1", "cust_other")
+        .count(
+            "SELECT count(*) FROM events WHERE customer_id = $1",
+            "cust_other",
+        )
         .await;
     let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
     // The same request twice, and a request id reused for another customer, in one batch.
@@ -414,13 +417,28 @@ async fn a_request_id_twice_in_a_batch_ends_as_alone_without_failing_the_batch_s
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert!(matches!(&outcomes[0], Outcome::Recorded(row) if row.data_json == shape.expected_counts()), "{outcomes:?}");
-    assert!(matches!(&outcomes[1], Outcome::Duplicate(_)), "{outcomes:?}");
-    assert!(matches!(&outcomes[2], Outcome::Recorded(row) if row.related_object_id.as_deref() == Some("cust_r2")), "{outcomes:?}");
-    assert!(matches!(&outcomes[3], Outcome::Rejected { .. }), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[0], Outcome::Recorded(row) if row.data_json == shape.expected_counts()),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[1], Outcome::Duplicate(_)),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[2], Outcome::Recorded(row) if row.related_object_id.as_deref() == Some("cust_r2")),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[3], Outcome::Rejected { .. }),
+        "{outcomes:?}"
+    );
     assert_eq!(
-        app.count("SELECT count(*) FROM events WHERE customer_id = $1", "cust_other")
-            .await,
+        app.count(
+            "SELECT count(*) FROM events WHERE customer_id = $1",
+            "cust_other"
+        )
+        .await,
         other_before
     );
     // One statement for the batch, which did not fail: each request id is in it once.

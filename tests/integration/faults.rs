@@ -575,8 +575,11 @@ async fn later_deliveries_committed_before_an_earlier_one_never_answer_for_it_ac
     tokio::time::sleep(CLIENT_CHECK).await;
     lock.rollback().await.unwrap();
     assert_eq!(
-        app.count("SELECT count(*) FROM erasure.deletions WHERE request_id = $1::uuid", &slow.to_string())
-            .await,
+        app.count(
+            "SELECT count(*) FROM erasure.deletions WHERE request_id = $1::uuid",
+            &slow.to_string()
+        )
+        .await,
         0,
         "the first delivery had nothing committed when the worker died"
     );

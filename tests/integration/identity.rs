@@ -246,7 +246,7 @@ async fn a_source_id_equal_to_another_customers_key_never_erases_that_customer_o
         .await
         .unwrap()
         .unwrap();
-    let token = erasure::console::session::open(&app.pool, &caller, 1)
+    let token = erasure::http::console::session::open(&app.pool, &caller, 1)
         .await
         .unwrap();
     let csrf: String = sqlx::query_scalar(

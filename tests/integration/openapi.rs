@@ -409,7 +409,7 @@ async fn check_console(doc: &mut Document, app: &TestApp, base: &str, writer: &A
             .await
             .unwrap()
             .unwrap();
-        let token = erasure::console::session::open(&app.pool, &caller, 1)
+        let token = erasure::http::console::session::open(&app.pool, &caller, 1)
             .await
             .unwrap();
         let csrf: String = sqlx::query_scalar(

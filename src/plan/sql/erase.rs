@@ -40,7 +40,7 @@ use super::reach::{
 };
 use super::{Field, Params, Statement, Value};
 use crate::deletion::COLUMNS;
-use crate::deletion::statement;
+use crate::deletion::{claims, statement};
 use crate::plan::{Action, PathHops, Plan, Referenced, Step, ident};
 
 /// The keys of the customers the statement erases.
@@ -107,11 +107,12 @@ pub fn erase_statement(plan: &Plan) -> Statement {
          WHERE {not_ended}\n    \
          AND NOT EXISTS (SELECT 1 FROM matched a WHERE a.n = m.n AND a.subject_key <> m.subject_key)\n    \
          AND NOT {elsewhere}\n    \
-         AND NOT EXISTS (SELECT 1 FROM erasure.claims k WHERE k.subject_id = l.subject_id AND k.request_id <> r.request_id)\n  \
+         AND {unclaimed}\n  \
          ORDER BY m.subject_key, m.n\n),",
         matches = subject_matches(plan, "s", "r.customer", "r.key", "r.kind"),
         lookups = lookup_hash_columns(plan, "s", &mut params),
         not_ended = statement::not_ended("r.request_id"),
+        unclaimed = claims::not_claimed_by_another("l.subject_id", "r.request_id"),
         elsewhere = erased_elsewhere(
             plan,
             "r.customer",
@@ -306,9 +307,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     let _ = writeln!(sql, "{}", statement::audit());
     let _ = writeln!(sql, "{}", statement::owed());
     let _ = writeln!(sql, "{}", statement::to_verify("counts"));
-    sql.push_str(
-        "unclaim AS (\n  DELETE FROM erasure.claims WHERE request_id = ANY (ARRAY(SELECT request_id FROM outcome))\n)\n",
-    );
+    let _ = writeln!(sql, "{}", claims::unclaim());
     let _ = write!(sql, "SELECT {COLUMNS} FROM outcome");
     params.finish(sql)
 }

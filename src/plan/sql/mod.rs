@@ -233,6 +233,62 @@ fn needed<T>(value: Option<T>, what: &Value) -> Result<T, sqlx::Error> {
     })
 }
 
+/// Many keys (of one type) as one array argument.
+fn add_keys<'k>(
+    args: &mut sqlx::postgres::PgArguments,
+    keys: impl Iterator<Item = &'k KeyValue>,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Arguments;
+    let keys: Vec<&KeyValue> = keys.collect();
+    let added = match keys.first() {
+        None | Some(KeyValue::Text(_)) => args.add(
+            keys.iter()
+                .map(|k| match k {
+                    KeyValue::Text(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Some(KeyValue::Integer(_)) => args.add(
+            keys.iter()
+                .map(|k| match k {
+                    KeyValue::Integer(v) => *v,
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Some(KeyValue::Bigint(_)) => args.add(
+            keys.iter()
+                .map(|k| match k {
+                    KeyValue::Bigint(v) => *v,
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Some(KeyValue::Uuid(_)) => args.add(
+            keys.iter()
+                .map(|k| match k {
+                    KeyValue::Uuid(v) => *v,
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ),
+    };
+    added.map_err(sqlx::Error::Encode)
+}
+
+/// One key as an argument, of its type.
+fn add_key(key: &KeyValue, args: &mut sqlx::postgres::PgArguments) -> Result<(), sqlx::Error> {
+    use sqlx::Arguments;
+    match key {
+        KeyValue::Text(v) => args.add(v.as_str()),
+        KeyValue::Integer(v) => args.add(*v),
+        KeyValue::Bigint(v) => args.add(*v),
+        KeyValue::Uuid(v) => args.add(*v),
+    }
+    .map_err(sqlx::Error::Encode)
+}
+
 /// One field of every request, as an array.
 fn add_each(
     args: &mut PgArguments,
@@ -242,7 +298,7 @@ fn add_each(
     let all = |f: fn(&RequestRow<'_>) -> String| rows.iter().map(f).collect::<Vec<_>>();
     match field {
         Field::Customer => add(args, all(|r| r.customer.to_owned())),
-        Field::Key => KeyValue::add_all(args, rows.iter().map(|r| &r.key)),
+        Field::Key => add_keys(args, rows.iter().map(|r| &r.key)),
         Field::Kind => add(
             args,
             rows.iter()
@@ -283,7 +339,7 @@ impl Statement {
             match v {
                 Value::Each(field) => add_each(&mut args, *field, values.requests)?,
                 Value::Customer => add(&mut args, needed(values.customer, v)?)?,
-                Value::Key => needed(values.key, v)?.add_to(&mut args)?,
+                Value::Key => add_key(needed(values.key, v)?, &mut args)?,
                 Value::Kind => add(&mut args, values.kind)?,
                 Value::SubjectId => add(&mut args, needed(values.subject_id, v)?)?,
                 Value::SubjectIds => add(&mut args, needed(values.subject_ids, v)?)?,

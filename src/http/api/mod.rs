@@ -1,5 +1,8 @@
 //! The `/v1` routes.
 
+pub mod auth;
+mod extract;
+
 use std::collections::HashMap;
 
 use axum::extract::State;
@@ -13,21 +16,21 @@ use axum::{Extension, Json, Router};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
-use super::extract::{IdempotencyKey, JsonFields, PathId, QueryParams};
-use super::{ApiResult, ApiState};
 use crate::deletion::store::{self, ListQuery};
 use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::erase::preview::PreviewError;
+use crate::http::error::ApiError;
+use crate::http::{ApiResult, HttpState, Refused};
 use crate::identity::IdentifierType;
-use crate::intake::{SubmitError, Submitted};
+use crate::intake::Submitted;
 use crate::keys::Caller;
-use crate::request::{self, Channel, Received};
+use crate::request::{self, Channel};
+use extract::{IdempotencyKey, JsonFields, PathId, QueryParams};
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
 
-pub fn v1() -> Router<ApiState> {
+pub fn v1() -> Router<HttpState> {
     Router::new()
         .route(
             "/v1/customers/{customer_id}/permanent-deletion",
@@ -44,23 +47,24 @@ pub fn v1() -> Router<ApiState> {
 }
 
 /// The routes anyone may call: the public keys that check receipts.
-pub fn public() -> Router<ApiState> {
+pub fn public() -> Router<HttpState> {
     Router::new().route("/v1/receipt-keys", get(receipt_keys))
 }
 
-fn object(state: &ApiState, row: &DeletionRow) -> Value {
-    serde_json::to_value(row.to_object(&state.count_keys)).expect("a deletion object serializes")
+fn object(state: &HttpState, row: &DeletionRow) -> Value {
+    serde_json::to_value(state.deletion(row)).expect("a deletion object serializes")
 }
 
 /// `POST /v1/customers/{customer_id}/permanent-deletion`
 async fn submit(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     PathId(customer_id): PathId,
     IdempotencyKey(request_id): IdempotencyKey,
     JsonFields(body): JsonFields,
 ) -> ApiResult<Response> {
-    // The optional body: requested_by, reason and requested_at; anything else is ignored.
+    // The optional body: requested_by, reason, requested_at and identifier_type; anything else
+    // is ignored.
     let mut fields: serde_json::Map<String, Value> =
         ["requested_by", "reason", "requested_at", "identifier_type"]
             .into_iter()
@@ -71,24 +75,17 @@ async fn submit(
         .or_insert_with(|| Value::String(caller.name.clone()));
     fields.insert("request_id".into(), json!(request_id));
     fields.insert("customer_id".into(), Value::String(customer_id));
-    // The same parser and limits as a queued message, so both accept exactly the same requests.
-    let message = serde_json::to_vec(&fields).expect("a JSON object serializes");
-    let received_at = Utc::now();
-    let request = request::parse(&message, received_at)
-        .map_err(|invalid| ApiError::invalid(invalid.message))?;
-    let received = Received::new(request, Channel::Http, received_at, &state.identity)
-        .map_err(|invalid| ApiError::invalid(invalid.message))?;
-    let (status, row) = match state.intake.submit(&received).await {
+    let (status, row) = match state.submit(fields, Utc::now()).await {
         Ok(Submitted::Accepted(row)) => (StatusCode::ACCEPTED, row),
         Ok(Submitted::Existing(row)) => (StatusCode::OK, row),
-        Err(SubmitError::ReusedForAnotherCustomer) => {
+        Err(Refused::ReusedForAnotherCustomer) => {
             return Err(ApiError::conflict(
                 "this Idempotency-Key was already used for another customer",
             )
             .with_details("use a new key for a new request"));
         }
-        Err(SubmitError::PastDue(invalid)) => return Err(ApiError::invalid(invalid.message)),
-        Err(SubmitError::Database(e)) => return Err(e.into()),
+        Err(Refused::Invalid(message)) => return Err(ApiError::invalid(message)),
+        Err(Refused::Database(e)) => return Err(e.into()),
     };
     let location = format!("/v1/permanent-deletions/{}", row.id);
     let mut response = (status, Json(object(&state, &row))).into_response();
@@ -101,7 +98,7 @@ async fn submit(
 /// `GET /v1/customers/{customer_id}/permanent-deletion`: by `id` or `source_id`, also after
 /// the customer is gone (through the keyed hashes the deletions keep).
 async fn latest_for_customer(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     PathId(customer_id): PathId,
 ) -> ApiResult<Json<Value>> {
     let naming = state.identity.naming(&customer_id, IdentifierType::Any);
@@ -114,7 +111,7 @@ async fn latest_for_customer(
 /// `GET /v1/customers/{customer_id}/permanent-deletion/preview`: what an erasure would record
 /// (run and rolled back), and the guard that would refuse it.
 async fn preview(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     PathId(customer_id): PathId,
 ) -> ApiResult<Json<Value>> {
@@ -133,7 +130,7 @@ async fn preview(
 }
 
 /// `GET /v1/permanent-deletions/{id}`: by `del_` id or request id.
-async fn one(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult<Json<Value>> {
+async fn one(State(state): State<HttpState>, PathId(id): PathId) -> ApiResult<Json<Value>> {
     store::find(&state.pool, &id)
         .await?
         .map(|row| Json(object(&state, &row)))
@@ -143,7 +140,7 @@ async fn one(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult<Jso
 /// `DELETE /v1/permanent-deletions/{id}`: cancels a PENDING deletion (200 with it CANCELED,
 /// also when it already was); 409 once it is IN_PROGRESS or has ended.
 async fn cancel(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
@@ -163,7 +160,7 @@ async fn cancel(
 /// customer's key, or a lookup value through its keyed hash), for upstream services to ask
 /// before they create a customer.
 async fn suppression(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     PathId(identifier): PathId,
 ) -> ApiResult<Json<Value>> {
     let naming = state.identity.naming(&identifier, IdentifierType::Any);
@@ -182,7 +179,7 @@ async fn suppression(
 
 /// `GET /v1/permanent-deletions/{id}/receipt`: the signed receipt of a final deletion; 409
 /// while it is open.
-async fn receipt(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult<Json<Value>> {
+async fn receipt(State(state): State<HttpState>, PathId(id): PathId) -> ApiResult<Json<Value>> {
     let row = store::find(&state.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("no deletion has this id or request id"))?;
@@ -198,7 +195,7 @@ async fn receipt(State(state): State<ApiState>, PathId(id): PathId) -> ApiResult
 }
 
 /// `GET /v1/receipt-keys`: every public key that ever signed a receipt here, as a JWK set.
-async fn receipt_keys(State(state): State<ApiState>) -> ApiResult<Response> {
+async fn receipt_keys(State(state): State<HttpState>) -> ApiResult<Response> {
     let keys = crate::proof::signing::KeySet::published(&state.pool).await?;
     let mut response = Json(keys.to_jwks()).into_response();
     response.headers_mut().insert(
@@ -210,7 +207,7 @@ async fn receipt_keys(State(state): State<ApiState>) -> ApiResult<Response> {
 
 /// `GET /v1/permanent-deletions`: newest first, filtered, cursor-paginated.
 async fn list(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     QueryParams(params): QueryParams,
 ) -> ApiResult<Json<Value>> {
     let filter = ListFilter::parse(&params)?;

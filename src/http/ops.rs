@@ -10,12 +10,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
-use super::ApiState;
+use super::HttpState;
 
 /// How long readiness waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn routes() -> Router<ApiState> {
+pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -28,7 +28,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// 200 only while PostgreSQL and RabbitMQ both answer (and, in a process that consumes, while
 /// its consumer is connected).
-async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     let database = async {
         tokio::time::timeout(
             PROBE_TIMEOUT,
@@ -65,7 +65,7 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     match crate::deletion::store::count_overdue(&state.pool).await {
         Ok(n) => crate::metrics::overdue(n),
         Err(e) => {

@@ -26,17 +26,17 @@ use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 
-use crate::api::ApiState;
 use crate::deletion::report;
 use crate::deletion::store;
 use crate::erase::preview::PreviewError;
+use crate::http::{HttpState, Refused};
 use crate::identity::IdentifierType;
-use crate::intake::{SubmitError, Submitted};
-use crate::request::{self, Channel, ErasureRequest, Received};
+use crate::intake::Submitted;
+use crate::request::{self, Channel};
 use session::Session;
 
 /// The console's routes.
-pub fn routes(state: ApiState) -> Router<ApiState> {
+pub fn routes(state: HttpState) -> Router<HttpState> {
     Router::new()
         .route("/", get(overview))
         .route("/sign-in", get(sign_in_form).post(sign_in))
@@ -52,7 +52,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
 }
 
 /// The headers of every console answer.
-async fn headers(State(_): State<ApiState>, request: Request, next: Next) -> Response {
+async fn headers(State(_): State<HttpState>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     h.insert(
@@ -104,7 +104,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 /// The session of the request, or a redirect to sign in.
-async fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Response> {
+async fn signed_in(state: &HttpState, headers: &HeaderMap) -> Result<Session, Response> {
     match session::find(&state.pool, headers).await {
         Ok(Some(session)) => Ok(session),
         Ok(None) => Err(Redirect::to("/sign-in").into_response()),
@@ -113,7 +113,7 @@ async fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Res
 }
 
 /// The session, checked against the form's token; a forged form is refused.
-async fn posted(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+async fn posted(state: &HttpState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
     let session = signed_in(state, headers).await?;
     if !session.csrf_matches(csrf) {
         return Err(failed(
@@ -149,7 +149,7 @@ struct SignIn {
 /// `POST /sign-in`: the key for a session cookie. Attempts are limited per client address
 /// (`http.rate_limit_per_minute`), as API calls are per key.
 async fn sign_in(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     peer: Option<axum::extract::Extension<ConnectInfo<std::net::SocketAddr>>>,
     Form(form): Form<SignIn>,
 ) -> Page {
@@ -199,7 +199,7 @@ struct Token {
 }
 
 async fn sign_out(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     Form(form): Form<Token>,
 ) -> Page {
@@ -214,7 +214,7 @@ async fn sign_out(
     Ok(response)
 }
 
-async fn overview(State(state): State<ApiState>, headers: HeaderMap) -> Page {
+async fn overview(State(state): State<HttpState>, headers: HeaderMap) -> Page {
     let session = signed_in(&state, &headers).await?;
     let db = &state.pool;
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
@@ -232,7 +232,11 @@ async fn overview(State(state): State<ApiState>, headers: HeaderMap) -> Page {
     Ok(html(views::overview(&session, &o)))
 }
 
-async fn detail(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Page {
+async fn detail(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
     let session = signed_in(&state, &headers).await?;
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
     if request::check_identifier("id", &id).is_err() {
@@ -257,13 +261,8 @@ async fn detail(State(state): State<ApiState>, headers: HeaderMap, Path(id): Pat
     let owed = report::event_owed(&state.pool, &row.id)
         .await
         .map_err(safe)?;
-    Ok(html(views::detail(
-        &session,
-        &row,
-        &state.count_keys,
-        &audit,
-        owed,
-    )))
+    let object = state.deletion(&row);
+    Ok(html(views::detail(&session, &row, &object, &audit, owed)))
 }
 
 #[derive(Deserialize)]
@@ -274,7 +273,7 @@ struct Find {
 
 /// `POST /find`: by `del_` id, request id, customer id or source id (through its keyed hash).
 /// The identifier comes in the body and the results are the answer: it never reaches a URL.
-async fn find(State(state): State<ApiState>, headers: HeaderMap, Form(form): Form<Find>) -> Page {
+async fn find(State(state): State<HttpState>, headers: HeaderMap, Form(form): Form<Find>) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     let q = form.q.trim();
     if request::check_identifier("q", q).is_err() {
@@ -296,7 +295,7 @@ async fn find(State(state): State<ApiState>, headers: HeaderMap, Form(form): For
     Ok(html(views::found(&session, &rows)))
 }
 
-async fn submit_form(State(state): State<ApiState>, headers: HeaderMap) -> Page {
+async fn submit_form(State(state): State<HttpState>, headers: HeaderMap) -> Page {
     let session = signed_in(&state, &headers).await?;
     if session.caller.read_only {
         return Err(read_only(&session));
@@ -334,7 +333,7 @@ struct Submission {
 }
 
 async fn submit_preview(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     Form(form): Form<Submission>,
 ) -> Page {
@@ -367,7 +366,7 @@ async fn submit_preview(
 
 /// `POST /submit`: the request, through the same intake (and parser) as the API.
 async fn submit(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     Form(form): Form<Submission>,
 ) -> Page {
@@ -376,29 +375,20 @@ async fn submit(
         return Err(read_only(&session));
     }
     let reason = form.reason.trim();
-    let message = serde_json::json!({
+    let serde_json::Value::Object(fields) = serde_json::json!({
         "request_id": uuid::Uuid::new_v4(),
         "customer_id": form.customer_id.trim(),
         "requested_by": form.requested_by.trim(),
         "reason": if reason.is_empty() { None } else { Some(reason) },
-    });
-    let received_at = Utc::now();
-    let parsed: Result<ErasureRequest, _> =
-        request::parse(&serde_json::to_vec(&message).expect("JSON"), received_at);
-    let request = match parsed {
-        Ok(request) => request,
-        Err(invalid) => return Err(refused(&session, &form, &invalid.message)),
+    }) else {
+        unreachable!("an object")
     };
-    let received = match Received::new(request, Channel::Http, received_at, &state.identity) {
-        Ok(received) => received,
-        Err(invalid) => return Err(refused(&session, &form, &invalid.message)),
-    };
-    match state.intake.submit(&received).await {
+    match state.submit(fields, Utc::now()).await {
         Ok(Submitted::Accepted(row) | Submitted::Existing(row)) => {
             Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
         }
-        Err(SubmitError::PastDue(invalid)) => Err(refused(&session, &form, &invalid.message)),
-        Err(SubmitError::ReusedForAnotherCustomer) => Err(internal("a fresh request id was taken")),
-        Err(SubmitError::Database(e)) => Err(internal(crate::db::SafeError(&e))),
+        Err(Refused::Invalid(message)) => Err(refused(&session, &form, &message)),
+        Err(Refused::ReusedForAnotherCustomer) => Err(internal("a fresh request id was taken")),
+        Err(Refused::Database(e)) => Err(internal(crate::db::SafeError(&e))),
     }
 }

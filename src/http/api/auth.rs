@@ -5,13 +5,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiState;
-use super::error::ApiError;
-use super::rate_limit::Decision;
+use crate::http::HttpState;
+use crate::http::error::ApiError;
+use crate::http::rate_limit::Decision;
 use crate::keys::{self, Caller};
 
 pub async fn authenticate(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -46,7 +46,7 @@ pub async fn authenticate(
     response
 }
 
-async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+async fn caller(state: &HttpState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::unauthorized(
             "an Authorization: Bearer <key> header is required",

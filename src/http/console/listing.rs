@@ -8,9 +8,9 @@ use chrono::{NaiveDate, Utc};
 use serde::Deserialize;
 
 use super::{Page, failed, html, internal, signed_in, views};
-use crate::api::ApiState;
 use crate::deletion::report::{self, Filter};
 use crate::deletion::{DeletionRow, DeletionStatus};
+use crate::http::HttpState;
 
 /// Deletions a page of the list shows.
 const PAGE: i64 = 50;
@@ -62,7 +62,7 @@ impl ListQuery {
 }
 
 pub(super) async fn list(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Page {
@@ -81,7 +81,7 @@ pub(super) async fn list(
 /// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates and counts;
 /// nothing personal (no customer key, no requester, no reason).
 pub(super) async fn csv(
-    State(state): State<ApiState>,
+    State(state): State<HttpState>,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Page {

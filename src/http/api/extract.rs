@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 use crate::request;
 
 /// The one identifier in a route's path (a customer id, a deletion id): decoded, 1 to 255
@@ -132,7 +132,7 @@ fn body_error(rejection: BytesRejection) -> ApiError {
         rejection.status(),
         format!(
             "the body could not be read; at most {} bytes are accepted",
-            super::BODY_LIMIT
+            crate::http::BODY_LIMIT
         ),
     )
 }

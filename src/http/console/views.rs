@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::chart;
 use super::session::Session;
 use crate::deletion::report::{AuditEntry, Filter};
-use crate::deletion::{DeletionRow, DeletionStatus};
+use crate::deletion::{DeletionObject, DeletionRow, DeletionStatus};
 use crate::erase::preview::Preview;
 
 fn when(at: DateTime<Utc>) -> String {
@@ -263,11 +263,10 @@ pub fn found(session: &Session, rows: &[DeletionRow]) -> Markup {
 pub fn detail(
     session: &Session,
     row: &DeletionRow,
-    count_keys: &[String],
+    object: &DeletionObject,
     audit: &[AuditEntry],
     event_owed: bool,
 ) -> Markup {
-    let object = row.to_object(count_keys);
     let days_left = (row.due_at - Utc::now()).num_days();
     let event = match (row.is_final(), event_owed) {
         (false, _) => "not yet (the request has not ended)",

@@ -1,0 +1,99 @@
+//! What every handler of the API and the console may use, and the steps they share: a deletion
+//! as the deletion object they show, and a request submitted over HTTP.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+
+use super::rate_limit::RateLimiter;
+use crate::broker::Publisher;
+use crate::deletion::{DeletionObject, DeletionRow};
+use crate::erase::Eraser;
+use crate::identity::Identity;
+use crate::intake::{Intake, SubmitError, Submitted};
+use crate::proof::signing::Signer;
+use crate::request::{self, Channel, Received};
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct HttpState {
+    pub pool: PgPool,
+    pub intake: Intake,
+    /// For previews: the erasure, run and rolled back.
+    pub eraser: Eraser,
+    pub publisher: Arc<Publisher>,
+    pub identity: Identity,
+    pub count_keys: Arc<[String]>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: PrometheusHandle,
+    /// Signs receipts.
+    pub signer: Signer,
+    pub console: crate::config::ConsoleSettings,
+    /// In a process that consumes: whether the consumer is connected (readiness needs it).
+    pub consumer: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl HttpState {
+    /// `row` as the deletion object the API answers and the console shows, its counts in the
+    /// plan's order.
+    pub fn deletion(&self, row: &DeletionRow) -> DeletionObject {
+        row.to_object(&self.count_keys)
+    }
+
+    /// Submits the request whose fields a caller gave (the API's body and path, a console
+    /// form), received at `received_at`: read by the one parser of requests (so that the API,
+    /// the console, the queue and the command line accept exactly the same requests), then
+    /// recorded and published by the intake.
+    pub async fn submit(
+        &self,
+        fields: Map<String, Value>,
+        received_at: DateTime<Utc>,
+    ) -> Result<Submitted, Refused> {
+        let request = request::from_fields(fields, received_at)
+            .map_err(|invalid| Refused::Invalid(invalid.message))?;
+        let received = Received::new(request, Channel::Http, received_at, &self.identity)
+            .map_err(|invalid| Refused::Invalid(invalid.message))?;
+        self.intake.submit(&received).await.map_err(|e| match e {
+            SubmitError::PastDue(invalid) => Refused::Invalid(invalid.message),
+            SubmitError::ReusedForAnotherCustomer => Refused::ReusedForAnotherCustomer,
+            SubmitError::Database(e) => Refused::Database(e),
+        })
+    }
+}
+
+/// Why a request submitted over HTTP was not recorded.
+#[derive(Debug)]
+pub enum Refused {
+    /// It is not a valid request (the reason, naming fields, never values).
+    Invalid(String),
+    /// Its request id was taken by a request for another customer.
+    ReusedForAnotherCustomer,
+    Database(sqlx::Error),
+}
+
+/// Builds the state from the parts the application made.
+pub fn state(
+    pool: PgPool,
+    intake: Intake,
+    eraser: Eraser,
+    signer: Signer,
+    rate_limit_per_minute: u32,
+    console: crate::config::ConsoleSettings,
+) -> HttpState {
+    HttpState {
+        publisher: intake.publisher(),
+        pool,
+        intake,
+        identity: eraser.identity().clone(),
+        count_keys: eraser.count_keys().into(),
+        eraser,
+        limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
+        metrics: crate::metrics::handle(),
+        signer,
+        console,
+        consumer: None,
+    }
+}
