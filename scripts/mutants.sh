@@ -28,5 +28,6 @@ filters=(
     shared_rows plan_agreement identity schemas proof ledger http_api migrations
     plan:: deletion:: erase:: worker::
 )
-# After `--`: what the test binaries take, here the names of the tests to run.
-exec cargo mutants "${args[@]}" --output target/mutants --timeout 600 -- "${filters[@]}"
+# After `--`, what cargo test takes; after the second, what the test binaries take: the names
+# of the tests to run.
+exec cargo mutants "${args[@]}" --output target/mutants --timeout 600 -- -- "${filters[@]}"
