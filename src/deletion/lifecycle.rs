@@ -7,9 +7,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::audit::{Audit, AuditAction};
+use super::due_at;
 use super::store::NewDeletion;
 use super::{DeletionRow, DeletionStatus, read_columns};
-use super::due_at;
 use crate::request::{Channel, InvalidRequest, Received};
 
 /// Where a request stands against its grace period.

@@ -36,12 +36,12 @@ use std::fmt::Write;
 
 use super::reach::{
     change, clears_a_path, erased_elsewhere, hops, lookup_hash_columns, lookup_hashes,
-    owned_by_others, owner, reach, subject_matches,
+    owned_by_others, owner, reach, subject_matches, used,
 };
 use super::{Field, Params, Statement, Value};
 use crate::deletion::COLUMNS;
 use crate::deletion::{claims, statement};
-use crate::plan::{Action, PathHops, Plan, Referenced, Step, ident};
+use crate::plan::{Action, PathHops, Plan, Step, ident};
 
 /// The keys of the customers the statement erases.
 const GO: &str = "ARRAY(SELECT subject_key FROM go)";
@@ -193,7 +193,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
             rkey = ident(&r.key),
             from_column = ident(&r.from),
         );
-        let shared = still_referenced(plan, r, "x");
+        let shared = used(plan, r, "x", Some(GO));
         let statement = change(
             plan,
             &r.table,
@@ -597,55 +597,6 @@ fn kept_rows(plan: &Plan) -> String {
 /// `text` with its quotes doubled, for an SQL string literal of the plan's own names.
 fn literal_text(text: &str) -> String {
     text.replace('\'', "''")
-}
-
-/// Whether row `alias` of a referenced table is still referenced by a row that stays: any row
-/// pointing at it but the erased customers' own, and those this statement deletes, or
-/// anonymizes clearing that very column.
-fn still_referenced(plan: &Plan, r: &Referenced, alias: &str) -> String {
-    let subject = &plan.subject;
-    let mut references: Vec<(crate::plan::TableName, String)> = plan
-        .facts
-        .references
-        .get(&r.table)
-        .cloned()
-        .unwrap_or_default();
-    if !references.contains(&(subject.table.clone(), r.from.clone())) {
-        references.push((subject.table.clone(), r.from.clone()));
-    }
-    let others: Vec<String> = references
-        .iter()
-        .map(|(table, column)| {
-            let erased = if table == &subject.table {
-                // The customers erased now, and (where the plan keeps subject rows) those
-                // erased before: a kept row's own link is no use of the row it points at.
-                let key = format!("o.{}", ident(&subject.key));
-                Some(match subject.action {
-                    Action::Delete => format!("{key} = ANY ({GO})"),
-                    Action::Anonymize(_) => format!(
-                        "{key} = ANY ({GO}) OR {}",
-                        statement::erased_subject(&format!("{key}::text"))
-                    ),
-                })
-            } else {
-                plan.step(table).and_then(|step| match &step.action {
-                    Action::Delete => Some(reach(plan, &step.paths, "o", 0, GO)),
-                    Action::Anonymize(a) if a.set_null.contains(column) => {
-                        Some(reach(plan, &step.paths, "o", 0, GO))
-                    }
-                    Action::Anonymize(_) => None,
-                })
-            };
-            let stays = erased.map_or(String::new(), |e| format!(" AND NOT ({e})"));
-            format!(
-                "EXISTS (SELECT 1 FROM {} o WHERE o.{} = {alias}.{}{stays})",
-                table.sql(),
-                ident(column),
-                ident(&r.key),
-            )
-        })
-        .collect();
-    format!("({})", others.join(" OR "))
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ pub fn leftovers_statement(plan: &Plan) -> Statement {
                 r.table.sql(),
                 ident(&r.key),
                 referenced_keys(plan, r, "in_use"),
-                used(plan, r, "x"),
+                used(plan, r, "x", None),
             ),
         ));
     }

@@ -466,8 +466,10 @@ pub fn change(
 
 /// Whether anything alive uses row `alias` of a referenced table: a row of any table whose
 /// foreign key points at it, but a subject row of a customer erased (where the plan keeps
-/// subject rows).
-pub fn used(plan: &Plan, r: &Referenced, alias: &str) -> String {
+/// subject rows). With `erasing` (the array of the customers a statement erases now), neither
+/// those customers' rows nor the rows that statement deletes, or anonymizes clearing that very
+/// column, count either.
+pub fn used(plan: &Plan, r: &Referenced, alias: &str, erasing: Option<&str>) -> String {
     let subject = &plan.subject;
     let mut references = plan
         .facts
@@ -481,18 +483,34 @@ pub fn used(plan: &Plan, r: &Referenced, alias: &str) -> String {
     let uses: Vec<String> = references
         .iter()
         .map(|(table, column)| {
-            let alive = match (table == &subject.table, &subject.action) {
-                (true, Action::Anonymize(_)) => format!(
-                    " AND NOT {}",
-                    crate::deletion::statement::erased_subject(&format!(
-                        "o.{}::text",
-                        ident(&subject.key)
-                    ))
-                ),
-                _ => String::new(),
+            let mut gone = Vec::new();
+            if table == &subject.table {
+                let key = format!("o.{}", ident(&subject.key));
+                if let Some(erasing) = erasing {
+                    gone.push(format!("{key} = ANY ({erasing})"));
+                }
+                // A kept row's own link is no use of the row it points at once its customer
+                // is erased.
+                if let Action::Anonymize(_) = subject.action {
+                    gone.push(crate::deletion::statement::erased_subject(&format!(
+                        "{key}::text"
+                    )));
+                }
+            } else if let (Some(erasing), Some(step)) = (erasing, plan.step(table)) {
+                let let_go = match &step.action {
+                    Action::Delete => true,
+                    Action::Anonymize(a) => a.set_null.contains(column),
+                };
+                if let_go {
+                    gone.push(reach(plan, &step.paths, "o", 0, erasing));
+                }
+            }
+            let stays = match gone.is_empty() {
+                true => String::new(),
+                false => format!(" AND NOT ({})", gone.join(" OR ")),
             };
             format!(
-                "EXISTS (SELECT 1 FROM {} o WHERE o.{} = {alias}.{}{alive})",
+                "EXISTS (SELECT 1 FROM {} o WHERE o.{} = {alias}.{}{stays})",
                 table.sql(),
                 ident(column),
                 ident(&r.key),

@@ -47,7 +47,7 @@ pub fn sweep_statements(plan: &Plan) -> Vec<Sweep> {
             let condition = format!(
                 "x.{key} = ANY ({}) AND NOT {}",
                 keys(&mut params),
-                used(plan, r, "x")
+                used(plan, r, "x", None)
             );
             let clear = change(
                 plan,
