@@ -173,6 +173,12 @@ pub struct ProofSettings {
     pub signing_key: Option<Secret>,
     /// A file holding that key (when `signing_key` is not set).
     pub signing_key_file: Option<PathBuf>,
+    /// The public keys receipts and seals are checked against, pinned outside the database: a
+    /// JWK set file, or its `http://` address. Unset: the keys the database holds, which shows
+    /// only that the records agree with keys their own database holds.
+    pub trusted_keys: Option<String>,
+    /// How old the oldest audit row not yet sealed may grow before a warning (milliseconds).
+    pub unsealed_warn_ms: u64,
     /// How often the check after commit looks for DONE deletions to check (milliseconds);
     /// 0: never (they stay queued).
     pub verify_every_ms: u64,

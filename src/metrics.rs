@@ -71,6 +71,10 @@ fn describe() {
         "Checks after commit of DONE deletions, by outcome (passed, failed)"
     );
     describe_counter!("erasure_audit_seals_total", "Seals made over the audit log");
+    describe_gauge!(
+        "erasure_audit_oldest_unsealed_seconds",
+        "How long the oldest audit row not sealed yet has waited"
+    );
     describe_counter!(
         "erasure_audit_rows_sealed_total",
         "Audit rows covered by a seal"
@@ -145,6 +149,10 @@ pub fn verification(passed: bool) {
 }
 
 /// A seal over `rows` audit rows was made.
+pub fn unsealed_age(waited: std::time::Duration) {
+    gauge!("erasure_audit_oldest_unsealed_seconds").set(waited.as_secs_f64());
+}
+
 pub fn sealed(rows: usize) {
     counter!("erasure_audit_seals_total").increment(1);
     counter!("erasure_audit_rows_sealed_total").increment(rows as u64);

@@ -17,7 +17,7 @@ use crate::intake::Intake;
 use crate::keyed_hash::KeyedHash;
 use crate::outbox::Outbox;
 use crate::plan::{Plan, check};
-use crate::proof::signing::Signer;
+use crate::proof::signing::{Custody, KeySet, Signer};
 use crate::proof::verification::Verifier;
 use crate::worker::Worker;
 
@@ -29,6 +29,8 @@ pub struct Application {
     pub intake: Intake,
     /// Signs receipts and audit seals.
     pub signer: Signer,
+    /// The public keys pinned by `proof.trusted_keys`, if any.
+    pub pinned: Option<KeySet>,
     /// The check after commit of DONE deletions.
     pub verifier: Verifier,
 }
@@ -61,6 +63,24 @@ impl Application {
         let signer = Signer::load(&pool, &settings.proof)
             .await
             .context("loading the signing key")?;
+        let pinned = match settings.proof.trusted_keys.as_deref() {
+            Some(source) if !source.trim().is_empty() => Some(
+                KeySet::load(source)
+                    .await
+                    .context("loading proof.trusted_keys")?,
+            ),
+            _ => None,
+        };
+        if let Some(pinned) = &pinned
+            && !pinned.contains(signer.id())
+        {
+            anyhow::bail!(
+                "the signing key {} is not in proof.trusted_keys: receipts and seals it signs would not check \
+                 against the keys you publish; add its public half there (`erasure receipt new-key` prints both), \
+                 or configure a key that is",
+                signer.id()
+            );
+        }
         let verifier = Verifier::new(pool.clone(), &plan);
         let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
         let intake = Intake::new(
@@ -88,6 +108,7 @@ impl Application {
             eraser,
             intake,
             signer,
+            pinned,
             verifier,
         })
     }
@@ -99,6 +120,7 @@ impl Application {
             self.intake.clone(),
             self.eraser.clone(),
             self.signer.clone(),
+            self.pinned.clone(),
             self.settings.http.rate_limit_per_minute,
             self.settings.console.clone(),
         )
@@ -186,6 +208,9 @@ impl Application {
     /// verifier skips the deletions another holds, and one sealer at a time works.
     fn spawn_proof(&self, shutdown: &CancellationToken) {
         let proof = &self.settings.proof;
+        if self.signer.custody() == Custody::Database {
+            tokio::spawn(warn_of_database_key(shutdown.clone()));
+        }
         if proof.verify_every_ms > 0 {
             tokio::spawn(self.verifier.clone().run(
                 Duration::from_millis(proof.verify_every_ms),
@@ -197,8 +222,25 @@ impl Application {
                 self.pool.clone(),
                 self.signer.clone(),
                 Duration::from_millis(proof.seal_every_ms),
+                Duration::from_millis(proof.unsealed_warn_ms),
                 shutdown.clone(),
             ));
+        }
+    }
+}
+
+/// Without a configured signing key: a warning at start and every hour until `shutdown`, since
+/// receipts and seals are then signed by a key the database holds.
+async fn warn_of_database_key(shutdown: CancellationToken) {
+    loop {
+        tracing::warn!(
+            "no signing key is configured: receipts and seals are signed by a key the database holds, \
+             so whoever can read the database can sign them; configure proof.signing_key and pin its \
+             public half in proof.trusted_keys (README, \"Proving an erasure\")"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
 }

@@ -53,7 +53,7 @@ pub enum LedgerCommand {
         /// A ledger file, as `erasure ledger export` writes it.
         file: PathBuf,
         /// The keys that check the lines' signatures: a JWK set file, or its http:// address
-        /// (default: the keys the database holds).
+        /// (default: proof.trusted_keys, else the keys the database holds).
         #[arg(long)]
         key: Option<String>,
         /// Accept lines without a signature (ledgers exported before lines were signed).
@@ -70,12 +70,18 @@ pub async fn run(settings: Settings, command: LedgerCommand) -> anyhow::Result<E
             key,
             trust_unsigned,
         } => {
-            let keys = super::proof::keys(&settings, key.as_deref()).await?;
+            let trust = super::proof::trust(&settings, key.as_deref()).await?;
+            if !trust.is_pinned() {
+                eprintln!(
+                    "warning: ledger lines {}",
+                    crate::proof::signing::DATABASE_KEYS_ONLY
+                );
+            }
             let app = Application::build(settings).await?;
             let text = std::fs::File::open(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let trust = Trust {
-                keys: &keys,
+                keys: trust.keys(),
                 unsigned: trust_unsigned,
             };
             let summary = replay(

@@ -1,6 +1,6 @@
 //! `erasure receipt ...` and `erasure audit ...`: what an auditor runs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -11,16 +11,22 @@ use serde_json::Value;
 use crate::config::Settings;
 use crate::proof::receipt;
 use crate::proof::seal;
-use crate::proof::signing::{KeySet, Signer};
+use crate::proof::signing::{DATABASE_KEYS_ONLY, KeySet, Signer, Trust};
+
+/// The exit code of a check that passed against the keys the database holds, none pinned: the
+/// records agree with their own database's keys, which proves less than a pinned set would.
+pub const UNPINNED: u8 = 3;
 
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCommand {
-    /// Check a receipt's signature, offline with --key; exit 1, saying why, when it fails.
+    /// Check a receipt's signature against pinned keys (--key, or proof.trusted_keys); exit 1,
+    /// saying why, when it fails; exit 3 when it checks only against the keys the database
+    /// holds (none pinned).
     Verify {
         /// The receipt, as GET /v1/permanent-deletions/{id}/receipt answered it.
         file: PathBuf,
-        /// The public keys: a JWK set file, or its http:// address (GET /v1/receipt-keys).
-        /// Without it, the keys this installation's database publishes.
+        /// The public keys: a JWK set file, or its http:// address, kept apart from the
+        /// database checked (default: proof.trusted_keys, else the database's own keys).
         #[arg(long)]
         key: Option<String>,
     },
@@ -30,13 +36,13 @@ pub enum ReceiptCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit log against its seals; exit 1 naming the first row or seal that does
-    /// not fit.
+    /// Check the audit log against its seals and pinned keys; exit 1 naming the first row or
+    /// seal that does not fit; exit 3 when it checks only against the keys the database holds.
     Verify {
         /// Check only the seals made at or after this time (RFC 3339), linked to the one before.
         #[arg(long)]
         since: Option<DateTime<Utc>>,
-        /// The public keys, as for `receipt verify` (default: the database's).
+        /// The public keys, as for `receipt verify`.
         #[arg(long)]
         key: Option<String>,
     },
@@ -48,8 +54,10 @@ pub async fn receipt(settings: &Settings, command: ReceiptCommand) -> anyhow::Re
             let signer = Signer::generate();
             println!("{}", signer.secret_base64());
             eprintln!(
-                "key id {} (keep the key secret; set it as proof.signing_key or in proof.signing_key_file)",
-                signer.id()
+                "key id {} (keep the key secret; set it as proof.signing_key or in proof.signing_key_file, \
+                 and add its public half to proof.trusted_keys: {})",
+                signer.id(),
+                KeySet::of(&signer).to_jwks()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -66,14 +74,14 @@ pub async fn receipt(settings: &Settings, command: ReceiptCommand) -> anyhow::Re
                     return Ok(ExitCode::from(1));
                 }
             };
-            let keys = keys(settings, key.as_deref()).await?;
-            match receipt::check(&receipt, &keys) {
+            let trust = trust(settings, key.as_deref()).await?;
+            match receipt::check(&receipt, trust.keys()) {
                 Ok(checked) => {
                     println!(
                         "receipt checks: deletion {} {}, signed by key {}",
                         checked.deletion_id, checked.status, checked.key_id
                     );
-                    Ok(ExitCode::SUCCESS)
+                    Ok(passed(&trust))
                 }
                 Err(why) => {
                     eprintln!("receipt does not check: {why}");
@@ -86,9 +94,9 @@ pub async fn receipt(settings: &Settings, command: ReceiptCommand) -> anyhow::Re
 
 pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let AuditCommand::Verify { since, key } = command;
-    let keys = keys(settings, key.as_deref()).await?;
     let pool = crate::db::prepare(&settings.database).await?;
-    let report = seal::check_log(&pool, &keys, since).await?;
+    let trust = Trust::load(key.as_deref(), &settings.proof, Some(&pool)).await?;
+    let report = seal::check_log(&pool, trust.keys(), since).await?;
     if let Some(problem) = report.problem {
         eprintln!("audit log does not check: {problem}");
         return Ok(ExitCode::from(1));
@@ -107,31 +115,24 @@ pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
             "last seal digest {head} (keep it elsewhere to show later that no seal was removed)"
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(passed(&trust))
 }
 
-/// The key set from a file or an http:// address, or else the database's.
-pub async fn keys(settings: &Settings, source: Option<&str>) -> anyhow::Result<KeySet> {
-    let jwks: Value = match source {
-        None => {
-            let pool = crate::db::prepare(&settings.database).await?;
-            return Ok(KeySet::published(&pool).await?);
-        }
-        Some(url) if url.starts_with("http://") => reqwest::get(url)
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("fetching the key set at {url}"))?
-            .json()
-            .await
-            .with_context(|| format!("reading the key set at {url}"))?,
-        Some(url) if url.starts_with("https://") => anyhow::bail!(
-            "fetch the key set first (curl -fsSo keys.json {url}) and give the file: this command reads keys over plain HTTP or from a file"
-        ),
-        Some(path) => {
-            let text = std::fs::read_to_string(Path::new(path))
-                .with_context(|| format!("reading the key set {path}"))?;
-            serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?
-        }
-    };
-    KeySet::from_jwks(&jwks).map_err(|why| anyhow::anyhow!("the key set does not read: {why}"))
+/// The keys to check against: `--key`, else `proof.trusted_keys`, else the database's.
+pub async fn trust(settings: &Settings, key: Option<&str>) -> anyhow::Result<Trust> {
+    if key.is_some() || settings.proof.trusted_keys.is_some() {
+        return Trust::load(key, &settings.proof, None).await;
+    }
+    let pool = crate::db::prepare(&settings.database).await?;
+    Trust::load(None, &settings.proof, Some(&pool)).await
+}
+
+/// The exit of a check that passed: 0 against pinned keys, [`UNPINNED`] (saying why) against
+/// the database's own.
+fn passed(trust: &Trust) -> ExitCode {
+    if trust.is_pinned() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("warning: {DATABASE_KEYS_ONLY}");
+    ExitCode::from(UNPINNED)
 }

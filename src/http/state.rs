@@ -14,7 +14,7 @@ use crate::deletion::{DeletionObject, DeletionRow};
 use crate::erase::Eraser;
 use crate::identity::Identity;
 use crate::intake::{Intake, SubmitError, Submitted};
-use crate::proof::signing::Signer;
+use crate::proof::signing::{KeySet, Signer};
 use crate::request::{self, Channel, Received};
 
 /// What every handler may use.
@@ -31,6 +31,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// Signs receipts.
     pub signer: Signer,
+    /// The public keys pinned by `proof.trusted_keys`: what `GET /v1/receipt-keys` publishes.
+    pub pinned: Option<KeySet>,
     pub console: crate::config::ConsoleSettings,
     /// In a process that consumes: whether the consumer is connected (readiness needs it).
     pub consumer: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -80,6 +82,7 @@ pub fn state(
     intake: Intake,
     eraser: Eraser,
     signer: Signer,
+    pinned: Option<KeySet>,
     rate_limit_per_minute: u32,
     console: crate::config::ConsoleSettings,
 ) -> HttpState {
@@ -93,6 +96,7 @@ pub fn state(
         limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
         metrics: crate::metrics::handle(),
         signer,
+        pinned,
         console,
         consumer: None,
     }

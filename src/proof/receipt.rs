@@ -46,6 +46,9 @@ pub fn issue(
         "plan_hash": row.plan_hash,
         "verification": row.verification(),
         "issued_at": millis(now),
+        // Where the signing key is kept: "database" means whoever can read the database can
+        // sign such a receipt.
+        "key_custody": signer.custody().as_str(),
     });
     let Value::Object(members) = receipt else {
         unreachable!("a receipt is an object")

@@ -336,11 +336,25 @@ fn widen(xid: i64, next: i64) -> i64 {
     }
 }
 
-/// Seals every `every` until `shutdown`, a seal after another while there is a backlog.
+/// How long the oldest audit row not sealed yet has waited (zero when every row is sealed).
+pub async fn oldest_unsealed(pool: &PgPool) -> Result<Duration, sqlx::Error> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM clock_timestamp() - min(a.recorded_at))::float8 FROM erasure.audit_log a \
+         WHERE a.xid >= COALESCE((SELECT xid_to FROM erasure.audit_seals ORDER BY seq DESC LIMIT 1), '0'::xid8)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Duration::from_secs_f64(seconds.unwrap_or(0.0).max(0.0)))
+}
+
+/// Seals every `every` until `shutdown`, a seal after another while there is a backlog; says,
+/// in a metric and past `warn_after` in a warning, how long the oldest row not sealed yet has
+/// waited (until sealed, it can be changed without trace).
 pub async fn keep_sealing(
     pool: PgPool,
     signer: Signer,
     every: Duration,
+    warn_after: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -349,6 +363,16 @@ pub async fn keep_sealing(
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %crate::db::SafeError(&e), "sealing the audit log failed; retrying")
+            }
+        }
+        if let Ok(waited) = oldest_unsealed(&pool).await {
+            crate::metrics::unsealed_age(waited);
+            if waited > warn_after {
+                tracing::warn!(
+                    seconds = waited.as_secs(),
+                    "audit rows have waited this long to be sealed: a transaction of this database that has written \
+                     and stays open holds the seals back (pg_stat_activity names it)"
+                );
             }
         }
         tokio::select! {

@@ -25,6 +25,15 @@ async fn run(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `erasure audit verify ARGS`, against the application's own signing key, pinned.
+async fn audit_verify(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    let signer = &app.app.as_ref().unwrap().signer;
+    let keys = scratch(app, "pinned-keys.json", &KeySet::of(signer).to_jwks());
+    let mut all = vec!["audit", "verify", "--key", &keys];
+    all.extend_from_slice(args);
+    run(app, &all).await
+}
+
 fn scratch(app: &TestApp, name: &str, value: &Value) -> String {
     let dir = std::env::temp_dir().join(format!("erasure-test-{}", app.id));
     std::fs::create_dir_all(&dir).unwrap();
@@ -319,7 +328,7 @@ async fn receipts_signed_before_a_key_rotation_still_check() {
 async fn seal_and_check(app: &TestApp) -> (i32, String, String) {
     let signer = &app.app.as_ref().unwrap().signer;
     while seal::seal_once(&app.pool, signer).await.unwrap().is_some() {}
-    run(app, &["audit", "verify"]).await
+    audit_verify(app, &[]).await
 }
 
 #[tokio::test]
@@ -364,7 +373,7 @@ async fn editing_deleting_adding_or_reordering_a_sealed_audit_row_is_named_by_au
     let fails_naming = |expected: String| {
         let app = &app;
         async move {
-            let (code, _, stderr) = run(app, &["audit", "verify"]).await;
+            let (code, _, stderr) = audit_verify(app, &[]).await;
             assert_eq!(code, 1, "{expected}: {stderr}");
             assert!(
                 stderr.contains(&expected),
@@ -385,7 +394,7 @@ async fn editing_deleting_adding_or_reordering_a_sealed_audit_row_is_named_by_au
     ))
     .await;
     assert_eq!(
-        run(&app, &["audit", "verify"]).await.0,
+        audit_verify(&app, &[]).await.0,
         0,
         "undone, it checks"
     );
@@ -395,7 +404,7 @@ async fn editing_deleting_adding_or_reordering_a_sealed_audit_row_is_named_by_au
     fails_naming(format!("audit row {a} was deleted")).await;
     tamper("INSERT INTO erasure.audit_log SELECT * FROM erasure.kept".into()).await;
     assert_eq!(
-        run(&app, &["audit", "verify"]).await.0,
+        audit_verify(&app, &[]).await.0,
         0,
         "restored, it checks"
     );
@@ -413,7 +422,7 @@ async fn editing_deleting_adding_or_reordering_a_sealed_audit_row_is_named_by_au
     ))
     .await;
     assert_eq!(
-        run(&app, &["audit", "verify"]).await.0,
+        audit_verify(&app, &[]).await.0,
         0,
         "swapped back, it checks"
     );
@@ -499,7 +508,7 @@ async fn audit_verify_passes_after_thousands_of_concurrent_erasures() {
     assert_eq!(report.problem, None);
     assert_eq!(report.rows, CUSTOMERS);
     assert_eq!(report.unsealed, 0);
-    let (code, stdout, stderr) = run(&app, &["audit", "verify"]).await;
+    let (code, stdout, stderr) = audit_verify(&app, &[]).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(&format!("covering {CUSTOMERS} rows")),
@@ -511,7 +520,7 @@ async fn audit_verify_passes_after_thousands_of_concurrent_erasures() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    let (code, _, stderr) = run(&app, &["audit", "verify", "--since", &since.to_rfc3339()]).await;
+    let (code, _, stderr) = audit_verify(&app, &["--since", &since.to_rfc3339()]).await;
     assert_eq!(code, 0, "{stderr}");
     for _ in 0..100 {
         if app

@@ -194,9 +194,14 @@ async fn receipt(State(state): State<HttpState>, PathId(id): PathId) -> ApiResul
         })
 }
 
-/// `GET /v1/receipt-keys`: every public key that ever signed a receipt here, as a JWK set.
+/// `GET /v1/receipt-keys`: the public keys receipts are checked against, as a JWK set: those
+/// pinned by `proof.trusted_keys`, never a key only the database holds; without a pinned set,
+/// the keys the database holds.
 async fn receipt_keys(State(state): State<HttpState>) -> ApiResult<Response> {
-    let keys = crate::proof::signing::KeySet::published(&state.pool).await?;
+    let keys = match &state.pinned {
+        Some(pinned) => pinned.clone(),
+        None => crate::proof::signing::KeySet::published(&state.pool).await?,
+    };
     let mut response = Json(keys.to_jwks()).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
