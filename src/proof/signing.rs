@@ -191,22 +191,42 @@ impl Signer {
 }
 
 /// Once a configured key has taken over, the private half of the key the service had generated
-/// (if any) is destroyed: set to null, and the table rewritten so that no older version of the
-/// row keeps it in the table's files. Its public half stays, so that what it signed can be
-/// checked while an operator keeps it pinned.
+/// (if any) is destroyed: the table is emptied by `TRUNCATE`, which gives it new files and
+/// drops the old ones whole (an `UPDATE` to null would leave the old row version, private half
+/// included, in the table's file until a vacuum could remove it, which any open transaction on
+/// the server can delay), and the public halves are written back. What the old key signed
+/// still checks while an operator keeps its public half pinned.
 async fn retire_generated(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let retired = sqlx::query(
-        "UPDATE erasure.signing_keys SET private_key = NULL WHERE private_key IS NOT NULL",
+    let mut tx = pool.begin().await?;
+    let generated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM erasure.signing_keys WHERE private_key IS NOT NULL",
     )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if retired > 0 {
-        sqlx::query("VACUUM (FULL) erasure.signing_keys")
-            .execute(pool)
-            .await?;
-        tracing::info!("a configured signing key took over: the private half of the generated key was destroyed");
+    .fetch_one(&mut *tx)
+    .await?;
+    if generated == 0 {
+        return Ok(());
     }
+    let keys: Vec<(String, Vec<u8>, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT id, public_key, created_at FROM erasure.signing_keys")
+            .fetch_all(&mut *tx)
+            .await?;
+    sqlx::query("TRUNCATE erasure.signing_keys")
+        .execute(&mut *tx)
+        .await?;
+    for (id, public, created_at) in keys {
+        sqlx::query(
+            "INSERT INTO erasure.signing_keys (id, public_key, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(public)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        "a configured signing key took over: the private half of the generated key was destroyed"
+    );
     Ok(())
 }
 

@@ -23,3 +23,4 @@ mod proof;
 mod schemas;
 mod shared_rows;
 mod size_probe;
+mod trust;

@@ -393,21 +393,13 @@ async fn editing_deleting_adding_or_reordering_a_sealed_audit_row_is_named_by_au
         "UPDATE erasure.audit_log l SET detail = k.detail FROM erasure.kept k WHERE l.id = {a}"
     ))
     .await;
-    assert_eq!(
-        audit_verify(&app, &[]).await.0,
-        0,
-        "undone, it checks"
-    );
+    assert_eq!(audit_verify(&app, &[]).await.0, 0, "undone, it checks");
 
     // Deleted, then put back as it was.
     tamper(format!("DELETE FROM erasure.audit_log WHERE id = {a}")).await;
     fails_naming(format!("audit row {a} was deleted")).await;
     tamper("INSERT INTO erasure.audit_log SELECT * FROM erasure.kept".into()).await;
-    assert_eq!(
-        audit_verify(&app, &[]).await.0,
-        0,
-        "restored, it checks"
-    );
+    assert_eq!(audit_verify(&app, &[]).await.0, 0, "restored, it checks");
 
     // Reordered: two rows swap their times.
     tamper(format!(
