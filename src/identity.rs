@@ -138,7 +138,7 @@ impl Identity {
                 IdentifierType::Key => false,
                 IdentifierType::Lookup(j) => *i == j,
             })
-            .map(|(_, lookup)| self.lookup_digest(lookup, identifier))
+            .filter_map(|(_, lookup)| self.lookup_digest(lookup, identifier))
             .collect();
         let given = self.hash.digest(identifier);
         let folded = self.hash.digest(&identifier.to_lowercase());
@@ -159,19 +159,23 @@ impl Identity {
 
     /// The tagged keyed hash of `value` as a value of `lookup`, as the erasure statement computes
     /// it in SQL ([`Identity::lookup_digest_sql`]).
-    pub fn lookup_digest(&self, lookup: &Lookup, value: &str) -> Vec<u8> {
-        let value = match lookup.case_insensitive {
+    /// `None` when `value` does not read as the lookup's type (it cannot name anyone by it).
+    pub fn lookup_digest(&self, lookup: &Lookup, value: &str) -> Option<Vec<u8>> {
+        let value = lookup.value_type.normalize(value)?;
+        let value = match lookup.folds() {
             true => value.to_lowercase(),
-            false => value.to_owned(),
+            false => value,
         };
-        self.hash.digest(&format!("{}:{value}", lookup.column))
+        Some(self.hash.digest(&format!("{}:{value}", lookup.column)))
     }
 
-    /// SQL for the tagged keyed hash of the text expression `value` as a value of `lookup`,
+    /// SQL for the tagged keyed hash of the text expression `value` (the column's value as
+    /// text, or the identifier as the statement reads it as the column's type) as a value of
+    /// `lookup`,
     /// given the parameters holding the key's pads. PostgreSQL's `lower()` and Rust's
     /// `to_lowercase()` agree on the letters people's identifiers use.
     pub fn lookup_digest_sql(lookup: &Lookup, value: &str, inner: &str, outer: &str) -> String {
-        let folded = match lookup.case_insensitive {
+        let folded = match lookup.folds() {
             true => format!("lower({value})"),
             false => value.to_owned(),
         };
@@ -185,16 +189,7 @@ mod tests {
     use super::*;
 
     fn identity() -> Identity {
-        let lookups = vec![
-            Lookup {
-                column: "source_id".into(),
-                case_insensitive: false,
-            },
-            Lookup {
-                column: "email".into(),
-                case_insensitive: true,
-            },
-        ];
+        let lookups = vec![Lookup::new("source_id", false), Lookup::new("email", true)];
         Identity::new(KeyType::Text, lookups, KeyedHash::new(b"k"))
     }
 
@@ -202,7 +197,10 @@ mod tests {
     fn a_lookup_value_hashes_apart_from_the_same_text_of_another_lookup() {
         let id = identity();
         let [source, email] = [&id.lookups[0], &id.lookups[1]];
-        assert_ne!(id.lookup_digest(source, "x"), id.lookup_digest(email, "x"));
+        assert_ne!(
+            id.lookup_digest(source, "x").unwrap(),
+            id.lookup_digest(email, "x").unwrap()
+        );
         // Exactly for a lookup compared as it is, in any case for one declared so.
         assert_ne!(
             id.lookup_digest(source, "SRC_X"),

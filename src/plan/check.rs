@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use sqlx::PgPool;
 
 use super::live::{ForeignKey, LiveSchema};
-use super::{Action, Anonymize, Facts, KeyType, PathHops, Plan, PlanError, TableName};
+use super::{
+    Action, Anonymize, Facts, KeyType, LookupType, PathHops, Plan, PlanError, TableName, Test,
+};
 
 /// Checks `plan` against the database behind `pool` (the values it writes too, by the
 /// database's own casts); returns it with its facts filled.
@@ -21,6 +23,7 @@ pub async fn against_live_schema(plan: Plan, pool: &PgPool) -> Result<Plan, Plan
     let live = LiveSchema::read(pool).await?;
     let mut gaps = Gaps::find(&plan, &live);
     gaps.extend(values(&plan, &live, pool).await?);
+    gaps.extend(guard_values(&plan, &live, pool).await?);
     if !gaps.is_empty() {
         return Err(PlanError::Gaps(gaps));
     }
@@ -34,6 +37,12 @@ pub fn against(mut plan: Plan, live: &LiveSchema) -> Result<Plan, PlanError> {
         return Err(PlanError::Gaps(gaps));
     }
     plan.facts = facts(&plan, live);
+    let subject = &plan.subject.table;
+    for lookup in &mut plan.subject.lookups {
+        if let Some(c) = live.column(subject, &lookup.column) {
+            lookup.value_type = LookupType::of(&c.sql_type, c.base_type()).unwrap_or_default();
+        }
+    }
     Ok(plan)
 }
 
@@ -95,6 +104,60 @@ async fn values(plan: &Plan, live: &LiveSchema, pool: &PgPool) -> Result<Vec<Str
     Ok(gaps)
 }
 
+/// The guard conditions the database cannot evaluate as written: a value that cannot be the
+/// column's type (`in = [false]` on a timestamp), or a comparison the type has no operator for.
+/// Such a guard would never hold (or fail every erasure), so a customer it should protect would
+/// be erased. Asked of the database, which casts and compares them as the statement will.
+async fn guard_values(
+    plan: &Plan,
+    live: &LiveSchema,
+    pool: &PgPool,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut gaps = Vec::new();
+    for guard in &plan.guards {
+        for condition in &guard.when {
+            let Some(column) = live.column(&guard.table, &condition.column) else {
+                continue;
+            };
+            let sql_type = &column.sql_type;
+            // The value on both sides: a NULL would let the planner skip the cast.
+            let probe = match &condition.test {
+                Test::IsNull | Test::NotNull => continue,
+                Test::In(_) => {
+                    format!("SELECT CAST($1::text AS {sql_type}) = CAST($1::text AS {sql_type})")
+                }
+                Test::Compare(op, _) => format!(
+                    "SELECT CAST($1::text AS {sql_type}) {} CAST($1::text AS {sql_type})",
+                    op.operator()
+                ),
+                Test::Between(..) => format!(
+                    "SELECT CAST($1::text AS {sql_type}) BETWEEN CAST($1::text AS {sql_type}) AND CAST($1::text AS {sql_type})"
+                ),
+            };
+            for value in condition.test.values() {
+                match sqlx::query(&probe).bind(value).execute(pool).await {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(e))
+                        if e.code()
+                            .is_some_and(|c| c.starts_with("22") || c == "42883") =>
+                    {
+                        gaps.push(format!(
+                            "guard {}: {condition} cannot be tested on {}.{}, which is {sql_type}: {}",
+                            guard.name,
+                            guard.table,
+                            condition.column,
+                            e.message()
+                        ));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(gaps)
+}
+
 fn facts(plan: &Plan, live: &LiveSchema) -> Facts {
     let subject = &plan.subject;
     let key_type = live
@@ -122,6 +185,16 @@ fn facts(plan: &Plan, live: &LiveSchema) -> Facts {
     }
     for r in &plan.referenced {
         record(&r.table, &r.action);
+    }
+    for guard in &plan.guards {
+        for condition in &guard.when {
+            if let Some(c) = live.column(&guard.table, &condition.column) {
+                facts.column_types.insert(
+                    (guard.table.clone(), condition.column.clone()),
+                    c.sql_type.clone(),
+                );
+            }
+        }
     }
     let paths = plan
         .steps
@@ -186,7 +259,9 @@ impl<'a> Gaps<'a> {
         for guard in &plan.guards {
             let role = format!("guard {}", guard.name);
             if gaps.table(&guard.table, &role) {
-                gaps.column(&guard.table, &guard.when_column, &role);
+                for condition in &guard.when {
+                    gaps.column(&guard.table, &condition.column, &role);
+                }
             }
             gaps.paths(&guard.table, &guard.paths, &role);
         }
@@ -274,11 +349,16 @@ impl<'a> Gaps<'a> {
                 continue;
             }
             let column = &self.live.tables[table].columns[&lookup.column];
-            if column.key_type() != Some(KeyType::Text) {
-                self.found.push(format!(
-                    "column {table}.{} is {}; a lookup must be text or varchar",
+            match LookupType::of(&column.sql_type, column.base_type()) {
+                None => self.found.push(format!(
+                    "column {table}.{} is {}; a lookup must be text, varchar, citext, integer, bigint or uuid",
                     lookup.column, column.sql_type
-                ));
+                )),
+                Some(t) if lookup.case_insensitive && !t.is_text() => self.found.push(format!(
+                    "lookup {} is case_insensitive but {table}.{} is {}: only text is compared in any case",
+                    lookup.column, lookup.column, column.sql_type
+                )),
+                Some(_) => {}
             }
             if !self.live.tables[table].is_unique(&lookup.column, lookup.case_insensitive) {
                 let index = if lookup.case_insensitive {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{PathHops, Plan, TableName};
+use super::{PathHops, Plan, TableName, Test};
 
 /// Checks that need no database: names present, one step per table, paths that end at the
 /// subject or at another step, guards with values, keeps with reasons.
@@ -59,8 +59,24 @@ pub fn check(plan: &Plan, problems: &mut Vec<String>) {
     for guard in &plan.guards {
         let what = format!("guard {}", guard.name);
         check_paths(plan, &what, &guard.table, &guard.paths, problems);
-        if guard.when_in.is_empty() {
-            problems.push(format!("guard {:?} has an empty `in` list", guard.name));
+        if guard.when.is_empty() {
+            problems.push(format!("guard {:?} has no condition in `when`", guard.name));
+        }
+        for condition in &guard.when {
+            match &condition.test {
+                Test::In(values) if values.is_empty() => problems.push(format!(
+                    "guard {:?} has an empty `in` list for {}",
+                    guard.name, condition.column
+                )),
+                // The word, not a null: `in` never matches a null.
+                Test::In(values) if values.iter().any(|v| v.eq_ignore_ascii_case("null")) => {
+                    problems.push(format!(
+                        "guard {:?}: `in` compares {} with the text \"NULL\", never with a null; to test for a null, write is_null = true",
+                        guard.name, condition.column
+                    ))
+                }
+                _ => {}
+            }
         }
     }
     for keep in &plan.keeps {

@@ -38,12 +38,15 @@ impl Plan {
             for g in &self.guards {
                 let _ = writeln!(
                     out,
-                    "  - {}: a row of {} via {} with {} in {:?} -> conflict ({})",
+                    "  - {}: a row of {} via {} with {} -> conflict ({})",
                     g.name,
                     g.table,
                     ways(&g.paths),
-                    g.when_column,
-                    g.when_in,
+                    g.when
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" and "),
                     g.message
                 );
             }

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::{
-    Action, Anonymize, Guard, Hop, Keep, Lookup, PathHops, Plan, PlanError, Referenced, Step,
-    Subject, TableName,
+    Action, Anonymize, Comparison, Condition, Guard, Hop, Keep, Lookup, PathHops, Plan, PlanError,
+    Referenced, Step, Subject, TableName, Test,
 };
 
 #[derive(Deserialize)]
@@ -158,17 +158,97 @@ struct GuardDoc {
     through: Option<ThroughDoc>,
     path: Option<Vec<String>>,
     paths: Option<Vec<PathDoc>>,
-    when: WhenDoc,
+    /// One condition, or a list of them that must all hold.
+    when: toml::Value,
     error: GuardError,
     message: String,
 }
 
+/// One condition of a guard: a column and one or more tests of it, all of which must hold.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WhenDoc {
+struct ConditionDoc {
     column: String,
     #[serde(rename = "in")]
-    values: Vec<toml::Value>,
+    values: Option<Vec<toml::Value>>,
+    is_null: Option<bool>,
+    not_null: Option<bool>,
+    #[serde(rename = "<")]
+    less: Option<toml::Value>,
+    #[serde(rename = "<=")]
+    less_or_equal: Option<toml::Value>,
+    #[serde(rename = ">")]
+    greater: Option<toml::Value>,
+    #[serde(rename = ">=")]
+    greater_or_equal: Option<toml::Value>,
+    between: Option<Vec<toml::Value>>,
+}
+
+/// The conditions of a guard's `when`: a table, or a list of tables; every problem named.
+fn conditions(what: &str, when: &toml::Value, problems: &mut Vec<String>) -> Vec<Condition> {
+    let docs = match when {
+        toml::Value::Array(items) => items.clone(),
+        one => vec![one.clone()],
+    };
+    let mut conditions = Vec::new();
+    for doc in docs {
+        let doc: ConditionDoc = match doc.try_into() {
+            Ok(doc) => doc,
+            Err(e) => {
+                problems.push(format!("{what}: `when` {}", e.message()));
+                continue;
+            }
+        };
+        let before = conditions.len();
+        let mut test = |test: Test| {
+            conditions.push(Condition {
+                column: doc.column.clone(),
+                test,
+            })
+        };
+        if let Some(values) = &doc.values {
+            test(Test::In(values.iter().map(value_text).collect()));
+        }
+        match doc.is_null {
+            Some(true) => test(Test::IsNull),
+            Some(false) => problems.push(format!(
+                "{what}: `is_null` takes true (a column that must hold a value: not_null = true)"
+            )),
+            None => {}
+        }
+        match doc.not_null {
+            Some(true) => test(Test::NotNull),
+            Some(false) => problems.push(format!(
+                "{what}: `not_null` takes true (a column that must be null: is_null = true)"
+            )),
+            None => {}
+        }
+        for (value, op) in [
+            (&doc.less, Comparison::Less),
+            (&doc.less_or_equal, Comparison::LessOrEqual),
+            (&doc.greater, Comparison::Greater),
+            (&doc.greater_or_equal, Comparison::GreaterOrEqual),
+        ] {
+            if let Some(value) = value {
+                test(Test::Compare(op, value_text(value)));
+            }
+        }
+        if let Some(range) = &doc.between {
+            match range.as_slice() {
+                [low, high] => test(Test::Between(value_text(low), value_text(high))),
+                _ => problems.push(format!(
+                    "{what}: `between` takes two values, the lowest and the highest (both included)"
+                )),
+            }
+        }
+        if conditions.len() == before && doc.is_null != Some(false) && doc.not_null != Some(false) {
+            problems.push(format!(
+                "{what}: the condition on {} tests nothing (give `in`, `is_null`, `not_null`, `<`, `<=`, `>`, `>=` or `between`)",
+                doc.column
+            ));
+        }
+    }
+    conditions
 }
 
 /// The error key a tripped guard gives: the deletion object's error keys are fixed, and of
@@ -217,15 +297,14 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
     let mut lookups: Vec<Lookup> = subject_doc
         .lookup
         .iter()
-        .map(|column| Lookup {
-            column: column.clone(),
-            case_insensitive: false,
-        })
+        .map(|column| Lookup::new(column, false))
         .collect();
-    lookups.extend(subject_doc.lookups.iter().map(|l| Lookup {
-        column: l.column.clone(),
-        case_insensitive: l.case_insensitive,
-    }));
+    lookups.extend(
+        subject_doc
+            .lookups
+            .iter()
+            .map(|l| Lookup::new(&l.column, l.case_insensitive)),
+    );
     let subject = Subject {
         table: subject_table.clone(),
         key: subject_doc.key.clone(),
@@ -294,8 +373,7 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
             name: g.name.clone(),
             table: table(&g.table),
             paths: paths(&what, &reach, &schema, &to_subject, &mut problems),
-            when_column: g.when.column.clone(),
-            when_in: g.when.values.iter().map(value_text).collect(),
+            when: conditions(&what, &g.when, &mut problems),
             message: g.message.clone(),
         });
     }
@@ -346,7 +424,8 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
     }
 }
 
-/// A guard's values as text: they are compared with the column as text, whatever its type.
+/// A value of the plan as text, as the database reads it for the column's type (the plan check
+/// has it cast each).
 fn value_text(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => s.clone(),
@@ -383,6 +462,15 @@ fn action(
     problems: &mut Vec<String>,
 ) -> Action {
     let empty = anonymize == Anonymize::default();
+    for (column, keys) in &anonymize.remove_keys {
+        for key in keys {
+            if key.split('.').any(str::is_empty) {
+                problems.push(format!(
+                    "{what}: remove_keys {column:?} names {key:?}: a key, or a path of keys joined by dots, none empty"
+                ));
+            }
+        }
+    }
     match word {
         ActionWord::Delete => {
             if !empty {

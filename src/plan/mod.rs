@@ -22,7 +22,7 @@ pub mod live;
 pub mod sizes;
 pub mod sql;
 
-pub use crate::subject_key::{KeyType, KeyValue, Lookup};
+pub use crate::subject_key::{KeyType, KeyValue, Lookup, LookupType};
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -149,16 +149,80 @@ impl PartialEq<Vec<Hop>> for PathHops {
     }
 }
 
-/// A condition under which the customer is not erased.
+/// A condition under which the customer is not erased: a row of `table` that the paths reach
+/// and that meets every one of `when`.
 #[derive(Clone, Debug)]
 pub struct Guard {
     pub name: String,
     pub table: TableName,
     pub paths: Vec<PathHops>,
-    /// The column compared (as text, so any type: text, enum, boolean, number).
-    pub when_column: String,
-    pub when_in: Vec<String>,
+    pub when: Vec<Condition>,
     pub message: String,
+}
+
+/// One test of one column of a guard's row. Values are kept as the plan wrote them, as text;
+/// the plan check has the database cast each to the column's type (a value that cannot be of
+/// that type is a gap), and the statement compares them as that type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub column: String,
+    pub test: Test,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Test {
+    /// Equal to one of the values (never true of NULL).
+    In(Vec<String>),
+    IsNull,
+    NotNull,
+    Compare(Comparison, String),
+    /// Between the two values, both included.
+    Between(String, String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+impl Comparison {
+    /// As the plan writes it, and as SQL does.
+    pub fn operator(self) -> &'static str {
+        match self {
+            Comparison::Less => "<",
+            Comparison::LessOrEqual => "<=",
+            Comparison::Greater => ">",
+            Comparison::GreaterOrEqual => ">=",
+        }
+    }
+}
+
+impl Test {
+    /// The values the test compares with.
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            Test::In(values) => values.iter().map(String::as_str).collect(),
+            Test::IsNull | Test::NotNull => Vec::new(),
+            Test::Compare(_, value) => vec![value],
+            Test::Between(low, high) => vec![low, high],
+        }
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let column = &self.column;
+        match &self.test {
+            Test::In(values) => write!(f, "{column} in {values:?}"),
+            Test::IsNull => write!(f, "{column} is null"),
+            Test::NotNull => write!(f, "{column} is not null"),
+            Test::Compare(op, value) => write!(f, "{column} {} {value:?}", op.operator()),
+            Test::Between(low, high) => write!(f, "{column} between {low:?} and {high:?}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -19,6 +19,7 @@ mod migrations;
 mod openapi;
 mod plan_agreement;
 mod plan_check;
+mod plan_language;
 mod proof;
 mod schemas;
 mod shared_rows;

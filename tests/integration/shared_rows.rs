@@ -376,7 +376,7 @@ async fn payments_others_made_on_the_customers_rentals_are_unlinked_not_erased()
 
 /// Runs the check after commit for what is queued, and returns what it recorded for
 /// `deletion_id`.
-async fn verification_of_now(app: &TestApp, deletion_id: &str) -> Value {
+pub async fn verification_of_now(app: &TestApp, deletion_id: &str) -> Value {
     app.app
         .as_ref()
         .unwrap()

@@ -127,14 +127,13 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     let one = "ARRAY[t.subject_key]";
     let mut guards = Vec::new();
     for (i, guard) in plan.guards.iter().enumerate() {
-        let values = params.typed(Value::TextList(guard.when_in.clone()), "text[]");
         let message = params.typed(Value::Text(guard.message.clone()), "text");
+        let when = super::guards::conditions(&plan.facts, guard, "g", &mut params);
         guards.push(format!(
             "    SELECT {i} AS ord, 'conflict'::text AS error_key, {message} AS error_message\n    \
-             WHERE EXISTS (SELECT 1 FROM {table} g WHERE {reach}\n      AND g.{when}::text = ANY({values}))",
+             WHERE EXISTS (SELECT 1 FROM {table} g WHERE {reach}\n      AND {when})",
             table = guard.table.sql(),
             reach = reach(plan, &guard.paths, "g", 0, one),
-            when = ident(&guard.when_column),
         ));
     }
     // A row of another customer's that this one's erasure would have to erase with it (its link
@@ -650,19 +649,38 @@ mod tests {
     fn anonymizing_values_are_parameters_and_key_templates_use_the_key() {
         let text = format!(
             "{BUILT_IN}\n[[step]]\ntable = \"notes\"\ncolumn = \"customer_id\"\naction = \"anonymize\"\n\
-             set_value = {{ author = \"erased-{{key}}\" }}\nremove_keys = {{ data = [\"email\"] }}\ncounted_as = \"notes\"\n"
+             set_value = {{ author = \"erased-{{key}}\" }}\nremove_keys = {{ data = [\"email\", \"contact.phone\"] }}\ncounted_as = \"notes\"\n"
         );
         let statement = erase_statement(&Plan::parse(&text).unwrap());
+        let n = |value: &str| {
+            1 + statement
+                .params
+                .iter()
+                .position(|p| match &p.value {
+                    Value::Text(v) => v == value,
+                    Value::TextList(v) => v.join(".") == value,
+                    _ => false,
+                })
+                .unwrap_or_else(|| panic!("{value} is bound"))
+        };
+        let (template, top, nested) = (n("erased-{key}"), n("email"), n("contact.phone"));
+        let sql = &statement.sql;
         assert!(
-            statement
-                .sql
-                .contains(r#"replace($19::text, '{key}', (x."customer_id")::text)"#),
-            "{}",
-            statement.sql
+            sql.contains(&format!(
+                r#"replace(${template}::text, '{{key}}', (x."customer_id")::text)"#
+            )),
+            "{sql}"
         );
-        assert!(statement.sql.contains(r#""data" = "data" - $20::text[]"#));
-        assert!(statement.sql.contains(r#"x."data" ?| $20::text[]"#));
-        assert!(!statement.sql.contains("erased-"));
+        // A top-level key and a path into nested objects, removed and looked for.
+        assert!(
+            sql.contains(&format!(
+                r#""data" = (("data" - ${top}::text[]) #- ${nested}::text[])"#
+            )),
+            "{sql}"
+        );
+        assert!(sql.contains(&format!(r#"x."data" ?| ${top}::text[]"#)));
+        assert!(sql.contains(&format!(r#"x."data" #> ${nested}::text[] IS NOT NULL"#)));
+        assert!(!sql.contains("erased-"));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod companions;
 pub mod erase;
+pub mod guards;
 pub mod leftovers;
 pub mod reach;
 pub mod sweep;

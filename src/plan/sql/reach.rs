@@ -3,7 +3,9 @@
 
 use super::{Params, Value};
 use crate::identity::Identity;
-use crate::plan::{Action, Anonymize, Hop, PathHops, Plan, Referenced, Step, TableName, ident};
+use crate::plan::{
+    Action, Anonymize, Hop, Lookup, LookupType, PathHops, Plan, Referenced, Step, TableName, ident,
+};
 
 /// The condition on `alias` (a row of a table with `paths`) that it belongs to one of the
 /// customers whose keys the array `subjects` holds (`ARRAY(SELECT subject_key FROM go)`, or one
@@ -278,7 +280,12 @@ pub fn erased_elsewhere(
             format!(
                 "CASE WHEN {kind} IS NULL OR {kind} = '{}' THEN {} END",
                 lookup.column.replace('\'', "''"),
-                Identity::lookup_digest_sql(lookup, customer, pads.0, pads.1)
+                Identity::lookup_digest_sql(
+                    lookup,
+                    &format!("({})::text", lookup_value(lookup, customer)),
+                    pads.0,
+                    pads.1
+                )
             )
         })
         .collect();
@@ -322,17 +329,39 @@ pub fn subject_matches(plan: &Plan, alias: &str, customer: &str, key: &str, kind
         ways.push(format!(
             "({} AND {} AND {never_a_key})",
             allows(&lookup.column),
-            lookup_matches(&lookup.column, lookup.case_insensitive, alias, customer)
+            lookup_matches(lookup, alias, customer)
         ));
     }
     format!("({})", ways.join(" OR "))
 }
 
-fn lookup_matches(column: &str, case_insensitive: bool, alias: &str, customer: &str) -> String {
-    if case_insensitive {
-        format!("lower({alias}.{}) = lower({customer})", ident(column))
+fn lookup_matches(lookup: &Lookup, alias: &str, customer: &str) -> String {
+    let column = format!("{alias}.{}", ident(&lookup.column));
+    if lookup.case_insensitive {
+        format!("lower({column}) = lower({customer})")
     } else {
-        format!("{alias}.{} = {customer}", ident(column))
+        format!("{column} = {}", lookup_value(lookup, customer))
+    }
+}
+
+/// The identifier `customer` (SQL text) read as a value of the lookup's column type, or NULL
+/// when it does not read as one (so it matches nothing). The tests run before any cast, in
+/// nested `CASE`s, so that a value that is not a number is never cast, even when PostgreSQL
+/// folds a bound value as a constant; the same reading as [`LookupType::normalize`].
+fn lookup_value(lookup: &Lookup, customer: &str) -> String {
+    let integer = |digits: u32, low: &str, high: &str, sql_type: &str| {
+        format!(
+            "(CASE WHEN {customer} ~ '^[+-]?[0-9]{{1,{digits}}}$' THEN CASE WHEN ({customer})::numeric BETWEEN {low} AND {high} THEN ({customer})::{sql_type} END END)"
+        )
+    };
+    match &lookup.value_type {
+        LookupType::Text => customer.to_owned(),
+        LookupType::Citext(sql_type) => format!("CAST({customer} AS {sql_type})"),
+        LookupType::Integer => integer(10, "-2147483648", "2147483647", "integer"),
+        LookupType::Bigint => integer(19, "-9223372036854775808", "9223372036854775807", "bigint"),
+        LookupType::Uuid => format!(
+            "(CASE WHEN {customer} ~ '^[0-9a-fA-F]{{8}}(-?[0-9a-fA-F]{{4}}){{3}}-?[0-9a-fA-F]{{12}}$' THEN ({customer})::uuid END)"
+        ),
     }
 }
 
@@ -351,7 +380,7 @@ pub fn lookup_hash_columns(plan: &Plan, alias: &str, params: &mut Params) -> Str
         .iter()
         .enumerate()
         .map(|(i, lookup)| {
-            let column = format!("{alias}.{}", ident(&lookup.column));
+            let column = format!("{alias}.{}::text", ident(&lookup.column));
             format!(
                 ", {} AS lookup_hash_{i}",
                 Identity::lookup_digest_sql(lookup, &column, &inner, &outer)
@@ -407,10 +436,28 @@ pub fn anonymize(
         changes.push(format!("{alias}.{} IS DISTINCT FROM {cast}", ident(column)));
         sets.push(format!("{} = {cast}", ident(column)));
     }
+    // A key with dots is a path into nested objects (`contact.email`): removed with `#-`, and
+    // still there while the path leads to something.
     for (column, keys) in &a.remove_keys {
-        let p = params.typed(Value::TextList(keys.clone()), "text[]");
-        sets.push(format!("{c} = {c} - {p}", c = ident(column)));
-        changes.push(format!("{alias}.{} ?| {p}", ident(column)));
+        let c = ident(column);
+        let (top, nested): (Vec<&String>, Vec<&String>) =
+            keys.iter().partition(|k| !k.contains('.'));
+        let mut value = c.clone();
+        if !top.is_empty() {
+            let p = params.typed(
+                Value::TextList(top.into_iter().cloned().collect()),
+                "text[]",
+            );
+            value = format!("({value} - {p})");
+            changes.push(format!("{alias}.{c} ?| {p}"));
+        }
+        for key in nested {
+            let path = key.split('.').map(str::to_owned).collect();
+            let p = params.typed(Value::TextList(path), "text[]");
+            value = format!("({value} #- {p})");
+            changes.push(format!("{alias}.{c} #> {p} IS NOT NULL"));
+        }
+        sets.push(format!("{c} = {value}"));
     }
     for column in &a.set_now {
         sets.push(format!("{} = now()", ident(column)));
