@@ -329,6 +329,27 @@ impl<'a> Gaps<'a> {
         if !self.table(table, "subject") {
             return;
         }
+        for column in &subject.unlink {
+            if !self.column(table, column, "subject unlink") {
+                continue;
+            }
+            let references_key = self.live.foreign_keys.iter().any(|fk| {
+                fk.child == *table
+                    && fk.parent == *table
+                    && fk.child_columns == [column.clone()]
+                    && fk.parent_columns == [subject.key.clone()]
+            });
+            if !references_key {
+                self.found.push(format!(
+                    "subject: unlink names {table}.{column}, which is not a foreign key to the subject's key {}",
+                    subject.key
+                ));
+            } else if !self.live.tables[table].columns[column].nullable {
+                self.found.push(format!(
+                    "subject: unlink clears {table}.{column}, which is NOT NULL; drop the constraint or keep the customers it points at"
+                ));
+            }
+        }
         if self.column(table, &subject.key, "subject key") {
             let column = &self.live.tables[table].columns[&subject.key];
             if column.key_type().is_none() {
@@ -482,18 +503,20 @@ impl<'a> Gaps<'a> {
             for hop in path {
                 let known = self.live.tables.contains_key(&at);
                 let target = self.table(&hop.table, role);
-                if known
-                    && target
-                    && self.column(&at, &hop.column, role)
-                    && self.column(&hop.table, &hop.key, role)
-                {
-                    let column = &self.live.tables[&at].columns[&hop.column];
-                    let key = &self.live.tables[&hop.table].columns[&hop.key];
-                    if column.key_type().is_none() || column.base_type() != key.base_type() {
-                        self.found.push(format!(
-                            "{at}.{} is {} and {}.{} is {}: a path compares them as they are, with no cast (which would keep the index from being used); they must have the same type, text, varchar, integer, bigint or uuid ({role})",
-                            hop.column, column.sql_type, hop.table, hop.key, key.sql_type
-                        ));
+                for (column, key) in hop.pairs() {
+                    if known
+                        && target
+                        && self.column(&at, column, role)
+                        && self.column(&hop.table, key, role)
+                    {
+                        let c = &self.live.tables[&at].columns[column];
+                        let k = &self.live.tables[&hop.table].columns[key];
+                        if c.key_type().is_none() || c.base_type() != k.base_type() {
+                            self.found.push(format!(
+                                "{at}.{column} is {} and {}.{key} is {}: a path compares them as they are, with no cast (which would keep the index from being used); they must have the same type, text, varchar, integer, bigint or uuid ({role})",
+                                c.sql_type, hop.table, k.sql_type
+                            ));
+                        }
                     }
                 }
                 at = hop.table.clone();
@@ -522,6 +545,27 @@ impl<'a> Gaps<'a> {
 fn uncovered(plan: &Plan, fk: &ForeignKey) -> Option<String> {
     let one_column = fk.child_columns.len() == 1 && fk.parent_columns.len() == 1;
     let subject = &plan.subject;
+    if fk.child == subject.table && fk.parent == subject.table {
+        // Other customers' rows pointing at the customer (`referred_by`).
+        return match (&subject.action, fk.on_delete.as_str()) {
+            (Action::Anonymize(_), _) | (_, "n" | "d") => None,
+            (_, "c") => Some(format!(
+                "{}.{} references the subject itself with ON DELETE CASCADE (foreign key {}): erasing a customer would erase every customer that points at it; make it ON DELETE SET NULL, or add unlink = [\"{}\"] to [subject] and drop the cascade",
+                fk.child,
+                fk.child_columns.join(", "),
+                fk.name,
+                fk.child_columns.join(", ")
+            )),
+            _ if one_column && subject.unlink.contains(&fk.child_columns[0]) => None,
+            _ => Some(format!(
+                "{}.{} references the subject itself (foreign key {}): another customer's row pointing at the customer stops its erasure; add unlink = [\"{}\"] to [subject] (the link is cleared in the other customers' rows)",
+                fk.child,
+                fk.child_columns.join(", "),
+                fk.name,
+                fk.child_columns.join(", ")
+            )),
+        };
+    }
     if fk.child == subject.table {
         // The subject's own reference: gone with the row, or nulled when the row is kept.
         return match &subject.action {
@@ -554,22 +598,29 @@ fn uncovered(plan: &Plan, fk: &ForeignKey) -> Option<String> {
         }
         return None;
     }
+    // The same pairs of columns, in any order.
+    let mut pairs: Vec<(&str, &str)> = fk
+        .child_columns
+        .iter()
+        .map(String::as_str)
+        .zip(fk.parent_columns.iter().map(String::as_str))
+        .collect();
+    pairs.sort();
     let covering = plan.step(&fk.child).filter(|step| {
-        one_column
-            && step.paths.iter().any(|path| {
-                path.first().is_some_and(|hop| {
-                    hop.column == fk.child_columns[0]
-                        && hop.table == fk.parent
-                        && hop.key == fk.parent_columns[0]
-                })
+        step.paths.iter().any(|path| {
+            path.first().is_some_and(|hop| {
+                let mut hop_pairs: Vec<(&str, &str)> = hop.pairs().collect();
+                hop_pairs.sort();
+                hop.table == fk.parent && hop_pairs == pairs
             })
+        })
     });
     match covering {
         Some(step) => match &step.action {
             // Rows kept by anonymize must let go of a deleted row, or its delete fails.
             Action::Anonymize(a)
                 if plan.deleted_tables().contains(&fk.parent)
-                    && !a.set_null.contains(&fk.child_columns[0]) =>
+                    && !fk.child_columns.iter().any(|c| a.set_null.contains(c)) =>
             {
                 Some(format!(
                     "step {} anonymizes but keeps {} pointing at {} (foreign key {}); add it to set_null",
@@ -578,18 +629,35 @@ fn uncovered(plan: &Plan, fk: &ForeignKey) -> Option<String> {
             }
             _ => None,
         },
-        None => Some(format!(
-            "table {} references {} ({} -> {}, foreign key {}) and no step covers it; \
-             add a [[step]] for table {} whose path starts \"{} -> {}.{}\" (or a [[keep]] with the reason it stays)",
-            fk.child,
-            fk.parent,
-            fk.child_columns.join(", "),
-            fk.parent_columns.join(", "),
-            fk.name,
-            fk.child,
-            fk.child_columns.join(", "),
-            fk.parent,
-            fk.parent_columns.join(", "),
-        )),
+        None => {
+            let hop = match one_column {
+                true => format!(
+                    "{} -> {}.{}",
+                    fk.child_columns[0], fk.parent, fk.parent_columns[0]
+                ),
+                false => format!(
+                    "({}) -> {}.({})",
+                    fk.child_columns.join(", "),
+                    fk.parent,
+                    fk.parent_columns.join(", ")
+                ),
+            };
+            let tree = match fk.child == fk.parent {
+                true => {
+                    " (a path from the table to itself: the rows under the customer's rows, however deep, are erased with them, and other customers' rows under them let go)"
+                }
+                false => "",
+            };
+            Some(format!(
+                "table {} references {} ({} -> {}, foreign key {}) and no step covers it; \
+                 add a [[step]] for table {} with a path \"{hop}\"{tree} (or a [[keep]] with the reason it stays)",
+                fk.child,
+                fk.parent,
+                fk.child_columns.join(", "),
+                fk.parent_columns.join(", "),
+                fk.name,
+                fk.child,
+            ))
+        }
     }
 }

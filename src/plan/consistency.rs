@@ -54,7 +54,26 @@ pub fn check(plan: &Plan, problems: &mut Vec<String>) {
 
     for step in &plan.steps {
         let what = format!("step {}", step.table);
-        check_paths(plan, &what, &step.table, &step.paths, problems);
+        let roots: Vec<PathHops> = step.roots().cloned().collect();
+        check_paths(plan, &what, &step.table, &roots, problems);
+        if let Some(tree) = step.tree() {
+            if roots.is_empty() {
+                problems.push(format!(
+                    "{what} reaches the subject only through its own rows ({tree}): give it a path to the subject for the rows at the top of the tree"
+                ));
+            }
+            if !tree.also.is_empty() {
+                problems.push(format!(
+                    "{what}: a path from a table to itself ({tree}) is over one column"
+                ));
+            }
+        }
+    }
+    if plan.subject.unlink.contains(&plan.subject.key) {
+        problems.push(format!(
+            "subject: unlink names the key {}; unlink names the columns that reference it",
+            plan.subject.key
+        ));
     }
     for guard in &plan.guards {
         let what = format!("guard {}", guard.name);
@@ -118,8 +137,9 @@ fn check_paths(
             match plan.step(&next.table) {
                 Some(parent) => {
                     visited.push(parent.table.clone());
-                    // Any of the parent's paths will do for the loop check: each is checked too.
-                    match parent.paths.first().and_then(|p| p.last()) {
+                    // Any of the parent's paths out of its table will do for the loop check:
+                    // each is checked too (a path from a table to itself is its tree).
+                    match parent.roots().next().and_then(|p| p.last()) {
                         Some(hop) => next = hop,
                         None => break,
                     }

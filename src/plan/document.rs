@@ -58,6 +58,11 @@ struct SubjectDoc {
     #[serde(default)]
     remove_keys: HashMap<String, Vec<String>>,
     counted_as: String,
+    /// Columns of the subject's table that reference the subject (`referred_by`): cleared in
+    /// the other customers' rows that point at the customer.
+    #[serde(default)]
+    unlink: Vec<String>,
+    unlinked_as: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -321,12 +326,13 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
             &mut problems,
         ),
         counted_as: subject_doc.counted_as.clone(),
+        unlink: subject_doc.unlink.clone(),
+        unlinked_as: subject_doc
+            .unlinked_as
+            .clone()
+            .unwrap_or_else(|| format!("{}_links_cleared", subject_doc.counted_as)),
     };
-    let to_subject = Hop {
-        column: String::new(),
-        table: subject.table.clone(),
-        key: subject.key.clone(),
-    };
+    let to_subject = Hop::new("", subject.table.clone(), &subject.key);
 
     let mut steps = Vec::new();
     for s in &doc.steps {
@@ -340,9 +346,17 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
             path: s.path.clone(),
             paths: s.paths.clone(),
         };
+        let mut step_paths = paths(&what, &reach, &schema, &to_subject, &mut problems);
+        // A row under one of the customer's rows (a reply to its comment) is the customer's
+        // only when nobody else owns it: a reply another customer wrote stays theirs.
+        for path in &mut step_paths {
+            if path.len() == 1 && path[0].table == table(&s.table) {
+                path.owns = false;
+            }
+        }
         steps.push(Step {
             table: table(&s.table),
-            paths: paths(&what, &reach, &schema, &to_subject, &mut problems),
+            paths: step_paths,
             action: action(
                 &what,
                 s.action,
@@ -515,11 +529,7 @@ fn paths(
     }
     if let Some(column) = &reach.column {
         let hop = match &reach.through {
-            Some(t) => Hop {
-                column: column.clone(),
-                table: TableName::parse(&t.table, schema),
-                key: t.key.clone(),
-            },
+            Some(t) => Hop::new(column, TableName::parse(&t.table, schema), &t.key),
             None => Hop {
                 column: column.clone(),
                 ..to_subject.clone()
@@ -561,18 +571,44 @@ fn paths(
 }
 
 /// `"column -> table.key"` or `"column -> schema.table.key"`.
+/// Over a foreign key of several columns: `"(tenant_id, customer_id) -> customers.(tenant_id, id)"`,
+/// the columns in the key's order, the one that holds the row's own key last.
 pub fn parse_hop(text: &str, schema: &str) -> Option<Hop> {
-    let (column, target) = text.split_once("->")?;
-    let (table, key) = target.trim().rsplit_once('.')?;
-    let (column, table, key) = (column.trim(), table.trim(), key.trim());
-    if column.is_empty() || table.is_empty() || key.is_empty() {
+    let (columns, target) = text.split_once("->")?;
+    let target = target.trim();
+    let (table, keys) = match target.strip_suffix(')') {
+        Some(rest) => {
+            let (table, keys) = rest.rsplit_once(".(")?;
+            (table, list(keys)?)
+        }
+        None => {
+            let (table, key) = target.rsplit_once('.')?;
+            (table, vec![key.trim().to_owned()])
+        }
+    };
+    let columns = match columns.trim().strip_prefix('(') {
+        Some(rest) => list(rest.strip_suffix(')')?)?,
+        None => vec![columns.trim().to_owned()],
+    };
+    let table = table.trim();
+    if table.is_empty()
+        || columns.len() != keys.len()
+        || columns.iter().chain(&keys).any(|c| c.is_empty())
+    {
         return None;
     }
+    let mut pairs: Vec<(String, String)> = columns.into_iter().zip(keys).collect();
+    let (column, key) = pairs.pop()?;
     Some(Hop {
-        column: column.to_owned(),
-        table: TableName::parse(table, schema),
-        key: key.to_owned(),
+        also: pairs,
+        ..Hop::new(&column, TableName::parse(table, schema), &key)
     })
+}
+
+/// `a, b`: the names, trimmed.
+fn list(text: &str) -> Option<Vec<String>> {
+    let names: Vec<String> = text.split(',').map(|n| n.trim().to_owned()).collect();
+    (!names.is_empty()).then_some(names)
 }
 
 #[cfg(test)]
@@ -592,6 +628,28 @@ mod tests {
         assert_eq!(hop.table, TableName::new("shop", "orders"));
         assert!(parse_hop("order_id orders.id", "public").is_none());
         assert!(parse_hop("order_id -> orders", "public").is_none());
+        // Over a key of several columns, the row's own key last.
+        let hop = parse_hop(
+            "(tenant_id, customer_id) -> crm.customers.(tenant_id, id)",
+            "public",
+        )
+        .unwrap();
+        assert_eq!(hop.table, TableName::new("crm", "customers"));
+        assert_eq!(
+            (hop.column.as_str(), hop.key.as_str()),
+            ("customer_id", "id")
+        );
+        assert_eq!(
+            hop.also,
+            [("tenant_id".to_string(), "tenant_id".to_string())]
+        );
+        assert_eq!(
+            hop.to_string(),
+            "(tenant_id, customer_id) -> crm.customers.(tenant_id, id)"
+        );
+        assert!(parse_hop("(a, b) -> t.(c)", "public").is_none());
+        assert!(parse_hop("(a, ) -> t.(c, d)", "public").is_none());
+        assert!(parse_hop("(a, b -> t.(c, d)", "public").is_none());
     }
 
     #[test]
@@ -602,11 +660,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             order_events.paths,
-            vec![vec![Hop {
-                column: "order_id".into(),
-                table: TableName::new("public", "orders"),
-                key: "id".into()
-            }]]
+            vec![vec![Hop::new(
+                "order_id",
+                TableName::new("public", "orders"),
+                "id"
+            )]]
         );
         assert_eq!(plan.depth(order_events), 2);
     }

@@ -95,15 +95,68 @@ pub struct Subject {
     /// reference it with keys that cannot be null).
     pub action: Action,
     pub counted_as: String,
+    /// Columns of the subject's own table that reference the subject (a customer's
+    /// `referred_by`): other customers' rows that point at the customer are let go (the column
+    /// set to NULL) in the same statement, counted as `unlinked_as`.
+    pub unlink: Vec<String>,
+    pub unlinked_as: String,
 }
 
 /// One step from a row of a table to a row it references: `column` of the current table holds
-/// `key` of `table`.
+/// `key` of `table`, and each of `also`'s columns the key beside it (a foreign key over several
+/// columns: the tenant's id in a multi-tenant schema, compared with the rest so that a row of
+/// one tenant never reaches another tenant's row of the same id).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hop {
     pub column: String,
     pub table: TableName,
     pub key: String,
+    pub also: Vec<(String, String)>,
+}
+
+impl Hop {
+    pub fn new(column: &str, table: TableName, key: &str) -> Self {
+        Self {
+            column: column.to_owned(),
+            table,
+            key: key.to_owned(),
+            also: Vec::new(),
+        }
+    }
+
+    /// Every (column, key) pair the hop compares, `also`'s first.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.also
+            .iter()
+            .map(|(c, k)| (c.as_str(), k.as_str()))
+            .chain([(self.column.as_str(), self.key.as_str())])
+    }
+
+    /// The columns of the current table the hop reads, in order.
+    pub fn columns(&self) -> Vec<&str> {
+        self.pairs().map(|(c, _)| c).collect()
+    }
+
+    /// The referenced table's key columns, in the same order.
+    pub fn keys(&self) -> Vec<&str> {
+        self.pairs().map(|(_, k)| k).collect()
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.also.is_empty() {
+            write!(f, "{} -> {}.{}", self.column, self.table, self.key)
+        } else {
+            write!(
+                f,
+                "({}) -> {}.({})",
+                self.columns().join(", "),
+                self.table,
+                self.keys().join(", ")
+            )
+        }
+    }
 }
 
 /// Hops from a table's rows to the subject's key, or to a table that has a step of its own
@@ -245,6 +298,22 @@ impl Step {
     pub fn may_reach_others(&self) -> bool {
         self.paths.len() > 1
     }
+
+    /// The step's path from its table to itself (a comment's `parent_id`), if it has one: the
+    /// rows under a row of the customer's are reached too, however deep.
+    pub fn tree(&self) -> Option<&Hop> {
+        self.paths
+            .iter()
+            .find(|p| p.len() == 1 && p[0].table == self.table)
+            .map(|p| &p[0])
+    }
+
+    /// The paths that lead out of the table (the roots of its tree, when it has one).
+    pub fn roots(&self) -> impl Iterator<Item = &PathHops> {
+        self.paths
+            .iter()
+            .filter(|p| !(p.len() == 1 && p[0].table == self.table))
+    }
 }
 
 /// A row the subject references (its address, say), erased after it unless another row still
@@ -377,7 +446,12 @@ impl Plan {
             .referenced
             .iter()
             .flat_map(|r| [&r.counted_as, &r.kept_as]);
-        for key in steps.chain(referenced).chain([&self.subject.counted_as]) {
+        let unlinked = (!self.subject.unlink.is_empty()).then_some(&self.subject.unlinked_as);
+        for key in steps
+            .chain(referenced)
+            .chain(unlinked)
+            .chain([&self.subject.counted_as])
+        {
             if !keys.contains(key) {
                 keys.push(key.clone());
             }

@@ -20,6 +20,7 @@ mod openapi;
 mod plan_agreement;
 mod plan_check;
 mod plan_language;
+mod plan_trees;
 mod proof;
 mod schemas;
 mod shared_rows;

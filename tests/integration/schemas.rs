@@ -147,7 +147,12 @@ fn take_up_referenced(draft: &str) -> String {
 /// the planner allows: a table still read by a sequential scan is one whose path column's
 /// index the statement cannot use (a cast on the column, say). Fails naming such a table when
 /// it has an index on a column the plan's paths compare.
-async fn assert_paths_use_indexes(app: &TestApp, plan: &Plan, live: &LiveSchema, identifier: &str) {
+pub async fn assert_paths_use_indexes(
+    app: &TestApp,
+    plan: &Plan,
+    live: &LiveSchema,
+    identifier: &str,
+) {
     let eraser = app.eraser();
     let statement = eraser.statement();
     let received = eraser
@@ -182,8 +187,10 @@ async fn assert_paths_use_indexes(app: &TestApp, plan: &Plan, live: &LiveSchema,
         for path in paths {
             let mut at = table.clone();
             for hop in path {
-                compared.insert((at.clone(), hop.column.clone()));
-                compared.insert((hop.table.clone(), hop.key.clone()));
+                for (column, key) in hop.pairs() {
+                    compared.insert((at.clone(), column.to_owned()));
+                    compared.insert((hop.table.clone(), key.to_owned()));
+                }
                 at = hop.table.clone();
             }
         }

@@ -216,6 +216,9 @@ pub fn erase_statement(plan: &Plan) -> Statement {
             rkey = ident(&r.key),
         );
     }
+    if let Some(unlink) = unlink_subject_links(plan) {
+        let _ = writeln!(sql, "subject_unlinked AS (\n  {unlink}\n),");
+    }
     let statement = change(
         plan,
         &subject.table,
@@ -264,6 +267,10 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         sources.push((r.counted_as.clone(), v));
         let v = count_from(format!("referenced_{i}_kept"), false, &mut joins);
         sources.push((r.kept_as.clone(), v));
+    }
+    if !subject.unlink.is_empty() {
+        let v = count_from("subject_unlinked".into(), true, &mut joins);
+        sources.push((subject.unlinked_as.clone(), v));
     }
     let v = count_from("subject".into(), true, &mut joins);
     sources.push((subject.counted_as.clone(), v));
@@ -454,6 +461,44 @@ fn unlinkable<'a>(plan: &Plan, step: &'a Step) -> Vec<&'a PathHops> {
 /// the customer (the first column of every path that leads there is set to null), and is
 /// counted under the step's `others_as` for the customer it let go of. `None` when no path's
 /// first column can be null (such rows are refused instead; see [`others_refusals`]).
+/// The other customers' rows that point at the customers by a column of the subject's own
+/// table (`referred_by`): that column set to NULL, in the same statement, and each counted for
+/// the customer it pointed at. The customers' own rows are left to the subject's change.
+fn unlink_subject_links(plan: &Plan) -> Option<String> {
+    let subject = &plan.subject;
+    if subject.unlink.is_empty() {
+        return None;
+    }
+    let points = |alias: &str, column: &str| format!("{alias}.{} = ANY ({GO})", ident(column));
+    let sets: Vec<String> = subject
+        .unlink
+        .iter()
+        .map(|c| {
+            format!(
+                "{col} = CASE WHEN {} THEN NULL ELSE x.{col} END",
+                points("x", c),
+                col = ident(c)
+            )
+        })
+        .collect();
+    let owner: Vec<String> = subject
+        .unlink
+        .iter()
+        .map(|c| format!("CASE WHEN {} THEN y.{} END", points("y", c), ident(c)))
+        .collect();
+    let any: Vec<String> = subject.unlink.iter().map(|c| points("y", c)).collect();
+    Some(format!(
+        "UPDATE {table} x SET {sets}\n  FROM (SELECT y.tableoid AS rel, y.ctid AS row_id, COALESCE({owner}) AS k FROM {table} y\n    \
+         WHERE ({any}) AND NOT (y.{key} = ANY ({GO}))) m\n  \
+         WHERE x.tableoid = m.rel AND x.ctid = m.row_id RETURNING m.k AS k",
+        table = subject.table.sql(),
+        sets = sets.join(", "),
+        owner = owner.join(", "),
+        any = any.join(" OR "),
+        key = ident(&subject.key),
+    ))
+}
+
 fn unlink_others(plan: &Plan, step: &Step) -> Option<String> {
     if !step.may_reach_others() {
         return None;

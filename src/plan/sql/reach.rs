@@ -63,19 +63,33 @@ fn hops_anchored(
 ) -> String {
     let (hop, rest) = path.split_first().expect("a path has hops");
     let column = format!("{alias}.{}", ident(&hop.column));
-    if rest.is_empty() && plan.reaches_subject(hop) {
-        return format!("{column} = ANY ({subjects})");
-    }
     let parent = format!("p{depth}");
+    if rest.is_empty() && plan.reaches_subject(hop) {
+        let direct = format!("{column} = ANY ({subjects})");
+        return match hop.also.is_empty() {
+            true => direct,
+            // The key alone finds the customers; the other columns must match theirs too.
+            false => format!(
+                "{direct} AND {} IN (SELECT {} FROM {table} {parent} WHERE {parent}.{key} = ANY ({subjects}))",
+                row_of(alias, &hop.columns()),
+                list_of(&parent, &hop.keys()),
+                table = hop.table.sql(),
+                key = ident(&hop.key),
+            ),
+        };
+    }
     let mut inner = match rest.is_empty() {
-        true => reach_anchored(
-            plan,
-            &step_of(plan, hop).paths,
-            &parent,
-            depth + 1,
-            subjects,
-            anchors,
-        ),
+        true => {
+            let step = step_of(plan, hop);
+            match step.tree() {
+                Some(tree) => format!(
+                    "{parent}.{} IN ({})",
+                    ident(&tree.key),
+                    tree_keys(plan, step, tree, depth + 1, subjects, anchors)
+                ),
+                None => reach_anchored(plan, &step.paths, &parent, depth + 1, subjects, anchors),
+            }
+        }
         false => hops_anchored(plan, rest, &parent, depth + 1, subjects, anchors),
     };
     // A row of another subject's, reached through the customer's, is not the customer's: nor
@@ -86,11 +100,19 @@ fn hops_anchored(
         let others = owned_by_others(plan, step, &parent, depth + 1, subjects);
         inner = format!("{inner} AND NOT {others}");
     }
-    let through = format!(
-        "{column} = ANY (ARRAY(SELECT {parent}.{key} FROM {table} {parent} WHERE {inner}))",
-        key = ident(&hop.key),
-        table = hop.table.sql(),
-    );
+    let through = match hop.also.is_empty() {
+        true => format!(
+            "{column} = ANY (ARRAY(SELECT {parent}.{key} FROM {table} {parent} WHERE {inner}))",
+            key = ident(&hop.key),
+            table = hop.table.sql(),
+        ),
+        false => format!(
+            "{} IN (SELECT {} FROM {table} {parent} WHERE {inner})",
+            row_of(alias, &hop.columns()),
+            list_of(&parent, &hop.keys()),
+            table = hop.table.sql(),
+        ),
+    };
     match anchors
         .iter()
         .find(|a| a.table == hop.table && a.key == hop.key)
@@ -140,7 +162,6 @@ pub fn owned_by_others(
 /// Whether `path` leads row `alias` to a live subject not among `subjects`.
 fn others_along(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: &str) -> String {
     let (hop, rest) = path.split_first().expect("a path has hops");
-    let column = format!("{alias}.{}", ident(&hop.column));
     let parent = format!("o{depth}");
     let inner = if rest.is_empty() && plan.reaches_subject(hop) {
         let key = format!("{parent}.{}", ident(&plan.subject.key));
@@ -156,9 +177,63 @@ fn others_along(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: 
         others_along(plan, rest, &parent, depth + 1, subjects)
     };
     format!(
-        "EXISTS (SELECT 1 FROM {table} {parent} WHERE {parent}.{key} = {column} AND {inner})",
-        key = ident(&hop.key),
+        "EXISTS (SELECT 1 FROM {table} {parent} WHERE {on} AND {inner})",
+        on = joined(hop, &parent, alias),
         table = hop.table.sql(),
+    )
+}
+
+/// `(a.x, a.y)`: a row of the columns of `alias`, to compare with a subquery's.
+fn row_of(alias: &str, columns: &[&str]) -> String {
+    format!("({})", list_of(alias, columns))
+}
+
+/// `a.x, a.y`.
+fn list_of(alias: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{alias}.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `p.x = a.x AND p.y = a.y` for each pair of the hop: the row `parent` that row `alias`
+/// references by it.
+fn joined(hop: &Hop, parent: &str, alias: &str) -> String {
+    hop.pairs()
+        .map(|(c, k)| format!("{parent}.{} = {alias}.{}", ident(k), ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The keys (`tree`'s key column) of the rows of a step with a tree that the customers of
+/// `subjects` own: those its other paths reach, and every row under one of them, however deep,
+/// that nobody else owns (a recursive query; `UNION` ends it on a cycle in the data too).
+fn tree_keys(
+    plan: &Plan,
+    step: &Step,
+    tree: &Hop,
+    depth: usize,
+    subjects: &str,
+    anchors: &[Anchor],
+) -> String {
+    let roots: Vec<PathHops> = step.roots().cloned().collect();
+    let row = format!("r{depth}");
+    let name = format!("tree{depth}");
+    let others = format!(
+        "NOT {}",
+        owned_by_others(plan, step, &row, depth + 1, subjects)
+    );
+    format!(
+        "WITH RECURSIVE {name}(k) AS (\n      \
+         SELECT {row}.{key} FROM {table} {row} WHERE {roots} AND {others}\n      \
+         UNION\n      \
+         SELECT {row}.{key} FROM {table} {row} JOIN {name} ON {row}.{column} = {name}.k WHERE {others}\n    \
+         ) SELECT k FROM {name}",
+        key = ident(&tree.key),
+        column = ident(&tree.column),
+        table = step.table.sql(),
+        roots = reach_anchored(plan, &roots, &row, depth + 1, subjects, anchors),
     )
 }
 
@@ -196,19 +271,51 @@ fn walk(plan: &Plan, path: &[Hop], alias: &str, depth: usize, subjects: &str) ->
     }
     let parent = format!("w{depth}");
     let inner = match rest.is_empty() {
-        true => owner(
-            plan,
-            &step_of(plan, hop).paths,
-            &parent,
-            depth + 1,
-            subjects,
-        ),
+        true => {
+            let step = step_of(plan, hop);
+            match step.tree() {
+                Some(tree) => tree_owner(plan, step, tree, &parent, depth + 1, subjects),
+                None => owner(plan, &step.paths, &parent, depth + 1, subjects),
+            }
+        }
         false => walk(plan, rest, &parent, depth + 1, subjects),
     };
     format!(
-        "(SELECT {inner} FROM {table} {parent} WHERE {parent}.{key} = {column})",
-        key = ident(&hop.key),
+        "(SELECT {inner} FROM {table} {parent} WHERE {on})",
+        on = joined(hop, &parent, alias),
         table = hop.table.sql(),
+    )
+}
+
+/// The customer among `subjects` that row `alias` of a step with a tree belongs to: that of
+/// the nearest row, from it upwards through its parents, that the step's other paths lead to
+/// one of them. Climbs at most 10,000 levels (a cycle in the data ends there).
+fn tree_owner(
+    plan: &Plan,
+    step: &Step,
+    tree: &Hop,
+    alias: &str,
+    depth: usize,
+    subjects: &str,
+) -> String {
+    let roots: Vec<PathHops> = step.roots().cloned().collect();
+    let (up, row, top) = (
+        format!("up{depth}"),
+        format!("u{depth}"),
+        format!("a{depth}"),
+    );
+    format!(
+        "(SELECT q.o FROM (WITH RECURSIVE {up}(k, n) AS (\n      \
+         SELECT {alias}.{key}, 0\n      \
+         UNION ALL\n      \
+         SELECT {row}.{column}, {up}.n + 1 FROM {table} {row} JOIN {up} ON {row}.{key} = {up}.k \
+         WHERE {row}.{column} IS NOT NULL AND {up}.n < 10000\n    \
+         ) SELECT {owner} AS o, {up}.n FROM {up} JOIN {table} {top} ON {top}.{key} = {up}.k) q \
+         WHERE q.o = ANY ({subjects}) ORDER BY q.n LIMIT 1)",
+        key = ident(&tree.key),
+        column = ident(&tree.column),
+        table = step.table.sql(),
+        owner = owner(plan, &roots, &top, depth + 1, subjects),
     )
 }
 
