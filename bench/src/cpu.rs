@@ -257,8 +257,14 @@ mod tests {
         let before = meter.sample();
         let mut x: u64 = 0;
         let started = std::time::Instant::now();
-        while started.elapsed() < std::time::Duration::from_millis(300) {
-            x = x.wrapping_mul(31).wrapping_add(1);
+        // Busy until the meter has seen 150 ms of this process's CPU (on a busy machine that
+        // takes longer than 150 ms of wall time), or 20 s have passed.
+        while before.until(&meter.sample(), 0.3, 1, 0.3).per_erasure_ms("client") < 150.0
+            && started.elapsed() < std::time::Duration::from_secs(20)
+        {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(31).wrapping_add(1);
+            }
         }
         std::hint::black_box(x);
         let usage = before.until(&meter.sample(), 0.3, 1, 0.3);
