@@ -206,10 +206,10 @@ pub async fn declare_topology(
             FieldTable::default(),
         )
         .await?;
-    // Requests held for their grace period wait here, each with its own expiration, and are
-    // dead-lettered back to the requests queue when it passes. A classic queue: it expires
-    // messages with a per-message TTL as they reach its head, and the holds, all of one length,
-    // expire in the order they were made.
+    // Requests held for their grace period used to wait here, each with its own expiration,
+    // dead-lettered back to the requests queue when it passed. They now wait in the database
+    // (see `erase::hold`); the queue is still declared so that messages held in it before an
+    // upgrade come back when due.
     let mut hold = FieldTable::default();
     hold.insert(
         "x-dead-letter-exchange".into(),
@@ -234,24 +234,10 @@ pub async fn declare_topology(
     Ok(())
 }
 
-/// The queue where requests wait out their grace period: `<amqp.queue>.hold`.
+/// The queue where requests held before holds moved to the database wait out their grace
+/// period: `<amqp.queue>.hold`.
 pub fn hold_queue(settings: &AmqpSettings) -> String {
     format!("{}.hold", settings.queue)
-}
-
-/// Puts a request message in the hold queue until `ttl` has passed (then the broker returns it
-/// to the requests queue), waiting for the broker's confirm.
-pub async fn publish_held(
-    channel: &Channel,
-    settings: &AmqpSettings,
-    message_id: &str,
-    body: &[u8],
-    ttl: std::time::Duration,
-) -> Result<(), BrokerError> {
-    let properties =
-        persistent_json(message_id).with_expiration(ttl.as_millis().max(1).to_string().into());
-    let queue = hold_queue(settings);
-    publish_confirmed(channel, "", &queue, body, properties, true).await
 }
 
 fn quorum() -> FieldTable {

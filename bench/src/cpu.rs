@@ -259,7 +259,10 @@ mod tests {
         let started = std::time::Instant::now();
         // Busy until the meter has seen 150 ms of this process's CPU (on a busy machine that
         // takes longer than 150 ms of wall time), or 20 s have passed.
-        while before.until(&meter.sample(), 0.3, 1, 0.3).per_erasure_ms("client") < 150.0
+        while before
+            .until(&meter.sample(), 0.3, 1, 0.3)
+            .per_erasure_ms("client")
+            < 150.0
             && started.elapsed() < std::time::Duration::from_secs(20)
         {
             for _ in 0..100_000 {

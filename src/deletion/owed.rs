@@ -62,8 +62,9 @@ pub struct OwedRequest {
     pub pending_message: Vec<u8>,
 }
 
-/// Requests accepted over HTTP longer than `older_than_ms` ago and still owed to the broker,
-/// locked for this transaction and skipped by any other relay's.
+/// Requests owed to the broker, locked for this transaction and skipped by any other relay's:
+/// those accepted over HTTP longer than `older_than_ms` ago whose publish did not get through,
+/// and those held for their grace period whose time has come (in the order they came due).
 pub async fn claim_owed_requests(
     conn: &mut PgConnection,
     older_than_ms: u128,
@@ -71,13 +72,31 @@ pub async fn claim_owed_requests(
 ) -> Result<Vec<OwedRequest>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, request_id, pending_message FROM erasure.deletions \
-         WHERE pending_message IS NOT NULL AND created_at < now() - $1::interval \
-         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+         WHERE pending_message IS NOT NULL AND COALESCE(scheduled_at, created_at) <= now() \
+           AND created_at < now() - $1::interval \
+         ORDER BY COALESCE(scheduled_at, created_at) LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(format!("{older_than_ms} milliseconds"))
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// Keeps the message of a request held for its grace period on its deletion, for the relay to
+/// publish when it is due; `false` when the deletion is no longer PENDING (canceled, say).
+pub async fn keep_held_message(
+    conn: &mut PgConnection,
+    request_id: Uuid,
+    message: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let kept = sqlx::query(
+        "UPDATE erasure.deletions SET pending_message = $2 WHERE request_id = $1 AND status = 'PENDING'",
+    )
+    .bind(request_id)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(kept.rows_affected() == 1)
 }
 
 /// The broker has the messages of these deletions.

@@ -55,13 +55,12 @@ impl Slot {
                 tracing::warn!(requests = together.len(), error = %SafeError(&e), "the batch statement failed; carrying out its requests one at a time");
             }
         }
+        // A repeated request id finds its row taken by the first, and is carried out alone.
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut taken: HashSet<Uuid> = HashSet::new();
         for received in batch {
-            let first = taken.insert(received.request_id());
             match recorded.remove(&received.request_id()) {
-                Some(row) if first => outcomes.push(Ok(Outcome::Recorded(row))),
-                _ => outcomes.push(self.erase_probing(received, alone.clone()).await),
+                Some(row) => outcomes.push(Ok(Outcome::Recorded(row))),
+                None => outcomes.push(self.erase_probing(received, alone.clone()).await),
             }
         }
         outcomes

@@ -1,8 +1,12 @@
 //! The grace period (`erasure.grace_period`): each request is held that long before it is
 //! carried out. The time it may be carried out is recorded on its deletion the first time the
 //! service sees it ([`lifecycle::schedule`]), and never moved; until then its message waits in
-//! the broker (the worker puts it in the hold queue, whence it comes back when due). A restart,
-//! a reconnect or a redelivery finds the recorded time, so nothing is held twice or lost.
+//! the database, on its deletion (`pending_message`), and the relay ([`crate::outbox`])
+//! publishes it again when that time comes. So each request is carried out at its own time,
+//! whatever was held before it or with another grace period (a broker queue with per-message
+//! expiry releases a message only once those ahead of it expired). The delivery is
+//! acknowledged only once the message is kept; a restart, a reconnect or a redelivery finds
+//! the recorded time, so nothing is held twice or lost.
 
 use chrono::{DateTime, Utc};
 
@@ -24,8 +28,9 @@ pub enum Hold {
 
 impl Eraser {
     /// Whether `received` may be carried out now; the first time a request is seen with a
-    /// grace period, its deletion is recorded PENDING with the time it may be.
-    pub async fn schedule(&self, received: &Received) -> Result<Hold, sqlx::Error> {
+    /// grace period, its deletion is recorded PENDING with the time it may be. A request held
+    /// has its `message` kept on its deletion until then.
+    pub async fn schedule(&self, received: &Received, message: &[u8]) -> Result<Hold, sqlx::Error> {
         let grace = self.inner.limits.grace_period;
         if grace.is_zero() {
             return Ok(Hold::Now);
@@ -39,9 +44,15 @@ impl Eraser {
             Schedule::Now => return Ok(Hold::Now),
             Schedule::Until(at) => at,
         };
-        match lifecycle::past_due(received, at, grace) {
-            Some(refused) => Ok(Hold::PastDue(refused)),
-            None => Ok(Hold::Until(at)),
+        if let Some(refused) = lifecycle::past_due(received, at, grace) {
+            return Ok(Hold::PastDue(refused));
         }
+        if !crate::deletion::owed::keep_held_message(&mut conn, received.request_id(), message)
+            .await?
+        {
+            // Ended meanwhile (canceled): the erasure path finds its outcome.
+            return Ok(Hold::Now);
+        }
+        Ok(Hold::Until(at))
     }
 }

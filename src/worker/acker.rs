@@ -117,8 +117,6 @@ impl Outstanding {
 
 pub struct Acker {
     channel: Channel,
-    /// A confirm channel for putting requests in the hold queue.
-    holds: Option<Channel>,
     outstanding: Mutex<Outstanding>,
 }
 
@@ -126,42 +124,7 @@ impl Acker {
     pub fn new(channel: Channel) -> Self {
         Self {
             channel,
-            holds: None,
             outstanding: Mutex::new(Outstanding::default()),
-        }
-    }
-
-    /// Holds requests for their grace period on the confirm channel `holds`.
-    pub fn with_holds(self, holds: Channel) -> Self {
-        Self {
-            holds: Some(holds),
-            ..self
-        }
-    }
-
-    /// Puts the delivery's message in the hold queue for `ttl`, and once the broker confirms
-    /// it, acknowledges the delivery; if it cannot, gives the delivery back (a message is
-    /// never dropped: at worst it is held twice, and the recorded schedule stands).
-    pub async fn hold(
-        &self,
-        tag: u64,
-        settings: &crate::config::AmqpSettings,
-        message_id: &str,
-        body: &[u8],
-        ttl: Duration,
-    ) -> Result<(), lapin::Error> {
-        let held = match &self.holds {
-            Some(holds) => {
-                crate::broker::publish_held(holds, settings, message_id, body, ttl).await
-            }
-            None => return self.reject(tag, true).await,
-        };
-        match held {
-            Ok(()) => self.ack(tag).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not hold a request; it goes back to the queue");
-                self.reject(tag, true).await
-            }
         }
     }
 

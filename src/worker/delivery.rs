@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use crate::erase::hold::Hold;
 use crate::erase::{EraseError, Outcome, Slot};
@@ -20,9 +20,6 @@ pub enum Disposition {
     /// Nothing was recorded and the cause may pass (the database is unreachable, another
     /// request holds the customer): give it back, or hold it and try again.
     Requeue,
-    /// Its grace period runs until then: put it in the hold queue (whence the broker returns
-    /// it when due), then acknowledge.
-    Hold(DateTime<Utc>),
 }
 
 /// A delivery as the steps see it: its body, and whether the broker delivered it before.
@@ -47,24 +44,25 @@ pub async fn handle_delivery(
         Ok(received) => received,
         Err(invalid) => return reject(slot, &invalid, received_at, body.len()).await,
     };
-    if let Some(held) = hold(slot, &received, body.len()).await {
+    if let Some(held) = hold(slot, &received, body).await {
         return held;
     }
     let outcome = carry_out(slot, &received, redelivered, max_deliveries).await;
     disposition(&received, outcome, started)
 }
 
-/// With a grace period: the disposition of a request not to be carried out now (held, or
-/// refused because its hold would pass its due date); `None` to carry it out.
-async fn hold(slot: &mut Slot, received: &Received, bytes: usize) -> Option<Disposition> {
-    match slot.eraser().schedule(received).await {
+/// With a grace period: the disposition of a request not to be carried out now (held: its
+/// message kept in the database until it is due, so the delivery is acknowledged; or refused
+/// because its hold would pass its due date); `None` to carry it out.
+async fn hold(slot: &mut Slot, received: &Received, body: &[u8]) -> Option<Disposition> {
+    match slot.eraser().schedule(received, body).await {
         Ok(Hold::Now) => None,
         Ok(Hold::Until(at)) => {
             tracing::info!(request_id = %received.request_id(), until = %at.to_rfc3339(), "request held for its grace period");
-            Some(Disposition::Hold(at))
+            Some(Disposition::Ack)
         }
         Ok(Hold::PastDue(invalid)) => {
-            Some(reject(slot, &invalid, received.received_at, bytes).await)
+            Some(reject(slot, &invalid, received.received_at, body.len()).await)
         }
         Err(e) => {
             tracing::warn!(request_id = %received.request_id(), error = %crate::db::SafeError(&e), "could not record the request's grace period; it goes back to the queue");
@@ -88,7 +86,7 @@ pub async fn handle_batch(
     for (i, message) in messages.iter().enumerate() {
         match slot.eraser().read(message.body, Channel::Amqp, received_at) {
             Ok(received) if !message.redelivered => {
-                match hold(slot, &received, message.body.len()).await {
+                match hold(slot, &received, message.body).await {
                     Some(held) => dispositions[i] = Some(held),
                     None => batch.push((i, received)),
                 }

@@ -106,10 +106,7 @@ impl Worker {
             .await?;
         tracing::info!(queue = %self.amqp.queue, prefetch = self.settings.prefetch, concurrency = self.settings.concurrency, batch_max = self.settings.batch_max, "consuming requests");
         self.consuming.store(true, Ordering::SeqCst);
-        // Holding a request for its grace period publishes it, under confirms, on a channel of
-        // its own.
-        let holds = broker::confirm_channel(&connection).await?;
-        let acker = Arc::new(Acker::new(channel.clone()).with_holds(holds));
+        let acker = Arc::new(Acker::new(channel.clone()));
         let mut held = tokio::time::interval(acker::HOLD);
         held.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -282,16 +279,6 @@ impl Worker {
             Disposition::Ack => acker.ack(tag).await,
             Disposition::DeadLetter => acker.reject(tag, false).await,
             Disposition::Requeue => acker.reject(tag, true).await,
-            Disposition::Hold(until) => {
-                let ttl = (until - chrono::Utc::now()).to_std().unwrap_or_default();
-                let id = delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.to_string())
-                    .unwrap_or_default();
-                acker.hold(tag, &self.amqp, &id, &delivery.data, ttl).await
-            }
         };
         if let Err(e) = answered {
             // The channel is gone; the broker redelivers, and the recorded outcome stands.

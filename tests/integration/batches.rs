@@ -181,6 +181,33 @@ async fn a_batch_of_typical_customers_is_one_database_round_trip() {
         };
         assert_eq!(row.data_json, Shape::typical().expected_counts());
     }
+    // Two are a batch too (one round trip, not two); none is no round trip at all.
+    for i in 17..19 {
+        app.seed_customer(
+            &format!("cust_rtb_{i}"),
+            &format!("src_rtb_{i}"),
+            Shape::typical(),
+        )
+        .await;
+    }
+    let two: Vec<Received> = (17..19)
+        .map(|i| received(&app, &format!("cust_rtb_{i}"), Uuid::new_v4()))
+        .collect();
+    let before = proxy.round_trips();
+    let outcomes = slot.erase_batch(&two).await;
+    assert_eq!(
+        proxy.round_trips() - before,
+        1,
+        "one round trip for 2 erasures"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(Outcome::Recorded(_))))
+    );
+    let before = proxy.round_trips();
+    assert!(slot.erase_batch(&[]).await.is_empty());
+    assert_eq!(proxy.round_trips(), before, "nothing to do, nothing sent");
     drop(slot);
     through_proxy.pool.close().await;
     app.cleanup().await;
@@ -228,6 +255,7 @@ async fn a_batch_whose_statement_fails_is_carried_out_request_by_request() {
             .await,
         1
     );
+    assert_eq!(slot.batch_fallbacks(), 1, "the statement failed once");
     lock.rollback().await.unwrap();
     drop(slot);
     app.cleanup().await;

@@ -329,3 +329,73 @@ async fn with_a_grace_period_a_submission_shows_its_schedule_and_one_past_its_du
     assert!(message.contains("grace period"), "{message}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_shorter_grace_period_after_a_restart_does_not_wait_behind_longer_holds_and_a_purged_broker_loses_none()
+ {
+    let app = TestApp::new().await;
+    for customer in ["cust_long", "cust_short"] {
+        app.seed_customer(customer, &format!("src_{customer}"), Shape::typical())
+            .await;
+    }
+    let mut worker = spawn_worker(&app, &[("ERASURE_ERASURE__GRACE_PERIOD", "8s")]);
+    let long = app.request_erasure("cust_long").await;
+    let long_at = wait_scheduled(&app, long).await;
+
+    // Restarted with a shorter grace period; the broker's queues purged while the first is held.
+    kill_9(&mut worker).await;
+    app.take_all(&app.settings.amqp.queue).await;
+    app.take_all(&erasure::broker::hold_queue(&app.settings.amqp))
+        .await;
+    let mut worker = spawn_worker(&app, &[("ERASURE_ERASURE__GRACE_PERIOD", "2s")]);
+    let short = app.request_erasure("cust_short").await;
+    let short_at = wait_scheduled(&app, short).await;
+    assert!(short_at < long_at, "{short_at} {long_at}");
+
+    // The later, shorter hold ends first, within seconds of its time; the longer one is still held.
+    let row = app.wait_for_final(short).await;
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    let done = row.completed_at.unwrap();
+    assert!(done >= short_at, "not before its time");
+    assert!(
+        done - short_at <= chrono::Duration::seconds(10),
+        "{done} is within 10 s of {short_at}"
+    );
+    if Utc::now() < long_at {
+        assert!(matches!(
+            state_of(&app, long).await,
+            Some((DeletionStatus::Pending, Some(_), None))
+        ));
+        assert_eq!(
+            app.count("SELECT count(*) FROM customers WHERE id = $1", "cust_long")
+                .await,
+            1
+        );
+    }
+    // The first, though the broker lost its message, is erased at its own time, once.
+    let row = app.wait_for_final(long).await;
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    assert!(row.completed_at.unwrap() >= long_at);
+    assert_eq!(row.scheduled_at, Some(long_at), "the hold never moved");
+    assert!(row.completed_at.unwrap() - long_at <= chrono::Duration::seconds(10));
+    let outcomes: Vec<String> = app
+        .audit_actions(long)
+        .await
+        .into_iter()
+        .filter(|a| a.starts_with("erasure."))
+        .collect();
+    assert_eq!(outcomes, ["erasure.done"], "erased once");
+    kill_9(&mut worker).await;
+    app.cleanup().await;
+}
+
+/// Waits until the request is recorded PENDING with its scheduled time, and returns the time.
+async fn wait_scheduled(app: &TestApp, request_id: Uuid) -> DateTime<Utc> {
+    for _ in 0..200 {
+        if let Some((DeletionStatus::Pending, Some(at), None)) = state_of(app, request_id).await {
+            return at;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{request_id} was not recorded PENDING with its scheduled time")
+}
