@@ -97,6 +97,9 @@ pub struct ErasureSettings {
     pub chunk_rows: i64,
     /// How long one chunk's transaction should take (milliseconds); chunks are sized to it.
     pub chunk_ms: u64,
+    /// The longest a preview reads (milliseconds) before it is stopped and answered "try
+    /// later" (HTTP 503 with Retry-After).
+    pub preview_timeout_ms: u64,
     /// How long each request is held before it is carried out ("0", "90s", "30m", "72h",
     /// "14d").
     pub grace_period: GracePeriod,
@@ -229,7 +232,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         let (worker, http, erasure) = (&self.worker, &self.http, &self.erasure);
-        let counts: [(&str, u64); 15] = [
+        let counts: [(&str, u64); 16] = [
             ("worker.concurrency", worker.concurrency as u64),
             ("worker.prefetch", u64::from(worker.prefetch)),
             ("worker.max_attempts", u64::from(worker.max_attempts)),
@@ -241,6 +244,7 @@ impl Settings {
             ),
             ("erasure.chunk_rows", erasure.chunk_rows.max(0) as u64),
             ("erasure.chunk_ms", erasure.chunk_ms),
+            ("erasure.preview_timeout_ms", erasure.preview_timeout_ms),
             (
                 "http.rate_limit_per_minute",
                 u64::from(http.rate_limit_per_minute),

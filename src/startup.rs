@@ -99,6 +99,9 @@ impl Application {
                 chunk_rows: settings.erasure.chunk_rows,
                 chunk_time: std::time::Duration::from_millis(settings.erasure.chunk_ms),
                 grace_period: settings.erasure.grace_period,
+                preview_timeout: std::time::Duration::from_millis(
+                    settings.erasure.preview_timeout_ms,
+                ),
             },
         );
         crate::metrics::handle();

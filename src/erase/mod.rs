@@ -92,6 +92,8 @@ pub struct Limits {
     pub chunk_time: Duration,
     /// How long each request is held before it is carried out.
     pub grace_period: crate::config::GracePeriod,
+    /// The longest a preview may read before it is stopped (and answered "try later").
+    pub preview_timeout: Duration,
 }
 
 /// Runs erasures for one plan against one database. Cheap to clone.
@@ -105,6 +107,8 @@ struct Inner {
     plan: Plan,
     /// The erasure statement (what `erasure plan --sql` prints).
     statement: Statement,
+    /// Its reading twin, for previews ([`crate::plan::sql::count_statement`]).
+    count: Statement,
     /// For a plan with rows the customer references: the statement that locks them first, in
     /// the erasure statement's transaction ([`crate::plan::sql::lock_statement`]).
     lock: Option<Statement>,
@@ -147,6 +151,7 @@ impl Eraser {
         Self {
             inner: Arc::new(Inner {
                 statement: erase_statement(&plan),
+                count: crate::plan::sql::count_statement(&plan),
                 lock: lock_statement(&plan),
                 oversized: oversized_statement(&plan),
                 chunks: chunk_statements(&plan),
@@ -223,6 +228,11 @@ impl Eraser {
     }
 
     /// The generated erasure statement (what `erasure plan --sql` prints).
+    /// The plan, with its facts.
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
+    }
+
     pub fn statement(&self) -> &Statement {
         &self.inner.statement
     }
@@ -362,9 +372,20 @@ impl Eraser {
         batch: &[&Received],
         probing: &Probing,
     ) -> Result<sqlx::postgres::PgArguments, sqlx::Error> {
+        self.arguments_for(&self.inner.statement, batch, probing)
+    }
+
+    /// The arguments of `statement` (the erasure statement, or its reading twin,
+    /// [`crate::plan::sql::count_statement`]) for `batch`, probing `probing` for size.
+    pub fn arguments_for(
+        &self,
+        statement: &Statement,
+        batch: &[&Received],
+        probing: &Probing,
+    ) -> Result<sqlx::postgres::PgArguments, sqlx::Error> {
         let inner = &self.inner;
         let requests: Vec<RequestRow<'_>> = batch.iter().map(|r| self.request_row(r)).collect();
-        inner.statement.arguments(&Values {
+        statement.arguments(&Values {
             requests: &requests,
             pads: Some(inner.identity.hash().pads()),
             chunk_threshold: Some(inner.limits.chunk_threshold),

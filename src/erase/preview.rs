@@ -1,6 +1,10 @@
-//! What an erasure of a customer would do, without doing it: the erasure statement runs in a
-//! transaction that is rolled back, so its counts and the guard that would refuse it are the
-//! real ones, and nothing is written but an audit row of the preview itself.
+//! What an erasure of a customer would do, without doing it: the erasure statement's reading
+//! twin ([`crate::plan::sql::count_statement`]: the same conditions, each change read as the
+//! rows it would change) runs in a `READ ONLY` transaction with a statement timeout, so its
+//! counts and the guard that would refuse it are the erasure's, no row is written or locked
+//! (a business update to the customer never waits for a preview), and a preview that reads for
+//! too long is stopped. The one write is an audit row of the preview itself (who looked at
+//! whom, with the counts): one small row per call, and calls are rate-limited per key.
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -8,7 +12,7 @@ use uuid::Uuid;
 
 use super::{Eraser, Named};
 use crate::deletion::audit::{Audit, AuditAction};
-use crate::deletion::{self, DeletionRow, ErrorKey};
+use crate::deletion::{self, ErrorKey};
 use crate::identity::IdentifierType;
 use crate::plan::sizes::Probing;
 use crate::plan::sql::{RequestRow, Values};
@@ -35,8 +39,20 @@ pub enum PreviewError {
         "the identifier names more than one customer (by their lookup values); name the customer by its key"
     )]
     Ambiguous,
+    /// It read for longer than `erasure.preview_timeout_ms` and was stopped.
+    #[error("the preview took too long and was stopped; try again later")]
+    TimedOut,
     #[error("{}", crate::db::SafeError(.0))]
     Database(#[from] sqlx::Error),
+}
+
+/// A row of the count statement.
+#[derive(sqlx::FromRow)]
+struct Counted {
+    related_object_id: String,
+    data_json: Value,
+    error_key: Option<ErrorKey>,
+    error_message: Option<String>,
 }
 
 impl Preview {
@@ -52,7 +68,7 @@ impl Preview {
 }
 
 impl Eraser {
-    /// Runs the erasure of the customer `identifier` names and rolls it back; audits the
+    /// Counts what erasing the customer `identifier` names would do, reading only; audits the
     /// preview, as asked by `requested_by` on `channel`.
     pub async fn preview(
         &self,
@@ -77,7 +93,7 @@ impl Eraser {
             channel,
             received_at: now,
         };
-        let args = inner.statement.arguments(&Values {
+        let args = inner.count.arguments(&Values {
             requests: std::slice::from_ref(&request),
             pads: Some(inner.identity.hash().pads()),
             // Never too large for a preview: the whole erasure is counted, in one statement,
@@ -87,16 +103,24 @@ impl Eraser {
             ..Values::default()
         })?;
         let mut tx = inner.pool.begin().await?;
-        if let Some(lock) = &inner.lock {
-            let args = lock.arguments(&Values {
-                requests: std::slice::from_ref(&request),
-                ..Values::default()
-            })?;
-            sqlx::query_with(&lock.sql, args).execute(&mut *tx).await?;
-        }
-        let row: Option<DeletionRow> = sqlx::query_as_with(&inner.statement.sql, args)
-            .fetch_optional(&mut *tx)
+        sqlx::query("SET TRANSACTION READ ONLY")
+            .execute(&mut *tx)
             .await?;
+        let timeout = format!(
+            "SET LOCAL statement_timeout = {}",
+            inner.limits.preview_timeout.as_millis().max(1)
+        );
+        sqlx::query(&timeout).execute(&mut *tx).await?;
+        let row: Option<Counted> = match sqlx::query_as_with(&inner.count.sql, args)
+            .fetch_optional(&mut *tx)
+            .await
+        {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => {
+                return Err(PreviewError::TimedOut);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let named = match &row {
             Some(_) => Named::Nobody,
             None => {
@@ -112,12 +136,18 @@ impl Eraser {
                 Named::Nobody => PreviewError::NotFound,
             });
         };
+        // The counts in the plan's order, as a deletion object shows them.
+        let data_json: serde_json::Map<String, Value> = self
+            .count_keys()
+            .iter()
+            .map(|k| (k.clone(), row.data_json.get(k).cloned().unwrap_or(json!(0))))
+            .collect();
         let preview = Preview {
-            related_object_id: row.related_object_id.clone().unwrap_or_default(),
-            data_json: row.to_object(self.count_keys()).data_json,
+            related_object_id: row.related_object_id,
+            data_json: Value::Object(data_json),
             blocked_by: row
                 .error_key
-                .map(|key| (key, row.error_message.clone().unwrap_or_default())),
+                .map(|key| (key, row.error_message.unwrap_or_default())),
         };
         let mut conn = inner.pool.acquire().await?;
         Audit::new(AuditAction::ErasurePreviewed, channel, now)

@@ -83,6 +83,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// The service cannot answer now, and says when to ask again.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+    }
+
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
     }

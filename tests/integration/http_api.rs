@@ -727,3 +727,126 @@ async fn a_preview_shows_what_an_erasure_would_record_and_writes_only_its_audit_
     assert_eq!(done["data_json"], preview["data_json"]);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_preview_reads_only_writes_no_wal_and_never_waits_on_business_locks() {
+    let mut app = TestApp::new().await;
+    let big = Shape {
+        events: 100_000,
+        ..Shape::typical()
+    };
+    app.seed_customer("cust_big", "src_big", big).await;
+    sqlx::query("ANALYZE").execute(&app.pool).await.unwrap();
+
+    // The count statement, explained as it runs: it writes no WAL to speak of (hint bits at
+    // most), where the erasure statement it stands for writes the whole erasure's.
+    let eraser = app.eraser();
+    let plan = eraser.plan();
+    let received = eraser
+        .receive(
+            erasure::request::ErasureRequest {
+                request_id: Uuid::new_v4(),
+                customer_id: "cust_big".into(),
+                requested_by: "dpo".into(),
+                reason: None,
+                requested_at: None,
+                identifier_type: None,
+            },
+            erasure::request::Channel::Cli,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    let wal_of = |statement: erasure::plan::sql::Statement| {
+        let args = eraser
+            .arguments_for(
+                &statement,
+                &[&received],
+                &erasure::plan::sizes::Probing::none(),
+            )
+            .unwrap();
+        let pool = app.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let explained: Value = sqlx::query_scalar_with(
+                &format!("EXPLAIN (ANALYZE, WAL, FORMAT JSON) {}", statement.sql),
+                args,
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            tx.rollback().await.unwrap();
+            explained[0]["Plan"]["WAL Bytes"].as_i64().unwrap_or(0)
+        }
+    };
+    let counting = wal_of(erasure::plan::sql::count_statement(plan)).await;
+    let erasing = wal_of(erasure::plan::sql::erase_statement(plan)).await;
+    assert!(
+        counting < 1 << 20,
+        "the preview wrote {counting} bytes of WAL"
+    );
+    assert!(
+        erasing > 1 << 20,
+        "the erasure writes {erasing} bytes of WAL"
+    );
+
+    // A business transaction holds the customer's rows: the preview does not wait for it.
+    let mut business = app.pool.begin().await.unwrap();
+    sqlx::query("UPDATE customers SET name = 'Busy' WHERE id = 'cust_big'")
+        .execute(&mut *business)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE customer_id = 'cust_big' FOR UPDATE")
+        .execute(&mut *business)
+        .await
+        .unwrap();
+    let base = app.start(Mode::Api).await;
+    let reader = Api::new(&app, base, true).await;
+    let started = std::time::Instant::now();
+    let (status, preview) = reader
+        .get("/v1/customers/cust_big/permanent-deletion/preview")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["data_json"], big.expected_counts());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // And the preview held nothing that keeps business writes waiting.
+    sqlx::query("UPDATE customers SET name = 'Busier' WHERE id = 'cust_big'")
+        .execute(&mut *business)
+        .await
+        .unwrap();
+    business.rollback().await.unwrap();
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_preview_past_its_timeout_is_503_with_retry_after() {
+    let mut app = TestApp::with_settings(|s| s.erasure.preview_timeout_ms = 1).await;
+    let big = Shape {
+        events: 100_000,
+        ..Shape::typical()
+    };
+    app.seed_customer("cust_slow", "src_slow", big).await;
+    let base = app.start(Mode::Api).await;
+    let reader = Api::new(&app, base, true).await;
+    let response = reader
+        .request(
+            Method::GET,
+            "/v1/customers/cust_slow/permanent-deletion/preview",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("30".into())
+    );
+    let message = expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(message.contains("took too long"), "{message}");
+    app.cleanup().await;
+}

@@ -258,6 +258,7 @@ async fn erase_on(pool: &PgPool, plan: Plan, key: &[u8], customer: &str) -> Opti
             chunk_rows: 50_000,
             chunk_time: std::time::Duration::from_millis(50),
             grace_period: GracePeriod::default(),
+            preview_timeout: std::time::Duration::from_secs(5),
         },
     );
     let request = ErasureRequest {

@@ -125,6 +125,7 @@ async fn preview(
         Err(e @ (PreviewError::Busy | PreviewError::Ambiguous)) => {
             Err(ApiError::conflict(e.to_string()))
         }
+        Err(e @ PreviewError::TimedOut) => Err(ApiError::unavailable(e.to_string(), 30)),
         Err(PreviewError::Database(e)) => Err(e.into()),
     }
 }

@@ -359,7 +359,9 @@ async fn submit_preview(
             &form.requested_by,
         ))),
         Err(PreviewError::NotFound) => Err(invalid("No customer has that id or source id.")),
-        Err(e @ (PreviewError::Busy | PreviewError::Ambiguous)) => Err(invalid(&e.to_string())),
+        Err(e @ (PreviewError::Busy | PreviewError::Ambiguous | PreviewError::TimedOut)) => {
+            Err(invalid(&e.to_string()))
+        }
         Err(PreviewError::Database(e)) => Err(internal(crate::db::SafeError(&e))),
     }
 }

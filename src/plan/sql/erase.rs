@@ -48,7 +48,21 @@ const GO: &str = "ARRAY(SELECT subject_key FROM go)";
 
 /// The erasure statement for `plan` (its facts filled by the live-schema check).
 pub fn erase_statement(plan: &Plan) -> Statement {
-    let mut params = Params::default();
+    statement(plan, Params::default())
+}
+
+/// The erasure statement's reading twin, for previews: the same customers, guards and rows,
+/// each change written as the `SELECT` of the rows it would change, no row locked, and no
+/// outcome recorded: it returns, for each customer a request names, `related_object_id`,
+/// `data_json` (what the erasure would count) and the refusal (`error_key`, `error_message`)
+/// if one holds. It writes nothing, so it runs in a `READ ONLY` transaction, and its figures
+/// are the erasure's (the same conditions, read in one snapshot as the erasure's are).
+pub fn count_statement(plan: &Plan) -> Statement {
+    statement(plan, Params::counting())
+}
+
+fn statement(plan: &Plan, mut params: Params) -> Statement {
+    let counting = params.is_counting();
     let key_type = plan.facts.key_type.sql();
     let key_array = key_array(plan);
     // The requests' values come first, in a fixed order, so that their numbers stay put as
@@ -101,7 +115,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         "matched AS MATERIALIZED (\n  SELECT r.n, s.{key_column} AS subject_key FROM requests r JOIN {table} s\n    ON {matches}\n),\n\
          locked AS MATERIALIZED (\n  SELECT s.{key_column} AS subject_key, s.{key_column}::text AS subject_id{lookups}\n  \
          FROM {table} s WHERE s.{key_column} = ANY (ARRAY(SELECT subject_key FROM matched))\n  \
-         ORDER BY s.{key_column} FOR UPDATE OF s\n),\n\
+         ORDER BY s.{key_column}{lock}\n),\n\
          target AS MATERIALIZED (\n  SELECT DISTINCT ON (m.subject_key) m.n, l.*\n  \
          FROM matched m JOIN locked l ON l.subject_key = m.subject_key JOIN requests r ON r.n = m.n\n  \
          WHERE {not_ended}\n    \
@@ -110,6 +124,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
          AND {unclaimed}\n  \
          ORDER BY m.subject_key, m.n\n),",
         matches = subject_matches(plan, "s", "r.customer", "r.key", "r.kind"),
+        lock = if counting { "" } else { " FOR UPDATE OF s" },
         lookups = lookup_hash_columns(plan, "s", &mut params),
         not_ended = statement::not_ended("r.request_id"),
         unclaimed = claims::not_claimed_by_another("l.subject_id", "r.request_id"),
@@ -176,7 +191,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
     for (i, step) in plan.steps.iter().enumerate() {
         let statement = step_change(plan, step, &mut params);
         let _ = writeln!(sql, "step_{i} AS (\n  {statement}\n),");
-        if let Some(unlink) = unlink_others(plan, step) {
+        if let Some(unlink) = unlink_others(plan, step, counting) {
             let _ = writeln!(sql, "step_{i}_others AS (\n  {unlink}\n),");
         }
     }
@@ -216,7 +231,7 @@ pub fn erase_statement(plan: &Plan) -> Statement {
             rkey = ident(&r.key),
         );
     }
-    if let Some(unlink) = unlink_subject_links(plan) {
+    if let Some(unlink) = unlink_subject_links(plan, counting) {
         let _ = writeln!(sql, "subject_unlinked AS (\n  {unlink}\n),");
     }
     let statement = change(
@@ -304,6 +319,18 @@ pub fn erase_statement(plan: &Plan) -> Statement {
         Action::Anonymize(_) => "COALESCE(c.unchanged, false)",
     };
     let zero_counts = format!("jsonb_build_object({})", zeros.join(", "));
+    if counting {
+        let counted = sql.trim_end().trim_end_matches(',').len();
+        sql.truncate(counted);
+        let _ = write!(
+            sql,
+            "\nSELECT t.subject_id AS related_object_id, COALESCE(c.data_json, {zero_counts}) AS data_json,\n  \
+             b.error_key, b.error_message\n\
+             FROM target t LEFT JOIN counts c ON c.subject_key = t.subject_key LEFT JOIN blocked b ON b.subject_key = t.subject_key\n\
+             ORDER BY t.n"
+        );
+        return params.finish(sql);
+    }
     let plan_hash = params.typed(Value::Text(plan.hash.clone()), "text");
     let _ = writeln!(
         sql,
@@ -464,7 +491,7 @@ fn unlinkable<'a>(plan: &Plan, step: &'a Step) -> Vec<&'a PathHops> {
 /// The other customers' rows that point at the customers by a column of the subject's own
 /// table (`referred_by`): that column set to NULL, in the same statement, and each counted for
 /// the customer it pointed at. The customers' own rows are left to the subject's change.
-fn unlink_subject_links(plan: &Plan) -> Option<String> {
+fn unlink_subject_links(plan: &Plan, counting: bool) -> Option<String> {
     let subject = &plan.subject;
     if subject.unlink.is_empty() {
         return None;
@@ -487,6 +514,15 @@ fn unlink_subject_links(plan: &Plan) -> Option<String> {
         .map(|c| format!("CASE WHEN {} THEN y.{} END", points("y", c), ident(c)))
         .collect();
     let any: Vec<String> = subject.unlink.iter().map(|c| points("y", c)).collect();
+    if counting {
+        return Some(format!(
+            "SELECT COALESCE({owner}) AS k FROM {table} y WHERE ({any}) AND NOT (y.{key} = ANY ({GO}))",
+            table = subject.table.sql(),
+            owner = owner.join(", "),
+            any = any.join(" OR "),
+            key = ident(&subject.key),
+        ));
+    }
     Some(format!(
         "UPDATE {table} x SET {sets}\n  FROM (SELECT y.tableoid AS rel, y.ctid AS row_id, COALESCE({owner}) AS k FROM {table} y\n    \
          WHERE ({any}) AND NOT (y.{key} = ANY ({GO}))) m\n  \
@@ -499,7 +535,7 @@ fn unlink_subject_links(plan: &Plan) -> Option<String> {
     ))
 }
 
-fn unlink_others(plan: &Plan, step: &Step) -> Option<String> {
+fn unlink_others(plan: &Plan, step: &Step, counting: bool) -> Option<String> {
     if !step.may_reach_others() {
         return None;
     }
@@ -529,6 +565,16 @@ fn unlink_others(plan: &Plan, step: &Step) -> Option<String> {
         .iter()
         .map(|path| hops(plan, path, "y", 0, GO))
         .collect();
+    if counting {
+        return Some(format!(
+            "SELECT {owner} AS k FROM {table} y WHERE {reached} AND {others} AND ({any_link})",
+            table = step.table.sql(),
+            owner = owner(plan, &step.paths, "y", 0, GO),
+            reached = reach(plan, &step.paths, "y", 0, GO),
+            others = owned_by_others(plan, step, "y", 0, GO),
+            any_link = any_link.join(" OR "),
+        ));
+    }
     Some(format!(
         "UPDATE {table} x SET {sets}\n  FROM (SELECT y.tableoid AS rel, y.ctid AS row_id, {owner} AS k FROM {table} y\n    \
          WHERE {reached} AND {others} AND ({any_link})) m\n  \

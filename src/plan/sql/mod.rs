@@ -36,7 +36,7 @@ pub use companions::{
     ChunkStatement, chunk_statements, find_subject_statement, oversized_statement,
     subject_by_identifier, subject_digests_statement,
 };
-pub use erase::{erase_statement, lock_statement};
+pub use erase::{count_statement, erase_statement, lock_statement};
 pub use leftovers::leftovers_statement;
 pub use sweep::{Sweep, sweep_statements};
 
@@ -153,9 +153,24 @@ pub struct Statement {
 #[derive(Debug, Default)]
 pub struct Params {
     list: Vec<Param>,
+    /// Changes are written as the `SELECT` of the rows they would change (the read-only count
+    /// of a preview, [`erase::count_statement`]).
+    counting: bool,
 }
 
 impl Params {
+    /// Parameters of a statement that counts what it would change, changing nothing.
+    pub fn counting() -> Self {
+        Self {
+            counting: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_counting(&self) -> bool {
+        self.counting
+    }
+
     /// `$n` for `value` (a new number the first time).
     pub fn of(&mut self, value: Value, sql_type: &'static str) -> String {
         let n = match self.list.iter().position(|p| p.value == value) {

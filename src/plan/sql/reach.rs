@@ -586,7 +586,8 @@ pub fn anonymize(
 }
 
 /// `DELETE` or `UPDATE` of the rows of `table` (aliased `x`) that `condition` selects, joined
-/// with `from` when given (`USING` or `FROM`), returning `returning` when given.
+/// with `from` when given (`USING` or `FROM`), returning `returning` when given. With
+/// [`Params::counting`], the `SELECT` of what it would return instead.
 #[allow(clippy::too_many_arguments)]
 pub fn change(
     plan: &Plan,
@@ -598,6 +599,22 @@ pub fn change(
     returning: Option<&str>,
     params: &mut Params,
 ) -> String {
+    if params.is_counting() {
+        // The rows the change would return, read, not changed.
+        let from = from.map_or(String::new(), |f| format!(", {f}"));
+        let columns = returning.unwrap_or("1");
+        let condition = match action {
+            Action::Delete => condition.to_owned(),
+            Action::Anonymize(a) => {
+                let (_, changes) = anonymize(plan, table, a, "x", subject_id, params);
+                format!("{condition} AND {changes}")
+            }
+        };
+        return format!(
+            "SELECT {columns} FROM {} x{from} WHERE {condition}",
+            table.sql()
+        );
+    }
     let returning = returning.map_or(String::new(), |r| format!(" RETURNING {r}"));
     match action {
         Action::Delete => {
