@@ -392,6 +392,7 @@ mod tests {
         outstanding.delivered(5);
         outstanding.delivered(6);
         assert_eq!(outstanding.done(5, start + HOLD), []);
+        assert!(!outstanding.is_empty(), "4 and 6 are open");
         assert_eq!(
             outstanding.done(4, start + HOLD),
             [Answer::Ack {
