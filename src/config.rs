@@ -53,8 +53,11 @@ pub struct AmqpSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
-    /// Requests each API key may make per minute.
+    /// Requests each API key may make per minute, counted across every replica.
     pub rate_limit_per_minute: u32,
+    /// Failed key attempts (an unknown or revoked key over the API, a refused sign-in) each
+    /// client address may make per minute.
+    pub failed_keys_per_minute: u32,
     /// How long a request accepted over HTTP may stay unpublished before the relay publishes it.
     pub relay_after_ms: u64,
     /// Connections served at once (lowered to fit the open-files limit).
@@ -232,7 +235,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         let (worker, http, erasure) = (&self.worker, &self.http, &self.erasure);
-        let counts: [(&str, u64); 16] = [
+        let counts: [(&str, u64); 17] = [
             ("worker.concurrency", worker.concurrency as u64),
             ("worker.prefetch", u64::from(worker.prefetch)),
             ("worker.max_attempts", u64::from(worker.max_attempts)),
@@ -250,6 +253,10 @@ impl Settings {
                 u64::from(http.rate_limit_per_minute),
             ),
             ("http.max_connections", http.max_connections as u64),
+            (
+                "http.failed_keys_per_minute",
+                u64::from(http.failed_keys_per_minute),
+            ),
             ("http.idle_timeout_ms", http.idle_timeout_ms),
             ("http.header_timeout_ms", http.header_timeout_ms),
             ("http.request_timeout_ms", http.request_timeout_ms),

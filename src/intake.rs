@@ -86,7 +86,7 @@ impl Intake {
             if let Some(prior) = store::prior(&self.pool, received.request_id(), false).await?
                 && prior.names(Some(received.requested_hash()))
             {
-                return Ok(Submitted::Existing(prior.row));
+                return Ok(Submitted::Existing(self.as_shown(prior.row).await?));
             }
             return Err(SubmitError::PastDue(invalid));
         }
@@ -143,6 +143,11 @@ impl Intake {
         if !prior.names(Some(received.requested_hash())) {
             return Err(SubmitError::ReusedForAnotherCustomer);
         }
-        Ok(prior.row)
+        self.as_shown(prior.row).await
+    }
+
+    /// The deletion as the API shows it: with what the check after commit recorded.
+    async fn as_shown(&self, row: DeletionRow) -> Result<DeletionRow, SubmitError> {
+        Ok(store::find(&self.pool, &row.id).await?.unwrap_or(row))
     }
 }

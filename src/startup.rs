@@ -124,7 +124,10 @@ impl Application {
             self.eraser.clone(),
             self.signer.clone(),
             self.pinned.clone(),
-            self.settings.http.rate_limit_per_minute,
+            (
+                self.settings.http.rate_limit_per_minute,
+                self.settings.http.failed_keys_per_minute,
+            ),
             self.settings.console.clone(),
         )
     }

@@ -1,19 +1,20 @@
-//! Per-key rate limiting: a fixed one-minute window per API key, in this process.
+//! Rate limits in fixed one-minute windows, counted in PostgreSQL (`erasure.rate_windows`), so
+//! that every replica of the service counts against the same limit: behind three replicas a
+//! key still gets its limit once. The windows follow the database's clock (the minute), so
+//! replicas agree on when one starts over. Buckets: an API key (the API and the console's
+//! pages alike), and per client address, the console's sign-ins and the failed key attempts.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-const WINDOW: Duration = Duration::from_secs(60);
+use sqlx::PgPool;
+
+/// How often (in checks) the windows that ended are removed.
+const PURGE_EVERY: u64 = 1000;
 
 pub struct RateLimiter {
+    pool: PgPool,
     limit: u32,
-    windows: Mutex<HashMap<String, Window>>,
-}
-
-struct Window {
-    started: Instant,
-    used: u32,
+    checks: AtomicU64,
 }
 
 /// The answer for one request, and what the `X-RateLimit-*` headers say.
@@ -27,72 +28,87 @@ pub struct Decision {
 }
 
 impl RateLimiter {
-    pub fn new(limit_per_minute: u32) -> Self {
+    pub fn new(pool: PgPool, limit_per_minute: u32) -> Self {
         Self {
+            pool,
             limit: limit_per_minute,
-            windows: Mutex::new(HashMap::new()),
+            checks: AtomicU64::new(0),
         }
     }
 
-    /// Counts one request of `key`.
-    pub fn check(&self, key: &str) -> Decision {
-        self.check_at(key, Instant::now())
+    /// Counts one request in `bucket` against the limit per minute.
+    pub async fn check(&self, bucket: &str) -> Decision {
+        self.check_limit(bucket, self.limit).await
     }
 
-    fn check_at(&self, key: &str, now: Instant) -> Decision {
-        let mut windows = self
-            .windows
-            .lock()
-            .expect("the rate limiter lock is never poisoned");
-        if windows.len() > 10_000 {
-            windows.retain(|_, w| now.duration_since(w.started) < WINDOW);
+    /// Counts one request in `bucket` against `limit` per minute. If the database cannot
+    /// count, the request is let through (and logged): the request itself needs the database,
+    /// and fails there if it is gone.
+    pub async fn check_limit(&self, bucket: &str, limit: u32) -> Decision {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                let purged = sqlx::query(
+                    "DELETE FROM erasure.rate_windows WHERE window_start < now() - interval '2 minutes'",
+                )
+                .execute(&pool)
+                .await;
+                if let Err(e) = purged {
+                    tracing::warn!(error = %crate::db::SafeError(&e), "could not remove ended rate-limit windows");
+                }
+            });
         }
-        let window = windows.entry(key.to_owned()).or_insert(Window {
-            started: now,
-            used: 0,
-        });
-        if now.duration_since(window.started) >= WINDOW {
-            *window = Window {
-                started: now,
-                used: 0,
-            };
-        }
-        let allowed = window.used < self.limit;
-        if allowed {
-            window.used += 1;
-        }
-        let left = WINDOW.saturating_sub(now.duration_since(window.started));
-        Decision {
-            allowed,
-            limit: self.limit,
-            remaining: self.limit - window.used,
-            reset_after: left.as_secs_f64().ceil().max(1.0) as u64,
+        let counted: Result<(Option<i32>, i64), sqlx::Error> = sqlx::query_as(
+            "WITH w AS (\
+               INSERT INTO erasure.rate_windows AS w (bucket, window_start, used) \
+               VALUES ($1, date_trunc('minute', now()), 1) \
+               ON CONFLICT (bucket, window_start) DO UPDATE SET used = w.used + 1 WHERE w.used < $2 \
+               RETURNING used) \
+             SELECT (SELECT used FROM w), \
+               ceil(extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now()))::bigint",
+        )
+        .bind(bucket)
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+        .fetch_one(&self.pool)
+        .await;
+        match counted {
+            Ok((used, reset_after)) => Decision {
+                allowed: used.is_some_and(|u| u as u32 <= limit),
+                limit,
+                remaining: used.map_or(0, |u| limit.saturating_sub(u as u32)),
+                reset_after: reset_after.max(1) as u64,
+            },
+            Err(e) => {
+                tracing::warn!(error = %crate::db::SafeError(&e), "could not count a request against its rate limit; let through");
+                Decision {
+                    allowed: true,
+                    limit,
+                    remaining: limit,
+                    reset_after: 60,
+                }
+            }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Whether `bucket` has used up `limit` this minute, without counting a request: a client
+    /// past its failed attempts is refused before its key is even looked up.
+    pub async fn exhausted(&self, bucket: &str, limit: u32) -> bool {
+        let used: Result<Option<i32>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT used FROM erasure.rate_windows WHERE bucket = $1 AND window_start = date_trunc('minute', now())",
+        )
+        .bind(bucket)
+        .fetch_optional(&self.pool)
+        .await;
+        matches!(used, Ok(Some(u)) if u as u32 >= limit)
+    }
 
-    #[test]
-    fn the_limit_holds_per_key_and_the_window_starts_over() {
-        let limiter = RateLimiter::new(2);
-        let start = Instant::now();
-        assert_eq!(limiter.check_at("a", start).remaining, 1);
-        let second = limiter.check_at("a", start + Duration::from_secs(1));
-        assert!(second.allowed);
-        assert_eq!(second.remaining, 0);
-        let third = limiter.check_at("a", start + Duration::from_secs(2));
-        assert!(!third.allowed);
-        assert_eq!(third.reset_after, 58);
-        assert!(
-            limiter
-                .check_at("b", start + Duration::from_secs(2))
-                .allowed
-        );
-        let later = limiter.check_at("a", start + WINDOW);
-        assert!(later.allowed);
-        assert_eq!(later.remaining, 1);
+    /// Seconds until the current window ends, by the database's clock.
+    pub async fn reset_after(&self) -> u64 {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT ceil(extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now()))::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_or(60, |s| s.max(1) as u64)
     }
 }

@@ -28,6 +28,8 @@ pub struct HttpState {
     pub identity: Identity,
     pub count_keys: Arc<[String]>,
     pub limiter: Arc<RateLimiter>,
+    /// Failed key attempts a client address may make per minute (API and sign-in).
+    pub failed_keys_per_minute: u32,
     pub metrics: PrometheusHandle,
     /// Signs receipts.
     pub signer: Signer,
@@ -83,9 +85,11 @@ pub fn state(
     eraser: Eraser,
     signer: Signer,
     pinned: Option<KeySet>,
-    rate_limit_per_minute: u32,
+    limits: (u32, u32),
     console: crate::config::ConsoleSettings,
 ) -> HttpState {
+    let (rate_limit_per_minute, failed_keys_per_minute) = limits;
+    let limiter = Arc::new(RateLimiter::new(pool.clone(), rate_limit_per_minute));
     HttpState {
         publisher: intake.publisher(),
         pool,
@@ -93,7 +97,8 @@ pub fn state(
         identity: eraser.identity().clone(),
         count_keys: eraser.count_keys().into(),
         eraser,
-        limiter: Arc::new(RateLimiter::new(rate_limit_per_minute)),
+        limiter,
+        failed_keys_per_minute,
         metrics: crate::metrics::handle(),
         signer,
         pinned,

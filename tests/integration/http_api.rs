@@ -176,7 +176,18 @@ async fn the_same_idempotency_key_answers_200_with_the_same_object_and_erases_on
     assert_eq!(first["request_id"], key.to_string());
     // The requester defaults to the key's name.
     assert!(first["requested_by"].as_str().unwrap().starts_with("test-"));
-    let done = api.wait_for_final(first["id"].as_str().unwrap()).await;
+    let id = first["id"].as_str().unwrap();
+    api.wait_for_final(id).await;
+    // Once the check after commit has run, the object stays as it is.
+    let mut done = Value::Null;
+    for _ in 0..200 {
+        done = api.get(&format!("/v1/permanent-deletions/{id}")).await.1;
+        if done["verification"]["outcome"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["verification"]["outcome"], "passed", "{done}");
 
     let again = api.post("cust_idem", Some(key), None).await;
     assert_eq!(again.status(), StatusCode::OK);
@@ -488,6 +499,7 @@ async fn overdue_lists_open_deletions_past_their_due_date() {
 #[tokio::test]
 async fn a_key_over_its_limit_gets_429_with_the_rate_limit_headers() {
     let mut app = TestApp::with_settings(|s| s.http.rate_limit_per_minute = 3).await;
+    fresh_minute(&app).await;
     let base = app.start(Mode::Api).await;
     let api = Api::new(&app, base.clone(), true).await;
     let other = Api::new(&app, base, true).await;
@@ -848,5 +860,131 @@ async fn a_preview_past_its_timeout_is_503_with_retry_after() {
     );
     let message = expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
     assert!(message.contains("took too long"), "{message}");
+    app.cleanup().await;
+}
+
+/// Waits, if the database's minute is about to turn, for the next one: the rate limits count
+/// in minute windows, and a test that counts must not straddle two.
+pub async fn fresh_minute(app: &TestApp) {
+    let left: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    if left < 20.0 {
+        tokio::time::sleep(Duration::from_secs_f64(left + 0.2)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_count_against_one_limit() {
+    let mut app = TestApp::with_settings(|s| s.http.rate_limit_per_minute = 4).await;
+    let one = app.start(Mode::Api).await;
+    let two = app.start(Mode::Api).await;
+    fresh_minute(&app).await;
+    let first = Api::new(&app, one, true).await;
+    // The same key through either replica: four in all, then 429 from both.
+    let second = Api {
+        key: first.key.clone(),
+        name: first.name.clone(),
+        ..Api::new(&app, two, true).await
+    };
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let api = if i % 2 == 0 { &first } else { &second };
+        statuses.push(api.get("/v1/permanent-deletions").await.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn failed_keys_from_one_address_are_limited_before_any_key_is_looked_up() {
+    let mut app = TestApp::with_settings(|s| s.http.failed_keys_per_minute = 5).await;
+    let base = app.start(Mode::Api).await;
+    fresh_minute(&app).await;
+    let good = Api::new(&app, base.clone(), true).await;
+    let wrong = Api {
+        key: "ek_wrong".into(),
+        ..Api::new(&app, base, true).await
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            wrong.get("/v1/permanent-deletions").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let refused = wrong
+        .request(Method::GET, "/v1/permanent-deletions")
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    let message = expect_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert!(
+        message.contains("5 unknown or revoked keys a minute"),
+        "{message}"
+    );
+    // The address is refused for the rest of the minute, whatever key it presents.
+    assert_eq!(
+        good.get("/v1/permanent-deletions").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn console_pages_count_against_the_session_keys_limit() {
+    let mut app = TestApp::with_settings(|s| s.http.rate_limit_per_minute = 3).await;
+    let base = app.start(Mode::Api).await;
+    fresh_minute(&app).await;
+    let api = Api::new(&app, base.clone(), true).await;
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = client
+        .post(format!("{base}/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={}", api.key))
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = |path: &'static str| {
+        client
+            .get(format!("{base}{path}"))
+            .header("cookie", cookie.clone())
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(page("/").await.unwrap().status(), StatusCode::OK);
+    }
+    let limited = page("/deletions").await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert!(limited.text().await.unwrap().contains("3 requests a minute"));
+    // The same key over the API has used its minute too.
+    assert_eq!(
+        api.get("/v1/permanent-deletions").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     app.cleanup().await;
 }

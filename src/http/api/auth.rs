@@ -1,6 +1,8 @@
-//! `Authorization: Bearer <key>` on every `/v1` route, then the key's rate limit.
+//! `Authorization: Bearer <key>` on every `/v1` route, then the key's rate limit. Failed key
+//! attempts are limited per client address: past `http.failed_keys_per_minute`, a client is
+//! refused before its key is even looked up (each lookup is a database query).
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,11 +17,19 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let failures = failures_bucket(&request);
+    let limit = state.failed_keys_per_minute;
+    if state.limiter.exhausted(&failures, limit).await {
+        return too_many_failures(&state, limit).await;
+    }
     let caller = match caller(&state, request.headers()).await {
         Ok(caller) => caller,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            state.limiter.check_limit(&failures, limit).await;
+            return e.into_response();
+        }
     };
-    let decision = state.limiter.check(&caller.key_id);
+    let decision = state.limiter.check(&caller.key_id).await;
     if !decision.allowed {
         let mut response = ApiError::rate_limited(format!(
             "this key may make {} requests a minute",
@@ -44,6 +54,28 @@ pub async fn authenticate(
     };
     add_headers(response.headers_mut(), decision);
     response
+}
+
+/// The bucket of a request's client address for failed key attempts: the peer's address
+/// (behind a proxy, the proxy's, so that a client cannot pick its own bucket by a header).
+pub fn failures_bucket(request: &Request) -> String {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or("unknown".to_string(), |ConnectInfo(addr)| {
+            addr.ip().to_string()
+        });
+    format!("failed-keys:{client}")
+}
+
+async fn too_many_failures(state: &HttpState, limit: u32) -> Response {
+    let reset_after = state.limiter.reset_after().await;
+    ApiError::rate_limited(format!(
+        "this address may present {limit} unknown or revoked keys a minute"
+    ))
+    .with_details(format!("try again in {reset_after} s"))
+    .with_header(header::RETRY_AFTER, HeaderValue::from(reset_after))
+    .into_response()
 }
 
 async fn caller(state: &HttpState, headers: &HeaderMap) -> Result<Caller, ApiError> {

@@ -103,13 +103,31 @@ fn internal(e: impl std::fmt::Display) -> Response {
     )
 }
 
-/// The session of the request, or a redirect to sign in.
+/// The session of the request, or a redirect to sign in. A page counts against the session's
+/// key's rate limit, as an API call with that key would.
 async fn signed_in(state: &HttpState, headers: &HeaderMap) -> Result<Session, Response> {
-    match session::find(&state.pool, headers).await {
-        Ok(Some(session)) => Ok(session),
-        Ok(None) => Err(Redirect::to("/sign-in").into_response()),
-        Err(e) => Err(internal(crate::db::SafeError(&e))),
+    let session = match session::find(&state.pool, headers).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Err(Redirect::to("/sign-in").into_response()),
+        Err(e) => return Err(internal(crate::db::SafeError(&e))),
+    };
+    let decision = state.limiter.check(&session.caller.key_id).await;
+    if !decision.allowed {
+        let mut response = failed(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&session),
+            "Too many requests",
+            &format!(
+                "This key may make {} requests a minute. Try again in {} seconds.",
+                decision.limit, decision.reset_after
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(decision.reset_after));
+        return Err(response);
     }
+    Ok(session)
 }
 
 /// The session, checked against the form's token; a forged form is refused.
@@ -159,19 +177,35 @@ async fn sign_in(
     let client = peer.map_or("unknown".to_string(), |ConnectInfo(addr)| {
         addr.ip().to_string()
     });
-    let decision = state.limiter.check(&format!("console-sign-in:{client}"));
-    if !decision.allowed {
+    // Every attempt counts against the address's allowance, and a failed one against its
+    // failed key attempts (shared with the API's).
+    let failures = format!("failed-keys:{client}");
+    let decision = state
+        .limiter
+        .check(&format!("console-sign-in:{client}"))
+        .await;
+    if !decision.allowed
+        || state
+            .limiter
+            .exhausted(&failures, state.failed_keys_per_minute)
+            .await
+    {
+        let reset_after = state.limiter.reset_after().await;
         return Err(failed(
             StatusCode::TOO_MANY_REQUESTS,
             None,
             "Too many attempts",
-            &format!("Try again in {} seconds.", decision.reset_after),
+            &format!("Try again in {reset_after} seconds."),
         ));
     }
     let caller = crate::keys::verify(&state.pool, form.key.trim())
         .await
         .map_err(|e| internal(crate::db::SafeError(&e)))?;
     let Some(caller) = caller else {
+        state
+            .limiter
+            .check_limit(&failures, state.failed_keys_per_minute)
+            .await;
         return Err((
             StatusCode::UNAUTHORIZED,
             html(views::sign_in(Some("That key is unknown or revoked."))),
