@@ -171,6 +171,8 @@ pub struct ConsoleSettings {
     pub session_hours: i64,
     /// Mark the session cookie `Secure` (the console is served over HTTPS, by a proxy).
     pub secure_cookie: bool,
+    /// The most rows one CSV export holds; past it, its last line says so.
+    pub csv_max_rows: i64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -90,25 +90,55 @@ pub async fn filtered(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    filtered_query(filter, None, offset, limit)
+        .fetch_all(db)
+        .await
+}
+
+/// The next `limit` deletions matching `filter` after `after` (the `created_at` and id of the
+/// last one read), newest first: the list read in pages by the index on (created_at, id), each
+/// as fast as the first, whatever the table's size.
+pub async fn filtered_after(
+    db: impl PgExecutor<'_>,
+    filter: &Filter,
+    after: Option<(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<DeletionRow>, sqlx::Error> {
+    filtered_query(filter, after, 0, limit).fetch_all(db).await
+}
+
+fn filtered_query(
+    filter: &Filter,
+    after: Option<(DateTime<Utc>, String)>,
+    offset: i64,
+    limit: i64,
+) -> sqlx::query::QueryAs<'static, sqlx::Postgres, DeletionRow, sqlx::postgres::PgArguments> {
+    let (after_at, after_id) = after.unzip();
+    sqlx::query_as(FILTERED.as_str())
+        .bind(filter.status)
+        .bind(filter.overdue)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(offset)
+        .bind(limit)
+        .bind(after_at)
+        .bind(after_id)
+}
+
+/// The query of [`filtered`] and [`filtered_after`], written once.
+static FILTERED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "SELECT {columns} FROM erasure.deletions \
          WHERE ($1::text IS NULL OR status = $1) \
            AND (NOT $2 OR (status IN {open} AND due_at < now())) \
            AND ($3::date IS NULL OR created_at >= $3::date::timestamp AT TIME ZONE 'UTC') \
            AND ($4::date IS NULL OR created_at < ($4::date + 1)::timestamp AT TIME ZONE 'UTC') \
+           AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8)) \
          ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
         open = DeletionStatus::sql_list(DeletionStatus::OPEN),
         columns = read_columns(),
-    ))
-    .bind(filter.status)
-    .bind(filter.overdue)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
+    )
+});
 
 /// One audit row, as the console shows it.
 #[derive(Clone, Debug, sqlx::FromRow)]

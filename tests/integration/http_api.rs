@@ -954,20 +954,7 @@ async fn console_pages_count_against_the_session_keys_limit() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let signed_in = client
-        .post(format!("{base}/sign-in"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("key={}", api.key))
-        .send()
-        .await
-        .unwrap();
-    let cookie = signed_in.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = console_cookie(&base, &api.key).await;
     let page = |path: &'static str| {
         client
             .get(format!("{base}{path}"))
@@ -980,11 +967,129 @@ async fn console_pages_count_against_the_session_keys_limit() {
     let limited = page("/deletions").await.unwrap();
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().contains_key("retry-after"));
-    assert!(limited.text().await.unwrap().contains("3 requests a minute"));
+    assert!(
+        limited
+            .text()
+            .await
+            .unwrap()
+            .contains("3 requests a minute")
+    );
     // The same key over the API has used its minute too.
     assert_eq!(
         api.get("/v1/permanent-deletions").await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
+    app.cleanup().await;
+}
+
+/// A console session's cookie for `key`, signed in at `base`.
+pub async fn console_cookie(base: &str, key: &str) -> String {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = client
+        .post(format!("{base}/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={key}"))
+        .send()
+        .await
+        .unwrap();
+    signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// This process's resident memory, in bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn the_csv_streams_in_bounded_memory_and_stops_at_its_cap_saying_so() {
+    const ROWS: i64 = 50_000;
+    let mut app = TestApp::with_settings(|s| s.console.csv_max_rows = ROWS - 10).await;
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, data_json, requested_at,            due_at, created_at, completed_at, channel) \
+         SELECT 'del_csv' || lpad(n::text, 17, '0'), gen_random_uuid(), 'cust_' || n, 'DONE', \
+           '{\"events\": 3, \"customer\": 1}', now() - n * interval '1 second', \
+           now() + interval '1 month', now() - n * interval '1 second', now(), 'cli' \
+         FROM generate_series(1, $1) n",
+    )
+    .bind(ROWS)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base.clone(), true).await;
+    let cookie = console_cookie(&base, &api.key).await;
+    let url = format!("{base}/deletions.csv?status=DONE");
+    let request = |cookie: String| Client::new().get(&url).header("cookie", cookie).send();
+    // One, read whole: newest first, every row up to the cap, then the line that says so.
+    let csv = request(cookie.clone()).await.unwrap().text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len() as i64, 1 + (ROWS - 10) + 1);
+    assert!(
+        lines[0].starts_with("deletion_id,request_id,status"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("del_csv00000000000000001,"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(
+        *lines.last().unwrap(),
+        format!(
+            "# the export stops at {} rows; narrow the filter (dates, status) for the rest",
+            ROWS - 10
+        )
+    );
+    // Eight at once: the process holds a batch per download, not the downloads.
+    let idle = resident_bytes();
+    // Each read as it comes and let go (the client keeps nothing), so the growth is the
+    // server's.
+    let downloads: Vec<_> = (0..8)
+        .map(|_| {
+            let response = request(cookie.clone());
+            tokio::spawn(async move {
+                let mut response = response.await.unwrap();
+                let mut bytes = 0;
+                while let Some(chunk) = response.chunk().await.unwrap() {
+                    bytes += chunk.len();
+                }
+                bytes
+            })
+        })
+        .collect();
+    let mut peak = idle;
+    let watch = async {
+        loop {
+            peak = peak.max(resident_bytes());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let all = async {
+        for d in downloads {
+            assert!(d.await.unwrap() > 1_000_000);
+        }
+    };
+    tokio::select! {
+        () = all => {}
+        () = watch => unreachable!(),
+    }
+    let grown = peak.saturating_sub(idle);
+    assert!(grown < 128 << 20, "grew by {} MiB", grown >> 20);
     app.cleanup().await;
 }
