@@ -101,6 +101,9 @@ pub async fn run(settings: Settings, command: LedgerCommand) -> anyhow::Result<E
     }
 }
 
+/// Final deletions the export reads at a time.
+const EXPORT_PAGE: i64 = 1000;
+
 /// `erasure ledger export`.
 async fn export(
     settings: &Settings,
@@ -128,11 +131,6 @@ async fn export(
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
-    let lines = ledger::final_deletions(&pool, from).await?;
-    let new: Vec<&LedgerLine> = lines
-        .iter()
-        .filter(|line| !held.contains(&line.deletion_id))
-        .collect();
     let mut sink: Box<dyn Write> = match out {
         Some(path) => Box::new(
             std::fs::OpenOptions::new()
@@ -143,16 +141,30 @@ async fn export(
         ),
         None => Box::new(std::io::stdout().lock()),
     };
-    for line in &new {
-        let Value::Object(members) = serde_json::to_value(line)? else {
-            unreachable!("a ledger line is an object")
-        };
-        serde_json::to_writer(&mut sink, &signed::sign(members, &signer))?;
-        sink.write_all(b"\n")?;
+    // A page at a time, so that memory stays bounded however many deletions there are.
+    let mut after = None;
+    let mut added = 0usize;
+    loop {
+        let lines = ledger::final_deletions_after(&pool, from, after.take(), EXPORT_PAGE).await?;
+        let Some(last) = lines.last() else { break };
+        // Written with microseconds, as PostgreSQL keeps it: the exact key of the last row.
+        let completed = DateTime::parse_from_rfc3339(&last.completed_at)?.with_timezone(&Utc);
+        after = Some((completed, last.deletion_id.clone()));
+        for line in lines.iter().filter(|l| !held.contains(&l.deletion_id)) {
+            let Value::Object(members) = serde_json::to_value(line)? else {
+                unreachable!("a ledger line is an object")
+            };
+            serde_json::to_writer(&mut sink, &signed::sign(members, &signer))?;
+            sink.write_all(b"\n")?;
+            added += 1;
+        }
+        if (lines.len() as i64) < EXPORT_PAGE {
+            break;
+        }
     }
     sink.flush()?;
     if let Some(path) = out {
-        eprintln!("{} deletions added to {}", new.len(), path.display());
+        eprintln!("{added} deletions added to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

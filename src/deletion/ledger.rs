@@ -90,15 +90,32 @@ pub async fn final_deletions(
     db: impl PgExecutor<'_>,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<LedgerLine>, sqlx::Error> {
+    final_deletions_after(db, since, None, i64::MAX).await
+}
+
+/// The next `limit` final deletions in the ledger's order after `after` (the completion time
+/// and id of the last one read), from `since`: the export reads them a page at a time by the
+/// index on (completed_at, id), so its memory stays bounded whatever the table's size.
+pub async fn final_deletions_after(
+    db: impl PgExecutor<'_>,
+    since: Option<DateTime<Utc>>,
+    after: Option<(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<LedgerLine>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT id, request_id, related_object_id, requested_id_hash, lookup_digests, source_id_hash, \
            lookup_hashes, status, already_erased, error_key, completed_at, plan_hash \
          FROM erasure.deletions \
          WHERE status IN {final_} AND ($1::timestamptz IS NULL OR completed_at >= $1) \
-         ORDER BY completed_at, id",
+           AND ($2::timestamptz IS NULL OR (completed_at, id) > ($2, $3)) \
+         ORDER BY completed_at, id LIMIT $4",
         final_ = DeletionStatus::sql_list(DeletionStatus::FINAL),
     ))
     .bind(since)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(LedgerLine::from).collect())

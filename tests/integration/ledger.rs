@@ -365,3 +365,36 @@ async fn planted_changed_unreadable_and_oversized_ledger_lines_are_refused_by_nu
     assert!(now.contains("\"related_object_id\":\"victim\""), "{now}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_export_reads_in_pages_and_writes_every_final_deletion_once_in_order() {
+    let app = TestApp::new().await;
+    // 2,500 final deletions, many ending at the same instant (the id orders those), one open.
+    sqlx::raw_sql(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, \
+           completed_at, channel) \
+         SELECT 'del_page' || lpad(n::text, 16, '0'), gen_random_uuid(), 'cust_' || n, 'DONE', now(), \
+           now() + interval '1 month', timestamptz '2026-11-01' + (n / 7) * interval '1 second', 'cli' \
+         FROM generate_series(1, 2500) n; \
+         INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_open000000000000000000', gen_random_uuid(), 'PENDING', now(), now() + interval '1 month', 'cli')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let url = app.settings.database.url.expose().to_owned();
+    let (code, stdout, stderr) = run(&app, &url, &["ledger", "export"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let ids: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["deletion_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (1..=2500).map(|n| format!("del_page{n:016}")).collect();
+    assert_eq!(ids, expected);
+    app.cleanup().await;
+}
