@@ -20,6 +20,50 @@ pub struct Settings {
     pub erasure: ErasureSettings,
     pub proof: ProofSettings,
     pub console: ConsoleSettings,
+    pub records: RecordsSettings,
+}
+
+/// How long the service keeps its own records ([`crate::proof::purge`]).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RecordsSettings {
+    /// CANCELED deletions, and FAILED ones that owe nothing any more, ended longer ago than
+    /// this are removed ("0": kept for ever). DONE deletions are always kept.
+    pub keep_deletions: Retention,
+    /// Audit rows sealed longer ago than this are removed, whole seals at a time, with a purge
+    /// seal that records it ("0": kept for ever).
+    pub keep_audit: Retention,
+}
+
+/// A retention period: a whole number and a unit (`s`, `m`, `h`, `d`), or `0` for ever.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention(pub Option<std::time::Duration>);
+
+impl Retention {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "0" {
+            return Ok(Self(None));
+        }
+        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => 0,
+        };
+        let n: u64 = number.parse().ok().filter(|_| seconds > 0).ok_or_else(|| {
+            format!("{text:?} is not a whole number with a unit (s, m, h, d), nor 0")
+        })?;
+        Ok(Self(Some(std::time::Duration::from_secs(n * seconds))))
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

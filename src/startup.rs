@@ -223,6 +223,15 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        let records = self.settings.records.clone();
+        if records.keep_audit.0.is_some() || records.keep_deletions.0.is_some() {
+            tokio::spawn(crate::proof::purge::keep_purging(
+                self.pool.clone(),
+                self.signer.clone(),
+                records,
+                shutdown.clone(),
+            ));
+        }
         if proof.seal_every_ms > 0 {
             tokio::spawn(crate::proof::seal::keep_sealing(
                 self.pool.clone(),

@@ -110,6 +110,11 @@ pub async fn audit(settings: &Settings, command: AuditCommand) -> anyhow::Result
             "{rows} rows redacted on purpose after they were sealed, as seal {seal} records: {reason}"
         );
     }
+    for (seal, reason, rows, through) in &report.purges {
+        println!(
+            "{rows} rows of seals 1 to {through} purged on purpose, as seal {seal} records: {reason}"
+        );
+    }
     if let Some(head) = report.head {
         println!(
             "last seal digest {head} (keep it elsewhere to show later that no seal was removed)"

@@ -10,6 +10,7 @@
 //! - [`strict_json`]: signed documents read as RFC 8785 needs them (I-JSON); what is hashed and
 //!   signed is their canonical JSON ([`crate::canonical`]).
 
+pub mod purge;
 pub mod receipt;
 pub mod seal;
 pub mod signed;

@@ -30,7 +30,7 @@ use crate::canonical::{self, hex};
 pub const MAX_ROWS: i64 = 20_000;
 
 /// The advisory lock that lets one sealer at a time work, across processes.
-const SEAL_LOCK: i64 = 0x6572_6173_7365_616c;
+pub(super) const SEAL_LOCK: i64 = 0x6572_6173_7365_616c;
 
 /// One audit row as sealed.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -94,7 +94,7 @@ async fn rows_between(
 
 /// One seal, as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]
-struct Seal {
+pub(super) struct Seal {
     seq: i64,
     sealed_at: DateTime<Utc>,
     xid_from: i64,
@@ -110,11 +110,16 @@ struct Seal {
     /// of its own (`xid_from` = `xid_to`).
     redaction_id: Option<i64>,
     reason: Option<String>,
+    /// For a purge seal: the rows of every seal up to this one were removed on purpose (the
+    /// retention of the service's own records, [`super::purge`]), `purged_rows` of them. It
+    /// covers no transaction of its own either.
+    purged_through: Option<i64>,
+    purged_rows: Option<i64>,
 }
 
 const SEAL_COLUMNS: &str = "seq, sealed_at, xid_from::text::bigint AS xid_from, \
      xid_to::text::bigint AS xid_to, row_count, row_hashes, prev_digest, digest, key_id, signature, \
-     redaction_id, reason";
+     redaction_id, reason, purged_through, purged_rows";
 
 impl Seal {
     /// The digest of everything the seal says: what is signed.
@@ -135,11 +140,37 @@ impl Seal {
             said["redaction_id"] = json!(id);
             said["reason"] = json!(self.reason);
         }
+        if let Some(through) = self.purged_through {
+            said["purged_through"] = json!(through);
+            said["purged_rows"] = json!(self.purged_rows);
+            said["reason"] = json!(self.reason);
+        }
         canonical::sha256(&said)
     }
 
     fn is_redaction(&self) -> bool {
         self.redaction_id.is_some()
+    }
+
+    /// The seal as if it did not list the rows `gone` says.
+    fn without(&self, gone: impl Fn(i64) -> bool) -> Seal {
+        let mut row_hashes = Vec::with_capacity(self.row_hashes.len());
+        for (id, hash) in self.listed() {
+            if !gone(id) {
+                row_hashes.extend_from_slice(&id.to_be_bytes());
+                row_hashes.extend_from_slice(hash);
+            }
+        }
+        Seal {
+            sealed_at: self.sealed_at,
+            row_hashes,
+            prev_digest: self.prev_digest.clone(),
+            digest: self.digest.clone(),
+            key_id: self.key_id.clone(),
+            signature: self.signature.clone(),
+            reason: self.reason.clone(),
+            ..*self
+        }
     }
 
     /// The (id, hash) of each row the seal lists.
@@ -263,12 +294,33 @@ impl Seal {
             signature: Vec::new(),
             redaction_id: None,
             reason: None,
+            purged_through: None,
+            purged_rows: None,
+        }
+    }
+
+    /// A purge seal: the rows of seals 1 to `through` (`rows` of them) were removed on
+    /// purpose, for `reason`; it follows the seal `seq - 1` (covering up to `at`).
+    pub(super) fn purge(
+        seq: i64,
+        at: i64,
+        through: i64,
+        rows: usize,
+        reason: String,
+        prev_digest: Option<Vec<u8>>,
+        signer: &Signer,
+    ) -> Self {
+        Seal {
+            reason: Some(reason),
+            purged_through: Some(through),
+            purged_rows: Some(rows as i64),
+            ..Seal::new(seq, at, at, &[], prev_digest, signer)
         }
     }
 }
 
 /// Signs `seal` and stores it.
-async fn insert(
+pub(super) async fn insert(
     conn: &mut PgConnection,
     mut seal: Seal,
     signer: &Signer,
@@ -277,8 +329,8 @@ async fn insert(
     seal.signature = signer.sign(&seal.digest).to_vec();
     sqlx::query(
         "INSERT INTO erasure.audit_seals (seq, sealed_at, xid_from, xid_to, row_count, row_hashes, \
-           prev_digest, digest, key_id, signature, redaction_id, reason) \
-         VALUES ($1, $2, $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12)",
+           prev_digest, digest, key_id, signature, redaction_id, reason, purged_through, purged_rows) \
+         VALUES ($1, $2, $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(seal.seq)
     .bind(seal.sealed_at)
@@ -292,6 +344,8 @@ async fn insert(
     .bind(&seal.signature)
     .bind(seal.redaction_id)
     .bind(&seal.reason)
+    .bind(seal.purged_through)
+    .bind(seal.purged_rows)
     .execute(conn)
     .await?;
     Ok(())
@@ -396,6 +450,9 @@ pub struct Report {
     /// Each redaction the log records: the seal that recorded it, why, and how many rows it
     /// changed.
     pub redactions: Vec<(i64, String, usize)>,
+    /// Each purge the log records: the seal that recorded it, why, how many rows it removed,
+    /// and the last seal whose rows it removed.
+    pub purges: Vec<(i64, String, usize, i64)>,
 }
 
 /// Checks the seals (from the first one made at or after `since`, linked to the one before
@@ -422,6 +479,33 @@ pub async fn check_log(
         head: None,
         problem: None,
         redactions: Vec::new(),
+        purges: Vec::new(),
+    };
+    // The rows of every seal up to the last purge's were removed on purpose: those seals are
+    // checked (whole, signed, linked), their rows are not; and the highest row id they list
+    // is where rows a redaction listed may be missing for that reason.
+    let purged: Option<(i64, i64)> = {
+        let through: Option<i64> = sqlx::query_scalar(
+            "SELECT max(purged_through) FROM erasure.audit_seals WHERE purged_through IS NOT NULL",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        match through {
+            Some(through) => {
+                let last: Option<Seal> = sqlx::query_as(&format!(
+                    "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals WHERE seq = $1"
+                ))
+                .bind(through)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let max_id = last
+                    .as_ref()
+                    .and_then(|s| s.listed().map(|(id, _)| id).max())
+                    .unwrap_or(0);
+                Some((through, max_id))
+            }
+            None => None,
+        }
     };
     // Rows changed on purpose after they were sealed, each with its hash after the change and
     // the redaction seal that says so (itself checked in order below).
@@ -474,6 +558,23 @@ pub async fn check_log(
             report.problem = Some(why);
             return Ok(report);
         }
+        if let Some(through) = seal.purged_through {
+            report.purges.push((
+                seal.seq,
+                seal.reason.clone().unwrap_or_default(),
+                seal.purged_rows.unwrap_or(0).max(0) as usize,
+                through,
+            ));
+            report.seals += 1;
+            previous = Some(seal);
+            continue;
+        }
+        if purged.is_some_and(|(through, _)| seal.seq <= through) && !seal.is_redaction() {
+            // Its rows were purged, as a later purge seal records.
+            report.seals += 1;
+            previous = Some(seal);
+            continue;
+        }
         if seal.is_redaction() {
             let ids: Vec<i64> = seal.listed().map(|(id, _)| id).collect();
             let rows: Vec<AuditRow> = sqlx::query_as(&format!(
@@ -482,7 +583,12 @@ pub async fn check_log(
             .bind(&ids)
             .fetch_all(&mut *conn)
             .await?;
-            if let Some(why) = compare(&seal, &rows, &Default::default()) {
+            // A row it listed that a purge removed (one of the purged seals' rows) is not
+            // missing: its own seal is checked above.
+            let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.id).collect();
+            let max_purged = purged.map_or(0, |(_, max_id)| max_id);
+            let kept = seal.without(|id| !present.contains(&id) && id <= max_purged);
+            if let Some(why) = compare(&kept, &rows, &Default::default()) {
                 report.problem = Some(why);
                 return Ok(report);
             }

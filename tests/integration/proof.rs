@@ -579,3 +579,149 @@ async fn a_malformed_signing_key_stops_the_start_saying_why_and_an_empty_one_is_
     second.pool.close().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_retention_purge_is_sealed_and_audit_verify_names_it_while_other_deletions_still_show() {
+    let mut app = TestApp::with_settings(|s| s.proof.seal_every_ms = 0).await;
+    for i in 0..5 {
+        app.seed_customer(
+            &format!("cust_old_{i}"),
+            &format!("src_old_{i}"),
+            Shape::default(),
+        )
+        .await;
+    }
+    app.start_worker().await;
+    for i in 0..3 {
+        app.wait_for_final(app.request_erasure(&format!("cust_old_{i}")).await)
+            .await;
+    }
+    let (code, _, stderr) = seal_and_check(&app).await;
+    assert_eq!(code, 0, "{stderr}");
+    // Then an open request with a row of its own, and one more erasure, sealed after: the
+    // open request's rows are never purged, nor any row sealed with or after them.
+    sqlx::raw_sql(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_0penRetention0000000000', '00000000-0000-4000-8000-0000000000aa', 'PENDING', now(), now() + interval '1 month', 'http'); \
+         INSERT INTO erasure.audit_log (action, request_id, channel) \
+         VALUES ('request.accepted', '00000000-0000-4000-8000-0000000000aa', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.wait_for_final(app.request_erasure("cust_old_3").await)
+        .await;
+    let (code, _, stderr) = seal_and_check(&app).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.audit_log").await,
+        5
+    );
+    app.stop_workers().await;
+
+    let signer = app.app.as_ref().unwrap().signer.clone();
+    let purged = erasure::proof::purge::purge_audit(&app.pool, &signer, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(purged.audit_rows, 3, "{purged:?}");
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM erasure.audit_log").await,
+        2
+    );
+    let (code, stdout, stderr) = audit_verify(&app, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("3 rows of seals 1 to")
+            && stdout.contains("purged on purpose, as seal")
+            && stdout.contains("records.keep_audit"),
+        "{stdout}"
+    );
+    // Purged again: nothing more (no seal old enough is left unpurged).
+    let again = erasure::proof::purge::purge_audit(&app.pool, &signer, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(again.audit_rows, 0);
+
+    // Rows written later are sealed after the purge seal and checked as before.
+    app.start_worker().await;
+    app.wait_for_final(app.request_erasure("cust_old_4").await)
+        .await;
+    let (code, stdout, stderr) = seal_and_check(&app).await;
+    assert_eq!(code, 0, "{stderr}{stdout}");
+    app.stop_workers().await;
+    // A row deleted outside the purge is still named.
+    let id: i64 = sqlx::query_scalar("SELECT max(id) FROM erasure.audit_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL erasure.purging = on")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM erasure.audit_log WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (code, _, stderr) = audit_verify(&app, &[]).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("audit row {id} was deleted")),
+        "{stderr}"
+    );
+    // And a purge seal changed after it was made does not check.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE erasure.audit_seals DISABLE TRIGGER audit_seals_append_only")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE erasure.audit_seals SET purged_through = purged_through + 1 WHERE purged_through IS NOT NULL",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (code, _, stderr) = audit_verify(&app, &[]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("was changed after it was made"), "{stderr}");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deletion_purge_removes_what_owes_nothing_and_keeps_every_done_one() {
+    let app = TestApp::new().await;
+    sqlx::raw_sql(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, error_key, requested_at, due_at, completed_at, channel) VALUES \
+         ('del_done000000000000000001', gen_random_uuid(), 'cust_a', 'DONE', NULL, now(), now(), now() - interval '2 days', 'cli'), \
+         ('del_canc000000000000000001', gen_random_uuid(), 'cust_b', 'CANCELED', NULL, now(), now(), now() - interval '2 days', 'http'), \
+         ('del_nobo000000000000000001', gen_random_uuid(), NULL, 'FAILED', 'not_found', now(), now(), now() - interval '2 days', 'cli'), \
+         ('del_fail000000000000000001', gen_random_uuid(), 'cust_a', 'FAILED', 'conflict', now(), now(), now() - interval '3 days', 'cli'), \
+         ('del_owed000000000000000001', gen_random_uuid(), 'cust_c', 'FAILED', 'conflict', now(), now(), now() - interval '2 days', 'cli'), \
+         ('del_rcnt000000000000000001', gen_random_uuid(), NULL, 'FAILED', 'not_found', now(), now(), now(), 'cli')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let removed = erasure::proof::purge::purge_deletions(&app.pool, Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert_eq!(removed, 3);
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM erasure.deletions ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    // Kept: the DONE one, the FAILED one still owed to cust_c (nothing erased it since), and
+    // the recent one.
+    assert_eq!(
+        left,
+        [
+            "del_done000000000000000001",
+            "del_owed000000000000000001",
+            "del_rcnt000000000000000001"
+        ]
+    );
+    app.cleanup().await;
+}
