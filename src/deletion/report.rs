@@ -50,7 +50,9 @@ pub async fn failures_by_key(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64
 }
 
 /// Outcomes ended per `unit` ("hour" or "day") over the last `span`, as (start of the unit,
-/// DONE, FAILED, CANCELED), every unit present (zeros included), oldest first.
+/// DONE, FAILED, CANCELED), every unit present (zeros included), oldest first. One range of
+/// the index on final deletions' completion time, grouped by unit (not a join of each unit
+/// with the whole table).
 pub async fn outcomes_over_time(
     db: impl PgExecutor<'_>,
     unit: &str,
@@ -59,14 +61,17 @@ pub async fn outcomes_over_time(
     let unit = if unit == "day" { "day" } else { "hour" };
     sqlx::query_as(&format!(
         "WITH slots AS (SELECT generate_series(date_trunc('{unit}', now()) - ($1 - 1) * interval '1 {unit}', \
-           date_trunc('{unit}', now()), interval '1 {unit}') AS at) \
-         SELECT s.at, \
-           count(d.id) FILTER (WHERE d.status = 'DONE'), \
-           count(d.id) FILTER (WHERE d.status = 'FAILED'), \
-           count(d.id) FILTER (WHERE d.status = 'CANCELED') \
-         FROM slots s LEFT JOIN erasure.deletions d \
-           ON d.completed_at >= s.at AND d.completed_at < s.at + interval '1 {unit}' \
-         GROUP BY s.at ORDER BY s.at"
+           date_trunc('{unit}', now()), interval '1 {unit}') AS at), \
+         ended AS (SELECT date_trunc('{unit}', completed_at) AS at, \
+             count(*) FILTER (WHERE status = 'DONE') AS done, \
+             count(*) FILTER (WHERE status = 'FAILED') AS failed, \
+             count(*) FILTER (WHERE status = 'CANCELED') AS canceled \
+           FROM erasure.deletions \
+           WHERE status IN {final_} AND completed_at >= date_trunc('{unit}', now()) - ($1 - 1) * interval '1 {unit}' \
+           GROUP BY 1) \
+         SELECT s.at, COALESCE(e.done, 0), COALESCE(e.failed, 0), COALESCE(e.canceled, 0) \
+         FROM slots s LEFT JOIN ended e ON e.at = s.at ORDER BY s.at",
+        final_ = DeletionStatus::sql_list(DeletionStatus::FINAL),
     ))
     .bind(units)
     .fetch_all(db)
