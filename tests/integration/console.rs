@@ -539,3 +539,185 @@ async fn wrong_keys_at_sign_in_are_limited_per_client_and_told_apart_from_right_
     assert!(limited.text().await.unwrap().contains("Too many attempts"));
     app.cleanup().await;
 }
+
+/// A page of another site on `localhost` (the console runs on 127.0.0.1: another site to the
+/// browser), serving `html` to every request; it ends with the test.
+async fn other_site(html: String) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 8192];
+                let _ = socket.read(&mut buffer).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://localhost:{port}"), task)
+}
+
+#[tokio::test]
+async fn sign_in_refuses_posts_from_other_sites_and_every_refusal_is_the_consoles_own_page() {
+    let mut app = TestApp::new().await;
+    let attacker = erasure::keys::create(&app.pool, "attacker", true)
+        .await
+        .unwrap();
+    let base = app.start(erasure::startup::Mode::Api).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let host = base.trim_start_matches("http://").to_owned();
+    let sign_in = |headers: Vec<(&'static str, String)>| {
+        let mut request = http
+            .post(format!("{base}/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("key={attacker}"));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    for refused in [
+        vec![("sec-fetch-site", "cross-site".to_string())],
+        vec![("sec-fetch-site", "same-site".to_string())],
+        vec![("origin", "http://evil.example".to_string())],
+        vec![("origin", "null".to_string())],
+    ] {
+        let answer = sign_in(refused.clone()).await.unwrap();
+        assert_eq!(answer.status(), 403, "{refused:?}");
+        assert!(answer.headers().get("set-cookie").is_none(), "{refused:?}");
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(answer.text().await.unwrap().contains("another site"));
+    }
+    for allowed in [
+        vec![("sec-fetch-site", "same-origin".to_string())],
+        vec![("origin", format!("http://{host}"))],
+        vec![],
+    ] {
+        let answer = sign_in(allowed.clone()).await.unwrap();
+        assert_eq!(answer.status(), 303, "{allowed:?}");
+    }
+
+    // With a session: a form without its token, one without a field it needs, and a body that
+    // is not a form are refused with the console's page, never plain text.
+    let caller = erasure::keys::verify(&app.pool, &attacker)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = erasure::http::console::session::open(&app.pool, &caller, 1)
+        .await
+        .unwrap();
+    let cookie = format!("erasure_session={token}");
+    let csrf: String = sqlx::query_scalar(
+        "SELECT csrf_token FROM erasure.console_sessions WHERE token_hash = sha256($1::bytea)",
+    )
+    .bind(token.as_bytes())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    for (path, content_type, body, status) in [
+        (
+            "/find",
+            "application/x-www-form-urlencoded",
+            "q=cust_1".to_string(),
+            403,
+        ),
+        (
+            "/sign-out",
+            "application/x-www-form-urlencoded",
+            String::new(),
+            403,
+        ),
+        (
+            "/find",
+            "application/x-www-form-urlencoded",
+            format!("csrf={csrf}"),
+            422,
+        ),
+        ("/find", "text/plain", format!("csrf={csrf}&q=x"), 415),
+    ] {
+        let answer = http
+            .post(format!("{base}{path}"))
+            .header("cookie", &cookie)
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{path} {body}");
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path} {body}"
+        );
+        let page = answer.text().await.unwrap();
+        assert!(page.contains("<h1>Refused</h1>"), "{path} {body}: {page}");
+    }
+
+    // In a real browser: a page of another site posts the attacker's key to sign-in.
+    let (evil, evil_task) = other_site(format!(
+        "<!doctype html><title>Win a prize</title><form method=post action=\"{base}/sign-in\">\
+         <input type=hidden name=key value=\"{attacker}\"><button id=go>Claim</button></form>"
+    ))
+    .await;
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.client.goto(&evil).await.unwrap();
+    b.click("#go").await;
+    assert!(b.text("main").await.contains("another site"));
+    assert_eq!(b.text("h1").await, "Refused");
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "refusal page"
+    );
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(
+        b.settled_path("/sign-in").await,
+        "/sign-in",
+        "no session was opened"
+    );
+
+    // Signing in on the console's own page works, and every page starts with a skip link to
+    // its content.
+    b.sign_in(&base, &attacker).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    let first = b
+        .client
+        .execute(
+            "const a = document.body.firstElementChild; return [a.tagName, a.getAttribute('href'), a.textContent];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, json!(["A", "#main", "Skip to the content"]));
+    assert_eq!(
+        b.element("main#main")
+            .await
+            .attr("tabindex")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("-1")
+    );
+    let _ = browser.client.clone().close().await;
+    evil_task.abort();
+    app.cleanup().await;
+}

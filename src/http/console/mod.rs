@@ -16,7 +16,7 @@ mod listing;
 pub mod session;
 mod views;
 
-use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -48,7 +48,79 @@ pub fn routes(state: HttpState) -> Router<HttpState> {
         .route("/submit", get(submit_form).post(submit))
         .route("/submit/preview", post(submit_preview))
         .route("/console.css", get(stylesheet))
+        .layer(middleware::from_fn(same_site_posts))
         .layer(middleware::from_fn_with_state(state, headers))
+}
+
+/// Every console POST, sign-in included, must come from a page of the console itself: a form
+/// another site posts (login CSRF: the attacker's key signing the victim's browser into the
+/// attacker's session; or any form riding on a session) is refused with the console's page.
+/// Browsers say where a request comes from in `Sec-Fetch-Site`; those that do not yet send it
+/// send `Origin` on every POST, which must then name this host. A client that sends neither is
+/// no browser (curl, a script), which no other site can drive.
+async fn same_site_posts(request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST && !from_this_site(request.headers()) {
+        return failed(
+            StatusCode::FORBIDDEN,
+            None,
+            "Refused",
+            "This form was sent from another site. Open the console yourself and use its own forms.",
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether a request's headers say it comes from this site (or say nothing: no browser).
+fn from_this_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        // `none`: the person typed the address or used a bookmark, no page made the request.
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+/// A console form: the body read as `T`, or the console's own refusal page when it does not
+/// read (not a form, too large, a field missing), with the status that says why.
+pub(super) struct ConsoleForm<T>(pub T);
+
+impl<T, S> FromRequest<S> for ConsoleForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        match Form::<T>::from_request(request, state).await {
+            Ok(Form(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let text = match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        "The request was not sent as a form. Use the console's own pages."
+                    }
+                    StatusCode::PAYLOAD_TOO_LARGE => "The form is larger than the console accepts.",
+                    StatusCode::UNPROCESSABLE_ENTITY => {
+                        "The form lacks a field it needs. Reload the page and try again."
+                    }
+                    _ => "The form could not be read. Reload the page and try again.",
+                };
+                Err(failed(status, None, "Refused", text))
+            }
+        }
+    }
 }
 
 /// The headers of every console answer.
@@ -151,7 +223,7 @@ struct SignIn {
 async fn sign_in(
     State(state): State<HttpState>,
     peer: Option<axum::extract::Extension<ConnectInfo<std::net::SocketAddr>>>,
-    Form(form): Form<SignIn>,
+    ConsoleForm(form): ConsoleForm<SignIn>,
 ) -> Page {
     let peer = peer.map(|axum::extract::Extension(info)| info);
     // The peer's address: behind a proxy, the proxy's, so that a client cannot pick its own
@@ -195,13 +267,15 @@ async fn sign_in(
 
 #[derive(Deserialize)]
 struct Token {
+    // A form without its token is refused like a forged one, with the same page.
+    #[serde(default)]
     csrf: String,
 }
 
 async fn sign_out(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Form(form): Form<Token>,
+    ConsoleForm(form): ConsoleForm<Token>,
 ) -> Page {
     posted(&state, &headers, &form.csrf).await?;
     session::close(&state.pool, &headers)
@@ -268,12 +342,17 @@ async fn detail(
 #[derive(Deserialize)]
 struct Find {
     q: String,
+    #[serde(default)]
     csrf: String,
 }
 
 /// `POST /find`: by `del_` id, request id, customer id or source id (through its keyed hash).
 /// The identifier comes in the body and the results are the answer: it never reaches a URL.
-async fn find(State(state): State<HttpState>, headers: HeaderMap, Form(form): Form<Find>) -> Page {
+async fn find(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    ConsoleForm(form): ConsoleForm<Find>,
+) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     let q = form.q.trim();
     if request::check_identifier("q", q).is_err() {
@@ -325,6 +404,7 @@ fn refused(session: &Session, form: &Submission, why: &str) -> Response {
 
 #[derive(Deserialize)]
 struct Submission {
+    #[serde(default)]
     csrf: String,
     customer_id: String,
     #[serde(default)]
@@ -335,7 +415,7 @@ struct Submission {
 async fn submit_preview(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Form(form): Form<Submission>,
+    ConsoleForm(form): ConsoleForm<Submission>,
 ) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     if session.caller.read_only {
@@ -368,7 +448,7 @@ async fn submit_preview(
 async fn submit(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Form(form): Form<Submission>,
+    ConsoleForm(form): ConsoleForm<Submission>,
 ) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     if session.caller.read_only {
@@ -390,5 +470,47 @@ async fn submit(
         Err(Refused::Invalid(message)) => Err(refused(&session, &form, &message)),
         Err(Refused::ReusedForAnotherCustomer) => Err(internal("a fresh request id was taken")),
         Err(Refused::Database(e)) => Err(internal(crate::db::SafeError(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn only_posts_from_this_site_or_from_no_browser_pass() {
+        let host = ("host", "console.example:8080");
+        for pass in [
+            headers(&[host]),
+            headers(&[host, ("sec-fetch-site", "same-origin")]),
+            headers(&[host, ("sec-fetch-site", "none")]),
+            headers(&[host, ("origin", "https://console.example:8080")]),
+            headers(&[host, ("origin", "http://console.example:8080")]),
+        ] {
+            assert!(from_this_site(&pass), "{pass:?}");
+        }
+        for refuse in [
+            headers(&[host, ("sec-fetch-site", "cross-site")]),
+            headers(&[host, ("sec-fetch-site", "same-site")]),
+            headers(&[
+                host,
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://console.example:8080"),
+            ]),
+            headers(&[host, ("origin", "http://evil.example")]),
+            headers(&[host, ("origin", "http://console.example:8081")]),
+            headers(&[host, ("origin", "null")]),
+            headers(&[("origin", "http://console.example:8080")]),
+        ] {
+            assert!(!from_this_site(&refuse), "{refuse:?}");
+        }
     }
 }

@@ -31,6 +31,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                 link rel="stylesheet" href="/console.css";
             }
             body {
+                a class="skip" href="#main" { "Skip to the content" }
                 header {
                     span class="brand" { "erasure" }
                     @if let Some(s) = session {
@@ -53,7 +54,7 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         }
                     }
                 }
-                main { h1 { (title) } (body) }
+                main id="main" tabindex="-1" { h1 { (title) } (body) }
             }
         }
     }
