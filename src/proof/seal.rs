@@ -23,7 +23,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::signing::{KeySet, Signer};
+use super::signing::{KeySet, Signer, base64url, from_base64url};
 use crate::canonical::{self, hex};
 
 /// The most rows one seal covers (a seal lists 40 bytes a row).
@@ -54,9 +54,14 @@ fn micros(at: DateTime<Utc>) -> String {
 }
 
 impl AuditRow {
-    /// The SHA-256 of the row's canonical JSON: every column.
+    /// The SHA-256 of the row's canonical JSON ([`AuditRow::said`]).
     fn hash(&self) -> [u8; 32] {
-        canonical::sha256(&json!({
+        canonical::sha256(&self.said())
+    }
+
+    /// What a seal hashes of the row: every column.
+    fn said(&self) -> Value {
+        json!({
             "id": self.id,
             "recorded_at": micros(self.recorded_at),
             "received_at": self.received_at.map(micros),
@@ -69,7 +74,7 @@ impl AuditRow {
             "error_key": self.error_key,
             "detail": self.detail,
             "xid": self.xid,
-        }))
+        })
     }
 }
 
@@ -117,6 +122,71 @@ const SEAL_COLUMNS: &str = "seq, sealed_at, xid_from::text::bigint AS xid_from, 
      redaction_id, reason";
 
 impl Seal {
+    /// The seal as an evidence pack carries it: every column, bytes in base64url or hex.
+    fn to_json(&self) -> Value {
+        json!({
+            "seq": self.seq,
+            "sealed_at": micros(self.sealed_at),
+            "xid_from": self.xid_from,
+            "xid_to": self.xid_to,
+            "row_count": self.row_count,
+            "row_hashes": base64url(&self.row_hashes),
+            "prev_digest": self.prev_digest.as_deref().map(hex),
+            "digest": hex(&self.digest),
+            "key_id": self.key_id,
+            "signature": base64url(&self.signature),
+            "redaction_id": self.redaction_id,
+            "reason": self.reason,
+        })
+    }
+
+    /// A seal read back from [`Seal::to_json`]; why not, when it does not read.
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let int = |name: &str| {
+            value[name]
+                .as_i64()
+                .ok_or_else(|| format!("a seal's {name:?} is not a whole number"))
+        };
+        let text = |name: &str| {
+            value[name]
+                .as_str()
+                .ok_or_else(|| format!("a seal's {name:?} is not text"))
+        };
+        let unhex = |text: &str| -> Result<Vec<u8>, String> {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| {
+                    text.get(i..i + 2)
+                        .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                        .ok_or_else(|| "a seal's digest is not hex".to_string())
+                })
+                .collect()
+        };
+        let seq = int("seq")?;
+        Ok(Seal {
+            seq,
+            sealed_at: DateTime::parse_from_rfc3339(text("sealed_at")?)
+                .map_err(|_| format!("seal {seq}: \"sealed_at\" is not a time"))?
+                .with_timezone(&Utc),
+            xid_from: int("xid_from")?,
+            xid_to: int("xid_to")?,
+            row_count: i32::try_from(int("row_count")?)
+                .map_err(|_| format!("seal {seq}: \"row_count\" is out of range"))?,
+            row_hashes: from_base64url(text("row_hashes")?)
+                .ok_or_else(|| format!("seal {seq}: \"row_hashes\" is not base64url"))?,
+            prev_digest: match value["prev_digest"].as_str() {
+                Some(digest) => Some(unhex(digest)?),
+                None => None,
+            },
+            digest: unhex(text("digest")?)?,
+            key_id: text("key_id")?.to_owned(),
+            signature: from_base64url(text("signature")?)
+                .ok_or_else(|| format!("seal {seq}: \"signature\" is not base64url"))?,
+            redaction_id: value["redaction_id"].as_i64(),
+            reason: value["reason"].as_str().map(str::to_owned),
+        })
+    }
+
     /// The digest of everything the seal says: what is signed.
     fn compute_digest(&self) -> [u8; 32] {
         let mut said = json!({
@@ -594,6 +664,159 @@ fn compare(
             }
         }
     }
+}
+
+/// The audit rows of one deletion (those naming its request id or its id), each with the seal
+/// that lists it as it is now (or, when none does, the seal that covers its transaction), and
+/// those seals: what an evidence pack carries so that the rows can be checked offline against
+/// the public keys ([`check_evidence`]). A row of a transaction not sealed yet has no seal.
+pub async fn evidence(
+    pool: &PgPool,
+    deletion_id: &str,
+    request_id: Uuid,
+) -> Result<Value, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE request_id = $1 OR deletion_id = $2 ORDER BY id"
+    ))
+    .bind(request_id)
+    .bind(deletion_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let xids: Vec<String> = rows.iter().map(|r| r.xid.to_string()).collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    // The seals covering the rows' transactions, and the redaction seals naming any of them.
+    let seals: Vec<Seal> = sqlx::query_as(&format!(
+        "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals s \
+         WHERE (s.redaction_id IS NULL AND EXISTS (SELECT 1 FROM unnest($1::text[]) x \
+                  WHERE x::xid8 >= s.xid_from AND x::xid8 < s.xid_to)) \
+            OR (s.redaction_id IS NOT NULL AND EXISTS (SELECT 1 FROM erasure.audit_redactions r \
+                  WHERE r.id = s.redaction_id AND r.row_ids && $2)) \
+         ORDER BY s.seq"
+    ))
+    .bind(&xids)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut used = std::collections::BTreeSet::new();
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let hash = row.hash();
+            let listing = seals.iter().rev().find(|s| {
+                s.listed()
+                    .any(|(id, listed)| id == row.id && listed == hash.as_slice())
+            });
+            let covering = seals
+                .iter()
+                .find(|s| !s.is_redaction() && s.xid_from <= row.xid && row.xid < s.xid_to);
+            let seal = listing.or(covering).map(|s| s.seq);
+            if let Some(seq) = seal {
+                used.insert(seq);
+            }
+            json!({ "row": row.said(), "seal": seal })
+        })
+        .collect();
+    let seals: Vec<Value> = seals
+        .iter()
+        .filter(|s| used.contains(&s.seq))
+        .map(Seal::to_json)
+        .collect();
+    Ok(json!({
+        "object": "audit_evidence",
+        "version": 1,
+        "deletion_id": deletion_id,
+        "request_id": request_id,
+        "rows": rows,
+        "seals": seals,
+    }))
+}
+
+/// What checking an evidence pack's audit rows found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceChecked {
+    /// Rows each listed, as they are, by a seal that checks.
+    pub sealed: usize,
+    /// Rows of transactions not sealed when the pack was made.
+    pub unsealed: usize,
+    pub seals: usize,
+}
+
+/// Checks the audit rows of an evidence pack ([`evidence`]) offline: every seal's digest is
+/// what it says and is signed by a key of `keys`, every row is listed with its hash by the seal
+/// it names, and every row is about `deletion_id`. Says why when something does not fit.
+pub fn check_evidence(
+    evidence: &Value,
+    keys: &KeySet,
+    deletion_id: &str,
+) -> Result<EvidenceChecked, String> {
+    if evidence["object"].as_str() != Some("audit_evidence") {
+        return Err("not audit evidence: its \"object\" is not \"audit_evidence\"".into());
+    }
+    let request_id = evidence["request_id"].as_str().unwrap_or_default();
+    if evidence["deletion_id"].as_str() != Some(deletion_id) {
+        return Err(format!(
+            "the audit evidence is about another deletion than {deletion_id}"
+        ));
+    }
+    let mut seals = std::collections::HashMap::new();
+    for value in evidence["seals"].as_array().into_iter().flatten() {
+        let seal = Seal::from_json(value)?;
+        if seal.compute_digest().as_slice() != seal.digest.as_slice() {
+            return Err(format!(
+                "seal {}: its digest does not match what it says",
+                seal.seq
+            ));
+        }
+        keys.check(&seal.key_id, &seal.digest, &seal.signature)
+            .map_err(|why| format!("seal {}: {why}", seal.seq))?;
+        if seal.row_hashes.len() != 40 * seal.row_count.max(0) as usize {
+            return Err(format!(
+                "seal {}: its list does not hold row_count rows",
+                seal.seq
+            ));
+        }
+        seals.insert(seal.seq, seal);
+    }
+    let mut checked = EvidenceChecked {
+        sealed: 0,
+        unsealed: 0,
+        seals: seals.len(),
+    };
+    let rows = evidence["rows"]
+        .as_array()
+        .ok_or("the audit evidence has no \"rows\"")?;
+    for entry in rows {
+        let row = &entry["row"];
+        let id = row["id"]
+            .as_i64()
+            .ok_or("an audit row of the evidence has no id")?;
+        let about = row["deletion_id"].as_str() == Some(deletion_id)
+            || (!request_id.is_empty() && row["request_id"].as_str() == Some(request_id));
+        if !about {
+            return Err(format!(
+                "audit row {id} is not about deletion {deletion_id}"
+            ));
+        }
+        let Some(seq) = entry["seal"].as_i64() else {
+            checked.unsealed += 1;
+            continue;
+        };
+        let seal = seals
+            .get(&seq)
+            .ok_or_else(|| format!("audit row {id} names seal {seq}, which the evidence lacks"))?;
+        let hash = canonical::sha256(row);
+        if !seal
+            .listed()
+            .any(|(listed_id, listed)| listed_id == id && listed == hash.as_slice())
+        {
+            return Err(format!(
+                "audit row {id} is not as seal {seq} sealed it: it was changed, or does not belong to it"
+            ));
+        }
+        checked.sealed += 1;
+    }
+    Ok(checked)
 }
 
 #[cfg(test)]

@@ -721,3 +721,279 @@ async fn sign_in_refuses_posts_from_other_sites_and_every_refusal_is_the_console
     evil_task.abort();
     app.cleanup().await;
 }
+
+/// The files of a ZIP archive whose entries are stored (as the evidence pack's are).
+fn unzip(archive: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut at = 0;
+    let u16_at = |i: usize| u16::from_le_bytes([archive[i], archive[i + 1]]) as usize;
+    let u32_at = |i: usize| u32::from_le_bytes(archive[i..i + 4].try_into().unwrap()) as usize;
+    while at + 30 <= archive.len() && u32_at(at) == 0x0403_4b50 {
+        assert_eq!(u16_at(at + 8), 0, "stored, not compressed");
+        let size = u32_at(at + 18);
+        let name_len = u16_at(at + 26);
+        let extra = u16_at(at + 28);
+        let name = String::from_utf8(archive[at + 30..at + 30 + name_len].to_vec()).unwrap();
+        let start = at + 30 + name_len + extra;
+        files.insert(name, archive[start..start + size].to_vec());
+        at = start + size;
+    }
+    files
+}
+
+/// `erasure receipt verify ...` in `dir`, with no database to reach: (exit code, stdout, stderr).
+async fn verify_offline(
+    app: &TestApp,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let output = app
+        .command()
+        .current_dir(dir)
+        .env(
+            "ERASURE_DATABASE_URL",
+            "postgres://nobody@127.0.0.1:1/unreachable",
+        )
+        .env(
+            "ERASURE_CONFIG_DIR",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"),
+        )
+        .args(["receipt", "verify"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_deletion_page_proves_the_erasure_with_an_evidence_pack_checked_offline_and_a_printed_certificate()
+ {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_proof", "src_proof_4d1", Shape::typical())
+        .await;
+    let reader = erasure::keys::create(&app.pool, "auditor", true)
+        .await
+        .unwrap();
+    let base = app.start(erasure::startup::Mode::All).await;
+    let request_id = app.request_erasure("src_proof_4d1").await;
+    let done = app.wait_for_final(request_id).await;
+    assert_eq!(done.status, DeletionStatus::Done);
+    // The check after commit has run, and every audit row of the request is sealed.
+    for _ in 0..200 {
+        let waiting = app
+            .count(
+                "SELECT (SELECT count(*) FROM erasure.verification_queue WHERE deletion_id = $1) \
+                 + (SELECT count(*) FROM erasure.audit_log a WHERE a.deletion_id = $1 \
+                    AND a.xid >= COALESCE((SELECT max(xid_to) FROM erasure.audit_seals), '0'::xid8))",
+                &done.id,
+            )
+            .await;
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An open deletion, which has no proof yet.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_0penProof000000000000000', gen_random_uuid(), 'PENDING', now(), now() + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.sign_in(&base, &reader).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    b.client
+        .goto(&format!("{base}/deletions/{}", done.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.element("#verification")
+            .await
+            .attr("data-outcome")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("passed")
+    );
+    assert!(b.text("#verification").await.starts_with("Passed"));
+    assert_eq!(b.text("#plan-hash").await, done.plan_hash.clone().unwrap());
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "deletion page"
+    );
+    let href = |css: &'static str| async move {
+        b.element(css).await.attr("href").await.unwrap().unwrap()
+    };
+    assert_eq!(
+        href("#receipt").await,
+        format!("/deletions/{}/receipt", done.id)
+    );
+    let evidence_link = href("#evidence").await;
+
+    // The session's key fetches the receipt and the evidence pack.
+    let cookie = b.client.get_named_cookie("erasure_session").await.unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        http.get(format!("{base}{path}"))
+            .header("cookie", format!("erasure_session={}", cookie.value()))
+            .send()
+    };
+    let receipt: Value = get(format!("/deletions/{}/receipt", done.id))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(receipt["object"], "erasure_receipt");
+    assert_eq!(receipt["verification"]["outcome"], "passed");
+    let pack = get(evidence_link).await.unwrap();
+    assert_eq!(pack.headers()["content-type"], "application/zip");
+    let files = unzip(&pack.bytes().await.unwrap());
+    assert_eq!(
+        files.keys().cloned().collect::<Vec<_>>(),
+        [
+            "HOW-TO-CHECK.txt",
+            "audit.json",
+            "receipt-keys.json",
+            "receipt.json"
+        ]
+    );
+    let how = String::from_utf8(files["HOW-TO-CHECK.txt"].clone()).unwrap();
+    assert!(
+        how.contains(
+            "erasure receipt verify receipt.json --key receipt-keys.json --audit audit.json"
+        ),
+        "{how}"
+    );
+    let audit: Value = serde_json::from_slice(&files["audit.json"]).unwrap();
+    let rows = audit["rows"].as_array().unwrap();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["seal"].is_i64()),
+        "{audit}"
+    );
+    for personal in ["src_proof_4d1", "Name of", "@mail.example"] {
+        for (name, bytes) in &files {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(personal),
+                "{personal} in {name}"
+            );
+        }
+    }
+
+    // Checked offline by the binary, as the pack's text says; a changed row or receipt fails.
+    let dir = std::env::temp_dir().join(format!("erasure-test-{}-evidence", app.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let args = [
+        "receipt.json",
+        "--key",
+        "receipt-keys.json",
+        "--audit",
+        "audit.json",
+    ];
+    let (code, out, err) = verify_offline(&app, &dir, &args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("receipt checks: deletion {} DONE", done.id)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("audit rows check: {} rows listed by", rows.len())),
+        "{out}"
+    );
+    let mut changed = audit.clone();
+    changed["rows"][0]["row"]["channel"] = json!("http");
+    std::fs::write(
+        dir.join("audit.json"),
+        serde_json::to_vec(&changed).unwrap(),
+    )
+    .unwrap();
+    let (code, _, err) = verify_offline(&app, &dir, &args).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not as seal"), "{err}");
+    std::fs::write(dir.join("audit.json"), &files["audit.json"]).unwrap();
+    let mut forged = receipt.clone();
+    forged["data_json"]["events"] = json!(0);
+    std::fs::write(
+        dir.join("receipt.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    let (code, _, err) = verify_offline(&app, &dir, &args).await;
+    assert_eq!(code, 1, "{err}");
+
+    // The certificate, printed to PDF by Chromium: the facts, without the console around them.
+    b.click("#certificate").await;
+    let expected = format!("/deletions/{}/certificate", done.id);
+    assert_eq!(b.settled_path(&expected).await, expected);
+    assert!(b.accessibility_violations().await.is_empty(), "certificate");
+    b.screenshot("certificate.png").await;
+    let pdf = b
+        .client
+        .print(fantoccini::wd::PrintConfiguration::default())
+        .await
+        .unwrap();
+    assert!(pdf.starts_with(b"%PDF"));
+    std::fs::write(dir.join("certificate.pdf"), &pdf).unwrap();
+    let text = Command::new("pdftotext")
+        .args(["-layout", "certificate.pdf", "-"])
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("pdftotext runs (apt-get install poppler-utils)");
+    let text = String::from_utf8_lossy(&text.stdout).replace('\n', " ");
+    for fact in [
+        "Certificate of erasure",
+        done.id.as_str(),
+        "cust_proof",
+        &request_id.to_string(),
+        "passed",
+        done.plan_hash.as_deref().unwrap(),
+        receipt["key_id"].as_str().unwrap(),
+    ] {
+        assert!(
+            text.contains(fact),
+            "{fact} not in the printed certificate: {text}"
+        );
+    }
+    for left_out in [
+        "Sign out",
+        "Find a request",
+        "Back to the deletion",
+        "src_proof_4d1",
+    ] {
+        assert!(!text.contains(left_out), "{left_out} printed: {text}");
+    }
+
+    // An open deletion has none of it yet.
+    b.client
+        .goto(&format!("{base}/deletions/del_0penProof000000000000000"))
+        .await
+        .unwrap();
+    assert!(
+        b.text("#no-proof-yet")
+            .await
+            .contains("once the request has ended")
+    );
+    for what in ["receipt", "evidence", "certificate"] {
+        let answer = get(format!("/deletions/del_0penProof000000000000000/{what}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 409, "{what}");
+        assert!(answer.text().await.unwrap().contains("<h1>"), "{what}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = browser.client.clone().close().await;
+    app.cleanup().await;
+}

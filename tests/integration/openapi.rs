@@ -352,7 +352,7 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
             "{path}"
         );
     }
-    check_console(&mut doc, &app, &base, &api, &reader).await;
+    check_console(&mut doc, &app, &base, &api, &reader, &id).await;
     let keys = "/v1/receipt-keys";
     let request = anonymous.get(format!("{base}{keys}"));
     assert_eq!(doc.check("get", keys, request).await.0, StatusCode::OK);
@@ -399,7 +399,14 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
 }
 
 /// The console's routes, signed in (a session opened for each key) and not.
-async fn check_console(doc: &mut Document, app: &TestApp, base: &str, writer: &Api, reader: &Api) {
+async fn check_console(
+    doc: &mut Document,
+    app: &TestApp,
+    base: &str,
+    writer: &Api,
+    reader: &Api,
+    done: &str,
+) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -421,6 +428,14 @@ async fn check_console(doc: &mut Document, app: &TestApp, base: &str, writer: &A
         .unwrap();
         (format!("erasure_session={token}"), csrf)
     };
+    // An open deletion, which has no receipt yet.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_0penConsole0000000000000', gen_random_uuid(), 'PENDING', now(), now() + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let (read_cookie, read_csrf) = session(reader.key.clone()).await;
     let (write_cookie, write_csrf) = session(writer.key.clone()).await;
     let get = |path: &str, cookie: &str| http.get(format!("{base}{path}")).header("cookie", cookie);
@@ -485,10 +500,58 @@ async fn check_console(doc: &mut Document, app: &TestApp, base: &str, writer: &A
             StatusCode::FORBIDDEN,
         ),
         ("/console.css", "/console.css", "", StatusCode::OK),
+        (
+            "/deletions/{id}/receipt",
+            "/deletions/del_0penConsole0000000000000/receipt",
+            read_cookie.as_str(),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/receipt",
+            "/deletions/del_nothing/receipt",
+            read_cookie.as_str(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/deletions/{id}/evidence",
+            "/deletions/del_nothing/evidence",
+            read_cookie.as_str(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/deletions/{id}/certificate",
+            "/deletions/abc%00def/certificate",
+            read_cookie.as_str(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/deletions/{id}/certificate",
+            "/deletions/del_0penDeletion000000000000/certificate",
+            read_cookie.as_str(),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/evidence",
+            "/deletions/x/evidence",
+            "",
+            StatusCode::SEE_OTHER,
+        ),
     ] {
         assert_eq!(
             doc.check("get", template, get(path, cookie)).await.0,
             expected,
+            "{path}"
+        );
+    }
+    for template in [
+        "/deletions/{id}/receipt",
+        "/deletions/{id}/evidence",
+        "/deletions/{id}/certificate",
+    ] {
+        let path = template.replace("{id}", done);
+        assert_eq!(
+            doc.check("get", template, get(&path, &read_cookie)).await.0,
+            StatusCode::OK,
             "{path}"
         );
     }

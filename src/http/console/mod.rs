@@ -5,6 +5,7 @@
 //! - [`session`]: the key exchanged for a cookie, and the form token (CSRF);
 //! - [`views`]: the pages, rendered on the server; [`chart`]: the SVG chart;
 //! - [`listing`]: the filtered list and its CSV;
+//! - [`evidence`]: what proves an erasure: the receipt, the evidence pack, the certificate;
 //! - this file: the routes, the headers every page carries, and the other pages.
 //!
 //! Safe by default: no script at all (the Content-Security-Policy allows none), no framing, no
@@ -12,6 +13,7 @@
 //! search, the submission), never in a URL, so it is in no browser history and no log line.
 
 mod chart;
+mod evidence;
 mod listing;
 pub mod session;
 mod views;
@@ -44,6 +46,9 @@ pub fn routes(state: HttpState) -> Router<HttpState> {
         .route("/deletions", get(listing::list))
         .route("/deletions.csv", get(listing::csv))
         .route("/deletions/{id}", get(detail))
+        .route("/deletions/{id}/receipt", get(evidence::receipt))
+        .route("/deletions/{id}/evidence", get(evidence::evidence))
+        .route("/deletions/{id}/certificate", get(evidence::certificate))
         .route("/find", post(find))
         .route("/submit", get(submit_form).post(submit))
         .route("/submit/preview", post(submit_preview))

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::chart;
 use super::session::Session;
 use crate::deletion::report::{AuditEntry, Filter};
-use crate::deletion::{DeletionObject, DeletionRow, DeletionStatus};
+use crate::deletion::{DeletionObject, DeletionRow, DeletionStatus, VerificationOutcome};
 use crate::erase::preview::Preview;
 
 fn when(at: DateTime<Utc>) -> String {
@@ -300,6 +300,7 @@ pub fn detail(
                 h2 { "Error" }
                 p id="error" class="error" { code { (key) } ": " (row.error_message.as_deref().unwrap_or("")) }
             }
+            (proof(row))
             h2 { "Rows erased or anonymized" }
             table id="counts" {
                 thead { tr { th scope="col" { "Table" } th scope="col" { "Rows" } } }
@@ -325,6 +326,105 @@ pub fn detail(
                             td { (entry.error_key.as_deref().unwrap_or("—")) } td { code { (entry.detail) } }
                         }
                     }
+                }
+            }
+        },
+    )
+}
+
+/// What proves the erasure: the check after commit, the plan applied, and the receipt, the
+/// evidence pack and the certificate.
+fn proof(row: &DeletionRow) -> Markup {
+    let verification = row.verification();
+    html! {
+        h2 id="proof" { "Proof" }
+        dl class="facts" {
+            dt { "Check after commit" }
+            dd id="verification" data-outcome=(verification.outcome) {
+                @match verification.outcome {
+                    VerificationOutcome::Passed => { "Passed: nothing of the customer is left where the plan erases" }
+                    VerificationOutcome::Failed => {
+                        "Failed: something of the customer was found left in "
+                        @for (i, table) in verification.failed_tables.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            code { (table) }
+                        }
+                    }
+                    VerificationOutcome::Pending => { "Pending: it runs seconds after the commit" }
+                    VerificationOutcome::NotApplicable => { "Not applicable: only a DONE erasure is checked" }
+                }
+                @if let Some(at) = &verification.verified_at { " (" (at) ")" }
+            }
+            dt { "Plan applied" }
+            dd id="plan-hash" { @if let Some(hash) = &row.plan_hash { code { (hash) } } @else { "—" } }
+        }
+        @if row.is_final() {
+            ul class="proof-links" {
+                li { a id="receipt" href=(format!("/deletions/{}/receipt", row.id)) { "Signed receipt (JSON)" } }
+                li { a id="evidence" href=(format!("/deletions/{}/evidence", row.id)) { "Evidence pack (ZIP: receipt, public keys, sealed audit rows, how to check offline)" } }
+                @if row.status == DeletionStatus::Done {
+                    li { a id="certificate" href=(format!("/deletions/{}/certificate", row.id)) { "Certificate of erasure (to print)" } }
+                }
+            }
+        } @else {
+            p id="no-proof-yet" { "The receipt, the evidence pack and the certificate come once the request has ended." }
+        }
+    }
+}
+
+/// The certificate of erasure of a DONE deletion: a page to print (the print stylesheet leaves
+/// out the console's header), holding nothing personal beyond what the deletion holds.
+pub fn certificate(
+    session: &Session,
+    row: &DeletionRow,
+    object: &DeletionObject,
+    receipt: &Value,
+) -> Markup {
+    let verification = row.verification();
+    page(
+        "Certificate of erasure",
+        Some(session),
+        html! {
+            div class="certificate" {
+                p class="noprint" { a href=(format!("/deletions/{}", row.id)) { "Back to the deletion" } " · Print this page (Ctrl+P) to keep it or send it." }
+                p id="statement" {
+                    "This certifies that the erasure request " code { (row.request_id) }
+                    " for the customer " strong { (row.related_object_id.as_deref().unwrap_or("—")) }
+                    @if row.already_erased {
+                        " found the customer already erased by an earlier request, and erased nothing more."
+                    } @else {
+                        " was carried out: the customer's personal data was erased or anonymized as listed below."
+                    }
+                }
+                dl class="facts" {
+                    dt { "Deletion" } dd id="cert-deletion" { code { (row.id) } }
+                    dt { "Requested" } dd { (when(row.requested_at)) }
+                    dt { "Due" } dd { (when(row.due_at)) }
+                    dt { "Completed" } dd id="cert-completed" { (maybe(row.completed_at)) }
+                    dt { "Requested by" } dd { (row.requested_by.as_deref().unwrap_or("—")) }
+                    dt { "Check after commit" } dd id="cert-verification" {
+                        (verification.outcome)
+                        @if !verification.failed_tables.is_empty() { ": " (verification.failed_tables.join(", ")) }
+                        @if let Some(at) = &verification.verified_at { " (" (at) ")" }
+                    }
+                    dt { "Plan applied" } dd { code { (row.plan_hash.as_deref().unwrap_or("—")) } }
+                    dt { "Receipt signed by key" } dd id="cert-key" { code { (receipt["key_id"].as_str().unwrap_or("—")) } " (kept in: " (receipt["key_custody"].as_str().unwrap_or("—")) ")" }
+                    dt { "Certificate made" } dd { (receipt["issued_at"].as_str().unwrap_or("—")) }
+                }
+                h2 { "Rows erased or anonymized" }
+                table id="cert-counts" {
+                    thead { tr { th scope="col" { "Table" } th scope="col" { "Rows" } } }
+                    tbody {
+                        @if let Value::Object(counts) = &object.data_json {
+                            @for (table, n) in counts {
+                                tr { th scope="row" { (table) } td { (n) } }
+                            }
+                        }
+                    }
+                }
+                p class="hint" {
+                    "The signed receipt of this deletion (in its evidence pack) proves these facts to anyone holding the public key: "
+                    code { "erasure receipt verify receipt.json --key receipt-keys.json --audit audit.json" } "."
                 }
             }
         },
