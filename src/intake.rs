@@ -13,8 +13,8 @@ use sqlx::PgPool;
 
 use crate::broker::Publisher;
 use crate::config::GracePeriod;
-use crate::deletion::DeletionRow;
 use crate::deletion::store::{self, PendingInsert};
+use crate::deletion::{DeletionRow, KeyRef};
 use crate::plan::Plan;
 use crate::request::{ErasureRequest, Received};
 
@@ -27,6 +27,13 @@ pub struct Intake {
     insert: Arc<PendingInsert>,
     publisher: Arc<Publisher>,
     grace_period: GracePeriod,
+}
+
+/// Who submits a request, beyond what the request says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Submission<'a> {
+    /// The API key that submits it (over the API or the console).
+    pub key: Option<&'a KeyRef>,
 }
 
 #[derive(Debug)]
@@ -73,7 +80,11 @@ impl Intake {
 
     /// Records `received` as PENDING (with a grace period, scheduled for when it ends) and
     /// publishes it. `Accepted` means the request is durable.
-    pub async fn submit(&self, received: &Received) -> Result<Submitted, SubmitError> {
+    pub async fn submit(
+        &self,
+        received: &Received,
+        submission: Submission<'_>,
+    ) -> Result<Submitted, SubmitError> {
         let request = &received.request;
         let scheduled_at = match self.grace_period.is_zero() {
             true => None,
@@ -99,7 +110,7 @@ impl Intake {
         .to_message();
         let Some(row) = self
             .insert
-            .run(&self.pool, received, &message, scheduled_at)
+            .run(&self.pool, received, &message, scheduled_at, submission.key)
             .await?
         else {
             return self.existing(received).await.map(Submitted::Existing);

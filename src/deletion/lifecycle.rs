@@ -89,14 +89,16 @@ pub enum Canceled {
     NotFound,
 }
 
-/// Cancels the PENDING deletion with this `del_` id or request id: CANCELED, with an audit row
-/// and its `deletion.canceled` event owed to the broker, in one transaction. The row lock makes
+/// Cancels the PENDING deletion with this `del_` id or request id on the authority of the API
+/// key `key` (named `canceled_by`): CANCELED, with an audit row naming the key, and its
+/// `deletion.canceled` event owed to the broker, in one transaction. The row lock makes
 /// a cancel and an erasure of the same request exclusive: whichever commits first stands, and
 /// the other finds the deletion ended.
 pub async fn cancel(
     pool: &PgPool,
     id_or_request_id: &str,
     canceled_by: &str,
+    key: &super::KeyRef,
 ) -> Result<Canceled, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let request_id = Uuid::parse_str(id_or_request_id).ok();
@@ -117,7 +119,8 @@ pub async fn cancel(
         _ => return Ok(Canceled::TooLate(row)),
     }
     let audit = Audit::new(AuditAction::ErasureCanceled, Channel::Http, Utc::now())
-        .request(Some(row.request_id), Some(canceled_by));
+        .request(Some(row.request_id), Some(canceled_by))
+        .key(Some(key));
     let row = super::completer::cancel(&mut tx, &row.id, audit).await?;
     tx.commit().await?;
     Ok(Canceled::Canceled(row))

@@ -120,18 +120,23 @@ pub struct AuditEntry {
     pub requested_by: Option<String>,
     pub error_key: Option<String>,
     pub detail: serde_json::Value,
+    /// The API key the action was taken on the authority of.
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
 }
 
-/// Every audit row of a request, oldest first.
+/// Every audit row of a request (or naming its deletion), oldest first.
 pub async fn audit_of(
     db: impl PgExecutor<'_>,
     request_id: Uuid,
+    deletion_id: &str,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, recorded_at, action, channel, requested_by, error_key, detail \
-         FROM erasure.audit_log WHERE request_id = $1 ORDER BY id",
+        "SELECT id, recorded_at, action, channel, requested_by, error_key, detail, key_id, key_name \
+         FROM erasure.audit_log WHERE request_id = $1 OR deletion_id = $2 ORDER BY id",
     )
     .bind(request_id)
+    .bind(deletion_id)
     .fetch_all(db)
     .await
 }

@@ -149,7 +149,8 @@ pub async fn mark_in_progress(
 
 /// The insert of a request accepted over HTTP, PENDING with its message, for one plan (the
 /// customer's key is looked up in the statement, from the identifier in `$3`, its reading as a
-/// key in `$11` (as text) and its type in `$13`).
+/// key in `$11` (as text) and its type in `$13`), with the API key that submitted it (`$14`,
+/// `$15`).
 #[derive(Clone, Debug)]
 pub struct PendingInsert {
     sql: String,
@@ -162,8 +163,9 @@ impl PendingInsert {
     pub fn new(subject_key: &str) -> Self {
         Self {
             sql: format!(
-                "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message, scheduled_at) \
-                 VALUES ({}, '{pending}', $10, $12) \
+                "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message, scheduled_at, \
+                   requested_by_key_id, requested_by_key_name) \
+                 VALUES ({}, '{pending}', $10, $12, $14, $15) \
                  ON CONFLICT (request_id) DO NOTHING \
                  RETURNING {COLUMNS}",
                 new_values(subject_key),
@@ -173,13 +175,14 @@ impl PendingInsert {
     }
 
     /// Records `received` as PENDING with `message`, to be carried out at `scheduled_at` (with a
-    /// grace period); `None` when its request id has a row.
+    /// grace period), submitted with the API key `key`; `None` when its request id has a row.
     pub async fn run(
         &self,
         db: impl PgExecutor<'_>,
         received: &Received,
         message: &[u8],
         scheduled_at: Option<DateTime<Utc>>,
+        key: Option<&super::KeyRef>,
     ) -> Result<Option<DeletionRow>, sqlx::Error> {
         let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
         let mut args = new.arguments()?;
@@ -187,6 +190,8 @@ impl PendingInsert {
         add(&mut args, received.naming.key_text.as_deref())?;
         add(&mut args, scheduled_at)?;
         add(&mut args, received.request.identifier_type.as_deref())?;
+        add(&mut args, key.map(|k| k.id.as_str()))?;
+        add(&mut args, key.map(|k| k.name.as_str()))?;
         sqlx::query_as_with(&self.sql, args)
             .fetch_optional(db)
             .await

@@ -47,6 +47,8 @@ struct AuditRow {
     error_key: Option<String>,
     detail: Value,
     xid: i64,
+    key_id: Option<String>,
+    key_name: Option<String>,
 }
 
 fn micros(at: DateTime<Utc>) -> String {
@@ -59,9 +61,10 @@ impl AuditRow {
         canonical::sha256(&self.said())
     }
 
-    /// What a seal hashes of the row: every column.
+    /// What a seal hashes of the row: every column (the acting key only where the row names
+    /// one, so that rows sealed before keys were recorded keep their hash).
     fn said(&self) -> Value {
-        json!({
+        let mut said = json!({
             "id": self.id,
             "recorded_at": micros(self.recorded_at),
             "received_at": self.received_at.map(micros),
@@ -74,12 +77,20 @@ impl AuditRow {
             "error_key": self.error_key,
             "detail": self.detail,
             "xid": self.xid,
-        })
+        });
+        if let Some(id) = &self.key_id {
+            said["key"] = json!({ "id": id, "name": self.key_name });
+        }
+        said
     }
 }
 
-const ROW_COLUMNS: &str = "id, recorded_at, received_at, action, request_id, deletion_id, \
-     related_object_id, channel, requested_by, error_key, detail, xid::text::bigint AS xid";
+/// The columns of an audit row (aliased `a`) as sealed. The acting key is read through the row's
+/// JSON, so that a log not yet migrated to record keys reads as rows without one (and seals as
+/// it always did).
+const ROW_COLUMNS: &str = "a.id, a.recorded_at, a.received_at, a.action, a.request_id, a.deletion_id, \
+     a.related_object_id, a.channel, a.requested_by, a.error_key, a.detail, a.xid::text::bigint AS xid, \
+     to_jsonb(a) ->> 'key_id' AS key_id, to_jsonb(a) ->> 'key_name' AS key_name";
 
 /// The audit rows of the transactions in `[from, to)`, by id.
 async fn rows_between(
@@ -88,8 +99,8 @@ async fn rows_between(
     to: i64,
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM erasure.audit_log \
-         WHERE xid >= $1::text::xid8 AND xid < $2::text::xid8 ORDER BY id"
+        "SELECT {ROW_COLUMNS} FROM erasure.audit_log a \
+         WHERE a.xid >= $1::text::xid8 AND a.xid < $2::text::xid8 ORDER BY a.id"
     ))
     .bind(from.to_string())
     .bind(to.to_string())
@@ -249,7 +260,7 @@ pub async fn seal_once(pool: &PgPool, signer: &Signer) -> Result<Option<usize>, 
     .await?;
     if let Some((redaction_id, row_ids, reason)) = pending {
         let rows: Vec<AuditRow> = sqlx::query_as(&format!(
-            "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE id = ANY($1) ORDER BY id"
+            "SELECT {ROW_COLUMNS} FROM erasure.audit_log a WHERE a.id = ANY($1) ORDER BY a.id"
         ))
         .bind(&row_ids)
         .fetch_all(&mut *tx)
@@ -547,7 +558,7 @@ pub async fn check_log(
         if seal.is_redaction() {
             let ids: Vec<i64> = seal.listed().map(|(id, _)| id).collect();
             let rows: Vec<AuditRow> = sqlx::query_as(&format!(
-                "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE id = ANY($1) ORDER BY id"
+                "SELECT {ROW_COLUMNS} FROM erasure.audit_log a WHERE a.id = ANY($1) ORDER BY a.id"
             ))
             .bind(&ids)
             .fetch_all(&mut *conn)
@@ -677,7 +688,7 @@ pub async fn evidence(
 ) -> Result<Value, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let rows: Vec<AuditRow> = sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE request_id = $1 OR deletion_id = $2 ORDER BY id"
+        "SELECT {ROW_COLUMNS} FROM erasure.audit_log a WHERE a.request_id = $1 OR a.deletion_id = $2 ORDER BY a.id"
     ))
     .bind(request_id)
     .bind(deletion_id)

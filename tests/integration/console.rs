@@ -997,3 +997,224 @@ async fn a_deletion_page_proves_the_erasure_with_an_evidence_pack_checked_offlin
     let _ = browser.client.clone().close().await;
     app.cleanup().await;
 }
+
+/// The id part of a key `erk_<id>_<secret>`.
+fn key_id(key: &str) -> String {
+    key.trim_start_matches("erk_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits until every audit row is sealed.
+async fn wait_until_sealed(app: &TestApp) {
+    for _ in 0..200 {
+        let unsealed = app
+            .count_of(
+                "SELECT count(*) FROM erasure.audit_log a \
+                 WHERE a.xid >= COALESCE((SELECT max(xid_to) FROM erasure.audit_seals), '0'::xid8)",
+            )
+            .await;
+        if unsealed == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the audit rows were not sealed in 20 s");
+}
+
+#[tokio::test]
+async fn every_deletion_and_audit_row_names_the_key_that_submitted_or_acted_on_it() {
+    use crate::http_api::Api;
+    let mut app = TestApp::new().await;
+    for (id, source) in [
+        ("cust_api", "src_api"),
+        ("cust_queue", "src_queue"),
+        ("cust_page", "src_page"),
+    ] {
+        app.seed_customer(id, source, Shape::typical()).await;
+    }
+    let base = app.start(erasure::startup::Mode::All).await;
+    let writer = Api::new(&app, base.clone(), false).await;
+    let canceller = Api::new(&app, base.clone(), false).await;
+    let writer_key = json!({"id": key_id(&writer.key), "name": writer.name});
+    let audit_keys = |deletion: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
+                "SELECT action, key_id, key_name FROM erasure.audit_log WHERE deletion_id = $1 ORDER BY id",
+            )
+            .bind(deletion)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // Over the API: the deletion and its outcome's audit row name the submitting key.
+    let answer = writer
+        .post("src_api", None, Some(json!({"requested_by": "crm"})))
+        .await;
+    assert_eq!(answer.status(), 202);
+    let accepted: Value = answer.json().await.unwrap();
+    assert_eq!(accepted["requested_by_key"], writer_key, "{accepted}");
+    assert_eq!(accepted["requested_by"], "crm");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let done = writer.wait_for_final(&id).await;
+    assert_eq!(done["requested_by_key"], writer_key, "{done}");
+    let rows = audit_keys(id.clone()).await;
+    assert!(!rows.is_empty());
+    for (action, key, name) in &rows {
+        assert_eq!(
+            key.as_deref(),
+            Some(key_id(&writer.key).as_str()),
+            "{action}"
+        );
+        assert_eq!(name.as_deref(), Some(writer.name.as_str()), "{action}");
+    }
+
+    // Over the queue: no key.
+    let queued = app.request_erasure("src_queue").await;
+    let queued = app.wait_for_final(queued).await;
+    let (_, object) = writer
+        .get(&format!("/v1/permanent-deletions/{}", queued.id))
+        .await;
+    assert_eq!(object["requested_by_key"], Value::Null, "{object}");
+    assert!(
+        audit_keys(queued.id.clone())
+            .await
+            .iter()
+            .all(|(_, k, n)| k.is_none() && n.is_none())
+    );
+
+    // A cancel names the key that canceled, not the one that submitted.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel, \
+           requested_by, requested_by_key_id, requested_by_key_name) \
+         VALUES ('del_heldForCancel00000000000', gen_random_uuid(), 'PENDING', now(), now() + interval '1 month', \
+           'http', 'crm', $1, $2)",
+    )
+    .bind(key_id(&writer.key))
+    .bind(&writer.name)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let canceled = canceller
+        .request(
+            reqwest::Method::DELETE,
+            "/v1/permanent-deletions/del_heldForCancel00000000000",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(canceled.status(), 200);
+    let canceled: Value = canceled.json().await.unwrap();
+    assert_eq!(
+        canceled["requested_by_key"], writer_key,
+        "the submitter stays"
+    );
+    let rows = audit_keys("del_heldForCancel00000000000".into()).await;
+    assert_eq!(
+        rows,
+        [(
+            "erasure.canceled".to_string(),
+            Some(key_id(&canceller.key)),
+            Some(canceller.name.clone())
+        )]
+    );
+
+    // In the console: a request submitted there names the session's key, on its page, in its
+    // audit trail and in the CSV.
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.sign_in(&base, &writer.key).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    b.click("a[href='/submit']").await;
+    b.fill("#customer_id", "src_page").await;
+    b.fill("#requested_by", "letter from the data subject")
+        .await;
+    b.click("form.stack button").await;
+    assert!(b.text("#preview").await.contains("events"));
+    b.click("form.stack button").await;
+    let mut status = String::new();
+    for _ in 0..100 {
+        if b.path().await.starts_with("/deletions/del_") {
+            b.client.refresh().await.unwrap();
+            status = b.text("#status").await;
+            if status == "DONE" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "DONE");
+    let shown = b.text("#requested-by-key").await;
+    assert!(
+        shown.contains(&writer.name) && shown.contains(&key_id(&writer.key)),
+        "{shown}"
+    );
+    let keys_shown = {
+        let mut texts = Vec::new();
+        for cell in b
+            .client
+            .find_all(Locator::Css("#audit td.key"))
+            .await
+            .unwrap()
+        {
+            texts.push(cell.text().await.unwrap());
+        }
+        texts
+    };
+    assert!(!keys_shown.is_empty());
+    assert!(
+        keys_shown.iter().all(|k| k.contains(&writer.name)),
+        "{keys_shown:?}"
+    );
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "deletion page"
+    );
+    let page_id = b.path().await.trim_start_matches("/deletions/").to_owned();
+    let cookie = b.client.get_named_cookie("erasure_session").await.unwrap();
+    let csv = reqwest::Client::new()
+        .get(format!("{base}/deletions.csv"))
+        .header("cookie", format!("erasure_session={}", cookie.value()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let line = csv.lines().find(|l| l.starts_with(&page_id)).unwrap();
+    let fields: Vec<&str> = line.split(',').collect();
+    assert_eq!(fields[column("requested_by_key_id")], key_id(&writer.key));
+    assert_eq!(fields[column("requested_by_key_name")], writer.name);
+    let queue_line = csv.lines().find(|l| l.starts_with(&queued.id)).unwrap();
+    assert_eq!(
+        queue_line.split(',').nth(column("requested_by_key_id")),
+        Some("")
+    );
+    let _ = browser.client.clone().close().await;
+
+    // The seals hash the key a row names, and the log still checks (rows without a key keep
+    // the hash they always had).
+    wait_until_sealed(&app).await;
+    let output = app
+        .command()
+        .args(["audit", "verify"])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("audit log checks"), "{said}");
+    app.cleanup().await;
+}

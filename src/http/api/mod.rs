@@ -22,7 +22,7 @@ use crate::erase::preview::PreviewError;
 use crate::http::error::ApiError;
 use crate::http::{ApiResult, HttpState, Refused};
 use crate::identity::IdentifierType;
-use crate::intake::Submitted;
+use crate::intake::{Submission, Submitted};
 use crate::keys::Caller;
 use crate::request::{self, Channel};
 use extract::{IdempotencyKey, JsonFields, PathId, QueryParams};
@@ -75,7 +75,9 @@ async fn submit(
         .or_insert_with(|| Value::String(caller.name.clone()));
     fields.insert("request_id".into(), json!(request_id));
     fields.insert("customer_id".into(), Value::String(customer_id));
-    let (status, row) = match state.submit(fields, Utc::now()).await {
+    let key = caller.key_ref();
+    let submission = Submission { key: Some(&key) };
+    let (status, row) = match state.submit(fields, Utc::now(), submission).await {
         Ok(Submitted::Accepted(row)) => (StatusCode::ACCEPTED, row),
         Ok(Submitted::Existing(row)) => (StatusCode::OK, row),
         Err(Refused::ReusedForAnotherCustomer) => {
@@ -117,7 +119,12 @@ async fn preview(
 ) -> ApiResult<Json<Value>> {
     match state
         .eraser
-        .preview(&customer_id, &caller.name, Channel::Http)
+        .preview_by(
+            &customer_id,
+            &caller.name,
+            Some(&caller.key_ref()),
+            Channel::Http,
+        )
         .await
     {
         Ok(preview) => Ok(Json(preview.to_json())),
@@ -144,7 +151,7 @@ async fn cancel(
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
-    match lifecycle::cancel(&state.pool, &id, &caller.name).await? {
+    match lifecycle::cancel(&state.pool, &id, &caller.name, &caller.key_ref()).await? {
         // Its event goes out with the outbox's next sweep.
         Canceled::Canceled(row) => Ok(Json(object(&state, &row))),
         Canceled::TooLate(row) => Err(ApiError::conflict(format!(

@@ -78,8 +78,8 @@ pub(super) async fn list(
     Ok(html(views::list(&session, &filter, &rows, page, has_more)))
 }
 
-/// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates and counts;
-/// nothing personal (no customer key, no requester, no reason).
+/// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates, the API key that
+/// submitted each, and counts; nothing personal (no customer key, no requester, no reason).
 pub(super) async fn csv(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -94,7 +94,7 @@ pub(super) async fn csv(
         .map_err(|e| internal(crate::db::SafeError(&e)))?;
     let keys = &state.count_keys;
     let mut out = String::from(
-        "deletion_id,request_id,status,error_key,created_at,requested_at,due_at,completed_at",
+        "deletion_id,request_id,status,error_key,created_at,requested_at,due_at,completed_at,requested_by_key_id,requested_by_key_name",
     );
     for key in keys.iter() {
         out.push(',');
@@ -142,6 +142,8 @@ fn csv_line(row: &DeletionRow, keys: &[String]) -> String {
         at(Some(row.requested_at)),
         at(Some(row.due_at)),
         at(row.completed_at),
+        row.requested_by_key_id.clone().unwrap_or_default(),
+        row.requested_by_key_name.clone().unwrap_or_default(),
     ];
     for key in keys {
         let n = row.data_json.get(key).and_then(|v| v.as_i64()).unwrap_or(0);

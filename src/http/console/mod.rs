@@ -334,7 +334,7 @@ async fn detail(
             "No deletion has that id.",
         ));
     };
-    let audit = report::audit_of(&state.pool, row.request_id)
+    let audit = report::audit_of(&state.pool, row.request_id, &row.id)
         .await
         .map_err(safe)?;
     let owed = report::event_owed(&state.pool, &row.id)
@@ -433,7 +433,12 @@ async fn submit_preview(
     }
     match state
         .eraser
-        .preview(customer, &session.caller.name, Channel::Http)
+        .preview_by(
+            customer,
+            &session.caller.name,
+            Some(&session.caller.key_ref()),
+            Channel::Http,
+        )
         .await
     {
         Ok(preview) => Ok(html(views::preview(
@@ -468,7 +473,9 @@ async fn submit(
     }) else {
         unreachable!("an object")
     };
-    match state.submit(fields, Utc::now()).await {
+    let key = session.caller.key_ref();
+    let submission = crate::intake::Submission { key: Some(&key) };
+    match state.submit(fields, Utc::now(), submission).await {
         Ok(Submitted::Accepted(row) | Submitted::Existing(row)) => {
             Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
         }

@@ -283,6 +283,12 @@ pub fn detail(
                 dt { "Request id" } dd { code { (row.request_id) } }
                 dt { "Customer" } dd { (row.related_object_id.as_deref().unwrap_or("—")) }
                 dt { "Requested by" } dd { (row.requested_by.as_deref().unwrap_or("—")) }
+                dt { "Submitted with key" } dd id="requested-by-key" {
+                    @match row.requested_by_key() {
+                        Some(key) => { (key.name) " (id " code { (key.id) } ")" }
+                        None => { "none (a request from the queue or the command line)" }
+                    }
+                }
                 dt { "Reason" } dd { (row.reason.as_deref().unwrap_or("—")) }
                 dt { "Due" } dd { (when(row.due_at)) @if !row.is_final() { " (" (days_left) " days left)" } }
                 @if let Some(at) = row.scheduled_at { dt { "Scheduled" } dd { (when(at)) } }
@@ -316,13 +322,19 @@ pub fn detail(
             table id="audit" {
                 thead { tr {
                     th scope="col" { "#" } th scope="col" { "Recorded" } th scope="col" { "Action" }
-                    th scope="col" { "Channel" } th scope="col" { "By" } th scope="col" { "Error" } th scope="col" { "Detail" }
+                    th scope="col" { "Channel" } th scope="col" { "By" } th scope="col" { "Key" } th scope="col" { "Error" } th scope="col" { "Detail" }
                 } }
                 tbody {
                     @for entry in audit {
                         tr {
                             td { (entry.id) } td { (when(entry.recorded_at)) } td class="action" { (entry.action) }
                             td { (entry.channel) } td { (entry.requested_by.as_deref().unwrap_or("—")) }
+                            td class="key" {
+                                @match (&entry.key_name, &entry.key_id) {
+                                    (Some(name), Some(id)) => { (name) " (" code { (id) } ")" }
+                                    _ => { "—" }
+                                }
+                            }
                             td { (entry.error_key.as_deref().unwrap_or("—")) } td { code { (entry.detail) } }
                         }
                     }
@@ -402,6 +414,12 @@ pub fn certificate(
                     dt { "Due" } dd { (when(row.due_at)) }
                     dt { "Completed" } dd id="cert-completed" { (maybe(row.completed_at)) }
                     dt { "Requested by" } dd { (row.requested_by.as_deref().unwrap_or("—")) }
+                dt { "Submitted with key" } dd id="requested-by-key" {
+                    @match row.requested_by_key() {
+                        Some(key) => { (key.name) " (id " code { (key.id) } ")" }
+                        None => { "none (a request from the queue or the command line)" }
+                    }
+                }
                     dt { "Check after commit" } dd id="cert-verification" {
                         (verification.outcome)
                         @if !verification.failed_tables.is_empty() { ": " (verification.failed_tables.join(", ")) }
