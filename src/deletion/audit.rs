@@ -27,6 +27,10 @@ text_enum! {
         ErasurePreviewed = "erasure.previewed",
         /// A PENDING request was withdrawn.
         ErasureCanceled = "erasure.canceled",
+        /// The deadline of a request was extended (GDPR Art. 12(3)); the reason is a note.
+        ErasureExtended = "erasure.extended",
+        /// A FAILED request was tried again as a new request (`retry_of`); the reason is a note.
+        ErasureRetried = "erasure.retried",
         /// Rows the customer referenced, kept by its erasure because something used them, were
         /// found unused by the check after commit and cleared.
         ReferencedSwept = "erasure.swept",

@@ -5,6 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::deadlines::{Deadline, EFFECTIVE_DUE};
 use super::{DeletionRow, DeletionStatus, read_columns};
 
 /// Deletions by status: created today (UTC) and in the last 30 days.
@@ -21,19 +22,33 @@ pub async fn counts_by_status(
     .await
 }
 
-/// Open deletions past their due date, the most overdue first, with whole days past due.
+/// Deletions still owed past their deadline (open, or FAILED and unresolved; as extended,
+/// where it was), the most overdue first, with whole days past due.
 pub async fn overdue(
     db: impl PgExecutor<'_>,
     limit: i64,
 ) -> Result<Vec<(String, DeletionStatus, DateTime<Utc>, i64)>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT id, status, due_at, floor(extract(epoch FROM now() - due_at) / 86400)::bigint \
-         FROM erasure.deletions WHERE status IN {open} AND due_at < now() \
-         ORDER BY due_at LIMIT $1",
-        open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+        "SELECT d.id, d.status, {EFFECTIVE_DUE}, floor(extract(epoch FROM now() - {EFFECTIVE_DUE}) / 86400)::bigint \
+         FROM erasure.deletions d WHERE {overdue} \
+         ORDER BY {EFFECTIVE_DUE} LIMIT $1",
+        overdue = Deadline::Overdue.condition(),
     ))
     .bind(limit)
     .fetch_all(db)
+    .await
+}
+
+/// How many deletions are overdue, due within seven days, and were completed late.
+pub async fn deadline_counts(db: impl PgExecutor<'_>) -> Result<(i64, i64, i64), sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}) \
+         FROM erasure.deletions d",
+        Deadline::Overdue.condition(),
+        Deadline::DueSoon.condition(),
+        Deadline::Late.condition(),
+    ))
+    .fetch_one(db)
     .await
 }
 
@@ -77,7 +92,8 @@ pub async fn outcomes_over_time(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     pub status: Option<DeletionStatus>,
-    pub overdue: bool,
+    /// Where the deletion stands against its deadline.
+    pub deadline: Option<Deadline>,
     /// Created on or after this day, and on or before that one (UTC).
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
@@ -90,18 +106,21 @@ pub async fn filtered(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
+    let deadline = filter.deadline.map_or(String::new(), |deadline| {
+        format!(
+            "AND EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.id = erasure.deletions.id AND {})",
+            deadline.condition()
+        )
+    });
     sqlx::query_as(&format!(
         "SELECT {columns} FROM erasure.deletions \
-         WHERE ($1::text IS NULL OR status = $1) \
-           AND (NOT $2 OR (status IN {open} AND due_at < now())) \
-           AND ($3::date IS NULL OR created_at >= $3::date::timestamp AT TIME ZONE 'UTC') \
-           AND ($4::date IS NULL OR created_at < ($4::date + 1)::timestamp AT TIME ZONE 'UTC') \
-         ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
-        open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+         WHERE ($1::text IS NULL OR status = $1) {deadline} \
+           AND ($2::date IS NULL OR created_at >= $2::date::timestamp AT TIME ZONE 'UTC') \
+           AND ($3::date IS NULL OR created_at < ($3::date + 1)::timestamp AT TIME ZONE 'UTC') \
+         ORDER BY created_at DESC, id DESC OFFSET $4 LIMIT $5",
         columns = read_columns(),
     ))
     .bind(filter.status)
-    .bind(filter.overdue)
     .bind(filter.from)
     .bind(filter.to)
     .bind(offset)

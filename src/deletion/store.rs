@@ -432,7 +432,7 @@ pub async fn all_for_customer(
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     pub status: Option<DeletionStatus>,
-    /// Only open deletions past their due date.
+    /// Only open deletions past their due date (as extended, where it was).
     pub overdue: bool,
     /// Only deletions after this one in the order (newest first).
     pub after: Option<DeletionRow>,
@@ -447,7 +447,7 @@ pub async fn list(
     sqlx::query_as(&format!(
         "SELECT {columns} FROM erasure.deletions \
          WHERE ($1::text IS NULL OR status = $1) \
-           AND (NOT $2 OR (status IN {open} AND due_at < now())) \
+           AND (NOT $2 OR (status IN {open} AND due_at < now() AND COALESCE(extended_due_at, due_at) < now())) \
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
          ORDER BY created_at DESC, id DESC LIMIT $5",
         open = open(),
@@ -462,10 +462,10 @@ pub async fn list(
     .await
 }
 
-/// Open deletions past their due date.
+/// Open deletions past their due date (as extended, where it was).
 pub async fn count_overdue(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM erasure.deletions WHERE status IN {} AND due_at < now()",
+        "SELECT count(*) FROM erasure.deletions WHERE status IN {} AND due_at < now() AND COALESCE(extended_due_at, due_at) < now()",
         open()
     ))
     .fetch_one(db)

@@ -259,8 +259,9 @@ async fn a_privacy_officer_finds_any_request_and_what_it_erased_in_a_real_browse
             "{status}"
         );
     }
+    // Overdue: owed to the data subject (open, or FAILED and unresolved) past its deadline.
     let overdue: i64 = app
-        .count_of("SELECT count(*) FROM erasure.deletions WHERE status IN ('PENDING', 'IN_PROGRESS') AND due_at < now()")
+        .count_of("SELECT count(*) FROM erasure.deletions WHERE status IN ('PENDING', 'IN_PROGRESS', 'FAILED') AND due_at < now()")
         .await;
     let listed = b
         .client
@@ -1216,5 +1217,344 @@ async fn every_deletion_and_audit_row_names_the_key_that_submitted_or_acted_on_i
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(said.contains("audit log checks"), "{said}");
+    app.cleanup().await;
+}
+
+/// Seeds a deletion `id` due in `due_days` (past when negative; asked a month before), in
+/// `status`, ended `ended_days` ago where final, for customer `customer`.
+async fn seed_deletion(
+    app: &TestApp,
+    id: &str,
+    status: &str,
+    customer: &str,
+    due_days: i64,
+    ended_days: Option<i64>,
+) {
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, channel, \
+           created_at, completed_at, error_key, error_message, data_json) \
+         SELECT $1, gen_random_uuid(), $3, $2, now() + $4 * interval '1 day' - interval '1 month', \
+           now() + $4 * interval '1 day', 'amqp', now() + $4 * interval '1 day' - interval '1 month', \
+           now() - $5 * interval '1 day', \
+           CASE WHEN $2 = 'FAILED' THEN 'conflict' END, CASE WHEN $2 = 'FAILED' THEN 'an open order' END, \
+           CASE WHEN $2 = 'DONE' THEN '{\"events\": 3}'::jsonb ELSE '{}'::jsonb END",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(customer)
+    .bind(due_days as f64)
+    .bind(ended_days.map(|d| d as f64))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+/// The deletion ids a page lists.
+async fn listed(b: &Browser) -> std::collections::BTreeSet<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for cell in b
+        .client
+        .find_all(Locator::Css("#deletions tbody tr td:first-child a"))
+        .await
+        .unwrap()
+    {
+        ids.insert(cell.text().await.unwrap());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn deadlines_show_what_is_overdue_due_soon_or_late_and_a_write_key_extends_one_with_a_reason()
+{
+    use crate::http_api::Api;
+    let mut app = TestApp::new().await;
+    let ids = |names: &[&str]| -> std::collections::BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    };
+    // Owed: a FAILED request 40 days old nobody retried, a PENDING one 9 days overdue, one due
+    // in 5 days. Not owed: a FAILED one retried, a FAILED one whose customer a later request
+    // erased, a canceled one. Done: 9 days late, and in time.
+    seed_deletion(
+        &app,
+        "del_failedForty0000000000000",
+        "FAILED",
+        "cust_f40",
+        -10,
+        Some(39),
+    )
+    .await;
+    seed_deletion(
+        &app,
+        "del_pendingLate0000000000000",
+        "PENDING",
+        "cust_pl",
+        -9,
+        None,
+    )
+    .await;
+    seed_deletion(
+        &app,
+        "del_dueInFive000000000000000",
+        "PENDING",
+        "cust_d5",
+        5,
+        None,
+    )
+    .await;
+    seed_deletion(
+        &app,
+        "del_failedRetried00000000000",
+        "FAILED",
+        "cust_fr",
+        -10,
+        Some(30),
+    )
+    .await;
+    seed_deletion(
+        &app,
+        "del_theRetry0000000000000000",
+        "DONE",
+        "cust_fr",
+        10,
+        Some(2),
+    )
+    .await;
+    sqlx::query("UPDATE erasure.deletions SET retry_of = 'del_failedRetried00000000000' WHERE id = 'del_theRetry0000000000000000'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    seed_deletion(
+        &app,
+        "del_failedThenDone0000000000",
+        "FAILED",
+        "cust_ftd",
+        -10,
+        Some(30),
+    )
+    .await;
+    seed_deletion(
+        &app,
+        "del_laterDone000000000000000",
+        "DONE",
+        "cust_ftd",
+        10,
+        Some(19),
+    )
+    .await;
+    seed_deletion(
+        &app,
+        "del_canceled0000000000000000",
+        "CANCELED",
+        "cust_c",
+        20,
+        Some(9),
+    )
+    .await;
+    seed_deletion(
+        &app,
+        "del_doneLate0000000000000000",
+        "DONE",
+        "cust_dl",
+        -9,
+        Some(0),
+    )
+    .await;
+    let base = app.start(erasure::startup::Mode::Api).await;
+    let writer = Api::new(&app, base.clone(), false).await;
+    let reader = erasure::keys::create(&app.pool, "reader", true)
+        .await
+        .unwrap();
+
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.sign_in(&base, &reader).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    let count = |deadline: &'static str| async move {
+        b.text(&format!(
+            "#deadline-counts tr[data-deadline='{deadline}'] td"
+        ))
+        .await
+    };
+    assert_eq!(count("overdue").await, "2");
+    assert_eq!(count("due_soon").await, "1");
+    assert_eq!(count("late").await, "1");
+    let overdue_rows = b
+        .client
+        .find_all(Locator::Css("#overdue-list tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(overdue_rows.len(), 2);
+    assert!(b.accessibility_violations().await.is_empty(), "overview");
+    for (deadline, expected) in [
+        (
+            "overdue",
+            ids(&[
+                "del_failedForty0000000000000",
+                "del_pendingLate0000000000000",
+            ]),
+        ),
+        ("due_soon", ids(&["del_dueInFive000000000000000"])),
+        ("late", ids(&["del_doneLate0000000000000000"])),
+    ] {
+        b.click(&format!(
+            "#deadline-counts tr[data-deadline='{deadline}'] a"
+        ))
+        .await;
+        let path = format!("/deletions?deadline={deadline}");
+        assert_eq!(b.settled_path(&path).await, path);
+        assert_eq!(listed(b).await, expected, "{deadline}");
+        assert!(
+            b.accessibility_violations().await.is_empty(),
+            "{deadline} list"
+        );
+        b.client.goto(&format!("{base}/")).await.unwrap();
+    }
+
+    // The words of each deadline; a canceled request ends "Canceled", with no table of zeros.
+    let page = |id: &'static str| {
+        let url = format!("{base}/deletions/{id}");
+        async move { b.client.goto(&url).await.unwrap() }
+    };
+    page("del_pendingLate0000000000000").await;
+    assert_eq!(b.text("#deadline").await, "9 days overdue");
+    assert_eq!(b.text("#ended").await, "Not ended yet");
+    assert!(b.text("#no-counts").await.contains("not been carried out"));
+    assert!(
+        b.client
+            .find_all(Locator::Css("#counts"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no table of zeros for an open request"
+    );
+    page("del_failedForty0000000000000").await;
+    assert_eq!(b.text("#deadline").await, "10 days overdue");
+    page("del_dueInFive000000000000000").await;
+    assert!(
+        b.text("#deadline").await.ends_with("days left"),
+        "{}",
+        b.text("#deadline").await
+    );
+    page("del_doneLate0000000000000000").await;
+    assert_eq!(b.text("#deadline").await, "completed 9 days late");
+    page("del_canceled0000000000000000").await;
+    assert!(b.text("#ended").await.starts_with("Canceled "));
+    assert!(b.text("#no-counts").await.contains("canceled"));
+    assert!(
+        b.client
+            .find_all(Locator::Css("#extend"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    page("del_failedRetried00000000000").await;
+    assert_eq!(b.text("#retried-by").await, "del_theRetry0000000000000000");
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "deletion page"
+    );
+
+    // A write key extends the one due in 5 days, giving the reason; a read-only key cannot.
+    page("del_dueInFive000000000000000").await;
+    assert!(
+        b.client
+            .find_all(Locator::Css("#extend"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.click("form.signout button").await;
+    b.sign_in(&base, &writer.key).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    page("del_dueInFive000000000000000").await;
+    b.click("#extend").await;
+    assert_eq!(
+        b.settled_path("/deletions/del_dueInFive000000000000000/extend")
+            .await,
+        "/deletions/del_dueInFive000000000000000/extend"
+    );
+    assert!(b.accessibility_violations().await.is_empty(), "extend form");
+    let latest: String = b.element("#to").await.attr("max").await.unwrap().unwrap();
+    // Past the latest date the form says why, and keeps the reason.
+    let too_late =
+        chrono::NaiveDate::parse_from_str(&latest, "%Y-%m-%d").unwrap() + chrono::Days::new(3);
+    b.client
+        .execute("document.getElementById('to').value = arguments[0]; document.getElementById('to').removeAttribute('max');", vec![json!(too_late.to_string())])
+        .await
+        .unwrap();
+    b.fill(
+        "#reason",
+        "Records in three systems; the person was told on the phone",
+    )
+    .await;
+    b.click("form.stack button").await;
+    assert!(b.text("#refused").await.contains("at most three months"));
+    b.client
+        .execute(
+            "document.getElementById('to').value = arguments[0];",
+            vec![json!(latest)],
+        )
+        .await
+        .unwrap();
+    b.click("form.stack button").await;
+    assert_eq!(
+        b.settled_path("/deletions/del_dueInFive000000000000000")
+            .await,
+        "/deletions/del_dueInFive000000000000000"
+    );
+    assert!(b.text("#extended").await.starts_with("Extended from"));
+    assert!(b.text("#deadline").await.ends_with("days left"));
+    let note = b
+        .text("#timeline li.note[data-action='erasure.extended']")
+        .await;
+    assert!(
+        note.contains("Records in three systems") && note.contains(&writer.name),
+        "{note}"
+    );
+    let (_, object) = writer
+        .get("/v1/permanent-deletions/del_dueInFive000000000000000")
+        .await;
+    assert!(
+        object["extended_due_at"]
+            .as_str()
+            .unwrap()
+            .starts_with(&latest),
+        "{object}"
+    );
+    let audit: (Option<String>, Value) = sqlx::query_as(
+        "SELECT key_name, detail FROM erasure.audit_log WHERE deletion_id = 'del_dueInFive000000000000000' AND action = 'erasure.extended'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(audit.0.as_deref(), Some(writer.name.as_str()));
+    assert!(
+        audit.1["reason_sha256"].is_string() && audit.1["note"].is_i64(),
+        "{}",
+        audit.1
+    );
+    assert!(
+        !audit.1.to_string().contains("three systems"),
+        "the reason is kept apart"
+    );
+    // No longer due soon; the 40-day FAILED one cannot be extended any more.
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(count("due_soon").await, "0");
+    page("del_failedForty0000000000000").await;
+    assert!(
+        b.client
+            .find_all(Locator::Css("#extend"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let refused = writer
+        .request(reqwest::Method::POST, "/v1/permanent-deletions/del_failedForty0000000000000/extension")
+        .json(&json!({"extended_due_at": (chrono::Utc::now() + chrono::Duration::days(20)).to_rfc3339(), "reason": "late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let _ = browser.client.clone().close().await;
     app.cleanup().await;
 }

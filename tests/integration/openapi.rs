@@ -352,6 +352,72 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
             "{path}"
         );
     }
+    // Extending a deadline: an open request in its first month, and the refusals.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_extendMe0000000000000000', gen_random_uuid(), 'PENDING', now() - interval '1 day', \
+           now() - interval '1 day' + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let extension = "/v1/permanent-deletions/{id}/extension";
+    let in_two_months = (chrono::Utc::now() + chrono::Duration::days(55)).to_rfc3339();
+    let in_a_year = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let open_path = "/v1/permanent-deletions/del_extendMe0000000000000000/extension";
+    for (who, path, body, expected) in [
+        (
+            &api,
+            open_path.to_string(),
+            json!({"extended_due_at": in_two_months, "reason": "many systems to search"}),
+            StatusCode::OK,
+        ),
+        (
+            &api,
+            open_path.into(),
+            json!({"extended_due_at": in_a_year, "reason": "too long"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &api,
+            open_path.into(),
+            json!({"extended_due_at": in_two_months}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &api,
+            format!("/v1/permanent-deletions/{id}/extension"),
+            json!({"extended_due_at": in_two_months, "reason": "x"}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            &api,
+            "/v1/permanent-deletions/del_nothing/extension".into(),
+            json!({"extended_due_at": in_two_months, "reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &reader,
+            open_path.into(),
+            json!({"extended_due_at": in_two_months, "reason": "x"}),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let request = who.request(Method::POST, &path).json(&body);
+        let (status, answer) = doc.check("post", extension, request).await;
+        assert_eq!(status, expected, "{path} {body}");
+        if status == StatusCode::OK {
+            assert!(answer["extended_due_at"].is_string(), "{answer}");
+        }
+    }
+    let not_json = api
+        .request(Method::POST, open_path)
+        .header("Content-Type", "text/plain")
+        .body("x");
+    assert_eq!(
+        doc.check("post", extension, not_json).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
     check_console(&mut doc, &app, &base, &api, &reader, &id).await;
     let keys = "/v1/receipt-keys";
     let request = anonymous.get(format!("{base}{keys}"));
@@ -554,6 +620,39 @@ async fn check_console(
             StatusCode::OK,
             "{path}"
         );
+    }
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_extendPage00000000000000', gen_random_uuid(), 'PENDING', now() - interval '1 day', \
+           now() - interval '1 day' + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let extend = "/deletions/{id}/extend";
+    let extend_path = "/deletions/del_extendPage00000000000000/extend";
+    for (cookie, expected) in [
+        (&write_cookie, StatusCode::OK),
+        (&read_cookie, StatusCode::FORBIDDEN),
+    ] {
+        assert_eq!(
+            doc.check("get", extend, get(extend_path, cookie)).await.0,
+            expected
+        );
+    }
+    let day = (chrono::Utc::now() + chrono::Duration::days(50)).date_naive();
+    for (body, expected) in [
+        (
+            format!("csrf={write_csrf}&to=tomorrow&reason=complex"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("csrf={write_csrf}&to={day}&reason=complex"),
+            StatusCode::SEE_OTHER,
+        ),
+    ] {
+        let post = form(extend_path, &write_cookie, body.clone());
+        assert_eq!(doc.check("post", extend, post).await.0, expected, "{body}");
     }
     let wrong_key = form("/sign-in", "", "key=erk_nope_nope".into());
     assert_eq!(

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::deletion::deadlines::{self, Extended};
 use crate::deletion::ledger;
 use crate::deletion::lifecycle::{self, Canceled};
 use axum::{Extension, Json, Router};
@@ -44,6 +45,10 @@ pub fn v1() -> Router<HttpState> {
         .route("/v1/permanent-deletions/{id}", get(one).delete(cancel))
         .route("/v1/suppressions/{identifier}", get(suppression))
         .route("/v1/permanent-deletions/{id}/receipt", get(receipt))
+        .route(
+            "/v1/permanent-deletions/{id}/extension",
+            axum::routing::post(extension),
+        )
 }
 
 /// The routes anyone may call: the public keys that check receipts.
@@ -160,6 +165,42 @@ async fn cancel(
         ))
         .with_details("a deletion being carried out or ended stays as it is")),
         Canceled::NotFound => Err(ApiError::not_found("no deletion has this id or request id")),
+    }
+}
+
+/// `POST /v1/permanent-deletions/{id}/extension`: extends the deadline of a request still owed
+/// (GDPR Art. 12(3)), within its first month, to `extended_due_at` (after `due_at`, at most
+/// three months after `requested_at`), for `reason` (what the person is told). 200 with the
+/// deletion; 400 for a date out of bounds or no reason; 409 once the request is no longer owed
+/// or its first month has passed.
+async fn extension(
+    State(state): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+    JsonFields(body): JsonFields,
+) -> ApiResult<Json<Value>> {
+    let to = body
+        .get("extended_due_at")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .ok_or_else(|| ApiError::invalid("extended_due_at: is required, an RFC 3339 time"))?
+        .with_timezone(&Utc);
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && r.chars().count() <= 1000)
+        .ok_or_else(|| {
+            ApiError::invalid("reason: is required, 1 to 1000 characters (what the person is told)")
+        })?;
+    let key = caller.key_ref();
+    match deadlines::extend(&state.pool, &id, to, reason, &caller.name, &key).await? {
+        Extended::Extended(row) => Ok(Json(object(&state, &row))),
+        Extended::OutOfBounds(why) => Err(ApiError::invalid(why)),
+        Extended::TooLate(why) => Err(ApiError::conflict(why).with_details(
+            "an extension is recorded within the first month of a request still owed",
+        )),
+        Extended::NotFound => Err(ApiError::not_found("no deletion has this id or request id")),
     }
 }
 

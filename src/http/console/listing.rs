@@ -1,4 +1,4 @@
-//! The list of deletions: filtered by status, overdue and creation dates, in pages, and the
+//! The list of deletions: filtered by status, deadline and creation dates, in pages, and the
 //! same filter as a CSV for auditors (ids, statuses, dates and counts; nothing personal).
 
 use axum::extract::{Query, State};
@@ -8,6 +8,7 @@ use chrono::{NaiveDate, Utc};
 use serde::Deserialize;
 
 use super::{Page, failed, html, internal, signed_in, views};
+use crate::deletion::deadlines::Deadline;
 use crate::deletion::report::{self, Filter};
 use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::http::HttpState;
@@ -20,7 +21,9 @@ const CSV_ROWS: i64 = 100_000;
 #[derive(Deserialize, Default)]
 pub(super) struct ListQuery {
     status: Option<String>,
+    /// `overdue=true`: the same as `deadline=overdue` (links made before deadlines had a filter).
     overdue: Option<String>,
+    deadline: Option<String>,
     from: Option<String>,
     to: Option<String>,
     page: Option<String>,
@@ -51,9 +54,17 @@ impl ListQuery {
                 .filter(|p| (1..=100_000).contains(p))
                 .ok_or_else(|| format!("{p:?} is not a page number"))?,
         };
+        let deadline = match self.deadline.as_deref() {
+            None | Some("") if self.overdue.as_deref() == Some("true") => Some(Deadline::Overdue),
+            None | Some("") => None,
+            Some(word) => Some(
+                word.parse::<Deadline>()
+                    .map_err(|_| format!("{word:?} is not a deadline filter"))?,
+            ),
+        };
         let filter = Filter {
             status,
-            overdue: self.overdue.as_deref() == Some("true"),
+            deadline,
             from: date(&self.from)?,
             to: date(&self.to)?,
         };

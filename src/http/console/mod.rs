@@ -28,6 +28,7 @@ use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 
+use crate::deletion::deadlines;
 use crate::deletion::report;
 use crate::deletion::store;
 use crate::erase::preview::PreviewError;
@@ -49,6 +50,7 @@ pub fn routes(state: HttpState) -> Router<HttpState> {
         .route("/deletions/{id}/receipt", get(evidence::receipt))
         .route("/deletions/{id}/evidence", get(evidence::evidence))
         .route("/deletions/{id}/certificate", get(evidence::certificate))
+        .route("/deletions/{id}/extend", get(extend_form).post(extend))
         .route("/find", post(find))
         .route("/submit", get(submit_form).post(submit))
         .route("/submit/preview", post(submit_preview))
@@ -299,6 +301,7 @@ async fn overview(State(state): State<HttpState>, headers: HeaderMap) -> Page {
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
     let o = views::Overview {
         counts: report::counts_by_status(db).await.map_err(safe)?,
+        deadlines: report::deadline_counts(db).await.map_err(safe)?,
         overdue: report::overdue(db, 100).await.map_err(safe)?,
         failures: report::failures_by_key(db).await.map_err(safe)?,
         hourly: report::outcomes_over_time(db, "hour", 24)
@@ -341,7 +344,120 @@ async fn detail(
         .await
         .map_err(safe)?;
     let object = state.deletion(&row);
-    Ok(html(views::detail(&session, &row, &object, &audit, owed)))
+    let notes = deadlines::notes(&state.pool, &row.id).await.map_err(safe)?;
+    let (owed_to_subject, retried_by) = deadlines::standing(&state.pool, &row.id)
+        .await
+        .map_err(safe)?;
+    let page = views::Detail {
+        row: &row,
+        object: &object,
+        audit: &audit,
+        notes: &notes,
+        event_owed: owed,
+        owed: owed_to_subject,
+        retried_by,
+    };
+    Ok(html(views::detail(&session, &page)))
+}
+
+/// The deletion the path names, for a signed-in `session`; the console's page when there is
+/// none.
+async fn named_deletion(
+    state: &HttpState,
+    session: &Session,
+    id: &str,
+) -> Result<crate::deletion::DeletionRow, Response> {
+    if request::check_identifier("id", id).is_err() {
+        return Err(failed(
+            StatusCode::BAD_REQUEST,
+            Some(session),
+            "Not a deletion id",
+            "That is not a deletion id.",
+        ));
+    }
+    store::find(&state.pool, id)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?
+        .ok_or_else(|| {
+            failed(
+                StatusCode::NOT_FOUND,
+                Some(session),
+                "Not found",
+                "No deletion has that id.",
+            )
+        })
+}
+
+/// `GET /deletions/{id}/extend`: the form that extends a deadline (write key).
+async fn extend_form(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let row = named_deletion(&state, &session, &id).await?;
+    let latest = deadlines::latest_extension(row.requested_at);
+    let date = latest.date_naive().to_string();
+    Ok(html(views::extend_form(
+        &session, &row, latest, &date, "", None,
+    )))
+}
+
+#[derive(Deserialize)]
+struct Extension {
+    #[serde(default)]
+    csrf: String,
+    to: String,
+    reason: String,
+}
+
+/// `POST /deletions/{id}/extend`: the new deadline (on the day given, at the time of day the
+/// request was asked, so that three months to the day fit), with its reason.
+async fn extend(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ConsoleForm(form): ConsoleForm<Extension>,
+) -> Page {
+    let session = posted(&state, &headers, &form.csrf).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let row = named_deletion(&state, &session, &id).await?;
+    let latest = deadlines::latest_extension(row.requested_at);
+    let reason = form.reason.trim();
+    let again = |why: &str| {
+        let page = views::extend_form(&session, &row, latest, form.to.trim(), reason, Some(why));
+        (StatusCode::BAD_REQUEST, html(page)).into_response()
+    };
+    let Ok(day) = chrono::NaiveDate::parse_from_str(form.to.trim(), "%Y-%m-%d") else {
+        return Err(again("The new deadline is not a date (YYYY-MM-DD)."));
+    };
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        return Err(again(
+            "A reason of 1 to 1000 characters is required: it is what the person is told.",
+        ));
+    }
+    let to = day.and_time(row.requested_at.time()).and_utc();
+    let key = session.caller.key_ref();
+    match deadlines::extend(&state.pool, &row.id, to, reason, &session.caller.name, &key).await {
+        Ok(deadlines::Extended::Extended(row)) => {
+            Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
+        }
+        Ok(deadlines::Extended::TooLate(why) | deadlines::Extended::OutOfBounds(why)) => {
+            Err(again(&format!("Refused: {why}.")))
+        }
+        Ok(deadlines::Extended::NotFound) => Err(failed(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "Not found",
+            "No deletion has that id.",
+        )),
+        Err(e) => Err(internal(crate::db::SafeError(&e))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::chart;
 use super::session::Session;
+use crate::deletion::deadlines::{Deadline, Note};
 use crate::deletion::report::{AuditEntry, Filter};
 use crate::deletion::{DeletionObject, DeletionRow, DeletionStatus, VerificationOutcome};
 use crate::erase::preview::Preview;
@@ -80,9 +81,11 @@ pub fn message(session: Option<&Session>, title: &str, text: &str) -> Markup {
     page(title, session, html! { p { (text) } })
 }
 
-/// Counts by status, the overdue, failures by key, and the charts.
+/// Counts by status, the deadlines, the overdue, failures by key, and the charts.
 pub struct Overview {
     pub counts: Vec<(DeletionStatus, i64, i64)>,
+    /// Overdue, due within seven days, completed late.
+    pub deadlines: (i64, i64, i64),
     pub overdue: Vec<(String, DeletionStatus, DateTime<Utc>, i64)>,
     pub failures: Vec<(String, i64)>,
     pub hourly: Vec<chart::Slot>,
@@ -116,10 +119,25 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                     }
                 }
             }
+            section aria-labelledby="deadlines" {
+                h2 id="deadlines" { "Deadlines (GDPR Art. 12(3))" }
+                p class="hint" { "Owed to the data subject: PENDING and IN_PROGRESS requests, and FAILED ones not yet retried or resolved by a later erasure. Due one month after they were asked, or as extended." }
+                table id="deadline-counts" {
+                    thead { tr { th scope="col" { "Deadline" } th scope="col" { "Requests" } } }
+                    tbody {
+                        @for (deadline, n) in [(Deadline::Overdue, o.deadlines.0), (Deadline::DueSoon, o.deadlines.1), (Deadline::Late, o.deadlines.2)] {
+                            tr data-deadline=(deadline) {
+                                th scope="row" { a href=(format!("/deletions?deadline={deadline}")) { (deadline.label()) } }
+                                td { (n) }
+                            }
+                        }
+                    }
+                }
+            }
             section aria-labelledby="overdue" {
-                h2 id="overdue" { "Overdue (GDPR Art. 12(3): one month)" }
+                h2 id="overdue" { "Overdue" }
                 @if o.overdue.is_empty() {
-                    p id="overdue-none" { "No open request is past its due date." }
+                    p id="overdue-none" { "No request owed to a data subject is past its deadline." }
                 } @else {
                     table id="overdue-list" {
                         thead { tr { th scope="col" { "Deletion" } th scope="col" { "Status" } th scope="col" { "Due" } th scope="col" { "Days past due" } } }
@@ -170,8 +188,8 @@ fn query_of(filter: &Filter) -> String {
     if let Some(status) = filter.status {
         parts.push(format!("status={status}"));
     }
-    if filter.overdue {
-        parts.push("overdue=true".into());
+    if let Some(deadline) = filter.deadline {
+        parts.push(format!("deadline={deadline}"));
     }
     if let Some(from) = filter.from {
         parts.push(format!("from={from}"));
@@ -228,8 +246,13 @@ pub fn list(
                         option value=(status) selected[filter.status == Some(*status)] { (status) }
                     }
                 }
-                label for="overdue" { "Overdue only" }
-                input id="overdue" type="checkbox" name="overdue" value="true" checked[filter.overdue];
+                label for="deadline" { "Deadline" }
+                select id="deadline" name="deadline" {
+                    option value="" selected[filter.deadline.is_none()] { "Any" }
+                    @for deadline in Deadline::ALL {
+                        option value=(deadline) selected[filter.deadline == Some(*deadline)] { (deadline.label()) }
+                    }
+                }
                 label for="from" { "Created from" }
                 input id="from" type="date" name="from" value=(filter.from.map(|d| d.to_string()).unwrap_or_default());
                 label for="to" { "to" }
@@ -261,19 +284,78 @@ pub fn found(session: &Session, rows: &[DeletionRow]) -> Markup {
     )
 }
 
-pub fn detail(
-    session: &Session,
-    row: &DeletionRow,
-    object: &DeletionObject,
-    audit: &[AuditEntry],
-    event_owed: bool,
-) -> Markup {
-    let days_left = (row.due_at - Utc::now()).num_days();
-    let event = match (row.is_final(), event_owed) {
+/// What a deletion's page shows.
+pub struct Detail<'a> {
+    pub row: &'a DeletionRow,
+    pub object: &'a DeletionObject,
+    pub audit: &'a [AuditEntry],
+    /// Why staff extended, canceled or retried it, in their words.
+    pub notes: &'a [Note],
+    /// Whether its outcome event is still owed to the broker.
+    pub event_owed: bool,
+    /// Whether the request is still owed to the data subject.
+    pub owed: bool,
+    /// The request that tries it again, if one does.
+    pub retried_by: Option<String>,
+}
+
+fn plural(n: i64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// Where a deletion stands against its deadline, in words: "9 days overdue", "5 days left",
+/// "completed 2 days late".
+pub fn deadline_words(row: &DeletionRow, owed: bool, now: DateTime<Utc>) -> Option<String> {
+    let due = row.effective_due();
+    if owed {
+        return Some(if due < now {
+            match (now - due).num_days() {
+                0 => "less than a day overdue".into(),
+                n => format!("{} overdue", plural(n, "day")),
+            }
+        } else {
+            match (due - now).num_days() {
+                0 => "due within a day".into(),
+                n => format!("{} left", plural(n, "day")),
+            }
+        });
+    }
+    match (row.status, row.completed_at) {
+        (DeletionStatus::Done, Some(at)) if at > due => Some(match (at - due).num_days() {
+            0 => "completed less than a day late".into(),
+            n => format!("completed {} late", plural(n, "day")),
+        }),
+        (DeletionStatus::Done, Some(_)) => Some("completed in time".into()),
+        _ => None,
+    }
+}
+
+fn action_label(action: &str) -> &'static str {
+    match action {
+        "erasure.extended" => "Deadline extended",
+        "erasure.canceled" => "Canceled",
+        "erasure.retried" => "Retried",
+        _ => "Noted",
+    }
+}
+
+pub fn detail(session: &Session, d: &Detail<'_>) -> Markup {
+    let row = d.row;
+    let now = Utc::now();
+    let event = match (row.is_final(), d.event_owed) {
         (false, _) => "not yet (the request has not ended)",
         (true, true) => "owed: the outbox will publish it",
         (true, false) => "published",
     };
+    let erased_any = row
+        .data_json
+        .as_object()
+        .is_some_and(|counts| counts.values().any(|n| n.as_i64().unwrap_or(0) > 0));
+    let may_extend = d.owed && now <= row.due_at && !session.caller.read_only;
     page(
         &format!("Deletion {}", row.id),
         Some(session),
@@ -290,17 +372,45 @@ pub fn detail(
                     }
                 }
                 dt { "Reason" } dd { (row.reason.as_deref().unwrap_or("—")) }
-                dt { "Due" } dd { (when(row.due_at)) @if !row.is_final() { " (" (days_left) " days left)" } }
+                dt { "Due" } dd id="due" {
+                    (when(row.effective_due()))
+                    @if let Some(words) = deadline_words(row, d.owed, now) { " (" span id="deadline" { (words) } ")" }
+                    @if row.extended_due_at.is_some() { br; span id="extended" { "Extended from " (when(row.due_at)) } }
+                }
                 @if let Some(at) = row.scheduled_at { dt { "Scheduled" } dd { (when(at)) } }
+                @if let Some(of) = &row.retry_of {
+                    dt { "Retry of" } dd id="retry-of" { a href=(format!("/deletions/{of}")) { (of) } }
+                }
+                @if let Some(by) = &d.retried_by {
+                    dt { "Retried as" } dd id="retried-by" { a href=(format!("/deletions/{by}")) { (by) } }
+                }
                 dt { "Outcome event" } dd id="event" { (event) }
             }
+            @if may_extend {
+                h2 { "Actions" }
+                ul class="actions" {
+                    li { a id="extend" href=(format!("/deletions/{}/extend", row.id)) { "Extend the deadline" } }
+                }
+            }
             h2 { "Timeline" }
-            ol class="timeline" {
+            ol class="timeline" id="timeline" {
                 li { "Requested " (when(row.requested_at)) }
                 li { "Received " (when(row.created_at)) }
                 @if let Some(at) = row.scheduled_at { li { "Scheduled for " (when(at)) } }
-                li { "Started " (maybe(row.started_at)) }
-                li { "Completed " (maybe(row.completed_at)) }
+                @if let Some(at) = row.started_at { li { "Started " (when(at)) } }
+                @for note in d.notes {
+                    li class="note" data-action=(note.action) {
+                        (action_label(&note.action)) " " (when(note.noted_at))
+                        @if let Some(name) = &note.key_name { " by key " (name) }
+                        ": " q { (note.reason) }
+                    }
+                }
+                @match (row.status, row.completed_at) {
+                    (DeletionStatus::Done, Some(at)) => { li id="ended" { "Completed " (when(at)) } }
+                    (DeletionStatus::Failed, Some(at)) => { li id="ended" { "Failed " (when(at)) } }
+                    (DeletionStatus::Canceled, Some(at)) => { li id="ended" { "Canceled " (when(at)) } }
+                    _ => { li id="ended" { "Not ended yet" } }
+                }
             }
             @if let Some(key) = row.error_key {
                 h2 { "Error" }
@@ -308,13 +418,23 @@ pub fn detail(
             }
             (proof(row))
             h2 { "Rows erased or anonymized" }
-            table id="counts" {
-                thead { tr { th scope="col" { "Table" } th scope="col" { "Rows" } } }
-                tbody {
-                    @if let Value::Object(counts) = &object.data_json {
-                        @for (table, n) in counts {
-                            tr data-table=(table) { th scope="row" { (table) } td { (n) } }
+            @if row.status == DeletionStatus::Done || erased_any {
+                table id="counts" {
+                    thead { tr { th scope="col" { "Table" } th scope="col" { "Rows" } } }
+                    tbody {
+                        @if let Value::Object(counts) = &d.object.data_json {
+                            @for (table, n) in counts {
+                                tr data-table=(table) { th scope="row" { (table) } td { (n) } }
+                            }
                         }
+                    }
+                }
+            } @else {
+                p id="no-counts" {
+                    @match row.status {
+                        DeletionStatus::Canceled => { "Nothing was erased: the request was canceled." }
+                        DeletionStatus::Failed => { "Nothing was erased: the request failed." }
+                        _ => { "Nothing has been erased yet: the request has not been carried out." }
                     }
                 }
             }
@@ -325,7 +445,7 @@ pub fn detail(
                     th scope="col" { "Channel" } th scope="col" { "By" } th scope="col" { "Key" } th scope="col" { "Error" } th scope="col" { "Detail" }
                 } }
                 tbody {
-                    @for entry in audit {
+                    @for entry in d.audit {
                         tr {
                             td { (entry.id) } td { (when(entry.recorded_at)) } td class="action" { (entry.action) }
                             td { (entry.channel) } td { (entry.requested_by.as_deref().unwrap_or("—")) }
@@ -339,6 +459,37 @@ pub fn detail(
                         }
                     }
                 }
+            }
+        },
+    )
+}
+
+/// The form that extends a deadline: a new date (after the due date, at most three months after
+/// the request was asked) and the reason given to the person.
+pub fn extend_form(
+    session: &Session,
+    row: &DeletionRow,
+    latest: DateTime<Utc>,
+    date: &str,
+    reason: &str,
+    error: Option<&str>,
+) -> Markup {
+    let earliest = row.due_at.date_naive() + chrono::Days::new(1);
+    page(
+        "Extend the deadline",
+        Some(session),
+        html! {
+            p { "Deletion " a href=(format!("/deletions/{}", row.id)) { (row.id) } ", asked " (when(row.requested_at)) ", due " (when(row.due_at)) "." }
+            p class="hint" { "GDPR Art. 12(3): the one-month deadline may be extended by two further months where a request is complex, and the person must be told, with the reasons, within the first month. The reason is recorded with your key and shown on the deletion's timeline." }
+            @if let Some(error) = error { p class="error" role="alert" id="refused" { (error) } }
+            form method="post" action=(format!("/deletions/{}/extend", row.id)) class="stack" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                label for="to" { "New deadline (UTC)" }
+                input id="to" name="to" type="date" required value=(date)
+                    min=(earliest.to_string()) max=(latest.date_naive().to_string());
+                label for="reason" { "Reason given to the person" }
+                textarea id="reason" name="reason" required maxlength="1000" rows="4" { (reason) }
+                button type="submit" { "Extend the deadline" }
             }
         },
     )
