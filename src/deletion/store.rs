@@ -150,7 +150,7 @@ pub async fn mark_in_progress(
 /// The insert of a request accepted over HTTP, PENDING with its message, for one plan (the
 /// customer's key is looked up in the statement, from the identifier in `$3`, its reading as a
 /// key in `$11` (as text) and its type in `$13`), with the API key that submitted it (`$14`,
-/// `$15`).
+/// `$15`) and the FAILED deletion it retries (`$16`).
 #[derive(Clone, Debug)]
 pub struct PendingInsert {
     sql: String,
@@ -164,8 +164,8 @@ impl PendingInsert {
         Self {
             sql: format!(
                 "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message, scheduled_at, \
-                   requested_by_key_id, requested_by_key_name) \
-                 VALUES ({}, '{pending}', $10, $12, $14, $15) \
+                   requested_by_key_id, requested_by_key_name, retry_of) \
+                 VALUES ({}, '{pending}', $10, $12, $14, $15, $16) \
                  ON CONFLICT (request_id) DO NOTHING \
                  RETURNING {COLUMNS}",
                 new_values(subject_key),
@@ -175,7 +175,8 @@ impl PendingInsert {
     }
 
     /// Records `received` as PENDING with `message`, to be carried out at `scheduled_at` (with a
-    /// grace period), submitted with the API key `key`; `None` when its request id has a row.
+    /// grace period), submitted with the API key `key`, retrying the deletion `retry_of`; `None`
+    /// when its request id has a row.
     pub async fn run(
         &self,
         db: impl PgExecutor<'_>,
@@ -183,6 +184,7 @@ impl PendingInsert {
         message: &[u8],
         scheduled_at: Option<DateTime<Utc>>,
         key: Option<&super::KeyRef>,
+        retry_of: Option<&str>,
     ) -> Result<Option<DeletionRow>, sqlx::Error> {
         let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
         let mut args = new.arguments()?;
@@ -192,6 +194,7 @@ impl PendingInsert {
         add(&mut args, received.request.identifier_type.as_deref())?;
         add(&mut args, key.map(|k| k.id.as_str()))?;
         add(&mut args, key.map(|k| k.name.as_str()))?;
+        add(&mut args, retry_of)?;
         sqlx::query_as_with(&self.sql, args)
             .fetch_optional(db)
             .await

@@ -65,6 +65,7 @@ impl HttpState {
             .map_err(|e| match e {
                 SubmitError::PastDue(invalid) => Refused::Invalid(invalid.message),
                 SubmitError::ReusedForAnotherCustomer => Refused::ReusedForAnotherCustomer,
+                SubmitError::RetriedAlready => Refused::RetriedAlready,
                 SubmitError::Database(e) => Refused::Database(e),
             })
     }
@@ -77,6 +78,8 @@ pub enum Refused {
     Invalid(String),
     /// Its request id was taken by a request for another customer.
     ReusedForAnotherCustomer,
+    /// It retries a deletion that was retried already.
+    RetriedAlready,
     Database(sqlx::Error),
 }
 

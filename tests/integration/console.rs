@@ -1558,3 +1558,224 @@ async fn deadlines_show_what_is_overdue_due_soon_or_late_and_a_write_key_extends
     let _ = browser.client.clone().close().await;
     app.cleanup().await;
 }
+
+/// Waits until the page at `path` shows `status`, reloading it.
+async fn wait_for_status(b: &Browser, base: &str, path: &str, status: &str) {
+    let mut shown = String::new();
+    for _ in 0..150 {
+        b.client.goto(&format!("{base}{path}")).await.unwrap();
+        shown = b.text("#status").await;
+        if shown == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} shows {shown}, not {status}");
+}
+
+#[tokio::test]
+async fn a_held_request_is_canceled_and_a_failed_one_retried_each_after_a_confirmation_with_a_reason()
+ {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_retry", "src_retry", Shape::typical())
+        .await;
+    app.add_open_order("cust_retry").await;
+    let writer = erasure::keys::create(&app.pool, "dpo-desk", false)
+        .await
+        .unwrap();
+    let base = app.start(erasure::startup::Mode::All).await;
+    let blocked = app.request_erasure("src_retry").await;
+    let blocked = app.wait_for_final(blocked).await;
+    assert_eq!(blocked.status, DeletionStatus::Failed);
+    let ghost = app.request_erasure("ghost_7").await;
+    let ghost = app.wait_for_final(ghost).await;
+    assert_eq!(ghost.error_key, Some(erasure::deletion::ErrorKey::NotFound));
+    // The guard no longer holds: the order was completed.
+    sqlx::query("UPDATE orders SET status = 'COMPLETED' WHERE customer_id = 'cust_retry'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, channel) \
+         VALUES ('del_heldRequest0000000000000', gen_random_uuid(), 'cust_held', 'PENDING', now(), now() + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let audit_of = |deletion: String, action: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<String>, Value)>(
+                "SELECT key_name, detail FROM erasure.audit_log WHERE deletion_id = $1 AND action = $2",
+            )
+            .bind(deletion)
+            .bind(action)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.sign_in(&base, &writer).await;
+    assert_eq!(b.settled_path("/").await, "/");
+
+    // Cancel: a confirmation page that requires a reason.
+    b.client
+        .goto(&format!("{base}/deletions/del_heldRequest0000000000000"))
+        .await
+        .unwrap();
+    assert!(
+        b.client
+            .find_all(Locator::Css("#retry"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.click("#cancel").await;
+    assert!(
+        b.text("#consequence")
+            .await
+            .contains("will not be carried out")
+    );
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "cancel confirmation"
+    );
+    b.client
+        .execute(
+            "document.getElementById('reason').removeAttribute('required');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.click("form.stack button").await;
+    assert!(b.text("#refused").await.contains("reason"));
+    b.fill("#reason", "The data subject withdrew the request by e-mail")
+        .await;
+    b.click("form.stack button").await;
+    let held = "/deletions/del_heldRequest0000000000000";
+    assert_eq!(b.settled_path(held).await, held);
+    assert_eq!(b.text("#status").await, "CANCELED");
+    let note = b
+        .text("#timeline li.note[data-action='erasure.canceled']")
+        .await;
+    assert!(
+        note.contains("withdrew the request") && note.contains("dpo-desk"),
+        "{note}"
+    );
+    let (key, detail) = audit_of("del_heldRequest0000000000000".into(), "erasure.canceled").await;
+    assert_eq!(key.as_deref(), Some("dpo-desk"));
+    assert!(detail["reason_sha256"].is_string(), "{detail}");
+
+    // Retry: a new request linked to the FAILED one, asked when it was, carried out.
+    let failed_page = format!("/deletions/{}", blocked.id);
+    b.client
+        .goto(&format!("{base}{failed_page}"))
+        .await
+        .unwrap();
+    assert!(
+        b.client
+            .find_all(Locator::Css("#cancel"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.click("#retry").await;
+    assert!(
+        b.client
+            .find_all(Locator::Css("#identifier"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "retry confirmation"
+    );
+    b.fill("#reason", "The open order was completed").await;
+    b.click("form.stack button").await;
+    let mut path = b.path().await;
+    for _ in 0..100 {
+        if path.starts_with("/deletions/del_") && !path.contains(&blocked.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        path = b.path().await;
+    }
+    let retry_id = path.trim_start_matches("/deletions/").to_owned();
+    assert_ne!(retry_id, blocked.id);
+    wait_for_status(b, &base, &path, "DONE").await;
+    assert_eq!(b.text("#retry-of").await, blocked.id);
+    assert!(b.text("#requested-by-key").await.contains("dpo-desk"));
+    let retry = erasure::deletion::find(&app.pool, &retry_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(retry.retry_of.as_deref(), Some(blocked.id.as_str()));
+    assert_eq!(
+        retry.requested_at, blocked.requested_at,
+        "the deadline stays"
+    );
+    assert_eq!(retry.requested_by, blocked.requested_by);
+    assert_eq!(
+        app.count("SELECT count(*) FROM customers WHERE id = $1", "cust_retry")
+            .await,
+        0
+    );
+    b.client
+        .goto(&format!("{base}{failed_page}"))
+        .await
+        .unwrap();
+    assert_eq!(b.text("#retried-by").await, retry_id);
+    assert!(
+        b.client
+            .find_all(Locator::Css("#retry"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (key, detail) = audit_of(blocked.id.clone(), "erasure.retried").await;
+    assert_eq!(key.as_deref(), Some("dpo-desk"));
+    assert_eq!(detail["retry"], json!(retry_id), "{detail}");
+    let note = b
+        .text("#timeline li.note[data-action='erasure.retried']")
+        .await;
+    assert!(note.contains("open order was completed"), "{note}");
+
+    // A request that named nobody known is retried by the identifier it named, given again.
+    b.client
+        .goto(&format!("{base}/deletions/{}/retry", ghost.id))
+        .await
+        .unwrap();
+    b.fill("#identifier", "ghost_8").await;
+    b.fill("#reason", "Typo in the first request?").await;
+    b.click("form.stack button").await;
+    assert!(b.text("#refused").await.contains("not the identifier"));
+    b.fill("#identifier", "ghost_7").await;
+    b.click("form.stack button").await;
+    let mut path = b.path().await;
+    for _ in 0..100 {
+        if path.starts_with("/deletions/del_") && !path.contains(&ghost.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        path = b.path().await;
+    }
+    assert!(
+        path.starts_with("/deletions/del_") && !path.contains(&ghost.id),
+        "{path}"
+    );
+    wait_for_status(b, &base, &path, "FAILED").await;
+    assert_eq!(b.text("#retry-of").await, ghost.id);
+    for personal in ["ghost_7", "ghost_8"] {
+        assert_eq!(
+            app.rows_containing(personal).await,
+            Vec::<String>::new(),
+            "{personal}"
+        );
+    }
+    let _ = browser.client.clone().close().await;
+    app.cleanup().await;
+}

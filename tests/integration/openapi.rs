@@ -654,6 +654,111 @@ async fn check_console(
         let post = form(extend_path, &write_cookie, body.clone());
         assert_eq!(doc.check("post", extend, post).await.0, expected, "{body}");
     }
+    // Cancel and retry, each after its confirmation.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, channel, \
+           completed_at, error_key, error_message) VALUES \
+         ('del_cancelPage00000000000000', gen_random_uuid(), 'cust_gone', 'PENDING', now(), now() + interval '1 month', 'http', NULL, NULL, NULL), \
+         ('del_retryPage000000000000000', gen_random_uuid(), 'cust_gone', 'FAILED', now(), now() + interval '1 month', 'http', now(), 'conflict', 'x')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for (template, path, cookie, expected) in [
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            &write_cookie,
+            StatusCode::OK,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            &read_cookie,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_retryPage000000000000000/cancel",
+            &write_cookie,
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            &write_cookie,
+            StatusCode::OK,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_cancelPage00000000000000/retry",
+            &write_cookie,
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_nothing/retry",
+            &write_cookie,
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        assert_eq!(
+            doc.check("get", template, get(path, cookie)).await.0,
+            expected,
+            "{path}"
+        );
+    }
+    for (template, path, body, expected) in [
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            format!("csrf={write_csrf}&reason="),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            format!("csrf={write_csrf}&reason=withdrawn"),
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            format!("csrf={write_csrf}&reason=again"),
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_retryPage000000000000000/cancel",
+            format!("csrf={write_csrf}&reason=x"),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            format!("csrf={write_csrf}&reason="),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            format!("csrf={write_csrf}&reason=order+closed"),
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            format!("csrf={write_csrf}&reason=twice"),
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let post = form(path, &write_cookie, body.clone());
+        assert_eq!(
+            doc.check("post", template, post).await.0,
+            expected,
+            "{path} {body}"
+        );
+    }
     let wrong_key = form("/sign-in", "", "key=erk_nope_nope".into());
     assert_eq!(
         doc.check("post", "/sign-in", wrong_key).await.0,

@@ -81,7 +81,10 @@ async fn submit(
     fields.insert("request_id".into(), json!(request_id));
     fields.insert("customer_id".into(), Value::String(customer_id));
     let key = caller.key_ref();
-    let submission = Submission { key: Some(&key) };
+    let submission = Submission {
+        key: Some(&key),
+        retry: None,
+    };
     let (status, row) = match state.submit(fields, Utc::now(), submission).await {
         Ok(Submitted::Accepted(row)) => (StatusCode::ACCEPTED, row),
         Ok(Submitted::Existing(row)) => (StatusCode::OK, row),
@@ -92,6 +95,7 @@ async fn submit(
             .with_details("use a new key for a new request"));
         }
         Err(Refused::Invalid(message)) => return Err(ApiError::invalid(message)),
+        Err(Refused::RetriedAlready) => return Err(ApiError::internal(&"a submission retried")),
         Err(Refused::Database(e)) => return Err(e.into()),
     };
     let location = format!("/v1/permanent-deletions/{}", row.id);
@@ -156,7 +160,7 @@ async fn cancel(
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
-    match lifecycle::cancel(&state.pool, &id, &caller.name, &caller.key_ref()).await? {
+    match lifecycle::cancel(&state.pool, &id, &caller.name, &caller.key_ref(), None).await? {
         // Its event goes out with the outbox's next sweep.
         Canceled::Canceled(row) => Ok(Json(object(&state, &row))),
         Canceled::TooLate(row) => Err(ApiError::conflict(format!(

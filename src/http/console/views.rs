@@ -355,7 +355,11 @@ pub fn detail(session: &Session, d: &Detail<'_>) -> Markup {
         .data_json
         .as_object()
         .is_some_and(|counts| counts.values().any(|n| n.as_i64().unwrap_or(0) > 0));
-    let may_extend = d.owed && now <= row.due_at && !session.caller.read_only;
+    let writes = !session.caller.read_only;
+    let may_extend = writes && d.owed && now <= row.due_at;
+    let may_cancel = writes && row.status == DeletionStatus::Pending;
+    let may_retry =
+        writes && row.status == DeletionStatus::Failed && d.owed && d.retried_by.is_none();
     page(
         &format!("Deletion {}", row.id),
         Some(session),
@@ -386,10 +390,12 @@ pub fn detail(session: &Session, d: &Detail<'_>) -> Markup {
                 }
                 dt { "Outcome event" } dd id="event" { (event) }
             }
-            @if may_extend {
+            @if may_extend || may_cancel || may_retry {
                 h2 { "Actions" }
                 ul class="actions" {
-                    li { a id="extend" href=(format!("/deletions/{}/extend", row.id)) { "Extend the deadline" } }
+                    @if may_extend { li { a id="extend" href=(format!("/deletions/{}/extend", row.id)) { "Extend the deadline" } } }
+                    @if may_cancel { li { a id="cancel" href=(format!("/deletions/{}/cancel", row.id)) { "Cancel the request" } } }
+                    @if may_retry { li { a id="retry" href=(format!("/deletions/{}/retry", row.id)) { "Retry the request" } } }
                 }
             }
             h2 { "Timeline" }
@@ -459,6 +465,54 @@ pub fn detail(session: &Session, d: &Detail<'_>) -> Markup {
                         }
                     }
                 }
+            }
+        },
+    )
+}
+
+/// The confirmation of an action on a deletion (`action`: "cancel" or "retry"): what it will do,
+/// and the reason it requires; for a retry of a request whose customer is not known, the
+/// identifier it named, again.
+pub fn confirm(
+    session: &Session,
+    row: &DeletionRow,
+    action: &str,
+    reason: &str,
+    error: Option<&str>,
+) -> Markup {
+    let (title, button) = match action {
+        "cancel" => ("Cancel the request?", "Cancel the request"),
+        _ => ("Retry the request?", "Retry the request"),
+    };
+    let asks_identifier = action == "retry" && row.related_object_id.is_none();
+    page(
+        title,
+        Some(session),
+        html! {
+            dl class="facts" {
+                dt { "Deletion" } dd { a href=(format!("/deletions/{}", row.id)) { (row.id) } }
+                dt { "Status" } dd { (row.status) }
+                dt { "Customer" } dd { (row.related_object_id.as_deref().unwrap_or("— (the request named nobody known)")) }
+                dt { "Requested" } dd { (when(row.requested_at)) " by " (row.requested_by.as_deref().unwrap_or("—")) }
+                @if let Some(key) = row.error_key { dt { "Error" } dd { code { (key) } ": " (row.error_message.as_deref().unwrap_or("")) } }
+            }
+            @if action == "cancel" {
+                p id="consequence" { "The request will not be carried out: nothing of the customer is erased, the deletion ends CANCELED, and its event " code { "deletion.canceled" } " is published. This cannot be undone; a new request can be submitted later." }
+            } @else {
+                p id="consequence" { "A new request is made for the same customer, linked to this one (" code { "retry_of" } "), asked at the same time, so its deadline stays this request's. It is carried out at once, and this request counts as resolved." }
+            }
+            @if let Some(error) = error { p class="error" role="alert" id="refused" { (error) } }
+            form method="post" action=(format!("/deletions/{}/{action}", row.id)) class="stack" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                @if asks_identifier {
+                    label for="identifier" { "The identifier this request named" }
+                    input id="identifier" name="identifier" required maxlength="255" autocomplete="off";
+                    p class="hint" { "It is kept only as its keyed hash: give it again, and it is checked against that." }
+                }
+                label for="reason" { "Reason (recorded with your key)" }
+                textarea id="reason" name="reason" required maxlength="1000" rows="3" { (reason) }
+                button type="submit" { (button) }
+                a href=(format!("/deletions/{}", row.id)) { "Keep it as it is" }
             }
         },
     )
