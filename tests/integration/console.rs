@@ -1779,3 +1779,142 @@ async fn a_held_request_is_canceled_and_a_failed_one_retried_each_after_a_confir
     let _ = browser.client.clone().close().await;
     app.cleanup().await;
 }
+
+/// Searches the console for `q` as `kind` (the header's search box), from the current page.
+async fn search(b: &Browser, q: &str, kind: &str) {
+    b.fill("#find-q", q).await;
+    b.element(&format!("#find-kind option[value='{kind}']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.click("form.find button").await;
+}
+
+#[tokio::test]
+async fn the_search_finds_requests_by_any_lookup_the_plan_declares_and_says_what_it_cannot_search_by()
+ {
+    use crate::http_api::Api;
+    let mut app = TestApp::with_schema(crate::shared_rows::SCHEMA, crate::shared_rows::PLAN).await;
+    sqlx::raw_sql(
+        "INSERT INTO store.address (address_id, address, postal_code, phone) VALUES \
+           (1, '1 Storefront Way', 'SF1', '+1-555-0001'), (2, '2 Staff Street', 'SS2', '+1-555-0002'); \
+         INSERT INTO store.store (store_id, address_id) VALUES (1, 1); \
+         INSERT INTO store.customer (customer_id, store_id, first_name, last_name, email, address_id) VALUES \
+           (1, 1, 'Stella', 'Storeside', 'stella@storeside.example', 1), \
+           (2, 1, 'Stan', 'Staffside', 'stan@staffside.example', 2);",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Stella erased by her key; Stan's request waits (no worker runs).
+    let eraser = app.eraser();
+    let stella = match eraser
+        .erase(
+            &eraser
+                .receive(
+                    erasure::request::ErasureRequest {
+                        request_id: Uuid::new_v4(),
+                        customer_id: "1".into(),
+                        requested_by: "dpo".into(),
+                        reason: None,
+                        requested_at: None,
+                        identifier_type: None,
+                    },
+                    erasure::request::Channel::Cli,
+                    chrono::Utc::now(),
+                )
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+    {
+        erasure::erase::Outcome::Recorded(row) => row,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stella.status, DeletionStatus::Done);
+    let base = app.start(erasure::startup::Mode::Api).await;
+    let writer = Api::new(&app, base.clone(), false).await;
+    let answer = writer.post("2", None, None).await;
+    assert_eq!(answer.status(), 202);
+    let stan: Value = answer.json().await.unwrap();
+    let reader = erasure::keys::create(&app.pool, "reader", true)
+        .await
+        .unwrap();
+
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.sign_in(&base, &reader).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    // The search box says what it accepts.
+    let placeholder = b
+        .element("#find-q")
+        .await
+        .attr("placeholder")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(placeholder.contains("email"), "{placeholder}");
+    // The erased customer by her e-mail (compared in any case, as the plan declares), through
+    // the keyed hash her deletion kept; the live one's request through the customer it names.
+    let stella_page = format!("/deletions/{}", stella.id);
+    for (q, kind) in [
+        ("STELLA@Storeside.example", "any"),
+        ("stella@storeside.example", "email"),
+        ("1", "key"),
+    ] {
+        search(b, q, kind).await;
+        assert_eq!(
+            b.settled_path(&stella_page).await,
+            stella_page,
+            "{q} as {kind}"
+        );
+    }
+    let stan_page = format!("/deletions/{}", stan["id"].as_str().unwrap());
+    search(b, "stan@staffside.example", "email").await;
+    assert_eq!(b.settled_path(&stan_page).await, stan_page);
+    assert_eq!(b.text("#status").await, "PENDING");
+    // As the wrong kind, or nobody's: nothing found, saying what can be searched.
+    search(b, "stella@storeside.example", "key").await;
+    assert!(
+        b.text("#nothing-found")
+            .await
+            .contains("lookup value (email)")
+    );
+    search(b, "nobody@nowhere.example", "any").await;
+    assert!(
+        b.text("#nothing-found")
+            .await
+            .contains("lookup value (email)")
+    );
+    assert!(b.accessibility_violations().await.is_empty(), "found page");
+    let _ = browser.client.clone().close().await;
+    app.cleanup().await;
+
+    // A plan without an e-mail lookup says so, instead of "nothing found".
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_mail", "src_mail", Shape::typical())
+        .await;
+    let base = app.start(erasure::startup::Mode::All).await;
+    let done = app.request_erasure("src_mail").await;
+    app.wait_for_final(done).await;
+    let reader = erasure::keys::create(&app.pool, "reader", true)
+        .await
+        .unwrap();
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.sign_in(&base, &reader).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    search(b, "cust_mail@mail.example", "any").await;
+    let said = b.text("#not-a-lookup").await;
+    assert!(
+        said.contains("e-mail address") && said.contains("source_id"),
+        "{said}"
+    );
+    assert!(
+        b.accessibility_violations().await.is_empty(),
+        "not a lookup"
+    );
+    let _ = browser.client.clone().close().await;
+    app.cleanup().await;
+}

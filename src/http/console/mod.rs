@@ -187,7 +187,15 @@ fn internal(e: impl std::fmt::Display) -> Response {
 /// The session of the request, or a redirect to sign in.
 async fn signed_in(state: &HttpState, headers: &HeaderMap) -> Result<Session, Response> {
     match session::find(&state.pool, headers).await {
-        Ok(Some(session)) => Ok(session),
+        Ok(Some(mut session)) => {
+            session.lookups = state
+                .identity
+                .lookups()
+                .iter()
+                .map(|l| l.column.clone())
+                .collect();
+            Ok(session)
+        }
         Ok(None) => Err(Redirect::to("/sign-in").into_response()),
         Err(e) => Err(internal(crate::db::SafeError(&e))),
     }
@@ -703,11 +711,34 @@ async fn extend(
 #[derive(Deserialize)]
 struct Find {
     q: String,
+    /// Which identifier `q` is: `any`, `id` (a deletion or request id), `key` (the customer's
+    /// key), or a lookup's column.
+    #[serde(default)]
+    kind: String,
     #[serde(default)]
     csrf: String,
 }
 
-/// `POST /find`: by `del_` id, request id, customer id or source id (through its keyed hash).
+/// What looks like an e-mail address or a phone number, when the plan declares no lookup of
+/// that kind: the words for it, so that the search says it cannot find requests by it.
+fn undeclared_kind(q: &str, lookups: &[String]) -> Option<&'static str> {
+    let declared = |word: &str| lookups.iter().any(|l| l.to_lowercase().contains(word));
+    let at = q.find('@');
+    if at.is_some_and(|i| i > 0 && q[i + 1..].contains('.')) && !declared("mail") {
+        return Some("an e-mail address");
+    }
+    let digits = q.chars().filter(char::is_ascii_digit).count();
+    let phone_like = digits >= 7
+        && q.chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    if phone_like && !declared("phone") && !declared("tel") {
+        return Some("a phone number");
+    }
+    None
+}
+
+/// `POST /find`: by `del_` id, request id, the customer's key, or any lookup the plan declares
+/// (through its keyed hash; for a customer not erased yet, through the live customer it names).
 /// The identifier comes in the body and the results are the answer: it never reaches a URL.
 async fn find(
     State(state): State<HttpState>,
@@ -716,23 +747,62 @@ async fn find(
 ) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     let q = form.q.trim();
+    let kind = form.kind.trim();
+    let lookups = session.lookups.clone();
+    let nothing = |why: Option<String>| html(views::found(&session, &[], why.as_deref()));
     if request::check_identifier("q", q).is_err() {
-        return Ok(html(views::found(&session, &[])));
+        return Ok(nothing(None));
     }
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
     let mut rows = Vec::new();
-    if let Some(row) = store::find(&state.pool, q).await.map_err(safe)? {
+    if matches!(kind, "" | "any" | "id")
+        && let Some(row) = store::find(&state.pool, q).await.map_err(safe)?
+    {
         rows.push(row);
-    } else {
-        let naming = state.identity.naming(q, IdentifierType::Any);
+    }
+    if rows.is_empty() && kind != "id" {
+        let identifier_type = match kind {
+            "" | "any" => IdentifierType::Any,
+            "key" => IdentifierType::Key,
+            column => match lookups.iter().position(|l| l == column) {
+                Some(i) => IdentifierType::Lookup(i),
+                None => {
+                    return Ok(nothing(Some(format!(
+                        "{column:?} is not an identifier this plan declares."
+                    ))));
+                }
+            },
+        };
+        let naming = state.identity.naming(q, identifier_type.clone());
         rows = store::all_for_customer(&state.pool, &naming, 100)
             .await
             .map_err(safe)?;
+        if rows.is_empty()
+            && let crate::erase::Named::One(key) = state
+                .eraser
+                .live_customer_key(q, &identifier_type)
+                .await
+                .map_err(safe)?
+        {
+            let naming = state.identity.naming(&key, IdentifierType::Key);
+            rows = store::all_for_customer(&state.pool, &naming, 100)
+                .await
+                .map_err(safe)?;
+        }
     }
     if let [row] = rows.as_slice() {
         return Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response());
     }
-    Ok(html(views::found(&session, &rows)))
+    if rows.is_empty()
+        && matches!(kind, "" | "any")
+        && let Some(what) = undeclared_kind(q, &lookups)
+    {
+        return Ok(nothing(Some(format!(
+            "That looks like {what}, and this plan declares no lookup of that kind: a request cannot be found by it, because the service keeps nothing of it (not even its keyed hash). Search by {}.",
+            views::searchable(&lookups)
+        ))));
+    }
+    Ok(html(views::found(&session, &rows, None)))
 }
 
 async fn submit_form(State(state): State<HttpState>, headers: HeaderMap) -> Page {
@@ -856,6 +926,23 @@ mod tests {
             headers.insert(*name, HeaderValue::from_static(value));
         }
         headers
+    }
+
+    #[test]
+    fn an_e_mail_or_a_phone_number_is_named_when_the_plan_has_no_such_lookup() {
+        let source = vec!["source_id".to_string()];
+        let email = vec!["source_id".to_string(), "email".to_string()];
+        assert_eq!(
+            undeclared_kind("jane@example.com", &source),
+            Some("an e-mail address")
+        );
+        assert_eq!(undeclared_kind("jane@example.com", &email), None);
+        assert_eq!(
+            undeclared_kind("+44 20 7946 0958", &email),
+            Some("a phone number")
+        );
+        assert_eq!(undeclared_kind("cust_8Xk2", &source), None);
+        assert_eq!(undeclared_kind("12345", &source), None);
     }
 
     #[test]

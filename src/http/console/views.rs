@@ -44,9 +44,17 @@ pub fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         form class="find" method="post" action="/find" role="search" {
                             label for="find-q" { "Find a request" }
                             input id="find-q" name="q" type="search" required maxlength="255"
-                                placeholder="del_ id, request id, customer id or source id";
+                                aria-describedby="find-hint" placeholder=(format!("del_ id, request id, customer key{}", s.lookups.iter().map(|l| format!(", {l}")).collect::<String>()));
+                            label for="find-kind" class="visually-hidden" { "by" }
+                            select id="find-kind" name="kind" {
+                                option value="any" { "any identifier" }
+                                option value="id" { "deletion or request id" }
+                                option value="key" { "customer key" }
+                                @for lookup in s.lookups.iter() { option value=(lookup) { (lookup) } }
+                            }
                             input type="hidden" name="csrf" value=(s.csrf);
                             button type="submit" { "Find" }
+                            span id="find-hint" class="visually-hidden" { "Searches by " (searchable(&s.lookups)) "." }
                         }
                         form class="signout" method="post" action="/sign-out" {
                             input type="hidden" name="csrf" value=(s.csrf);
@@ -270,13 +278,29 @@ pub fn list(
     )
 }
 
-pub fn found(session: &Session, rows: &[DeletionRow]) -> Markup {
+/// What the search accepts, in words: "a deletion id, a request id, a customer key or a lookup
+/// value (source_id, email)".
+pub fn searchable(lookups: &[String]) -> String {
+    match lookups {
+        [] => "a deletion id, a request id or a customer key".to_string(),
+        _ => format!(
+            "a deletion id, a request id, a customer key or a lookup value ({})",
+            lookups.join(", ")
+        ),
+    }
+}
+
+/// The search's answer: the deletions found, or why nothing was (`not_a_lookup`: what was
+/// given is no identifier the plan can search by).
+pub fn found(session: &Session, rows: &[DeletionRow], not_a_lookup: Option<&str>) -> Markup {
     page(
         "Found",
         Some(session),
         html! {
-            @if rows.is_empty() {
-                p id="nothing-found" { "No request has that deletion id, request id, customer id or source id." }
+            @if let Some(why) = not_a_lookup {
+                p id="not-a-lookup" { (why) }
+            } @else if rows.is_empty() {
+                p id="nothing-found" { "No request was found by " (searchable(&session.lookups)) "." }
             } @else {
                 (rows_table(rows))
             }
