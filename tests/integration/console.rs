@@ -1918,3 +1918,168 @@ async fn the_search_finds_requests_by_any_lookup_the_plan_declares_and_says_what
     let _ = browser.client.clone().close().await;
     app.cleanup().await;
 }
+
+/// How the page fits a phone: the document's width against the viewport's, and any element of
+/// the header that reaches past the viewport's right edge.
+async fn fit(b: &Browser) -> Value {
+    b.client
+        .execute(
+            "const vw = window.innerWidth; \
+             const cut = [...document.querySelectorAll('header *')] \
+               .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > vw + 0.5) \
+               .map(e => e.tagName + (e.id ? '#' + e.id : '')); \
+             return {doc: document.documentElement.scrollWidth, body: document.body.scrollWidth, vw, cut};",
+            vec![],
+        )
+        .await
+        .unwrap()
+}
+
+/// Checks the page fits a 390 px wide phone (no sideways scroll, nothing of the header cut off)
+/// and has no serious accessibility violation there.
+async fn fits_a_phone(b: &Browser, what: &str) {
+    // The page may still be loading after a click.
+    for _ in 0..40 {
+        let ready = b
+            .client
+            .execute("return document.readyState;", vec![])
+            .await
+            .unwrap();
+        if ready == "complete" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fit = fit(b).await;
+    assert_eq!(fit["vw"], 390, "{what}: {fit}");
+    assert!(
+        fit["doc"].as_i64().unwrap() <= 390 && fit["body"].as_i64().unwrap() <= 390,
+        "{what} scrolls sideways on a phone: {fit}"
+    );
+    assert_eq!(
+        fit["cut"],
+        json!([]),
+        "{what}: the header is cut off: {fit}"
+    );
+    let violations = b.accessibility_violations().await;
+    assert!(violations.is_empty(), "{what} on a phone: {violations:?}");
+}
+
+#[tokio::test]
+async fn every_page_fits_a_phone_without_sideways_scroll_and_its_charts_stay_readable() {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_phone", "src_phone", Shape::typical())
+        .await;
+    app.seed_customer("cust_blocked", "src_blocked", Shape::typical())
+        .await;
+    app.seed_customer("cust_next", "src_next", Shape::typical())
+        .await;
+    app.add_open_order("cust_blocked").await;
+    seed_statuses(&app).await;
+    let writer = erasure::keys::create(&app.pool, "a-rather-long-key-name-for-the-dpo-desk", false)
+        .await
+        .unwrap();
+    let base = app.start(erasure::startup::Mode::All).await;
+    let done = app.request_erasure("src_phone").await;
+    let done = app.wait_for_final(done).await;
+    let failed = app.request_erasure("src_blocked").await;
+    let failed = app.wait_for_final(failed).await;
+    assert_eq!(failed.status, DeletionStatus::Failed);
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, channel) \
+         VALUES ('del_phonePending000000000000', gen_random_uuid(), 'cust_gone', 'PENDING', now(), now() + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let canceled: String =
+        sqlx::query_scalar("SELECT id FROM erasure.deletions WHERE status = 'CANCELED' LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+
+    let browser = Browser::start().await;
+    let b = &browser;
+    b.client.set_window_size(390, 844).await.unwrap();
+    // The window's size is its outer size: make the viewport itself 390 px wide.
+    let inner: i64 = b
+        .client
+        .execute("return window.innerWidth;", vec![])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    if inner != 390 {
+        b.client
+            .set_window_size((390 + (390 - inner)) as u32, 844)
+            .await
+            .unwrap();
+    }
+    b.client.goto(&format!("{base}/sign-in")).await.unwrap();
+    fits_a_phone(b, "sign-in").await;
+    b.sign_in(&base, "erk_wrong_key").await;
+    assert!(b.text("p.error").await.contains("unknown"));
+    fits_a_phone(b, "sign-in refused").await;
+    b.sign_in(&base, &writer).await;
+    assert_eq!(b.settled_path("/").await, "/");
+    fits_a_phone(b, "overview").await;
+    // Chart labels are readable: at least 10 px tall on the screen.
+    let smallest = b
+        .client
+        .execute(
+            "return Math.min(...[...document.querySelectorAll('svg.chart text')].map(t => t.getBoundingClientRect().height));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        smallest.as_f64().unwrap() >= 10.0,
+        "chart labels {smallest} px tall"
+    );
+    b.screenshot("phone-overview.png").await;
+    let pages = [
+        "/deletions".to_string(),
+        "/deletions?deadline=overdue".into(),
+        "/deletions?status=FAILED".into(),
+        format!("/deletions/{}", done.id),
+        format!("/deletions/{}", failed.id),
+        "/deletions/del_phonePending000000000000".into(),
+        format!("/deletions/{canceled}"),
+        format!("/deletions/{}/certificate", done.id),
+        "/deletions/del_phonePending000000000000/extend".into(),
+        "/deletions/del_phonePending000000000000/cancel".into(),
+        format!("/deletions/{}/retry", failed.id),
+        "/deletions/del_phonePending000000000000/certificate".into(),
+        "/deletions/del_nothing".into(),
+        "/deletions?status=nothing".into(),
+        "/submit".into(),
+    ];
+    for path in &pages {
+        b.client.goto(&format!("{base}{path}")).await.unwrap();
+        fits_a_phone(b, path).await;
+    }
+    b.client
+        .goto(&format!("{base}/deletions/{}", done.id))
+        .await
+        .unwrap();
+    b.screenshot("phone-deletion.png").await;
+    // The pages a form answers with.
+    search(b, "nobody-at-all", "any").await;
+    assert!(b.text("#nothing-found").await.contains("lookup value"));
+    fits_a_phone(b, "nothing found").await;
+    search(b, "jane.doe@example.com", "any").await;
+    assert!(b.text("#not-a-lookup").await.contains("e-mail"));
+    fits_a_phone(b, "not a lookup").await;
+    b.client.goto(&format!("{base}/submit")).await.unwrap();
+    b.fill("#customer_id", "src_next").await;
+    b.click("form.stack button").await;
+    assert!(b.text("#preview").await.contains("events"));
+    fits_a_phone(b, "submission preview").await;
+    b.client.goto(&format!("{base}/submit")).await.unwrap();
+    b.fill("#customer_id", "nobody-here").await;
+    b.click("form.stack button").await;
+    assert!(b.text("p.error").await.contains("No customer"));
+    fits_a_phone(b, "submission refused").await;
+    let _ = browser.client.clone().close().await;
+    app.cleanup().await;
+}

@@ -120,8 +120,8 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                             @let (today, month) = count(*status);
                             tr data-status=(status) {
                                 th scope="row" { a href=(format!("/deletions?status={status}")) { (status) } }
-                                td class="today" { (today) }
-                                td class="month" { (month) }
+                                td class="today" data-label="Today" { (today) }
+                                td class="month" data-label="Last 30 days" { (month) }
                             }
                         }
                     }
@@ -136,7 +136,7 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                         @for (deadline, n) in [(Deadline::Overdue, o.deadlines.0), (Deadline::DueSoon, o.deadlines.1), (Deadline::Late, o.deadlines.2)] {
                             tr data-deadline=(deadline) {
                                 th scope="row" { a href=(format!("/deletions?deadline={deadline}")) { (deadline.label()) } }
-                                td { (n) }
+                                td data-label="Requests" { (n) }
                             }
                         }
                     }
@@ -152,10 +152,10 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                         tbody {
                             @for (id, status, due, days) in &o.overdue {
                                 tr {
-                                    td { a href=(format!("/deletions/{id}")) { (id) } }
-                                    td { (status) }
-                                    td { (when(*due)) }
-                                    td class="days" { (days) }
+                                    td data-label="Deletion" { a href=(format!("/deletions/{id}")) { (id) } }
+                                    td data-label="Status" { (status) }
+                                    td data-label="Due" { (when(*due)) }
+                                    td class="days" data-label="Days past due" { (days) }
                                 }
                             }
                         }
@@ -171,7 +171,7 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                         thead { tr { th scope="col" { "Error" } th scope="col" { "Requests" } } }
                         tbody {
                             @for (key, n) in &o.failures {
-                                tr data-key=(key) { th scope="row" { (key) } td { (n) } }
+                                tr data-key=(key) { th scope="row" { (key) } td data-label="Requests" { (n) } }
                             }
                         }
                     }
@@ -218,11 +218,11 @@ fn rows_table(rows: &[DeletionRow]) -> Markup {
             tbody {
                 @for row in rows {
                     tr {
-                        td { a href=(format!("/deletions/{}", row.id)) { (row.id) } }
-                        td { (row.status) @if let Some(key) = row.error_key { " (" (key) ")" } }
-                        td { (when(row.created_at)) }
-                        td { (when(row.due_at)) }
-                        td { (maybe(row.completed_at)) }
+                        td data-label="Deletion" { a href=(format!("/deletions/{}", row.id)) { (row.id) } }
+                        td data-label="Status" { (row.status) @if let Some(key) = row.error_key { " (" (key) ")" } }
+                        td data-label="Created" { (when(row.created_at)) }
+                        td data-label="Due" { (when(row.effective_due())) }
+                        td data-label="Completed" { (maybe(row.completed_at)) }
                     }
                 }
             }
@@ -454,7 +454,7 @@ pub fn detail(session: &Session, d: &Detail<'_>) -> Markup {
                     tbody {
                         @if let Value::Object(counts) = &d.object.data_json {
                             @for (table, n) in counts {
-                                tr data-table=(table) { th scope="row" { (table) } td { (n) } }
+                                tr data-table=(table) { th scope="row" { (table) } td data-label="Rows" { (n) } }
                             }
                         }
                     }
@@ -477,15 +477,15 @@ pub fn detail(session: &Session, d: &Detail<'_>) -> Markup {
                 tbody {
                     @for entry in d.audit {
                         tr {
-                            td { (entry.id) } td { (when(entry.recorded_at)) } td class="action" { (entry.action) }
-                            td { (entry.channel) } td { (entry.requested_by.as_deref().unwrap_or("—")) }
-                            td class="key" {
+                            td data-label="#" { (entry.id) } td data-label="Recorded" { (when(entry.recorded_at)) } td class="action" data-label="Action" { (entry.action) }
+                            td data-label="Channel" { (entry.channel) } td data-label="By" { (entry.requested_by.as_deref().unwrap_or("—")) }
+                            td class="key" data-label="Key" {
                                 @match (&entry.key_name, &entry.key_id) {
                                     (Some(name), Some(id)) => { (name) " (" code { (id) } ")" }
                                     _ => { "—" }
                                 }
                             }
-                            td { (entry.error_key.as_deref().unwrap_or("—")) } td { code { (entry.detail) } }
+                            td data-label="Error" { (entry.error_key.as_deref().unwrap_or("—")) } td data-label="Detail" { code { (entry.detail) } }
                         }
                     }
                 }
@@ -664,7 +664,7 @@ pub fn certificate(
                     tbody {
                         @if let Value::Object(counts) = &object.data_json {
                             @for (table, n) in counts {
-                                tr { th scope="row" { (table) } td { (n) } }
+                                tr { th scope="row" { (table) } td data-label="Rows" { (n) } }
                             }
                         }
                     }
@@ -714,7 +714,7 @@ pub fn preview(
                 thead { tr { th scope="col" { "Table" } th scope="col" { "Rows" } } }
                 tbody {
                     @if let Value::Object(counts) = &preview.data_json {
-                        @for (table, n) in counts { tr { th scope="row" { (table) } td { (n) } } }
+                        @for (table, n) in counts { tr { th scope="row" { (table) } td data-label="Rows" { (n) } } }
                     }
                 }
             }
