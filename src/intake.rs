@@ -13,8 +13,8 @@ use sqlx::PgPool;
 
 use crate::broker::Publisher;
 use crate::config::GracePeriod;
-use crate::deletion::DeletionRow;
 use crate::deletion::store::{self, PendingInsert};
+use crate::deletion::{DeletionRow, KeyRef};
 use crate::plan::Plan;
 use crate::request::{ErasureRequest, Received};
 
@@ -29,6 +29,23 @@ pub struct Intake {
     grace_period: GracePeriod,
 }
 
+/// Who submits a request, beyond what the request says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Submission<'a> {
+    /// The API key that submits it (over the API or the console).
+    pub key: Option<&'a KeyRef>,
+    /// A retry: the FAILED deletion it tries again, why, and who asked.
+    pub retry: Option<Retry<'a>>,
+}
+
+/// A request that tries a FAILED one again.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry<'a> {
+    pub failed: &'a DeletionRow,
+    pub reason: &'a str,
+    pub by: &'a str,
+}
+
 #[derive(Debug)]
 pub enum Submitted {
     /// A new deletion object, PENDING.
@@ -41,6 +58,10 @@ pub enum Submitted {
 pub enum SubmitError {
     #[error("the request id was already used for another customer")]
     ReusedForAnotherCustomer,
+    /// The FAILED deletion was retried already (a deletion is retried once; a retry that fails
+    /// is retried in its turn).
+    #[error("the deletion was retried already")]
+    RetriedAlready,
     /// The grace period would end after the request's due date.
     #[error("{}", .0.message)]
     PastDue(crate::request::InvalidRequest),
@@ -73,13 +94,21 @@ impl Intake {
 
     /// Records `received` as PENDING (with a grace period, scheduled for when it ends) and
     /// publishes it. `Accepted` means the request is durable.
-    pub async fn submit(&self, received: &Received) -> Result<Submitted, SubmitError> {
+    pub async fn submit(
+        &self,
+        received: &Received,
+        submission: Submission<'_>,
+    ) -> Result<Submitted, SubmitError> {
         let request = &received.request;
-        let scheduled_at = match self.grace_period.is_zero() {
-            true => None,
-            false => Some(received.received_at + self.grace_period.chrono()),
+        let scheduled_at = match (self.grace_period.is_zero(), submission.retry) {
+            (true, _) => None,
+            // A retry was held once already, as the request it tries again: it goes now (and
+            // its due date, that of the request, may have passed).
+            (false, Some(_)) => Some(received.received_at),
+            (false, None) => Some(received.received_at + self.grace_period.chrono()),
         };
         let past_due = scheduled_at
+            .filter(|_| submission.retry.is_none())
             .and_then(|at| crate::deletion::lifecycle::past_due(received, at, self.grace_period));
         if let Some(invalid) = past_due {
             // A repeat of a request recorded before stands as it is.
@@ -97,13 +126,40 @@ impl Intake {
             ..request.clone()
         }
         .to_message();
-        let Some(row) = self
+        let mut tx = self.pool.begin().await?;
+        let inserted = self
             .insert
-            .run(&self.pool, received, &message, scheduled_at)
-            .await?
-        else {
+            .run(
+                &mut *tx,
+                received,
+                &message,
+                scheduled_at,
+                submission.key,
+                submission.retry.map(|r| r.failed.id.as_str()),
+            )
+            .await;
+        let inserted = match inserted {
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some("deletions_retry_of_idx") => {
+                return Err(SubmitError::RetriedAlready);
+            }
+            other => other?,
+        };
+        let Some(row) = inserted else {
+            tx.rollback().await?;
             return self.existing(received).await.map(Submitted::Existing);
         };
+        if let (Some(retry), Some(key)) = (submission.retry, submission.key) {
+            crate::deletion::lifecycle::record_retry(
+                &mut tx,
+                retry.failed,
+                &row,
+                retry.reason,
+                retry.by,
+                key,
+            )
+            .await?;
+        }
+        tx.commit().await?;
         self.publish(&row.id, received, &message).await;
         Ok(Submitted::Accepted(row))
     }

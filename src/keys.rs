@@ -23,6 +23,16 @@ pub struct Caller {
     pub read_only: bool,
 }
 
+impl Caller {
+    /// The key as the records name it.
+    pub fn key_ref(&self) -> crate::deletion::KeyRef {
+        crate::deletion::KeyRef {
+            id: self.key_id.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
 /// A key as listed: never its secret.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct KeyInfo {

@@ -29,6 +29,10 @@ pub enum ReceiptCommand {
         /// database checked (default: proof.trusted_keys, else the database's own keys).
         #[arg(long)]
         key: Option<String>,
+        /// The deletion's audit rows with their seals (audit.json of its evidence pack), checked
+        /// against the same keys, offline.
+        #[arg(long)]
+        audit: Option<PathBuf>,
     },
     /// Print a new signing key (for proof.signing_key or proof.signing_key_file), and its id.
     NewKey,
@@ -61,7 +65,7 @@ pub async fn receipt(settings: &Settings, command: ReceiptCommand) -> anyhow::Re
             );
             Ok(ExitCode::SUCCESS)
         }
-        ReceiptCommand::Verify { file, key } => {
+        ReceiptCommand::Verify { file, key, audit } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let receipt: Value = match crate::proof::strict_json::parse(&text) {
@@ -81,6 +85,30 @@ pub async fn receipt(settings: &Settings, command: ReceiptCommand) -> anyhow::Re
                         "receipt checks: deletion {} {}, signed by key {}",
                         checked.deletion_id, checked.status, checked.key_id
                     );
+                    if let Some(audit) = audit {
+                        let text = std::fs::read_to_string(&audit)
+                            .with_context(|| format!("reading {}", audit.display()))?;
+                        let evidence = match crate::proof::strict_json::parse(&text) {
+                            Ok(value) => value,
+                            Err(why) => {
+                                eprintln!(
+                                    "audit rows do not check: {} does not read as I-JSON: {why}",
+                                    audit.display()
+                                );
+                                return Ok(ExitCode::from(1));
+                            }
+                        };
+                        match seal::check_evidence(&evidence, trust.keys(), &checked.deletion_id) {
+                            Ok(rows) => println!(
+                                "audit rows check: {} rows listed by {} signed seals; {} rows not sealed yet when the pack was made",
+                                rows.sealed, rows.seals, rows.unsealed
+                            ),
+                            Err(why) => {
+                                eprintln!("audit rows do not check: {why}");
+                                return Ok(ExitCode::from(1));
+                            }
+                        }
+                    }
                     Ok(passed(&trust))
                 }
                 Err(why) => {

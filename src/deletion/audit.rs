@@ -27,6 +27,10 @@ text_enum! {
         ErasurePreviewed = "erasure.previewed",
         /// A PENDING request was withdrawn.
         ErasureCanceled = "erasure.canceled",
+        /// The deadline of a request was extended (GDPR Art. 12(3)); the reason is a note.
+        ErasureExtended = "erasure.extended",
+        /// A FAILED request was tried again as a new request (`retry_of`); the reason is a note.
+        ErasureRetried = "erasure.retried",
         /// Rows the customer referenced, kept by its erasure because something used them, were
         /// found unused by the check after commit and cleared.
         ReferencedSwept = "erasure.swept",
@@ -55,6 +59,8 @@ pub struct Audit<'a> {
     deletion_id: Option<&'a str>,
     related_object_id: Option<&'a str>,
     error_key: Option<ErrorKey>,
+    /// The API key the row's action was taken on the authority of (id, name).
+    key: Option<(&'a str, &'a str)>,
     detail: Value,
 }
 
@@ -70,6 +76,7 @@ impl<'a> Audit<'a> {
             deletion_id: None,
             related_object_id: None,
             error_key: None,
+            key: None,
             detail: Value::Object(Default::default()),
         }
     }
@@ -90,11 +97,25 @@ impl<'a> Audit<'a> {
         }
     }
 
-    /// Names the deletion the row is about, and its customer.
+    /// Names the deletion the row is about, and its customer; and, unless the row names the key
+    /// that acted already, the key that submitted the deletion.
     pub fn deletion(self, row: &'a DeletionRow) -> Self {
+        let submitted_by = row
+            .requested_by_key_id
+            .as_deref()
+            .zip(row.requested_by_key_name.as_deref());
         Self {
             deletion_id: Some(&row.id),
             related_object_id: row.related_object_id.as_deref(),
+            key: self.key.or(submitted_by),
+            ..self
+        }
+    }
+
+    /// Names the API key that acted (`None`: no key, as from the queue or the command line).
+    pub fn key(self, key: Option<&'a super::KeyRef>) -> Self {
+        Self {
+            key: key.map(|k| (k.id.as_str(), k.name.as_str())),
             ..self
         }
     }
@@ -128,8 +149,8 @@ impl<'a> Audit<'a> {
     pub async fn append(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, \
-               related_object_id, channel, requested_by, error_key, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+               related_object_id, channel, requested_by, error_key, detail, key_id, key_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(self.received_at)
         .bind(self.action)
@@ -140,6 +161,8 @@ impl<'a> Audit<'a> {
         .bind(self.requested_by)
         .bind(self.error_key)
         .bind(&self.detail)
+        .bind(self.key.map(|(id, _)| id))
+        .bind(self.key.map(|(_, name)| name))
         .execute(conn)
         .await?;
         Ok(())
@@ -154,8 +177,10 @@ pub async fn swept(
     swept: &Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, channel, detail) \
-         SELECT now(), '{}', d.request_id, d.id, d.related_object_id, d.channel, jsonb_build_object('swept', $2::jsonb) \
+        "INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, channel, detail, \
+           key_id, key_name) \
+         SELECT now(), '{}', d.request_id, d.id, d.related_object_id, d.channel, jsonb_build_object('swept', $2::jsonb), \
+           d.requested_by_key_id, d.requested_by_key_name \
          FROM erasure.deletions d WHERE d.id = $1",
         AuditAction::ReferencedSwept
     ))

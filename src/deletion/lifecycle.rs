@@ -79,6 +79,32 @@ pub fn past_due(
     })
 }
 
+/// Records, in the caller's transaction, that the FAILED deletion `failed` was retried as
+/// `retry` on the authority of the API key `key` (named `by`), for `reason`: an audit row on the
+/// FAILED deletion naming the key, the retry and the note that keeps the reason.
+pub async fn record_retry(
+    conn: &mut PgConnection,
+    failed: &DeletionRow,
+    retry: &DeletionRow,
+    reason: &str,
+    by: &str,
+    key: &super::KeyRef,
+) -> Result<(), sqlx::Error> {
+    let note =
+        super::deadlines::note(conn, &failed.id, AuditAction::ErasureRetried, reason, key).await?;
+    Audit::new(AuditAction::ErasureRetried, Channel::Http, Utc::now())
+        .request(Some(failed.request_id), Some(by))
+        .key(Some(key))
+        .deletion(failed)
+        .detail(serde_json::json!({
+            "retry": retry.id,
+            "note": note.id,
+            "reason_sha256": note.reason_sha256,
+        }))
+        .append(conn)
+        .await
+}
+
 /// How a cancel ended.
 #[derive(Debug)]
 pub enum Canceled {
@@ -89,14 +115,18 @@ pub enum Canceled {
     NotFound,
 }
 
-/// Cancels the PENDING deletion with this `del_` id or request id: CANCELED, with an audit row
-/// and its `deletion.canceled` event owed to the broker, in one transaction. The row lock makes
+/// Cancels the PENDING deletion with this `del_` id or request id on the authority of the API
+/// key `key` (named `canceled_by`), for `reason` where one was given: CANCELED, with an audit
+/// row naming the key (and the note that keeps the reason), and its `deletion.canceled` event
+/// owed to the broker, in one transaction. The row lock makes
 /// a cancel and an erasure of the same request exclusive: whichever commits first stands, and
 /// the other finds the deletion ended.
 pub async fn cancel(
     pool: &PgPool,
     id_or_request_id: &str,
     canceled_by: &str,
+    key: &super::KeyRef,
+    reason: Option<&str>,
 ) -> Result<Canceled, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let request_id = Uuid::parse_str(id_or_request_id).ok();
@@ -116,8 +146,18 @@ pub async fn cancel(
         DeletionStatus::Pending => {}
         _ => return Ok(Canceled::TooLate(row)),
     }
-    let audit = Audit::new(AuditAction::ErasureCanceled, Channel::Http, Utc::now())
-        .request(Some(row.request_id), Some(canceled_by));
+    let mut audit = Audit::new(AuditAction::ErasureCanceled, Channel::Http, Utc::now())
+        .request(Some(row.request_id), Some(canceled_by))
+        .key(Some(key));
+    if let Some(reason) = reason {
+        let note =
+            super::deadlines::note(&mut tx, &row.id, AuditAction::ErasureCanceled, reason, key)
+                .await?;
+        audit = audit.detail(serde_json::json!({
+            "note": note.id,
+            "reason_sha256": note.reason_sha256,
+        }));
+    }
     let row = super::completer::cancel(&mut tx, &row.id, audit).await?;
     tx.commit().await?;
     Ok(Canceled::Canceled(row))

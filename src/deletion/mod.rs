@@ -11,6 +11,8 @@
 //! - [`owed`]: what a written deletion owes (its event, its request message, its check after
 //!   commit), claimed in batches;
 //! - [`lifecycle`]: holding a request for the grace period, and canceling it;
+//! - [`deadlines`]: what is owed and overdue, due soon or done late, and extending a deadline,
+//!   with the notes that give staff's reasons;
 //! - [`report`]: what the console shows of them;
 //! - [`ledger`]: final deletions as the ledger kept outside the database, and the
 //!   suppression check.
@@ -18,6 +20,7 @@
 pub mod audit;
 pub mod claims;
 pub mod completer;
+pub mod deadlines;
 pub mod ledger;
 pub mod lifecycle;
 pub mod owed;
@@ -38,7 +41,8 @@ pub use store::find;
 /// The columns every query that returns a deletion object selects, in [`DeletionRow`]'s order.
 pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json, already_erased, \
      error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at, \
-     plan_hash, scheduled_at, reason, started_at";
+     plan_hash, scheduled_at, reason, started_at, requested_by_key_id, requested_by_key_name, \
+     extended_due_at, retry_of";
 
 /// [`COLUMNS`], and what the check after commit recorded (each a primary-key lookup), for
 /// queries that read deletions from `erasure.deletions` (not aliased) for people: the API's
@@ -125,6 +129,14 @@ pub struct DeletionRow {
     pub reason: Option<String>,
     /// When the service started carrying it out (the erasing transaction's start).
     pub started_at: Option<DateTime<Utc>>,
+    /// The API key that submitted it (over the API or the console); none from the queue, the
+    /// command line or a ledger replay.
+    pub requested_by_key_id: Option<String>,
+    pub requested_by_key_name: Option<String>,
+    /// The deadline as extended (GDPR Art. 12(3)), when it was.
+    pub extended_due_at: Option<DateTime<Utc>>,
+    /// The FAILED deletion this request tries again, when it is a retry.
+    pub retry_of: Option<String>,
     /// What the check after commit recorded, where the query read it ([`read_columns`]).
     #[sqlx(default)]
     pub verified_at: Option<DateTime<Utc>>,
@@ -193,6 +205,19 @@ impl DeletionRow {
         self.status.is_final()
     }
 
+    /// The deadline as it stands: extended, or one month after the request was asked.
+    pub fn effective_due(&self) -> DateTime<Utc> {
+        self.extended_due_at.unwrap_or(self.due_at)
+    }
+
+    /// The API key that submitted the request, if one did.
+    pub fn requested_by_key(&self) -> Option<KeyRef> {
+        Some(KeyRef {
+            id: self.requested_by_key_id.clone()?,
+            name: self.requested_by_key_name.clone()?,
+        })
+    }
+
     /// The public shape; `count_keys` orders `data_json` (every key present, 0 when absent).
     pub fn to_object(&self, count_keys: &[String]) -> DeletionObject {
         let mut counts = Map::new();
@@ -223,6 +248,9 @@ impl DeletionRow {
             data_json: Value::Object(counts),
             already_erased: self.already_erased,
             scheduled_at: self.scheduled_at.map(millis),
+            requested_by_key: self.requested_by_key(),
+            extended_due_at: self.extended_due_at.map(auto),
+            retry_of: self.retry_of.clone(),
             verification: (self.status == DeletionStatus::Done).then(|| self.verification()),
             error: self.error_key.map(|key| ErrorObject {
                 key,
@@ -249,9 +277,24 @@ pub struct DeletionObject {
     pub already_erased: bool,
     /// With a grace period: when the request may be carried out; null without one.
     pub scheduled_at: Option<String>,
+    /// The API key that submitted the request (over the API or the console); null for one from
+    /// the queue or the command line.
+    pub requested_by_key: Option<KeyRef>,
+    /// The deadline as extended (at most three months after `requested_at`, GDPR Art. 12(3));
+    /// null unless it was. `due_at` stays one month after `requested_at`.
+    pub extended_due_at: Option<String>,
+    /// The deletion id of the FAILED request this one tries again; null unless it is a retry.
+    pub retry_of: Option<String>,
     /// For a DONE deletion, what the check after commit found; null otherwise.
     pub verification: Option<Verification>,
     pub error: Option<ErrorObject>,
+}
+
+/// An API key as the records name it: its id, and its name when it acted.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KeyRef {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]

@@ -5,6 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::deadlines::{Deadline, EFFECTIVE_DUE};
 use super::{DeletionRow, DeletionStatus, read_columns};
 
 /// Deletions by status: created today (UTC) and in the last 30 days.
@@ -21,19 +22,33 @@ pub async fn counts_by_status(
     .await
 }
 
-/// Open deletions past their due date, the most overdue first, with whole days past due.
+/// Deletions still owed past their deadline (open, or FAILED and unresolved; as extended,
+/// where it was), the most overdue first, with whole days past due.
 pub async fn overdue(
     db: impl PgExecutor<'_>,
     limit: i64,
 ) -> Result<Vec<(String, DeletionStatus, DateTime<Utc>, i64)>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT id, status, due_at, floor(extract(epoch FROM now() - due_at) / 86400)::bigint \
-         FROM erasure.deletions WHERE status IN {open} AND due_at < now() \
-         ORDER BY due_at LIMIT $1",
-        open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+        "SELECT d.id, d.status, {EFFECTIVE_DUE}, floor(extract(epoch FROM now() - {EFFECTIVE_DUE}) / 86400)::bigint \
+         FROM erasure.deletions d WHERE {overdue} \
+         ORDER BY {EFFECTIVE_DUE} LIMIT $1",
+        overdue = Deadline::Overdue.condition(),
     ))
     .bind(limit)
     .fetch_all(db)
+    .await
+}
+
+/// How many deletions are overdue, due within seven days, and were completed late.
+pub async fn deadline_counts(db: impl PgExecutor<'_>) -> Result<(i64, i64, i64), sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}) \
+         FROM erasure.deletions d",
+        Deadline::Overdue.condition(),
+        Deadline::DueSoon.condition(),
+        Deadline::Late.condition(),
+    ))
+    .fetch_one(db)
     .await
 }
 
@@ -82,7 +97,8 @@ pub async fn outcomes_over_time(
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     pub status: Option<DeletionStatus>,
-    pub overdue: bool,
+    /// Where the deletion stands against its deadline.
+    pub deadline: Option<Deadline>,
     /// Created on or after this day, and on or before that one (UTC).
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
@@ -95,9 +111,7 @@ pub async fn filtered(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
-    filtered_query(filter, None, offset, limit)
-        .fetch_all(db)
-        .await
+    filtered_page(db, filter, None, offset, limit).await
 }
 
 /// The next `limit` deletions matching `filter` after `after` (the `created_at` and id of the
@@ -109,41 +123,42 @@ pub async fn filtered_after(
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> Result<Vec<DeletionRow>, sqlx::Error> {
-    filtered_query(filter, after, 0, limit).fetch_all(db).await
+    filtered_page(db, filter, after, 0, limit).await
 }
 
-fn filtered_query(
+async fn filtered_page(
+    db: impl PgExecutor<'_>,
     filter: &Filter,
     after: Option<(DateTime<Utc>, String)>,
     offset: i64,
     limit: i64,
-) -> sqlx::query::QueryAs<'static, sqlx::Postgres, DeletionRow, sqlx::postgres::PgArguments> {
+) -> Result<Vec<DeletionRow>, sqlx::Error> {
+    let deadline = filter.deadline.map_or(String::new(), |deadline| {
+        format!(
+            "AND EXISTS (SELECT 1 FROM erasure.deletions d WHERE d.id = erasure.deletions.id AND {})",
+            deadline.condition()
+        )
+    });
     let (after_at, after_id) = after.unzip();
-    sqlx::query_as(FILTERED.as_str())
-        .bind(filter.status)
-        .bind(filter.overdue)
-        .bind(filter.from)
-        .bind(filter.to)
-        .bind(offset)
-        .bind(limit)
-        .bind(after_at)
-        .bind(after_id)
-}
-
-/// The query of [`filtered`] and [`filtered_after`], written once.
-static FILTERED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
+    sqlx::query_as(&format!(
         "SELECT {columns} FROM erasure.deletions \
-         WHERE ($1::text IS NULL OR status = $1) \
-           AND (NOT $2 OR (status IN {open} AND due_at < now())) \
-           AND ($3::date IS NULL OR created_at >= $3::date::timestamp AT TIME ZONE 'UTC') \
-           AND ($4::date IS NULL OR created_at < ($4::date + 1)::timestamp AT TIME ZONE 'UTC') \
-           AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8)) \
-         ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
-        open = DeletionStatus::sql_list(DeletionStatus::OPEN),
+         WHERE ($1::text IS NULL OR status = $1) {deadline} \
+           AND ($2::date IS NULL OR created_at >= $2::date::timestamp AT TIME ZONE 'UTC') \
+           AND ($3::date IS NULL OR created_at < ($3::date + 1)::timestamp AT TIME ZONE 'UTC') \
+           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7)) \
+         ORDER BY created_at DESC, id DESC OFFSET $4 LIMIT $5",
         columns = read_columns(),
-    )
-});
+    ))
+    .bind(filter.status)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(offset)
+    .bind(limit)
+    .bind(after_at)
+    .bind(after_id)
+    .fetch_all(db)
+    .await
+}
 
 /// One audit row, as the console shows it.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -155,18 +170,23 @@ pub struct AuditEntry {
     pub requested_by: Option<String>,
     pub error_key: Option<String>,
     pub detail: serde_json::Value,
+    /// The API key the action was taken on the authority of.
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
 }
 
-/// Every audit row of a request, oldest first.
+/// Every audit row of a request (or naming its deletion), oldest first.
 pub async fn audit_of(
     db: impl PgExecutor<'_>,
     request_id: Uuid,
+    deletion_id: &str,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, recorded_at, action, channel, requested_by, error_key, detail \
-         FROM erasure.audit_log WHERE request_id = $1 ORDER BY id",
+        "SELECT id, recorded_at, action, channel, requested_by, error_key, detail, key_id, key_name \
+         FROM erasure.audit_log WHERE request_id = $1 OR deletion_id = $2 ORDER BY id",
     )
     .bind(request_id)
+    .bind(deletion_id)
     .fetch_all(db)
     .await
 }

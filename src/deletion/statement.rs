@@ -79,9 +79,10 @@ pub fn to_verify(counts: &str) -> String {
 pub fn audit() -> String {
     format!(
         "audit AS (\n  INSERT INTO erasure.audit_log (received_at, action, request_id, deletion_id, related_object_id, \
-         channel, requested_by, error_key, detail)\n  \
+         channel, requested_by, error_key, detail, key_id, key_name)\n  \
          SELECT r.received_at, CASE WHEN b.error_key IS NULL THEN '{done}' ELSE '{failed}' END, r.request_id,\n    \
-         o.id, t.subject_id, r.channel, r.requested_by, b.error_key, jsonb_build_object('counts', o.data_json)\n  \
+         o.id, t.subject_id, r.channel, r.requested_by, b.error_key, jsonb_build_object('counts', o.data_json),\n    \
+         o.requested_by_key_id, o.requested_by_key_name\n  \
          FROM target t JOIN requests r ON r.n = t.n\n    \
          LEFT JOIN outcome o ON o.request_id = r.request_id LEFT JOIN blocked b ON b.subject_key = t.subject_key\n  \
          WHERE NOT EXISTS (SELECT 1 FROM oversized v WHERE v.subject_key = t.subject_key)\n),",

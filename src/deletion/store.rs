@@ -149,7 +149,8 @@ pub async fn mark_in_progress(
 
 /// The insert of a request accepted over HTTP, PENDING with its message, for one plan (the
 /// customer's key is looked up in the statement, from the identifier in `$3`, its reading as a
-/// key in `$11` (as text) and its type in `$13`).
+/// key in `$11` (as text) and its type in `$13`), with the API key that submitted it (`$14`,
+/// `$15`) and the FAILED deletion it retries (`$16`).
 #[derive(Clone, Debug)]
 pub struct PendingInsert {
     sql: String,
@@ -162,8 +163,9 @@ impl PendingInsert {
     pub fn new(subject_key: &str) -> Self {
         Self {
             sql: format!(
-                "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message, scheduled_at) \
-                 VALUES ({}, '{pending}', $10, $12) \
+                "INSERT INTO erasure.deletions ({NEW_COLUMNS}, status, pending_message, scheduled_at, \
+                   requested_by_key_id, requested_by_key_name, retry_of) \
+                 VALUES ({}, '{pending}', $10, $12, $14, $15, $16) \
                  ON CONFLICT (request_id) DO NOTHING \
                  RETURNING {COLUMNS}",
                 new_values(subject_key),
@@ -173,13 +175,16 @@ impl PendingInsert {
     }
 
     /// Records `received` as PENDING with `message`, to be carried out at `scheduled_at` (with a
-    /// grace period); `None` when its request id has a row.
+    /// grace period), submitted with the API key `key`, retrying the deletion `retry_of`; `None`
+    /// when its request id has a row.
     pub async fn run(
         &self,
         db: impl PgExecutor<'_>,
         received: &Received,
         message: &[u8],
         scheduled_at: Option<DateTime<Utc>>,
+        key: Option<&super::KeyRef>,
+        retry_of: Option<&str>,
     ) -> Result<Option<DeletionRow>, sqlx::Error> {
         let new = NewDeletion::of(received).related(Some(&received.request.customer_id));
         let mut args = new.arguments()?;
@@ -187,6 +192,9 @@ impl PendingInsert {
         add(&mut args, received.naming.key_text.as_deref())?;
         add(&mut args, scheduled_at)?;
         add(&mut args, received.request.identifier_type.as_deref())?;
+        add(&mut args, key.map(|k| k.id.as_str()))?;
+        add(&mut args, key.map(|k| k.name.as_str()))?;
+        add(&mut args, retry_of)?;
         sqlx::query_as_with(&self.sql, args)
             .fetch_optional(db)
             .await
@@ -427,7 +435,7 @@ pub async fn all_for_customer(
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     pub status: Option<DeletionStatus>,
-    /// Only open deletions past their due date.
+    /// Only open deletions past their due date (as extended, where it was).
     pub overdue: bool,
     /// Only deletions after this one in the order (newest first).
     pub after: Option<DeletionRow>,
@@ -442,7 +450,7 @@ pub async fn list(
     sqlx::query_as(&format!(
         "SELECT {columns} FROM erasure.deletions \
          WHERE ($1::text IS NULL OR status = $1) \
-           AND (NOT $2 OR (status IN {open} AND due_at < now())) \
+           AND (NOT $2 OR (status IN {open} AND due_at < now() AND COALESCE(extended_due_at, due_at) < now())) \
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4)) \
          ORDER BY created_at DESC, id DESC LIMIT $5",
         open = open(),
@@ -457,10 +465,10 @@ pub async fn list(
     .await
 }
 
-/// Open deletions past their due date.
+/// Open deletions past their due date (as extended, where it was).
 pub async fn count_overdue(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM erasure.deletions WHERE status IN {} AND due_at < now()",
+        "SELECT count(*) FROM erasure.deletions WHERE status IN {} AND due_at < now() AND COALESCE(extended_due_at, due_at) < now()",
         open()
     ))
     .fetch_one(db)

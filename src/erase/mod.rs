@@ -495,6 +495,19 @@ impl Eraser {
         })
     }
 
+    /// The key of the live customer `identifier` (of type `kind`) names, if one does (the
+    /// console's search finds the requests of a customer not erased yet by a lookup value so).
+    pub async fn live_customer_key(
+        &self,
+        identifier: &str,
+        kind: &IdentifierType,
+    ) -> Result<Named, sqlx::Error> {
+        let naming = self.inner.identity.naming(identifier, kind.clone());
+        let mut conn = self.inner.pool.acquire().await?;
+        self.live_customer(&mut conn, identifier, kind, &naming)
+            .await
+    }
+
     /// The live customer `received` names.
     async fn named_by(
         &self,

@@ -69,11 +69,23 @@ impl Preview {
 
 impl Eraser {
     /// Counts what erasing the customer `identifier` names would do, reading only; audits the
-    /// preview, as asked by `requested_by` on `channel`.
+    /// preview, as asked by `requested_by` on `channel` (no API key: the command line).
     pub async fn preview(
         &self,
         identifier: &str,
         requested_by: &str,
+        channel: Channel,
+    ) -> Result<Preview, PreviewError> {
+        self.preview_by(identifier, requested_by, None, channel)
+            .await
+    }
+
+    /// [`Eraser::preview`], asked with the API key `key`, which its audit row names.
+    pub async fn preview_by(
+        &self,
+        identifier: &str,
+        requested_by: &str,
+        key: Option<&crate::deletion::KeyRef>,
         channel: Channel,
     ) -> Result<Preview, PreviewError> {
         let inner = &self.inner;
@@ -152,6 +164,7 @@ impl Eraser {
         let mut conn = inner.pool.acquire().await?;
         Audit::new(AuditAction::ErasurePreviewed, channel, now)
             .request(None, Some(requested_by))
+            .key(key)
             .about_customer(&preview.related_object_id)
             .error(preview.blocked_by.as_ref().map(|(key, _)| *key))
             .detail(json!({ "counts": preview.data_json }))

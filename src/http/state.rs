@@ -13,7 +13,7 @@ use crate::broker::Publisher;
 use crate::deletion::{DeletionObject, DeletionRow};
 use crate::erase::Eraser;
 use crate::identity::Identity;
-use crate::intake::{Intake, SubmitError, Submitted};
+use crate::intake::{Intake, Submission, SubmitError, Submitted};
 use crate::proof::signing::{KeySet, Signer};
 use crate::request::{self, Channel, Received};
 
@@ -50,21 +50,26 @@ impl HttpState {
     /// Submits the request whose fields a caller gave (the API's body and path, a console
     /// form), received at `received_at`: read by the one parser of requests (so that the API,
     /// the console, the queue and the command line accept exactly the same requests), then
-    /// recorded and published by the intake.
+    /// recorded and published by the intake, as `submission` says (the API key that submits it).
     pub async fn submit(
         &self,
         fields: Map<String, Value>,
         received_at: DateTime<Utc>,
+        submission: Submission<'_>,
     ) -> Result<Submitted, Refused> {
         let request = request::from_fields(fields, received_at)
             .map_err(|invalid| Refused::Invalid(invalid.message))?;
         let received = Received::new(request, Channel::Http, received_at, &self.identity)
             .map_err(|invalid| Refused::Invalid(invalid.message))?;
-        self.intake.submit(&received).await.map_err(|e| match e {
-            SubmitError::PastDue(invalid) => Refused::Invalid(invalid.message),
-            SubmitError::ReusedForAnotherCustomer => Refused::ReusedForAnotherCustomer,
-            SubmitError::Database(e) => Refused::Database(e),
-        })
+        self.intake
+            .submit(&received, submission)
+            .await
+            .map_err(|e| match e {
+                SubmitError::PastDue(invalid) => Refused::Invalid(invalid.message),
+                SubmitError::ReusedForAnotherCustomer => Refused::ReusedForAnotherCustomer,
+                SubmitError::RetriedAlready => Refused::RetriedAlready,
+                SubmitError::Database(e) => Refused::Database(e),
+            })
     }
 }
 
@@ -75,6 +80,8 @@ pub enum Refused {
     Invalid(String),
     /// Its request id was taken by a request for another customer.
     ReusedForAnotherCustomer,
+    /// It retries a deletion that was retried already.
+    RetriedAlready,
     Database(sqlx::Error),
 }
 

@@ -113,6 +113,10 @@ mod tests {
             scheduled_at: None,
             reason: None,
             started_at: Some(at),
+            requested_by_key_id: None,
+            requested_by_key_name: None,
+            extended_due_at: None,
+            retry_of: None,
             verified_at: Some(at),
             verification: Some(json!({"outcome": "passed"})),
         }

@@ -23,7 +23,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::signing::{KeySet, Signer};
+use super::signing::{KeySet, Signer, base64url, from_base64url};
 use crate::canonical::{self, hex};
 
 /// The most rows one seal covers (a seal lists 40 bytes a row).
@@ -47,6 +47,8 @@ struct AuditRow {
     error_key: Option<String>,
     detail: Value,
     xid: i64,
+    key_id: Option<String>,
+    key_name: Option<String>,
 }
 
 fn micros(at: DateTime<Utc>) -> String {
@@ -54,9 +56,15 @@ fn micros(at: DateTime<Utc>) -> String {
 }
 
 impl AuditRow {
-    /// The SHA-256 of the row's canonical JSON: every column.
+    /// The SHA-256 of the row's canonical JSON ([`AuditRow::said`]).
     fn hash(&self) -> [u8; 32] {
-        canonical::sha256(&json!({
+        canonical::sha256(&self.said())
+    }
+
+    /// What a seal hashes of the row: every column (the acting key only where the row names
+    /// one, so that rows sealed before keys were recorded keep their hash).
+    fn said(&self) -> Value {
+        let mut said = json!({
             "id": self.id,
             "recorded_at": micros(self.recorded_at),
             "received_at": self.received_at.map(micros),
@@ -69,12 +77,20 @@ impl AuditRow {
             "error_key": self.error_key,
             "detail": self.detail,
             "xid": self.xid,
-        }))
+        });
+        if let Some(id) = &self.key_id {
+            said["key"] = json!({ "id": id, "name": self.key_name });
+        }
+        said
     }
 }
 
-const ROW_COLUMNS: &str = "id, recorded_at, received_at, action, request_id, deletion_id, \
-     related_object_id, channel, requested_by, error_key, detail, xid::text::bigint AS xid";
+/// The columns of an audit row (aliased `a`) as sealed. The acting key is read through the row's
+/// JSON, so that a log not yet migrated to record keys reads as rows without one (and seals as
+/// it always did).
+const ROW_COLUMNS: &str = "a.id, a.recorded_at, a.received_at, a.action, a.request_id, a.deletion_id, \
+     a.related_object_id, a.channel, a.requested_by, a.error_key, a.detail, a.xid::text::bigint AS xid, \
+     to_jsonb(a) ->> 'key_id' AS key_id, to_jsonb(a) ->> 'key_name' AS key_name";
 
 /// The audit rows of the transactions in `[from, to)`, by id.
 async fn rows_between(
@@ -83,8 +99,8 @@ async fn rows_between(
     to: i64,
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM erasure.audit_log \
-         WHERE xid >= $1::text::xid8 AND xid < $2::text::xid8 ORDER BY id"
+        "SELECT {ROW_COLUMNS} FROM erasure.audit_log a \
+         WHERE a.xid >= $1::text::xid8 AND a.xid < $2::text::xid8 ORDER BY a.id"
     ))
     .bind(from.to_string())
     .bind(to.to_string())
@@ -122,6 +138,75 @@ const SEAL_COLUMNS: &str = "seq, sealed_at, xid_from::text::bigint AS xid_from, 
      redaction_id, reason, purged_through, purged_rows";
 
 impl Seal {
+    /// The seal as an evidence pack carries it: every column, bytes in base64url or hex.
+    fn to_json(&self) -> Value {
+        json!({
+            "seq": self.seq,
+            "sealed_at": micros(self.sealed_at),
+            "xid_from": self.xid_from,
+            "xid_to": self.xid_to,
+            "row_count": self.row_count,
+            "row_hashes": base64url(&self.row_hashes),
+            "prev_digest": self.prev_digest.as_deref().map(hex),
+            "digest": hex(&self.digest),
+            "key_id": self.key_id,
+            "signature": base64url(&self.signature),
+            "redaction_id": self.redaction_id,
+            "reason": self.reason,
+            "purged_through": self.purged_through,
+            "purged_rows": self.purged_rows,
+        })
+    }
+
+    /// A seal read back from [`Seal::to_json`]; why not, when it does not read.
+    fn from_json(value: &Value) -> Result<Self, String> {
+        let int = |name: &str| {
+            value[name]
+                .as_i64()
+                .ok_or_else(|| format!("a seal's {name:?} is not a whole number"))
+        };
+        let text = |name: &str| {
+            value[name]
+                .as_str()
+                .ok_or_else(|| format!("a seal's {name:?} is not text"))
+        };
+        let unhex = |text: &str| -> Result<Vec<u8>, String> {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| {
+                    text.get(i..i + 2)
+                        .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                        .ok_or_else(|| "a seal's digest is not hex".to_string())
+                })
+                .collect()
+        };
+        let seq = int("seq")?;
+        Ok(Seal {
+            seq,
+            sealed_at: DateTime::parse_from_rfc3339(text("sealed_at")?)
+                .map_err(|_| format!("seal {seq}: \"sealed_at\" is not a time"))?
+                .with_timezone(&Utc),
+            xid_from: int("xid_from")?,
+            xid_to: int("xid_to")?,
+            row_count: i32::try_from(int("row_count")?)
+                .map_err(|_| format!("seal {seq}: \"row_count\" is out of range"))?,
+            row_hashes: from_base64url(text("row_hashes")?)
+                .ok_or_else(|| format!("seal {seq}: \"row_hashes\" is not base64url"))?,
+            prev_digest: match value["prev_digest"].as_str() {
+                Some(digest) => Some(unhex(digest)?),
+                None => None,
+            },
+            digest: unhex(text("digest")?)?,
+            key_id: text("key_id")?.to_owned(),
+            signature: from_base64url(text("signature")?)
+                .ok_or_else(|| format!("seal {seq}: \"signature\" is not base64url"))?,
+            redaction_id: value["redaction_id"].as_i64(),
+            reason: value["reason"].as_str().map(str::to_owned),
+            purged_through: value["purged_through"].as_i64(),
+            purged_rows: value["purged_rows"].as_i64(),
+        })
+    }
+
     /// The digest of everything the seal says: what is signed.
     fn compute_digest(&self) -> [u8; 32] {
         let mut said = json!({
@@ -210,7 +295,7 @@ pub async fn seal_once(pool: &PgPool, signer: &Signer) -> Result<Option<usize>, 
     .await?;
     if let Some((redaction_id, row_ids, reason)) = pending {
         let rows: Vec<AuditRow> = sqlx::query_as(&format!(
-            "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE id = ANY($1) ORDER BY id"
+            "SELECT {ROW_COLUMNS} FROM erasure.audit_log a WHERE a.id = ANY($1) ORDER BY a.id"
         ))
         .bind(&row_ids)
         .fetch_all(&mut *tx)
@@ -578,7 +663,7 @@ pub async fn check_log(
         if seal.is_redaction() {
             let ids: Vec<i64> = seal.listed().map(|(id, _)| id).collect();
             let rows: Vec<AuditRow> = sqlx::query_as(&format!(
-                "SELECT {ROW_COLUMNS} FROM erasure.audit_log WHERE id = ANY($1) ORDER BY id"
+                "SELECT {ROW_COLUMNS} FROM erasure.audit_log a WHERE a.id = ANY($1) ORDER BY a.id"
             ))
             .bind(&ids)
             .fetch_all(&mut *conn)
@@ -700,6 +785,159 @@ fn compare(
             }
         }
     }
+}
+
+/// The audit rows of one deletion (those naming its request id or its id), each with the seal
+/// that lists it as it is now (or, when none does, the seal that covers its transaction), and
+/// those seals: what an evidence pack carries so that the rows can be checked offline against
+/// the public keys ([`check_evidence`]). A row of a transaction not sealed yet has no seal.
+pub async fn evidence(
+    pool: &PgPool,
+    deletion_id: &str,
+    request_id: Uuid,
+) -> Result<Value, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM erasure.audit_log a WHERE a.request_id = $1 OR a.deletion_id = $2 ORDER BY a.id"
+    ))
+    .bind(request_id)
+    .bind(deletion_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let xids: Vec<String> = rows.iter().map(|r| r.xid.to_string()).collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    // The seals covering the rows' transactions, and the redaction seals naming any of them.
+    let seals: Vec<Seal> = sqlx::query_as(&format!(
+        "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals s \
+         WHERE (s.redaction_id IS NULL AND EXISTS (SELECT 1 FROM unnest($1::text[]) x \
+                  WHERE x::xid8 >= s.xid_from AND x::xid8 < s.xid_to)) \
+            OR (s.redaction_id IS NOT NULL AND EXISTS (SELECT 1 FROM erasure.audit_redactions r \
+                  WHERE r.id = s.redaction_id AND r.row_ids && $2)) \
+         ORDER BY s.seq"
+    ))
+    .bind(&xids)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut used = std::collections::BTreeSet::new();
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let hash = row.hash();
+            let listing = seals.iter().rev().find(|s| {
+                s.listed()
+                    .any(|(id, listed)| id == row.id && listed == hash.as_slice())
+            });
+            let covering = seals
+                .iter()
+                .find(|s| !s.is_redaction() && s.xid_from <= row.xid && row.xid < s.xid_to);
+            let seal = listing.or(covering).map(|s| s.seq);
+            if let Some(seq) = seal {
+                used.insert(seq);
+            }
+            json!({ "row": row.said(), "seal": seal })
+        })
+        .collect();
+    let seals: Vec<Value> = seals
+        .iter()
+        .filter(|s| used.contains(&s.seq))
+        .map(Seal::to_json)
+        .collect();
+    Ok(json!({
+        "object": "audit_evidence",
+        "version": 1,
+        "deletion_id": deletion_id,
+        "request_id": request_id,
+        "rows": rows,
+        "seals": seals,
+    }))
+}
+
+/// What checking an evidence pack's audit rows found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceChecked {
+    /// Rows each listed, as they are, by a seal that checks.
+    pub sealed: usize,
+    /// Rows of transactions not sealed when the pack was made.
+    pub unsealed: usize,
+    pub seals: usize,
+}
+
+/// Checks the audit rows of an evidence pack ([`evidence`]) offline: every seal's digest is
+/// what it says and is signed by a key of `keys`, every row is listed with its hash by the seal
+/// it names, and every row is about `deletion_id`. Says why when something does not fit.
+pub fn check_evidence(
+    evidence: &Value,
+    keys: &KeySet,
+    deletion_id: &str,
+) -> Result<EvidenceChecked, String> {
+    if evidence["object"].as_str() != Some("audit_evidence") {
+        return Err("not audit evidence: its \"object\" is not \"audit_evidence\"".into());
+    }
+    let request_id = evidence["request_id"].as_str().unwrap_or_default();
+    if evidence["deletion_id"].as_str() != Some(deletion_id) {
+        return Err(format!(
+            "the audit evidence is about another deletion than {deletion_id}"
+        ));
+    }
+    let mut seals = std::collections::HashMap::new();
+    for value in evidence["seals"].as_array().into_iter().flatten() {
+        let seal = Seal::from_json(value)?;
+        if seal.compute_digest().as_slice() != seal.digest.as_slice() {
+            return Err(format!(
+                "seal {}: its digest does not match what it says",
+                seal.seq
+            ));
+        }
+        keys.check(&seal.key_id, &seal.digest, &seal.signature)
+            .map_err(|why| format!("seal {}: {why}", seal.seq))?;
+        if seal.row_hashes.len() != 40 * seal.row_count.max(0) as usize {
+            return Err(format!(
+                "seal {}: its list does not hold row_count rows",
+                seal.seq
+            ));
+        }
+        seals.insert(seal.seq, seal);
+    }
+    let mut checked = EvidenceChecked {
+        sealed: 0,
+        unsealed: 0,
+        seals: seals.len(),
+    };
+    let rows = evidence["rows"]
+        .as_array()
+        .ok_or("the audit evidence has no \"rows\"")?;
+    for entry in rows {
+        let row = &entry["row"];
+        let id = row["id"]
+            .as_i64()
+            .ok_or("an audit row of the evidence has no id")?;
+        let about = row["deletion_id"].as_str() == Some(deletion_id)
+            || (!request_id.is_empty() && row["request_id"].as_str() == Some(request_id));
+        if !about {
+            return Err(format!(
+                "audit row {id} is not about deletion {deletion_id}"
+            ));
+        }
+        let Some(seq) = entry["seal"].as_i64() else {
+            checked.unsealed += 1;
+            continue;
+        };
+        let seal = seals
+            .get(&seq)
+            .ok_or_else(|| format!("audit row {id} names seal {seq}, which the evidence lacks"))?;
+        let hash = canonical::sha256(row);
+        if !seal
+            .listed()
+            .any(|(listed_id, listed)| listed_id == id && listed == hash.as_slice())
+        {
+            return Err(format!(
+                "audit row {id} is not as seal {seq} sealed it: it was changed, or does not belong to it"
+            ));
+        }
+        checked.sealed += 1;
+    }
+    Ok(checked)
 }
 
 #[cfg(test)]

@@ -352,7 +352,73 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
             "{path}"
         );
     }
-    check_console(&mut doc, &app, &base, &api, &reader).await;
+    // Extending a deadline: an open request in its first month, and the refusals.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_extendMe0000000000000000', gen_random_uuid(), 'PENDING', now() - interval '1 day', \
+           now() - interval '1 day' + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let extension = "/v1/permanent-deletions/{id}/extension";
+    let in_two_months = (chrono::Utc::now() + chrono::Duration::days(55)).to_rfc3339();
+    let in_a_year = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let open_path = "/v1/permanent-deletions/del_extendMe0000000000000000/extension";
+    for (who, path, body, expected) in [
+        (
+            &api,
+            open_path.to_string(),
+            json!({"extended_due_at": in_two_months, "reason": "many systems to search"}),
+            StatusCode::OK,
+        ),
+        (
+            &api,
+            open_path.into(),
+            json!({"extended_due_at": in_a_year, "reason": "too long"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &api,
+            open_path.into(),
+            json!({"extended_due_at": in_two_months}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &api,
+            format!("/v1/permanent-deletions/{id}/extension"),
+            json!({"extended_due_at": in_two_months, "reason": "x"}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            &api,
+            "/v1/permanent-deletions/del_nothing/extension".into(),
+            json!({"extended_due_at": in_two_months, "reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &reader,
+            open_path.into(),
+            json!({"extended_due_at": in_two_months, "reason": "x"}),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let request = who.request(Method::POST, &path).json(&body);
+        let (status, answer) = doc.check("post", extension, request).await;
+        assert_eq!(status, expected, "{path} {body}");
+        if status == StatusCode::OK {
+            assert!(answer["extended_due_at"].is_string(), "{answer}");
+        }
+    }
+    let not_json = api
+        .request(Method::POST, open_path)
+        .header("Content-Type", "text/plain")
+        .body("x");
+    assert_eq!(
+        doc.check("post", extension, not_json).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    check_console(&mut doc, &app, &base, &api, &reader, &id).await;
     let keys = "/v1/receipt-keys";
     let request = anonymous.get(format!("{base}{keys}"));
     assert_eq!(doc.check("get", keys, request).await.0, StatusCode::OK);
@@ -399,7 +465,14 @@ async fn real_answers_match_the_openapi_document_for_every_operation() {
 }
 
 /// The console's routes, signed in (a session opened for each key) and not.
-async fn check_console(doc: &mut Document, app: &TestApp, base: &str, writer: &Api, reader: &Api) {
+async fn check_console(
+    doc: &mut Document,
+    app: &TestApp,
+    base: &str,
+    writer: &Api,
+    reader: &Api,
+    done: &str,
+) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -421,6 +494,14 @@ async fn check_console(doc: &mut Document, app: &TestApp, base: &str, writer: &A
         .unwrap();
         (format!("erasure_session={token}"), csrf)
     };
+    // An open deletion, which has no receipt yet.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_0penConsole0000000000000', gen_random_uuid(), 'PENDING', now(), now() + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let (read_cookie, read_csrf) = session(reader.key.clone()).await;
     let (write_cookie, write_csrf) = session(writer.key.clone()).await;
     let get = |path: &str, cookie: &str| http.get(format!("{base}{path}")).header("cookie", cookie);
@@ -485,11 +566,197 @@ async fn check_console(doc: &mut Document, app: &TestApp, base: &str, writer: &A
             StatusCode::FORBIDDEN,
         ),
         ("/console.css", "/console.css", "", StatusCode::OK),
+        (
+            "/deletions/{id}/receipt",
+            "/deletions/del_0penConsole0000000000000/receipt",
+            read_cookie.as_str(),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/receipt",
+            "/deletions/del_nothing/receipt",
+            read_cookie.as_str(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/deletions/{id}/evidence",
+            "/deletions/del_nothing/evidence",
+            read_cookie.as_str(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/deletions/{id}/certificate",
+            "/deletions/abc%00def/certificate",
+            read_cookie.as_str(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/deletions/{id}/certificate",
+            "/deletions/del_0penDeletion000000000000/certificate",
+            read_cookie.as_str(),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/evidence",
+            "/deletions/x/evidence",
+            "",
+            StatusCode::SEE_OTHER,
+        ),
     ] {
         assert_eq!(
             doc.check("get", template, get(path, cookie)).await.0,
             expected,
             "{path}"
+        );
+    }
+    for template in [
+        "/deletions/{id}/receipt",
+        "/deletions/{id}/evidence",
+        "/deletions/{id}/certificate",
+    ] {
+        let path = template.replace("{id}", done);
+        assert_eq!(
+            doc.check("get", template, get(&path, &read_cookie)).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, channel) \
+         VALUES ('del_extendPage00000000000000', gen_random_uuid(), 'PENDING', now() - interval '1 day', \
+           now() - interval '1 day' + interval '1 month', 'http')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let extend = "/deletions/{id}/extend";
+    let extend_path = "/deletions/del_extendPage00000000000000/extend";
+    for (cookie, expected) in [
+        (&write_cookie, StatusCode::OK),
+        (&read_cookie, StatusCode::FORBIDDEN),
+    ] {
+        assert_eq!(
+            doc.check("get", extend, get(extend_path, cookie)).await.0,
+            expected
+        );
+    }
+    let day = (chrono::Utc::now() + chrono::Duration::days(50)).date_naive();
+    for (body, expected) in [
+        (
+            format!("csrf={write_csrf}&to=tomorrow&reason=complex"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("csrf={write_csrf}&to={day}&reason=complex"),
+            StatusCode::SEE_OTHER,
+        ),
+    ] {
+        let post = form(extend_path, &write_cookie, body.clone());
+        assert_eq!(doc.check("post", extend, post).await.0, expected, "{body}");
+    }
+    // Cancel and retry, each after its confirmation.
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, due_at, channel, \
+           completed_at, error_key, error_message) VALUES \
+         ('del_cancelPage00000000000000', gen_random_uuid(), 'cust_gone', 'PENDING', now(), now() + interval '1 month', 'http', NULL, NULL, NULL), \
+         ('del_retryPage000000000000000', gen_random_uuid(), 'cust_gone', 'FAILED', now(), now() + interval '1 month', 'http', now(), 'conflict', 'x')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for (template, path, cookie, expected) in [
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            &write_cookie,
+            StatusCode::OK,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            &read_cookie,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_retryPage000000000000000/cancel",
+            &write_cookie,
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            &write_cookie,
+            StatusCode::OK,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_cancelPage00000000000000/retry",
+            &write_cookie,
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_nothing/retry",
+            &write_cookie,
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        assert_eq!(
+            doc.check("get", template, get(path, cookie)).await.0,
+            expected,
+            "{path}"
+        );
+    }
+    for (template, path, body, expected) in [
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            format!("csrf={write_csrf}&reason="),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            format!("csrf={write_csrf}&reason=withdrawn"),
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_cancelPage00000000000000/cancel",
+            format!("csrf={write_csrf}&reason=again"),
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "/deletions/{id}/cancel",
+            "/deletions/del_retryPage000000000000000/cancel",
+            format!("csrf={write_csrf}&reason=x"),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            format!("csrf={write_csrf}&reason="),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            format!("csrf={write_csrf}&reason=order+closed"),
+            StatusCode::SEE_OTHER,
+        ),
+        (
+            "/deletions/{id}/retry",
+            "/deletions/del_retryPage000000000000000/retry",
+            format!("csrf={write_csrf}&reason=twice"),
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let post = form(path, &write_cookie, body.clone());
+        assert_eq!(
+            doc.check("post", template, post).await.0,
+            expected,
+            "{path} {body}"
         );
     }
     let wrong_key = form("/sign-in", "", "key=erk_nope_nope".into());

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::deletion::deadlines::{self, Extended};
 use crate::deletion::ledger;
 use crate::deletion::lifecycle::{self, Canceled};
 use axum::{Extension, Json, Router};
@@ -22,7 +23,7 @@ use crate::erase::preview::PreviewError;
 use crate::http::error::ApiError;
 use crate::http::{ApiResult, HttpState, Refused};
 use crate::identity::IdentifierType;
-use crate::intake::Submitted;
+use crate::intake::{Submission, Submitted};
 use crate::keys::Caller;
 use crate::request::{self, Channel};
 use extract::{IdempotencyKey, JsonFields, PathId, QueryParams};
@@ -44,6 +45,10 @@ pub fn v1() -> Router<HttpState> {
         .route("/v1/permanent-deletions/{id}", get(one).delete(cancel))
         .route("/v1/suppressions/{identifier}", get(suppression))
         .route("/v1/permanent-deletions/{id}/receipt", get(receipt))
+        .route(
+            "/v1/permanent-deletions/{id}/extension",
+            axum::routing::post(extension),
+        )
 }
 
 /// The routes anyone may call: the public keys that check receipts.
@@ -75,7 +80,12 @@ async fn submit(
         .or_insert_with(|| Value::String(caller.name.clone()));
     fields.insert("request_id".into(), json!(request_id));
     fields.insert("customer_id".into(), Value::String(customer_id));
-    let (status, row) = match state.submit(fields, Utc::now()).await {
+    let key = caller.key_ref();
+    let submission = Submission {
+        key: Some(&key),
+        retry: None,
+    };
+    let (status, row) = match state.submit(fields, Utc::now(), submission).await {
         Ok(Submitted::Accepted(row)) => (StatusCode::ACCEPTED, row),
         Ok(Submitted::Existing(row)) => (StatusCode::OK, row),
         Err(Refused::ReusedForAnotherCustomer) => {
@@ -85,6 +95,7 @@ async fn submit(
             .with_details("use a new key for a new request"));
         }
         Err(Refused::Invalid(message)) => return Err(ApiError::invalid(message)),
+        Err(Refused::RetriedAlready) => return Err(ApiError::internal(&"a submission retried")),
         Err(Refused::Database(e)) => return Err(e.into()),
     };
     let location = format!("/v1/permanent-deletions/{}", row.id);
@@ -117,7 +128,12 @@ async fn preview(
 ) -> ApiResult<Json<Value>> {
     match state
         .eraser
-        .preview(&customer_id, &caller.name, Channel::Http)
+        .preview_by(
+            &customer_id,
+            &caller.name,
+            Some(&caller.key_ref()),
+            Channel::Http,
+        )
         .await
     {
         Ok(preview) => Ok(Json(preview.to_json())),
@@ -145,7 +161,7 @@ async fn cancel(
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
 ) -> ApiResult<Json<Value>> {
-    match lifecycle::cancel(&state.pool, &id, &caller.name).await? {
+    match lifecycle::cancel(&state.pool, &id, &caller.name, &caller.key_ref(), None).await? {
         // Its event goes out with the outbox's next sweep.
         Canceled::Canceled(row) => Ok(Json(object(&state, &row))),
         Canceled::TooLate(row) => Err(ApiError::conflict(format!(
@@ -154,6 +170,42 @@ async fn cancel(
         ))
         .with_details("a deletion being carried out or ended stays as it is")),
         Canceled::NotFound => Err(ApiError::not_found("no deletion has this id or request id")),
+    }
+}
+
+/// `POST /v1/permanent-deletions/{id}/extension`: extends the deadline of a request still owed
+/// (GDPR Art. 12(3)), within its first month, to `extended_due_at` (after `due_at`, at most
+/// three months after `requested_at`), for `reason` (what the person is told). 200 with the
+/// deletion; 400 for a date out of bounds or no reason; 409 once the request is no longer owed
+/// or its first month has passed.
+async fn extension(
+    State(state): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+    JsonFields(body): JsonFields,
+) -> ApiResult<Json<Value>> {
+    let to = body
+        .get("extended_due_at")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .ok_or_else(|| ApiError::invalid("extended_due_at: is required, an RFC 3339 time"))?
+        .with_timezone(&Utc);
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && r.chars().count() <= 1000)
+        .ok_or_else(|| {
+            ApiError::invalid("reason: is required, 1 to 1000 characters (what the person is told)")
+        })?;
+    let key = caller.key_ref();
+    match deadlines::extend(&state.pool, &id, to, reason, &caller.name, &key).await? {
+        Extended::Extended(row) => Ok(Json(object(&state, &row))),
+        Extended::OutOfBounds(why) => Err(ApiError::invalid(why)),
+        Extended::TooLate(why) => Err(ApiError::conflict(why).with_details(
+            "an extension is recorded within the first month of a request still owed",
+        )),
+        Extended::NotFound => Err(ApiError::not_found("no deletion has this id or request id")),
     }
 }
 

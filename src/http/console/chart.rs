@@ -6,7 +6,7 @@ use maud::{Markup, html};
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 160.0;
-const AXIS: f64 = 18.0;
+const AXIS: f64 = 32.0;
 
 /// One slot: when it starts, and its DONE, FAILED and CANCELED counts.
 pub type Slot = (DateTime<Utc>, i64, i64, i64);
@@ -40,7 +40,7 @@ pub fn bars(title: &str, slots: &[Slot], label: impl Fn(DateTime<Utc>) -> String
                     rect class="failed" x=(x) y=(base - hd - hf) width=(w) height=(hf) {}
                     rect class="canceled" x=(x) y=(base - hd - hf - hc) width=(w) height=(hc) {}
                     @if i % (slots.len() / 6).max(1) == 0 {
-                        text x=(x) y=(HEIGHT - 4.0) { (label(*at)) }
+                        text x=(x) y=(HEIGHT - 6.0) { (label(*at)) }
                     }
                 }
             }

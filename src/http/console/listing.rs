@@ -1,4 +1,4 @@
-//! The list of deletions: filtered by status, overdue and creation dates, in pages, and the
+//! The list of deletions: filtered by status, deadline and creation dates, in pages, and the
 //! same filter as a CSV for auditors (ids, statuses, dates and counts; nothing personal).
 
 use axum::extract::{Query, State};
@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{Page, failed, html, internal, signed_in, views};
+use crate::deletion::deadlines::Deadline;
 use crate::deletion::report::{self, Filter};
 use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::http::HttpState;
@@ -21,7 +22,9 @@ const CSV_BATCH: i64 = 1000;
 #[derive(Deserialize, Default)]
 pub(super) struct ListQuery {
     status: Option<String>,
+    /// `overdue=true`: the same as `deadline=overdue` (links made before deadlines had a filter).
     overdue: Option<String>,
+    deadline: Option<String>,
     from: Option<String>,
     to: Option<String>,
     page: Option<String>,
@@ -52,9 +55,17 @@ impl ListQuery {
                 .filter(|p| (1..=100_000).contains(p))
                 .ok_or_else(|| format!("{p:?} is not a page number"))?,
         };
+        let deadline = match self.deadline.as_deref() {
+            None | Some("") if self.overdue.as_deref() == Some("true") => Some(Deadline::Overdue),
+            None | Some("") => None,
+            Some(word) => Some(
+                word.parse::<Deadline>()
+                    .map_err(|_| format!("{word:?} is not a deadline filter"))?,
+            ),
+        };
         let filter = Filter {
             status,
-            overdue: self.overdue.as_deref() == Some("true"),
+            deadline,
             from: date(&self.from)?,
             to: date(&self.to)?,
         };
@@ -79,8 +90,8 @@ pub(super) async fn list(
     Ok(html(views::list(&session, &filter, &rows, page, has_more)))
 }
 
-/// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates and counts;
-/// nothing personal (no customer key, no requester, no reason).
+/// `GET /deletions.csv`: the filtered list for auditors: ids, statuses, dates, the API key that
+/// submitted each, and counts; nothing personal (no customer key, no requester, no reason).
 pub(super) async fn csv(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -92,7 +103,7 @@ pub(super) async fn csv(
         .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
     let keys = state.count_keys.clone();
     let mut head = String::from(
-        "deletion_id,request_id,status,error_key,created_at,requested_at,due_at,completed_at",
+        "deletion_id,request_id,status,error_key,created_at,requested_at,due_at,completed_at,requested_by_key_id,requested_by_key_name",
     );
     for key in keys.iter() {
         head.push(',');
@@ -202,6 +213,8 @@ fn csv_line(row: &DeletionRow, keys: &[String]) -> String {
         at(Some(row.requested_at)),
         at(Some(row.due_at)),
         at(row.completed_at),
+        row.requested_by_key_id.clone().unwrap_or_default(),
+        row.requested_by_key_name.clone().unwrap_or_default(),
     ];
     for key in keys {
         let n = row.data_json.get(key).and_then(|v| v.as_i64()).unwrap_or(0);

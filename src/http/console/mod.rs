@@ -5,6 +5,7 @@
 //! - [`session`]: the key exchanged for a cookie, and the form token (CSRF);
 //! - [`views`]: the pages, rendered on the server; [`chart`]: the SVG chart;
 //! - [`listing`]: the filtered list and its CSV;
+//! - [`evidence`]: what proves an erasure: the receipt, the evidence pack, the certificate;
 //! - this file: the routes, the headers every page carries, and the other pages.
 //!
 //! Safe by default: no script at all (the Content-Security-Policy allows none), no framing, no
@@ -12,11 +13,12 @@
 //! search, the submission), never in a URL, so it is in no browser history and no log line.
 
 mod chart;
+mod evidence;
 mod listing;
 pub mod session;
 mod views;
 
-use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -26,6 +28,7 @@ use chrono::Utc;
 use maud::Markup;
 use serde::Deserialize;
 
+use crate::deletion::deadlines;
 use crate::deletion::report;
 use crate::deletion::store;
 use crate::erase::preview::PreviewError;
@@ -44,11 +47,89 @@ pub fn routes(state: HttpState) -> Router<HttpState> {
         .route("/deletions", get(listing::list))
         .route("/deletions.csv", get(listing::csv))
         .route("/deletions/{id}", get(detail))
+        .route("/deletions/{id}/receipt", get(evidence::receipt))
+        .route("/deletions/{id}/evidence", get(evidence::evidence))
+        .route("/deletions/{id}/certificate", get(evidence::certificate))
+        .route("/deletions/{id}/extend", get(extend_form).post(extend))
+        .route("/deletions/{id}/cancel", get(confirm_cancel).post(cancel))
+        .route("/deletions/{id}/retry", get(confirm_retry).post(retry))
         .route("/find", post(find))
         .route("/submit", get(submit_form).post(submit))
         .route("/submit/preview", post(submit_preview))
         .route("/console.css", get(stylesheet))
+        .layer(middleware::from_fn(same_site_posts))
         .layer(middleware::from_fn_with_state(state, headers))
+}
+
+/// Every console POST, sign-in included, must come from a page of the console itself: a form
+/// another site posts (login CSRF: the attacker's key signing the victim's browser into the
+/// attacker's session; or any form riding on a session) is refused with the console's page.
+/// Browsers say where a request comes from in `Sec-Fetch-Site`; those that do not yet send it
+/// send `Origin` on every POST, which must then name this host. A client that sends neither is
+/// no browser (curl, a script), which no other site can drive.
+async fn same_site_posts(request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST && !from_this_site(request.headers()) {
+        return failed(
+            StatusCode::FORBIDDEN,
+            None,
+            "Refused",
+            "This form was sent from another site. Open the console yourself and use its own forms.",
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether a request's headers say it comes from this site (or say nothing: no browser).
+fn from_this_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        // `none`: the person typed the address or used a bookmark, no page made the request.
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+/// A console form: the body read as `T`, or the console's own refusal page when it does not
+/// read (not a form, too large, a field missing), with the status that says why.
+pub(super) struct ConsoleForm<T>(pub T);
+
+impl<T, S> FromRequest<S> for ConsoleForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        match Form::<T>::from_request(request, state).await {
+            Ok(Form(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let text = match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        "The request was not sent as a form. Use the console's own pages."
+                    }
+                    StatusCode::PAYLOAD_TOO_LARGE => "The form is larger than the console accepts.",
+                    StatusCode::UNPROCESSABLE_ENTITY => {
+                        "The form lacks a field it needs. Reload the page and try again."
+                    }
+                    _ => "The form could not be read. Reload the page and try again.",
+                };
+                Err(failed(status, None, "Refused", text))
+            }
+        }
+    }
 }
 
 /// The headers of every console answer.
@@ -106,11 +187,17 @@ fn internal(e: impl std::fmt::Display) -> Response {
 /// The session of the request, or a redirect to sign in. A page counts against the session's
 /// key's rate limit, as an API call with that key would.
 async fn signed_in(state: &HttpState, headers: &HeaderMap) -> Result<Session, Response> {
-    let session = match session::find(&state.pool, headers).await {
+    let mut session = match session::find(&state.pool, headers).await {
         Ok(Some(session)) => session,
         Ok(None) => return Err(Redirect::to("/sign-in").into_response()),
         Err(e) => return Err(internal(crate::db::SafeError(&e))),
     };
+    session.lookups = state
+        .identity
+        .lookups()
+        .iter()
+        .map(|l| l.column.clone())
+        .collect();
     let decision = state.limiter.check(&session.caller.key_id).await;
     if !decision.allowed {
         let mut response = failed(
@@ -169,7 +256,7 @@ struct SignIn {
 async fn sign_in(
     State(state): State<HttpState>,
     peer: Option<axum::extract::Extension<ConnectInfo<std::net::SocketAddr>>>,
-    Form(form): Form<SignIn>,
+    ConsoleForm(form): ConsoleForm<SignIn>,
 ) -> Page {
     let peer = peer.map(|axum::extract::Extension(info)| info);
     // The peer's address: behind a proxy, the proxy's, so that a client cannot pick its own
@@ -229,13 +316,15 @@ async fn sign_in(
 
 #[derive(Deserialize)]
 struct Token {
+    // A form without its token is refused like a forged one, with the same page.
+    #[serde(default)]
     csrf: String,
 }
 
 async fn sign_out(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Form(form): Form<Token>,
+    ConsoleForm(form): ConsoleForm<Token>,
 ) -> Page {
     posted(&state, &headers, &form.csrf).await?;
     session::close(&state.pool, &headers)
@@ -254,6 +343,7 @@ async fn overview(State(state): State<HttpState>, headers: HeaderMap) -> Page {
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
     let o = views::Overview {
         counts: report::counts_by_status(db).await.map_err(safe)?,
+        deadlines: report::deadline_counts(db).await.map_err(safe)?,
         overdue: report::overdue(db, 100).await.map_err(safe)?,
         failures: report::failures_by_key(db).await.map_err(safe)?,
         hourly: report::outcomes_over_time(db, "hour", 24)
@@ -289,44 +379,462 @@ async fn detail(
             "No deletion has that id.",
         ));
     };
-    let audit = report::audit_of(&state.pool, row.request_id)
+    let audit = report::audit_of(&state.pool, row.request_id, &row.id)
         .await
         .map_err(safe)?;
     let owed = report::event_owed(&state.pool, &row.id)
         .await
         .map_err(safe)?;
     let object = state.deletion(&row);
-    Ok(html(views::detail(&session, &row, &object, &audit, owed)))
+    let notes = deadlines::notes(&state.pool, &row.id).await.map_err(safe)?;
+    let (owed_to_subject, retried_by) = deadlines::standing(&state.pool, &row.id)
+        .await
+        .map_err(safe)?;
+    let page = views::Detail {
+        row: &row,
+        object: &object,
+        audit: &audit,
+        notes: &notes,
+        event_owed: owed,
+        owed: owed_to_subject,
+        retried_by,
+    };
+    Ok(html(views::detail(&session, &page)))
+}
+
+/// The deletion the path names, for a signed-in `session`; the console's page when there is
+/// none.
+async fn named_deletion(
+    state: &HttpState,
+    session: &Session,
+    id: &str,
+) -> Result<crate::deletion::DeletionRow, Response> {
+    if request::check_identifier("id", id).is_err() {
+        return Err(failed(
+            StatusCode::BAD_REQUEST,
+            Some(session),
+            "Not a deletion id",
+            "That is not a deletion id.",
+        ));
+    }
+    store::find(&state.pool, id)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?
+        .ok_or_else(|| {
+            failed(
+                StatusCode::NOT_FOUND,
+                Some(session),
+                "Not found",
+                "No deletion has that id.",
+            )
+        })
+}
+
+/// `GET /deletions/{id}/extend`: the form that extends a deadline (write key).
+async fn extend_form(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let row = named_deletion(&state, &session, &id).await?;
+    let latest = deadlines::latest_extension(row.requested_at);
+    let date = latest.date_naive().to_string();
+    Ok(html(views::extend_form(
+        &session, &row, latest, &date, "", None,
+    )))
+}
+
+/// `GET /deletions/{id}/cancel`: the confirmation, asking why (write key).
+async fn confirm_cancel(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
+    confirm(state, headers, id, "cancel").await
+}
+
+/// `GET /deletions/{id}/retry`: the confirmation, asking why (write key).
+async fn confirm_retry(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
+    confirm(state, headers, id, "retry").await
+}
+
+async fn confirm(state: HttpState, headers: HeaderMap, id: String, action: &str) -> Page {
+    let session = signed_in(&state, &headers).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let row = named_deletion(&state, &session, &id).await?;
+    if let Some(why) = not_now(&state, &row, action).await? {
+        return Err(failed(
+            StatusCode::CONFLICT,
+            Some(&session),
+            "Not now",
+            &why,
+        ));
+    }
+    Ok(html(views::confirm(&session, &row, action, "", None)))
+}
+
+/// Why `action` cannot be taken on `row` now, if it cannot: a cancel only while PENDING, a
+/// retry only of a FAILED request not yet retried nor resolved.
+async fn not_now(
+    state: &HttpState,
+    row: &crate::deletion::DeletionRow,
+    action: &str,
+) -> Result<Option<String>, Response> {
+    use crate::deletion::DeletionStatus;
+    if action == "cancel" {
+        return Ok((row.status != DeletionStatus::Pending).then(|| {
+            format!(
+                "The deletion is {}: only a PENDING request can be canceled.",
+                row.status
+            )
+        }));
+    }
+    if row.status != DeletionStatus::Failed {
+        return Ok(Some(format!(
+            "The deletion is {}: only a FAILED request can be retried.",
+            row.status
+        )));
+    }
+    let (owed, retried_by) = deadlines::standing(&state.pool, &row.id)
+        .await
+        .map_err(|e| internal(crate::db::SafeError(&e)))?;
+    Ok(match (owed, retried_by) {
+        (_, Some(by)) => Some(format!("It was retried already, as {by}.")),
+        (false, None) => {
+            Some("A later request erased the customer already: nothing is owed.".into())
+        }
+        (true, None) => None,
+    })
+}
+
+#[derive(Deserialize)]
+struct Reasoned {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    /// For a retry of a request whose customer is not known: the identifier it named.
+    #[serde(default)]
+    identifier: String,
+}
+
+/// The reason of a confirmed action: 1 to 1000 characters.
+fn reason_of(form: &Reasoned) -> Option<&str> {
+    let reason = form.reason.trim();
+    (!reason.is_empty() && reason.chars().count() <= 1000).then_some(reason)
+}
+
+/// The confirmation again, saying a reason is required.
+fn needs_reason(session: &Session, row: &crate::deletion::DeletionRow, action: &str) -> Response {
+    let page = views::confirm(
+        session,
+        row,
+        action,
+        "",
+        Some("A reason of 1 to 1000 characters is required."),
+    );
+    (StatusCode::BAD_REQUEST, html(page)).into_response()
+}
+
+/// `POST /deletions/{id}/cancel`: cancels a PENDING request, with the reason and the key.
+async fn cancel(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ConsoleForm(form): ConsoleForm<Reasoned>,
+) -> Page {
+    use crate::deletion::lifecycle::{self, Canceled};
+    let session = posted(&state, &headers, &form.csrf).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let row = named_deletion(&state, &session, &id).await?;
+    let Some(reason) = reason_of(&form) else {
+        return Err(needs_reason(&session, &row, "cancel"));
+    };
+    let key = session.caller.key_ref();
+    match lifecycle::cancel(
+        &state.pool,
+        &row.id,
+        &session.caller.name,
+        &key,
+        Some(reason),
+    )
+    .await
+    {
+        Ok(Canceled::Canceled(row)) => {
+            Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
+        }
+        Ok(Canceled::TooLate(row)) => Err(failed(
+            StatusCode::CONFLICT,
+            Some(&session),
+            "Not now",
+            &format!(
+                "The deletion is {}: only a PENDING request can be canceled.",
+                row.status
+            ),
+        )),
+        Ok(Canceled::NotFound) => Err(failed(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "Not found",
+            "No deletion has that id.",
+        )),
+        Err(e) => Err(internal(crate::db::SafeError(&e))),
+    }
+}
+
+/// `POST /deletions/{id}/retry`: a new request for the customer of a FAILED one, linked to it
+/// (`retry_of`), asked when it was (so its deadline stays), by the same requester, submitted
+/// with the session's key and the reason; then its page.
+async fn retry(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ConsoleForm(form): ConsoleForm<Reasoned>,
+) -> Page {
+    let session = posted(&state, &headers, &form.csrf).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let row = named_deletion(&state, &session, &id).await?;
+    if let Some(why) = not_now(&state, &row, "retry").await? {
+        return Err(failed(
+            StatusCode::CONFLICT,
+            Some(&session),
+            "Not now",
+            &why,
+        ));
+    }
+    let Some(reason) = reason_of(&form) else {
+        return Err(needs_reason(&session, &row, "retry"));
+    };
+    let again = |why: &str| {
+        let page = views::confirm(&session, &row, "retry", reason, Some(why));
+        (StatusCode::BAD_REQUEST, html(page)).into_response()
+    };
+    // By the customer's key when the request found one; else by the identifier it named,
+    // given again and checked against the keyed hash the deletion kept of it.
+    let (customer, identifier_type) = match &row.related_object_id {
+        Some(key) => (key.clone(), Some("key")),
+        None => {
+            let given = form.identifier.trim();
+            let kept = store::prior(&state.pool, row.request_id, false)
+                .await
+                .map_err(|e| internal(crate::db::SafeError(&e)))?
+                .and_then(|prior| prior.requested_id_hash);
+            let Some(kept) = kept else {
+                return Err(again(
+                    "This request named no identifier that could be kept: submit a new request instead.",
+                ));
+            };
+            if given.is_empty()
+                || state
+                    .identity
+                    .naming(given, IdentifierType::Any)
+                    .requested_hash
+                    != kept
+            {
+                return Err(again("That is not the identifier this request named."));
+            }
+            (given.to_owned(), None)
+        }
+    };
+    let serde_json::Value::Object(fields) = serde_json::json!({
+        "request_id": uuid::Uuid::new_v4(),
+        "customer_id": customer,
+        "identifier_type": identifier_type,
+        "requested_by": row.requested_by.as_deref().unwrap_or(&session.caller.name),
+        "reason": row.reason,
+        "requested_at": crate::deletion::millis(row.requested_at),
+    }) else {
+        unreachable!("an object")
+    };
+    let fields = fields.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    let key = session.caller.key_ref();
+    let submission = crate::intake::Submission {
+        key: Some(&key),
+        retry: Some(crate::intake::Retry {
+            failed: &row,
+            reason,
+            by: &session.caller.name,
+        }),
+    };
+    match state.submit(fields, Utc::now(), submission).await {
+        Ok(Submitted::Accepted(new) | Submitted::Existing(new)) => {
+            Ok(Redirect::to(&format!("/deletions/{}", new.id)).into_response())
+        }
+        Err(Refused::RetriedAlready) => Err(failed(
+            StatusCode::CONFLICT,
+            Some(&session),
+            "Not now",
+            "It was retried already.",
+        )),
+        Err(Refused::Invalid(message)) => Err(again(&message)),
+        Err(Refused::ReusedForAnotherCustomer) => Err(internal("a fresh request id was taken")),
+        Err(Refused::Database(e)) => Err(internal(crate::db::SafeError(&e))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Extension {
+    #[serde(default)]
+    csrf: String,
+    to: String,
+    reason: String,
+}
+
+/// `POST /deletions/{id}/extend`: the new deadline (on the day given, at the time of day the
+/// request was asked, so that three months to the day fit), with its reason.
+async fn extend(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ConsoleForm(form): ConsoleForm<Extension>,
+) -> Page {
+    let session = posted(&state, &headers, &form.csrf).await?;
+    if session.caller.read_only {
+        return Err(read_only(&session));
+    }
+    let row = named_deletion(&state, &session, &id).await?;
+    let latest = deadlines::latest_extension(row.requested_at);
+    let reason = form.reason.trim();
+    let again = |why: &str| {
+        let page = views::extend_form(&session, &row, latest, form.to.trim(), reason, Some(why));
+        (StatusCode::BAD_REQUEST, html(page)).into_response()
+    };
+    let Ok(day) = chrono::NaiveDate::parse_from_str(form.to.trim(), "%Y-%m-%d") else {
+        return Err(again("The new deadline is not a date (YYYY-MM-DD)."));
+    };
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        return Err(again(
+            "A reason of 1 to 1000 characters is required: it is what the person is told.",
+        ));
+    }
+    let to = day.and_time(row.requested_at.time()).and_utc();
+    let key = session.caller.key_ref();
+    match deadlines::extend(&state.pool, &row.id, to, reason, &session.caller.name, &key).await {
+        Ok(deadlines::Extended::Extended(row)) => {
+            Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
+        }
+        Ok(deadlines::Extended::TooLate(why) | deadlines::Extended::OutOfBounds(why)) => {
+            Err(again(&format!("Refused: {why}.")))
+        }
+        Ok(deadlines::Extended::NotFound) => Err(failed(
+            StatusCode::NOT_FOUND,
+            Some(&session),
+            "Not found",
+            "No deletion has that id.",
+        )),
+        Err(e) => Err(internal(crate::db::SafeError(&e))),
+    }
 }
 
 #[derive(Deserialize)]
 struct Find {
     q: String,
+    /// Which identifier `q` is: `any`, `id` (a deletion or request id), `key` (the customer's
+    /// key), or a lookup's column.
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
     csrf: String,
 }
 
-/// `POST /find`: by `del_` id, request id, customer id or source id (through its keyed hash).
+/// What looks like an e-mail address or a phone number, when the plan declares no lookup of
+/// that kind: the words for it, so that the search says it cannot find requests by it.
+fn undeclared_kind(q: &str, lookups: &[String]) -> Option<&'static str> {
+    let declared = |word: &str| lookups.iter().any(|l| l.to_lowercase().contains(word));
+    let at = q.find('@');
+    if at.is_some_and(|i| i > 0 && q[i + 1..].contains('.')) && !declared("mail") {
+        return Some("an e-mail address");
+    }
+    let digits = q.chars().filter(char::is_ascii_digit).count();
+    let phone_like = digits >= 7
+        && q.chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    if phone_like && !declared("phone") && !declared("tel") {
+        return Some("a phone number");
+    }
+    None
+}
+
+/// `POST /find`: by `del_` id, request id, the customer's key, or any lookup the plan declares
+/// (through its keyed hash; for a customer not erased yet, through the live customer it names).
 /// The identifier comes in the body and the results are the answer: it never reaches a URL.
-async fn find(State(state): State<HttpState>, headers: HeaderMap, Form(form): Form<Find>) -> Page {
+async fn find(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    ConsoleForm(form): ConsoleForm<Find>,
+) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     let q = form.q.trim();
+    let kind = form.kind.trim();
+    let lookups = session.lookups.clone();
+    let nothing = |why: Option<String>| html(views::found(&session, &[], why.as_deref()));
     if request::check_identifier("q", q).is_err() {
-        return Ok(html(views::found(&session, &[])));
+        return Ok(nothing(None));
     }
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
     let mut rows = Vec::new();
-    if let Some(row) = store::find(&state.pool, q).await.map_err(safe)? {
+    if matches!(kind, "" | "any" | "id")
+        && let Some(row) = store::find(&state.pool, q).await.map_err(safe)?
+    {
         rows.push(row);
-    } else {
-        let naming = state.identity.naming(q, IdentifierType::Any);
+    }
+    if rows.is_empty() && kind != "id" {
+        let identifier_type = match kind {
+            "" | "any" => IdentifierType::Any,
+            "key" => IdentifierType::Key,
+            column => match lookups.iter().position(|l| l == column) {
+                Some(i) => IdentifierType::Lookup(i),
+                None => {
+                    return Ok(nothing(Some(format!(
+                        "{column:?} is not an identifier this plan declares."
+                    ))));
+                }
+            },
+        };
+        let naming = state.identity.naming(q, identifier_type.clone());
         rows = store::all_for_customer(&state.pool, &naming, 100)
             .await
             .map_err(safe)?;
+        if rows.is_empty()
+            && let crate::erase::Named::One(key) = state
+                .eraser
+                .live_customer_key(q, &identifier_type)
+                .await
+                .map_err(safe)?
+        {
+            let naming = state.identity.naming(&key, IdentifierType::Key);
+            rows = store::all_for_customer(&state.pool, &naming, 100)
+                .await
+                .map_err(safe)?;
+        }
     }
     if let [row] = rows.as_slice() {
         return Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response());
     }
-    Ok(html(views::found(&session, &rows)))
+    if rows.is_empty()
+        && matches!(kind, "" | "any")
+        && let Some(what) = undeclared_kind(q, &lookups)
+    {
+        return Ok(nothing(Some(format!(
+            "That looks like {what}, and this plan declares no lookup of that kind: a request cannot be found by it, because the service keeps nothing of it (not even its keyed hash). Search by {}.",
+            views::searchable(&lookups)
+        ))));
+    }
+    Ok(html(views::found(&session, &rows, None)))
 }
 
 async fn submit_form(State(state): State<HttpState>, headers: HeaderMap) -> Page {
@@ -359,6 +867,7 @@ fn refused(session: &Session, form: &Submission, why: &str) -> Response {
 
 #[derive(Deserialize)]
 struct Submission {
+    #[serde(default)]
     csrf: String,
     customer_id: String,
     #[serde(default)]
@@ -369,7 +878,7 @@ struct Submission {
 async fn submit_preview(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Form(form): Form<Submission>,
+    ConsoleForm(form): ConsoleForm<Submission>,
 ) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     if session.caller.read_only {
@@ -382,7 +891,12 @@ async fn submit_preview(
     }
     match state
         .eraser
-        .preview(customer, &session.caller.name, Channel::Http)
+        .preview_by(
+            customer,
+            &session.caller.name,
+            Some(&session.caller.key_ref()),
+            Channel::Http,
+        )
         .await
     {
         Ok(preview) => Ok(html(views::preview(
@@ -404,7 +918,7 @@ async fn submit_preview(
 async fn submit(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Form(form): Form<Submission>,
+    ConsoleForm(form): ConsoleForm<Submission>,
 ) -> Page {
     let session = posted(&state, &headers, &form.csrf).await?;
     if session.caller.read_only {
@@ -419,12 +933,78 @@ async fn submit(
     }) else {
         unreachable!("an object")
     };
-    match state.submit(fields, Utc::now()).await {
+    let key = session.caller.key_ref();
+    let submission = crate::intake::Submission {
+        key: Some(&key),
+        retry: None,
+    };
+    match state.submit(fields, Utc::now(), submission).await {
         Ok(Submitted::Accepted(row) | Submitted::Existing(row)) => {
             Ok(Redirect::to(&format!("/deletions/{}", row.id)).into_response())
         }
         Err(Refused::Invalid(message)) => Err(refused(&session, &form, &message)),
-        Err(Refused::ReusedForAnotherCustomer) => Err(internal("a fresh request id was taken")),
+        Err(Refused::ReusedForAnotherCustomer | Refused::RetriedAlready) => {
+            Err(internal("a fresh request id was taken"))
+        }
         Err(Refused::Database(e)) => Err(internal(crate::db::SafeError(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn an_e_mail_or_a_phone_number_is_named_when_the_plan_has_no_such_lookup() {
+        let source = vec!["source_id".to_string()];
+        let email = vec!["source_id".to_string(), "email".to_string()];
+        assert_eq!(
+            undeclared_kind("jane@example.com", &source),
+            Some("an e-mail address")
+        );
+        assert_eq!(undeclared_kind("jane@example.com", &email), None);
+        assert_eq!(
+            undeclared_kind("+44 20 7946 0958", &email),
+            Some("a phone number")
+        );
+        assert_eq!(undeclared_kind("cust_8Xk2", &source), None);
+        assert_eq!(undeclared_kind("12345", &source), None);
+    }
+
+    #[test]
+    fn only_posts_from_this_site_or_from_no_browser_pass() {
+        let host = ("host", "console.example:8080");
+        for pass in [
+            headers(&[host]),
+            headers(&[host, ("sec-fetch-site", "same-origin")]),
+            headers(&[host, ("sec-fetch-site", "none")]),
+            headers(&[host, ("origin", "https://console.example:8080")]),
+            headers(&[host, ("origin", "http://console.example:8080")]),
+        ] {
+            assert!(from_this_site(&pass), "{pass:?}");
+        }
+        for refuse in [
+            headers(&[host, ("sec-fetch-site", "cross-site")]),
+            headers(&[host, ("sec-fetch-site", "same-site")]),
+            headers(&[
+                host,
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "http://console.example:8080"),
+            ]),
+            headers(&[host, ("origin", "http://evil.example")]),
+            headers(&[host, ("origin", "http://console.example:8081")]),
+            headers(&[host, ("origin", "null")]),
+            headers(&[("origin", "http://console.example:8080")]),
+        ] {
+            assert!(!from_this_site(&refuse), "{refuse:?}");
+        }
     }
 }

@@ -22,6 +22,8 @@ pub const COOKIE: &str = "erasure_session";
 pub struct Session {
     pub caller: Caller,
     pub csrf: String,
+    /// The lookups of the plan (their columns), by which the search box also finds requests.
+    pub lookups: std::sync::Arc<[String]>,
 }
 
 impl Session {
@@ -81,6 +83,7 @@ pub async fn find(pool: &PgPool, headers: &HeaderMap) -> Result<Option<Session>,
             read_only,
         },
         csrf,
+        lookups: std::sync::Arc::from(Vec::new()),
     }))
 }
 
