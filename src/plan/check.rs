@@ -282,9 +282,9 @@ impl<'a> Gaps<'a> {
             }
             if !self.live.tables[table].is_unique(&lookup.column, lookup.case_insensitive) {
                 let index = if lookup.case_insensitive {
-                    format!("a unique index on lower({})", lookup.column)
+                    format!("unique index on lower({})", lookup.column)
                 } else {
-                    "a unique index of its own".to_string()
+                    "unique index of its own".to_string()
                 };
                 self.found.push(format!(
                     "column {table}.{} has no {index}; a lookup must name one row",
