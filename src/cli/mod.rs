@@ -73,6 +73,10 @@ pub enum Command {
         /// With --draft: the customer table, `schema.table` (default: the plan's subject).
         #[arg(long, requires = "draft")]
         subject: Option<String>,
+        /// Count a column the plan filters on that has no index as a gap (exit 2), not a
+        /// warning.
+        #[arg(long, conflicts_with = "draft")]
+        strict: bool,
     },
     /// Show what erasing a customer would record (run and rolled back), and the guard that
     /// would refuse it; exit 1 if no customer has the identifier. Needs `erasure migrate` run
@@ -177,7 +181,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             sql,
             draft: false,
             subject: _,
-        } => plan::exit_2_for_unusable(plan::plan(&settings, sql).await),
+            strict,
+        } => plan::exit_2_for_unusable(plan::plan(&settings, sql, strict).await),
         Command::Plan {
             draft: true,
             subject,

@@ -3,16 +3,16 @@
 //! migrates, or starts anything in the background: `plan` and `--draft` read through READ ONLY
 //! transactions, and `preview` runs the erasure statement in a transaction it rolls back.
 //!
-//! Exit codes: 2 for a plan that cannot be used (unreadable, not TOML, inconsistent, with gaps)
-//! and for a database `erasure migrate` has not prepared; 1 for any other error (the database
-//! out of reach, say).
+//! Exit codes: 2 for a plan that cannot be used (unreadable, not TOML, inconsistent, with gaps,
+//! or with `--strict` a path column without an index) and for a database `erasure migrate` has
+//! not prepared; 1 for any other error (the database out of reach, say).
 
 use std::process::ExitCode;
 
 use crate::config::Settings;
 use crate::db::{self, NotPrepared};
 use crate::erase::preview::PreviewError;
-use crate::plan::{Plan, PlanError, TableName, check, draft, live};
+use crate::plan::{Plan, PlanError, TableName, check, draft, indexes, live};
 use crate::request::{self, Channel};
 
 /// Reports what `result` met as exit 2 when it is a plan that cannot be used or a database not
@@ -33,18 +33,37 @@ fn unusable(e: &anyhow::Error) -> bool {
             .is_some_and(PlanError::is_plan_problem)
 }
 
-/// `erasure plan [--sql]`: the plan in words (or its statement), checked against the live
-/// schema.
-pub async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
+/// `erasure plan [--sql] [--strict]`: the plan in words (or its statement), checked against
+/// the live schema; a warning for each column its statements filter on that no index serves
+/// (gaps, with `--strict`).
+pub async fn plan(settings: &Settings, sql: bool, strict: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
     let pool = db::connect_existing(&settings.database, true).await?;
     let plan = check::against_live_schema(plan, &pool).await?;
+    let storage = live::read_storage(&pool).await?;
     pool.close().await;
+    let unindexed: Vec<String> = indexes::unindexed(&plan, &storage)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if strict && !unindexed.is_empty() {
+        return Err(PlanError::Gaps(unindexed).into());
+    }
+    for warning in &unindexed {
+        eprintln!("warning: {warning}");
+    }
     if sql {
         println!("{}", crate::plan::sql::erase_statement(&plan).render());
     } else {
         print!("{}", plan.describe());
         println!("\nThe plan covers the live schema.");
+        if !unindexed.is_empty() {
+            println!(
+                "{} of the columns it filters on {} no index (warnings on stderr; --strict makes them gaps).",
+                unindexed.len(),
+                if unindexed.len() == 1 { "has" } else { "have" }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,8 @@
 //! worker's and the system's, their columns and types, their single-column unique keys, and
 //! their foreign keys. Partitions are folded into their partitioned parent: a step on the
 //! parent covers them, and a foreign key declared on each partition counts as one key of the
-//! parent.
+//! parent. Apart from it, [`read_storage`]: the relations that hold each table's rows, with
+//! their indexes and sizes (for `erasure plan`'s warnings about columns without an index).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -132,6 +133,82 @@ impl ForeignKey {
     pub fn blocks_delete(&self) -> bool {
         matches!(self.on_delete.as_str(), "a" | "r")
     }
+}
+
+/// A relation that holds rows of a table (the table itself, or one of its leaf partitions),
+/// with what says whether finding rows by a column scans it: its indexes and its size.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub relation: TableName,
+    /// The planner's estimate of its rows (`pg_class.reltuples`); `None` before the first
+    /// ANALYZE (or VACUUM) of it.
+    pub rows: Option<f64>,
+    /// The leading key of each of its indexes that can find rows by equality on it: valid,
+    /// btree, without a predicate. As PostgreSQL writes it: a column (`customer_id`,
+    /// `"Order"`) or an expression (`lower(email)`).
+    pub index_keys: BTreeSet<String>,
+}
+
+impl Storage {
+    /// Whether an index finds rows by `column` (by `lower(column)` when `folded`).
+    pub fn indexed(&self, column: &str, folded: bool) -> bool {
+        [column.to_owned(), ident(column)].iter().any(|name| {
+            if folded {
+                self.index_keys.contains(&format!("lower({name})"))
+            } else {
+                self.index_keys.contains(name)
+            }
+        })
+    }
+}
+
+/// For each table (partitions folded into their parent, as in [`LiveSchema`]), the relations
+/// that hold its rows: the table itself, or each leaf partition (a partitioned table holds
+/// none; an index on it is one on each partition, and an index one partition lacks is missing
+/// there only).
+pub async fn read_storage(pool: &PgPool) -> Result<BTreeMap<TableName, Vec<Storage>>, sqlx::Error> {
+    let rows: Vec<StorageRow> = sqlx::query_as(&format!(
+        "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+                rn.nspname::text AS root_schema, r.relname::text AS root_name, \
+                c.reltuples::float8 AS rows, \
+                array(SELECT pg_get_indexdef(i.indexrelid, 1, true) FROM pg_index i \
+                      JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
+                      WHERE i.indrelid = c.oid AND i.indisvalid AND i.indpred IS NULL \
+                        AND am.amname = 'btree') AS index_keys \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid) \
+         LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+         WHERE c.relkind = 'r' AND {} \
+         ORDER BY 1, 2",
+        user_schemas("n.nspname")
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut storage: BTreeMap<TableName, Vec<Storage>> = BTreeMap::new();
+    for row in rows {
+        let relation = TableName::new(&row.schema, &row.name);
+        let table = match (row.root_schema, row.root_name) {
+            (Some(schema), Some(name)) => TableName::new(&schema, &name),
+            _ => relation.clone(),
+        };
+        storage.entry(table).or_default().push(Storage {
+            relation,
+            // -1 until the relation is first analyzed or vacuumed.
+            rows: (row.rows >= 0.0).then_some(row.rows),
+            index_keys: row.index_keys.into_iter().collect(),
+        });
+    }
+    Ok(storage)
+}
+
+#[derive(sqlx::FromRow)]
+struct StorageRow {
+    schema: String,
+    name: String,
+    root_schema: Option<String>,
+    root_name: Option<String>,
+    rows: f64,
+    index_keys: Vec<String>,
 }
 
 #[derive(sqlx::FromRow)]

@@ -8,6 +8,8 @@
 //! - [`check`] checks the plan against it, every gap at once, and records what the SQL needs
 //!   to know of it (the key's type, column types);
 //! - [`sql`] turns the plan into the erasure statement and its companions, once, at start-up;
+//! - [`indexes`] names the columns the statements find rows by that no index serves
+//!   (`erasure plan`'s warnings), from what [`live::read_storage`] reads;
 //! - [`sizes`] reads the statistics of the tables the plan erases from, to say which customers
 //!   the statement probes for size;
 //! - [`draft`] writes a starting plan from a live schema (`erasure plan --draft`);
@@ -18,6 +20,7 @@ pub mod consistency;
 pub mod describe;
 pub mod document;
 pub mod draft;
+pub mod indexes;
 pub mod live;
 pub mod sizes;
 pub mod sql;

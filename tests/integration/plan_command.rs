@@ -1,4 +1,6 @@
-//! `erasure plan` as an operator reads it: every plan problem exits 2, each message said once.
+//! `erasure plan` as an operator reads it: every plan problem exits 2, each message said once,
+//! and a warning (a gap with `--strict`) for each column the plan finds rows by that no index
+//! serves.
 
 use std::process::Output;
 
@@ -50,6 +52,10 @@ path = ["customer_id -> customer.customer_id"]
 action = "delete"
 counted_as = "payments"
 "#;
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -142,4 +148,57 @@ async fn a_database_error_is_said_once() {
         stderr(&refused),
         format!("error: error returned from database: role \"{role}\" does not exist\n")
     );
+}
+
+#[tokio::test]
+async fn columns_without_an_index_are_warnings_and_with_strict_gaps() {
+    let fresh = FreshDatabase::new(SCHEMA, PLAN).await;
+    sqlx::query("ANALYZE").execute(&fresh.pool).await.unwrap();
+    let expected = [
+        "shop.payment_2026.customer_id has no index (about 25 rows): every erasure scans this \
+         partition of shop.payment; CREATE INDEX ON shop.payment_2026 (customer_id)",
+        "shop.review.customer_id has no index (about 30 rows): every erasure scans the table; \
+         CREATE INDEX ON shop.review (customer_id)",
+    ];
+
+    let warned = fresh.run(&["plan"]).await;
+    assert!(warned.status.success(), "{}", stderr(&warned));
+    let warnings: Vec<String> = stderr(&warned).lines().map(str::to_owned).collect();
+    assert_eq!(
+        warnings,
+        expected.map(|w| format!("warning: {w}")),
+        "the warnings name exactly the columns without an index"
+    );
+    let said = stdout(&warned);
+    assert!(
+        said.contains("The plan covers the live schema.\n"),
+        "{said}"
+    );
+    assert!(
+        said.contains("2 of the columns it filters on have no index"),
+        "{said}"
+    );
+
+    for args in [&["plan", "--strict"][..], &["plan", "--sql", "--strict"]] {
+        let strict = fresh.run(args).await;
+        assert_eq!(strict.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr(&strict),
+            format!(
+                "error: the erasure plan does not fit the live schema:\n  - {}\n  - {}\n",
+                expected[0], expected[1]
+            )
+        );
+        assert_eq!(stdout(&strict), "");
+    }
+
+    // The index each warning names takes it away.
+    for warning in expected {
+        let (_, create) = warning.split_once("; ").unwrap();
+        sqlx::raw_sql(create).execute(&fresh.pool).await.unwrap();
+    }
+    let quiet = fresh.run(&["plan", "--strict"]).await;
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(stderr(&quiet), "");
+    assert!(!stdout(&quiet).contains("have no index"));
 }
