@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::live::Storage;
-use super::{Plan, TableName, ident};
+use super::names::{sql_name, sql_table};
+use super::{Plan, TableName};
 
 /// A column the plan finds rows by, where no index serves it.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,9 +53,8 @@ impl fmt::Display for Unindexed {
         };
         write!(
             f,
-            "{column} ({rows}): every erasure scans {scanned}; CREATE INDEX ON {}.{} ({key})",
-            sql_name(&relation.schema),
-            sql_name(&relation.name)
+            "{column} ({rows}): every erasure scans {scanned}; CREATE INDEX ON {} ({key})",
+            sql_table(relation)
         )
     }
 }
@@ -139,124 +139,6 @@ pub fn unindexed(plan: &Plan, storage: &BTreeMap<TableName, Vec<Storage>>) -> Ve
 fn total_rows(relations: &[Storage]) -> Option<f64> {
     relations.iter().filter_map(|s| s.rows).reduce(|a, b| a + b)
 }
-
-/// `name` as SQL writes it: bare when it can be, quoted otherwise.
-fn sql_name(name: &str) -> String {
-    let bare = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !RESERVED.contains(&name);
-    if bare { name.to_owned() } else { ident(name) }
-}
-
-/// PostgreSQL's keywords that cannot name a column unquoted (`pg_get_keywords()`, categories
-/// R and T).
-const RESERVED: &[&str] = &[
-    "all",
-    "analyse",
-    "analyze",
-    "and",
-    "any",
-    "array",
-    "as",
-    "asc",
-    "asymmetric",
-    "authorization",
-    "binary",
-    "both",
-    "case",
-    "cast",
-    "check",
-    "collate",
-    "collation",
-    "column",
-    "concurrently",
-    "constraint",
-    "create",
-    "cross",
-    "current_catalog",
-    "current_date",
-    "current_role",
-    "current_schema",
-    "current_time",
-    "current_timestamp",
-    "current_user",
-    "default",
-    "deferrable",
-    "desc",
-    "distinct",
-    "do",
-    "else",
-    "end",
-    "except",
-    "false",
-    "fetch",
-    "for",
-    "foreign",
-    "freeze",
-    "from",
-    "full",
-    "grant",
-    "group",
-    "having",
-    "ilike",
-    "in",
-    "initially",
-    "inner",
-    "intersect",
-    "into",
-    "is",
-    "isnull",
-    "join",
-    "lateral",
-    "leading",
-    "left",
-    "like",
-    "limit",
-    "localtime",
-    "localtimestamp",
-    "natural",
-    "not",
-    "notnull",
-    "null",
-    "offset",
-    "on",
-    "only",
-    "or",
-    "order",
-    "outer",
-    "overlaps",
-    "placing",
-    "primary",
-    "references",
-    "returning",
-    "right",
-    "select",
-    "session_user",
-    "similar",
-    "some",
-    "symmetric",
-    "table",
-    "tablesample",
-    "then",
-    "to",
-    "trailing",
-    "true",
-    "union",
-    "unique",
-    "user",
-    "using",
-    "variadic",
-    "verbose",
-    "when",
-    "where",
-    "window",
-    "with",
-];
 
 #[cfg(test)]
 mod tests {
@@ -345,8 +227,5 @@ counted_as = "payments"
                 "shop.customer.email has no index on lower(email) (about 3 rows): every erasure scans the table; CREATE INDEX ON shop.customer (lower(email))"
             ]
         );
-        assert_eq!(sql_name("Order"), "\"Order\"");
-        assert_eq!(sql_name("order"), "\"order\"");
-        assert_eq!(sql_name("order_id"), "order_id");
     }
 }

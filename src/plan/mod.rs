@@ -13,7 +13,8 @@
 //! - [`sizes`] reads the statistics of the tables the plan erases from, to say which customers
 //!   the statement probes for size;
 //! - [`draft`] writes a starting plan from a live schema (`erasure plan --draft`);
-//! - [`describe`] says a plan in words (`erasure plan`).
+//! - [`describe`] says a plan in words (`erasure plan`), and [`names`] writes the names in the
+//!   SQL it prints for people to run.
 
 pub mod check;
 pub mod consistency;
@@ -22,6 +23,7 @@ pub mod document;
 pub mod draft;
 pub mod indexes;
 pub mod live;
+pub mod names;
 pub mod sizes;
 pub mod sql;
 
