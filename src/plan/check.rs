@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use sqlx::PgPool;
 
 use super::live::{ForeignKey, LiveSchema};
+use super::repoint;
 use super::{Action, Anonymize, Facts, KeyType, PathHops, Plan, PlanError, TableName};
 
 /// Checks `plan` against the database behind `pool` (the values it writes too, by the
@@ -21,6 +22,7 @@ pub async fn against_live_schema(plan: Plan, pool: &PgPool) -> Result<Plan, Plan
     let live = LiveSchema::read(pool).await?;
     let mut gaps = Gaps::find(&plan, &live);
     gaps.extend(values(&plan, &live, pool).await?);
+    gaps.extend(repoint::missing_placeholders(&plan, &live, pool).await?);
     if !gaps.is_empty() {
         return Err(PlanError::Gaps(gaps));
     }
@@ -489,10 +491,10 @@ fn uncovered(plan: &Plan, fk: &ForeignKey) -> Option<String> {
             // Rows kept by anonymize must let go of a deleted row, or its delete fails.
             Action::Anonymize(a)
                 if plan.deleted_tables().contains(&fk.parent)
-                    && !a.set_null.contains(&fk.child_columns[0]) =>
+                    && !repoint::lets_go(a, &fk.child_columns[0]) =>
             {
                 Some(format!(
-                    "step {} anonymizes but keeps {} pointing at {} (foreign key {}); add it to set_null",
+                    "step {} anonymizes but keeps {} pointing at {} (foreign key {}); add it to set_null, or repoint it at a placeholder row with set_value",
                     step.table, fk.child_columns[0], fk.parent, fk.name
                 ))
             }

@@ -75,6 +75,12 @@ pub struct Column {
     /// As `format_type` writes it: `integer`, `character varying(80)`, `jsonb`, an enum's name.
     pub sql_type: String,
     pub nullable: bool,
+    /// Whether an INSERT that leaves it out fills it: a default, an identity, a generated
+    /// column.
+    pub has_default: bool,
+    /// An identity column (`GENERATED ... AS IDENTITY`): an INSERT that gives it a value says
+    /// `OVERRIDING SYSTEM VALUE`.
+    pub identity: bool,
 }
 
 impl Column {
@@ -221,6 +227,17 @@ struct RelationRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct ColumnRow {
+    schema: String,
+    table: String,
+    column: String,
+    sql_type: String,
+    nullable: bool,
+    has_default: bool,
+    identity: bool,
+}
+
+#[derive(sqlx::FromRow)]
 struct KeyRow {
     name: String,
     child_schema: String,
@@ -283,9 +300,11 @@ impl LiveSchema {
             }
         }
 
-        let columns: Vec<(String, String, String, String, bool)> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text, c.relname::text, a.attname::text, \
-                    format_type(a.atttypid, a.atttypmod), NOT a.attnotnull \
+        let columns: Vec<ColumnRow> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS column, \
+                    format_type(a.atttypid, a.atttypmod) AS sql_type, NOT a.attnotnull AS nullable, \
+                    a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' AS has_default, \
+                    a.attidentity <> '' AS identity \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
@@ -294,9 +313,20 @@ impl LiveSchema {
         ))
         .fetch_all(pool)
         .await?;
-        for (schema, table, column, sql_type, nullable) in columns {
-            if let Some(t) = live.tables.get_mut(&TableName::new(&schema, &table)) {
-                t.columns.insert(column, Column { sql_type, nullable });
+        for row in columns {
+            if let Some(t) = live
+                .tables
+                .get_mut(&TableName::new(&row.schema, &row.table))
+            {
+                t.columns.insert(
+                    row.column,
+                    Column {
+                        sql_type: row.sql_type,
+                        nullable: row.nullable,
+                        has_default: row.has_default,
+                        identity: row.identity,
+                    },
+                );
             }
         }
 

@@ -6,7 +6,8 @@
 //! - [`live`] reads the live schema (tables, column types, keys, partitions folded into their
 //!   parent);
 //! - [`check`] checks the plan against it, every gap at once, and records what the SQL needs
-//!   to know of it (the key's type, column types);
+//!   to know of it (the key's type, column types); [`repoint`] is what it accepts of kept rows
+//!   repointed at a placeholder row;
 //! - [`sql`] turns the plan into the erasure statement and its companions, once, at start-up;
 //! - [`indexes`] names the columns the statements find rows by that no index serves
 //!   (`erasure plan`'s warnings), from what [`live::read_storage`] reads;
@@ -24,6 +25,7 @@ pub mod draft;
 pub mod indexes;
 pub mod live;
 pub mod names;
+pub mod repoint;
 pub mod sizes;
 pub mod sql;
 

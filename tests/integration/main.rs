@@ -4,6 +4,7 @@ mod batches;
 mod chunked;
 mod cli;
 mod console;
+mod draft;
 mod erasure_outcomes;
 mod fault_proxy;
 mod faults;
