@@ -1,4 +1,6 @@
-//! PostgreSQL: creating the database when missing, the pool, and migrations.
+//! PostgreSQL: creating the database when missing, the pool, and migrations; and, for the
+//! commands that only read (`erasure plan`, `plan --draft`, `preview`), a pool that creates
+//! and migrates nothing, with what they need of `erasure migrate` checked first.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -51,6 +53,15 @@ pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
 /// The pool every query goes through. Server-side settings travel in the start-up packet, so
 /// they cost no round trip and hold on every connection.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    pool(settings, connect_options(settings, false)?).await
+}
+
+/// How each connection is made. `read_only`: every transaction is READ ONLY, so that nothing
+/// run through the connection can write.
+fn connect_options(
+    settings: &DatabaseSettings,
+    read_only: bool,
+) -> Result<PgConnectOptions, sqlx::Error> {
     let mut server_settings = vec![
         (
             "statement_timeout",
@@ -73,9 +84,18 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error>
             format!("{}ms", settings.client_connection_check_interval_ms),
         ));
     }
-    let options = PgConnectOptions::from_str(settings.url.expose())?
+    if read_only {
+        server_settings.push(("default_transaction_read_only", "on".to_string()));
+    }
+    Ok(PgConnectOptions::from_str(settings.url.expose())?
         .application_name("erasure")
-        .options(server_settings);
+        .options(server_settings))
+}
+
+async fn pool(
+    settings: &DatabaseSettings,
+    options: PgConnectOptions,
+) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
@@ -92,6 +112,78 @@ pub async fn prepare(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     let pool = connect(settings).await?;
     migrate(&pool, settings.reference_schema).await?;
     Ok(pool)
+}
+
+/// What a command that creates nothing found missing: what `erasure migrate` makes.
+#[derive(Debug, thiserror::Error)]
+pub enum NotPrepared {
+    #[error(
+        "the database {0:?} does not exist, and this command creates nothing: run `erasure migrate` first (it creates the database and the erasure schema)"
+    )]
+    NoDatabase(String),
+    #[error(
+        "the database has no erasure schema (the worker's tables, which the erasure statement writes to), and this command creates nothing: run `erasure migrate` first"
+    )]
+    NoSchema,
+    #[error(
+        "the erasure schema lacks migration {version} ({description}) of this version, and this command changes nothing: run `erasure migrate` first"
+    )]
+    Behind { version: i64, description: String },
+}
+
+/// The pool of a command that must leave the database as it found it: the database must exist
+/// (it is not created) and nothing is migrated. `read_only`: every transaction is READ ONLY
+/// (`erasure plan` and `plan --draft`, which only read the catalog); a preview runs the
+/// erasure statement, which writes, and rolls it back.
+pub async fn connect_existing(
+    settings: &DatabaseSettings,
+    read_only: bool,
+) -> anyhow::Result<PgPool> {
+    let options = connect_options(settings, read_only)?;
+    // One connection first, for its error as it is (a pool out of reach only times out).
+    match options.connect().await {
+        Ok(connection) => connection.close().await?,
+        // invalid_catalog_name: the database named in the URL does not exist.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            let name = options
+                .get_database()
+                .unwrap_or_else(|| options.get_username())
+                .to_string();
+            return Err(NotPrepared::NoDatabase(name).into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(pool(settings, options).await?)
+}
+
+/// Whether every migration of the worker's schema this version has is applied, for a command
+/// that uses the schema without migrating it (the erasure statement a preview runs writes
+/// to `erasure.deletions`, `erasure.audit_log` and others, and reads `erasure.instance`).
+pub async fn require_migrated(pool: &PgPool) -> anyhow::Result<()> {
+    let recorded: bool =
+        sqlx::query_scalar("SELECT to_regclass('erasure._sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    if !recorded {
+        return Err(NotPrepared::NoSchema.into());
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM erasure._sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?;
+    let missing = ERASURE
+        .migrations
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .find(|m| !applied.contains(&m.version));
+    match missing {
+        Some(m) => Err(NotPrepared::Behind {
+            version: m.version,
+            description: m.description.to_string(),
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// Applies the worker's migrations, and the reference schema's when asked. Both sets are

@@ -10,7 +10,7 @@ async fn main() -> ExitCode {
     match erasure::cli::execute(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", erasure::cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }

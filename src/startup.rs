@@ -53,13 +53,7 @@ impl Application {
         let pool = crate::db::prepare(&settings.database)
             .await
             .context("preparing the database")?;
-        let plan = Plan::load(settings.erasure.plan.as_deref())?;
-        let plan = check::against_live_schema(plan, &pool).await?;
-        let key = match &settings.erasure.source_id_key {
-            Some(key) => key.expose().as_bytes().to_vec(),
-            None => crate::db::instance_source_id_key(&pool).await?,
-        };
-        let hash = KeyedHash::new(&key);
+        let plan = checked_plan(&settings, &pool).await?;
         let signer = Signer::load(&pool, &settings.proof)
             .await
             .context("loading the signing key")?;
@@ -89,21 +83,7 @@ impl Application {
             publisher,
             settings.erasure.grace_period,
         );
-        let eraser = Eraser::new(
-            pool.clone(),
-            plan,
-            hash,
-            Limits {
-                max_attempts: settings.worker.max_attempts,
-                chunk_threshold: settings.erasure.chunk_threshold,
-                chunk_rows: settings.erasure.chunk_rows,
-                chunk_time: std::time::Duration::from_millis(settings.erasure.chunk_ms),
-                grace_period: settings.erasure.grace_period,
-                preview_timeout: std::time::Duration::from_millis(
-                    settings.erasure.preview_timeout_ms,
-                ),
-            },
-        );
+        let eraser = eraser(&settings, &pool, plan).await?;
         crate::metrics::handle();
         Ok(Self {
             settings,
@@ -206,6 +186,36 @@ impl Application {
         self.pool.close().await;
         true
     }
+}
+
+/// The configured plan, checked against the live schema behind `pool`, with its facts. A plan
+/// with gaps is a [`crate::plan::PlanError`] naming each.
+pub async fn checked_plan(settings: &Settings, pool: &PgPool) -> anyhow::Result<Plan> {
+    let plan = Plan::load(settings.erasure.plan.as_deref())?;
+    Ok(check::against_live_schema(plan, pool).await?)
+}
+
+/// The eraser of `plan` (as [`checked_plan`] returned it) on `pool`, with the keyed hash of
+/// `erasure.source_id_key` or of the key the first migration generated. It only builds the
+/// statements: nothing is written, and nothing starts (what `erasure preview` needs).
+pub async fn eraser(settings: &Settings, pool: &PgPool, plan: Plan) -> anyhow::Result<Eraser> {
+    let key = match &settings.erasure.source_id_key {
+        Some(key) => key.expose().as_bytes().to_vec(),
+        None => crate::db::instance_source_id_key(pool).await?,
+    };
+    Ok(Eraser::new(
+        pool.clone(),
+        plan,
+        KeyedHash::new(&key),
+        Limits {
+            max_attempts: settings.worker.max_attempts,
+            chunk_threshold: settings.erasure.chunk_threshold,
+            chunk_rows: settings.erasure.chunk_rows,
+            chunk_time: std::time::Duration::from_millis(settings.erasure.chunk_ms),
+            grace_period: settings.erasure.grace_period,
+            preview_timeout: std::time::Duration::from_millis(settings.erasure.preview_timeout_ms),
+        },
+    ))
 }
 
 impl Application {

@@ -1,7 +1,8 @@
-//! The `erasure` command line; [`proof`] holds the commands that check receipts and the audit
-//! log.
+//! The `erasure` command line; [`plan`] holds the commands that read the plan and the live
+//! schema and change nothing, [`proof`] those that check receipts and the audit log.
 
 mod ledger;
+mod plan;
 mod proof;
 
 pub use ledger::{Summary as ReplaySummary, replay, replay_request_id};
@@ -19,10 +20,9 @@ use uuid::Uuid;
 use crate::broker;
 use crate::config::Settings;
 use crate::deletion;
-use crate::erase::preview::PreviewError;
 use crate::keys::{self, KeyError};
-use crate::plan::{Plan, check};
-use crate::request::{self, Channel, ErasureRequest};
+use crate::plan::Plan;
+use crate::request::{self, ErasureRequest};
 use crate::startup::{Application, Mode, shutdown_signal};
 
 #[derive(Debug, Parser)]
@@ -61,7 +61,8 @@ pub enum Command {
     },
     /// Apply migrations and exit.
     Migrate,
-    /// Print the erasure plan and check it against the live schema.
+    /// Print the erasure plan and check it against the live schema (exit 2 for a plan that
+    /// cannot be used); creates and changes nothing.
     Plan {
         /// Print the generated SQL instead of the summary.
         #[arg(long, conflicts_with = "draft")]
@@ -72,9 +73,14 @@ pub enum Command {
         /// With --draft: the customer table, `schema.table` (default: the plan's subject).
         #[arg(long, requires = "draft")]
         subject: Option<String>,
+        /// Count a column the plan filters on that has no index as a gap (exit 2), not a
+        /// warning.
+        #[arg(long, conflicts_with = "draft")]
+        strict: bool,
     },
-    /// Show what erasing a customer would record (run and rolled back), and the guard that
-    /// would refuse it; exit 1 if no customer has the identifier.
+    /// Show what erasing a customer would record (counted, reading only), and the guard that
+    /// would refuse it; exit 1 if no customer has the identifier. Needs `erasure migrate` run
+    /// first; migrates nothing.
     Preview {
         /// The customer's key or lookup value.
         customer: String,
@@ -132,6 +138,23 @@ pub enum KeysCommand {
     Revoke { id_or_name: String },
 }
 
+/// An error and its causes, each said once: a cause whose text the message before it already
+/// includes (as sqlx's errors include their database error's) is left out.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Runs the command `cli` names; the exit code says how it ended.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&cli.config_dir).context("reading the configuration")?;
@@ -158,13 +181,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             sql,
             draft: false,
             subject: _,
-        } => plan(&settings, sql).await,
+            strict,
+        } => plan::exit_2_for_unusable(plan::plan(&settings, sql, strict).await),
         Command::Plan {
             draft: true,
             subject,
             ..
-        } => plan_draft(&settings, subject).await,
-        Command::Preview { customer } => preview(settings, &customer).await,
+        } => plan::exit_2_for_unusable(plan::draft(&settings, subject).await),
+        Command::Preview { customer } => {
+            plan::exit_2_for_unusable(plan::preview(&settings, &customer).await)
+        }
         Command::Enqueue {
             customer,
             requested_by,
@@ -276,66 +302,6 @@ async fn keys_revoke(pool: &PgPool, id_or_name: &str) -> anyhow::Result<ExitCode
     }
 }
 
-/// `erasure plan [--sql]`: exit 2 naming every gap.
-async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
-    let plan = Plan::load(settings.erasure.plan.as_deref())?;
-    let pool = crate::db::prepare(&settings.database).await?;
-    let plan = match check::against_live_schema(plan, &pool).await {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if sql {
-        println!("{}", crate::plan::sql::erase_statement(&plan).render());
-    } else {
-        print!("{}", plan.describe());
-        println!("\nThe plan covers the live schema.");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `erasure plan --draft`: a starting plan for the subject table, from the live schema.
-async fn plan_draft(settings: &Settings, subject: Option<String>) -> anyhow::Result<ExitCode> {
-    let subject = match subject {
-        Some(table) => crate::plan::TableName::parse(&table, "public"),
-        None => Plan::load(settings.erasure.plan.as_deref())?.subject.table,
-    };
-    let pool = crate::db::prepare(&settings.database).await?;
-    let live = crate::plan::live::LiveSchema::read(&pool).await?;
-    match crate::plan::draft::draft(&live, &subject) {
-        Ok(draft) => {
-            print!("{draft}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(why) => {
-            eprintln!("error: {why}");
-            Ok(ExitCode::from(2))
-        }
-    }
-}
-
-/// `erasure preview CUSTOMER`: the preview as JSON; exit 1 when no customer has it.
-async fn preview(settings: Settings, customer: &str) -> anyhow::Result<ExitCode> {
-    if let Err(problem) = request::check_identifier("customer", customer) {
-        eprintln!("error: {problem}");
-        return Ok(ExitCode::from(2));
-    }
-    let app = Application::build(settings).await?;
-    match app.eraser.preview(customer, "cli", Channel::Cli).await {
-        Ok(preview) => {
-            println!("{}", serde_json::to_string_pretty(&preview.to_json())?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e @ (PreviewError::NotFound | PreviewError::Busy)) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(1))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `erasure enqueue`: publishes one request (exit 2, publishing nothing, for one the worker
 /// would refuse) and prints its request id.
 async fn enqueue(settings: &Settings, request: &ErasureRequest) -> anyhow::Result<ExitCode> {
@@ -364,5 +330,23 @@ async fn status(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
             eprintln!("error: no deletion has the id or request id {id:?}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_of_an_error_is_said_once() {
+        // sqlx's message includes its cause, which is also its source.
+        let e = anyhow::Error::from(sqlx::Error::Configuration("no host given".into()))
+            .context("connecting");
+        assert_eq!(
+            error_chain(&e),
+            "connecting: error with configuration: no host given"
+        );
+        let e = anyhow::Error::from(std::io::Error::other("disk on fire")).context("reading");
+        assert_eq!(error_chain(&e), "reading: disk on fire");
     }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use sqlx::PgPool;
 
 use super::live::{ForeignKey, LiveSchema};
+use super::repoint;
 use super::{
     Action, Anonymize, Facts, KeyType, LookupType, PathHops, Plan, PlanError, TableName, Test,
 };
@@ -24,6 +25,7 @@ pub async fn against_live_schema(plan: Plan, pool: &PgPool) -> Result<Plan, Plan
     let mut gaps = Gaps::find(&plan, &live);
     gaps.extend(values(&plan, &live, pool).await?);
     gaps.extend(guard_values(&plan, &live, pool).await?);
+    gaps.extend(repoint::missing_placeholders(&plan, &live, pool).await?);
     if !gaps.is_empty() {
         return Err(PlanError::Gaps(gaps));
     }
@@ -383,9 +385,9 @@ impl<'a> Gaps<'a> {
             }
             if !self.live.tables[table].is_unique(&lookup.column, lookup.case_insensitive) {
                 let index = if lookup.case_insensitive {
-                    format!("a unique index on lower({})", lookup.column)
+                    format!("unique index on lower({})", lookup.column)
                 } else {
-                    "a unique index of its own".to_string()
+                    "unique index of its own".to_string()
                 };
                 self.found.push(format!(
                     "column {table}.{} has no {index}; a lookup must name one row",
@@ -620,10 +622,10 @@ fn uncovered(plan: &Plan, fk: &ForeignKey) -> Option<String> {
             // Rows kept by anonymize must let go of a deleted row, or its delete fails.
             Action::Anonymize(a)
                 if plan.deleted_tables().contains(&fk.parent)
-                    && !fk.child_columns.iter().any(|c| a.set_null.contains(c)) =>
+                    && !fk.child_columns.iter().any(|c| repoint::lets_go(a, c)) =>
             {
                 Some(format!(
-                    "step {} anonymizes but keeps {} pointing at {} (foreign key {}); add it to set_null",
+                    "step {} anonymizes but keeps {} pointing at {} (foreign key {}); add it to set_null, or repoint it at a placeholder row with set_value",
                     step.table, fk.child_columns[0], fk.parent, fk.name
                 ))
             }

@@ -2,7 +2,8 @@
 //! worker's and the system's, their columns and types, their single-column unique keys, and
 //! their foreign keys. Partitions are folded into their partitioned parent: a step on the
 //! parent covers them, and a foreign key declared on each partition counts as one key of the
-//! parent.
+//! parent. Apart from it, [`read_storage`]: the relations that hold each table's rows, with
+//! their indexes and sizes (for `erasure plan`'s warnings about columns without an index).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,6 +75,12 @@ pub struct Column {
     /// As `format_type` writes it: `integer`, `character varying(80)`, `jsonb`, an enum's name.
     pub sql_type: String,
     pub nullable: bool,
+    /// Whether an INSERT that leaves it out fills it: a default, an identity, a generated
+    /// column.
+    pub has_default: bool,
+    /// An identity column (`GENERATED ... AS IDENTITY`): an INSERT that gives it a value says
+    /// `OVERRIDING SYSTEM VALUE`.
+    pub identity: bool,
 }
 
 impl Column {
@@ -134,6 +141,82 @@ impl ForeignKey {
     }
 }
 
+/// A relation that holds rows of a table (the table itself, or one of its leaf partitions),
+/// with what says whether finding rows by a column scans it: its indexes and its size.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub relation: TableName,
+    /// The planner's estimate of its rows (`pg_class.reltuples`); `None` before the first
+    /// ANALYZE (or VACUUM) of it.
+    pub rows: Option<f64>,
+    /// The leading key of each of its indexes that can find rows by equality on it: valid,
+    /// btree, without a predicate. As PostgreSQL writes it: a column (`customer_id`,
+    /// `"Order"`) or an expression (`lower(email)`).
+    pub index_keys: BTreeSet<String>,
+}
+
+impl Storage {
+    /// Whether an index finds rows by `column` (by `lower(column)` when `folded`).
+    pub fn indexed(&self, column: &str, folded: bool) -> bool {
+        [column.to_owned(), ident(column)].iter().any(|name| {
+            if folded {
+                self.index_keys.contains(&format!("lower({name})"))
+            } else {
+                self.index_keys.contains(name)
+            }
+        })
+    }
+}
+
+/// For each table (partitions folded into their parent, as in [`LiveSchema`]), the relations
+/// that hold its rows: the table itself, or each leaf partition (a partitioned table holds
+/// none; an index on it is one on each partition, and an index one partition lacks is missing
+/// there only).
+pub async fn read_storage(pool: &PgPool) -> Result<BTreeMap<TableName, Vec<Storage>>, sqlx::Error> {
+    let rows: Vec<StorageRow> = sqlx::query_as(&format!(
+        "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+                rn.nspname::text AS root_schema, r.relname::text AS root_name, \
+                c.reltuples::float8 AS rows, \
+                array(SELECT pg_get_indexdef(i.indexrelid, 1, true) FROM pg_index i \
+                      JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
+                      WHERE i.indrelid = c.oid AND i.indisvalid AND i.indpred IS NULL \
+                        AND am.amname = 'btree') AS index_keys \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid) \
+         LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+         WHERE c.relkind = 'r' AND {} \
+         ORDER BY 1, 2",
+        user_schemas("n.nspname")
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut storage: BTreeMap<TableName, Vec<Storage>> = BTreeMap::new();
+    for row in rows {
+        let relation = TableName::new(&row.schema, &row.name);
+        let table = match (row.root_schema, row.root_name) {
+            (Some(schema), Some(name)) => TableName::new(&schema, &name),
+            _ => relation.clone(),
+        };
+        storage.entry(table).or_default().push(Storage {
+            relation,
+            // -1 until the relation is first analyzed or vacuumed.
+            rows: (row.rows >= 0.0).then_some(row.rows),
+            index_keys: row.index_keys.into_iter().collect(),
+        });
+    }
+    Ok(storage)
+}
+
+#[derive(sqlx::FromRow)]
+struct StorageRow {
+    schema: String,
+    name: String,
+    root_schema: Option<String>,
+    root_name: Option<String>,
+    rows: f64,
+    index_keys: Vec<String>,
+}
+
 #[derive(sqlx::FromRow)]
 struct RelationRow {
     schema: String,
@@ -141,6 +224,17 @@ struct RelationRow {
     kind: String,
     root_schema: Option<String>,
     root_name: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ColumnRow {
+    schema: String,
+    table: String,
+    column: String,
+    sql_type: String,
+    nullable: bool,
+    has_default: bool,
+    identity: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -206,9 +300,11 @@ impl LiveSchema {
             }
         }
 
-        let columns: Vec<(String, String, String, String, bool)> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text, c.relname::text, a.attname::text, \
-                    format_type(a.atttypid, a.atttypmod), NOT a.attnotnull \
+        let columns: Vec<ColumnRow> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text AS schema, c.relname::text AS table, a.attname::text AS column, \
+                    format_type(a.atttypid, a.atttypmod) AS sql_type, NOT a.attnotnull AS nullable, \
+                    a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' AS has_default, \
+                    a.attidentity <> '' AS identity \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
@@ -217,9 +313,20 @@ impl LiveSchema {
         ))
         .fetch_all(pool)
         .await?;
-        for (schema, table, column, sql_type, nullable) in columns {
-            if let Some(t) = live.tables.get_mut(&TableName::new(&schema, &table)) {
-                t.columns.insert(column, Column { sql_type, nullable });
+        for row in columns {
+            if let Some(t) = live
+                .tables
+                .get_mut(&TableName::new(&row.schema, &row.table))
+            {
+                t.columns.insert(
+                    row.column,
+                    Column {
+                        sql_type: row.sql_type,
+                        nullable: row.nullable,
+                        has_default: row.has_default,
+                        identity: row.identity,
+                    },
+                );
             }
         }
 

@@ -6,19 +6,26 @@
 //! - [`live`] reads the live schema (tables, column types, keys, partitions folded into their
 //!   parent);
 //! - [`check`] checks the plan against it, every gap at once, and records what the SQL needs
-//!   to know of it (the key's type, column types);
+//!   to know of it (the key's type, column types); [`repoint`] is what it accepts of kept rows
+//!   repointed at a placeholder row;
 //! - [`sql`] turns the plan into the erasure statement and its companions, once, at start-up;
+//! - [`indexes`] names the columns the statements find rows by that no index serves
+//!   (`erasure plan`'s warnings), from what [`live::read_storage`] reads;
 //! - [`sizes`] reads the statistics of the tables the plan erases from, to say which customers
 //!   the statement probes for size;
 //! - [`draft`] writes a starting plan from a live schema (`erasure plan --draft`);
-//! - [`describe`] says a plan in words (`erasure plan`).
+//! - [`describe`] says a plan in words (`erasure plan`), and [`names`] writes the names in the
+//!   SQL it prints for people to run.
 
 pub mod check;
 pub mod consistency;
 pub mod describe;
 pub mod document;
 pub mod draft;
+pub mod indexes;
 pub mod live;
+pub mod names;
+pub mod repoint;
 pub mod sizes;
 pub mod sql;
 
@@ -398,15 +405,14 @@ impl Facts {
     }
 }
 
+/// Why a plan cannot be used. Each message says its cause in full, so none has a `source`: a
+/// report that prints an error's causes after it (`{:#}`) would print the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read the erasure plan {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read the erasure plan {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("the erasure plan is not valid TOML for a plan: {0}")]
-    Parse(#[from] toml::de::Error),
+    Parse(toml::de::Error),
     #[error("the erasure plan is inconsistent:\n  - {}", .0.join("\n  - "))]
     Inconsistent(Vec<String>),
     #[error(
@@ -415,16 +421,36 @@ pub enum PlanError {
     )]
     Gaps(Vec<String>),
     #[error("cannot read the live schema: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl PlanError {
+    /// Whether the plan itself is at fault (unreadable, not TOML, inconsistent, or not fitting
+    /// the schema), rather than the database it was checked against.
+    pub fn is_plan_problem(&self) -> bool {
+        !matches!(self, PlanError::Database(_))
+    }
+}
+
+impl From<toml::de::Error> for PlanError {
+    fn from(e: toml::de::Error) -> Self {
+        PlanError::Parse(e)
+    }
+}
+
+impl From<sqlx::Error> for PlanError {
+    fn from(e: sqlx::Error) -> Self {
+        PlanError::Database(e)
+    }
 }
 
 impl Plan {
     /// The plan at `path`, or the built-in one.
     pub fn load(path: Option<&Path>) -> Result<Self, PlanError> {
         let text = match path {
-            Some(path) => std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+            Some(path) => std::fs::read_to_string(path).map_err(|error| PlanError::Read {
                 path: path.display().to_string(),
-                source,
+                error,
             })?,
             None => BUILT_IN.to_string(),
         };

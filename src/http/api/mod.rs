@@ -120,7 +120,7 @@ async fn latest_for_customer(
 }
 
 /// `GET /v1/customers/{customer_id}/permanent-deletion/preview`: what an erasure would record
-/// (run and rolled back), and the guard that would refuse it.
+/// (counted, reading only), and the guard that would refuse it.
 async fn preview(
     State(state): State<HttpState>,
     Extension(caller): Extension<Caller>,

@@ -221,6 +221,7 @@ impl TestApp {
         let _ = self.connection.close(200, "test done".into()).await;
         self.pool.close().await;
         remove(&self.database, &self.settings.amqp).await;
+        remove_plan_dir(&self.id);
         self.removed = true;
     }
 }
@@ -232,6 +233,7 @@ impl Drop for TestApp {
         if self.removed {
             return;
         }
+        remove_plan_dir(&self.id);
         let database = self.database.clone();
         let amqp = self.settings.amqp.clone();
         let removed = std::thread::spawn(move || {
@@ -246,6 +248,12 @@ impl Drop for TestApp {
             eprintln!("could not remove {}", self.database);
         }
     }
+}
+
+/// Removes the directory of the test's plan files ([`TestApp::with_schema`] writes one, and so
+/// do tests of plans of their own), if there is one.
+fn remove_plan_dir(id: &str) {
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("erasure-test-{id}")));
 }
 
 /// Drops `database` (closing its connections) and deletes the queues and exchanges `amqp`

@@ -3,17 +3,25 @@
 //! parent) gets a step that deletes its rows, with a path for each of its keys into the subject
 //! or into another step's table, so that the coverage check passes as drafted. Where a choice
 //! is the business's own, a comment says so:
-//! - a table that looks like an accounting record and references the customer with a key that
-//!   cannot be null: keep it anonymized (and the subject with it) instead of deleting it;
+//! - the columns of each table that look like personal data ([`personal`]), and the anonymizing
+//!   action that would clear them if its rows must be kept;
+//! - a table that looks like an accounting record: keep it anonymized instead of deleting it;
+//!   where its key to a row the erasure deletes cannot be null, keep that row too, or repoint
+//!   the key at a placeholder row ([`placeholder`]);
 //! - a row the subject references (an address): a commented `[[referenced]]` to take up;
-//! - other unique columns of the subject: lookups a request may name the customer by;
+//! - lookups a request may name the customer by: an e-mail column, proposed when a unique index
+//!   makes it one (the index to create when none does), and the subject's other unique columns;
 //! - keys a step cannot cover (several columns, or a table referencing itself).
+
+mod personal;
+mod placeholder;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write;
 
-use super::TableName;
-use super::live::{ForeignKey, LiveSchema};
+use super::live::{Column, ForeignKey, LiveSchema, Table};
+use super::names::{sql_name, sql_table};
+use super::{KeyType, TableName};
 
 /// Words in a table's name that suggest records a law may require to be kept.
 const ACCOUNTING: &[&str] = &[
@@ -28,6 +36,82 @@ const ACCOUNTING: &[&str] = &[
     "refund",
     "account",
 ];
+
+/// A value of `column`'s type that says nothing of anyone, as the plan's `set_value` or a SQL
+/// literal writes it: `text` for strings, `{}` for json, zero, false, the epoch, the nil uuid,
+/// `0.0.0.0`. `None` for other types (an enum's labels are the business's).
+fn blank(column: &Column, text: &'static str) -> Option<&'static str> {
+    match column.base_type() {
+        "text" | "character varying" | "character" | "citext" => Some(text),
+        "json" | "jsonb" => Some("{}"),
+        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => Some("0"),
+        "boolean" => Some("false"),
+        "date" => Some("1970-01-01"),
+        base if base.starts_with("timestamp") => Some("1970-01-01 00:00:00+00"),
+        "uuid" => Some("00000000-0000-0000-0000-000000000000"),
+        "inet" | "cidr" => Some("0.0.0.0"),
+        _ => None,
+    }
+}
+
+/// Whether a column named `name` looks like an e-mail address.
+fn looks_like_email(name: &str) -> bool {
+    let name = name.to_lowercase();
+    name.contains("email") || name.contains("e_mail") || name == "mail"
+}
+
+/// The subject's lookups: an e-mail column a unique index makes one is proposed (in any case
+/// when the index is on `lower(column)`); one without such an index, with the index it needs;
+/// and every unique text column, commented, for the operator to choose from.
+fn lookups(subject: &TableName, table: &Table, key: &str) -> String {
+    let text = |c: &Column| c.key_type() == Some(KeyType::Text);
+    let mut out = String::new();
+    let mut proposed = Vec::new();
+    let mut candidates = Vec::new();
+    for (name, column) in &table.columns {
+        if name == key || !text(column) {
+            continue;
+        }
+        let lookup = if table.is_unique(name, true) {
+            format!("{{ column = {name:?}, case_insensitive = true }}")
+        } else if table.is_unique(name, false) {
+            format!("{{ column = {name:?} }}")
+        } else {
+            if looks_like_email(name) {
+                let _ = writeln!(
+                    out,
+                    "# {name} looks like an e-mail a request may name the customer by; as a lookup it needs a unique index:\n\
+                     #   CREATE UNIQUE INDEX ON {} (lower({}));\n\
+                     # then: lookups = [{{ column = {name:?}, case_insensitive = true }}]",
+                    sql_table(subject),
+                    sql_name(name)
+                );
+            }
+            continue;
+        };
+        if looks_like_email(name) {
+            proposed.push(lookup.clone());
+        }
+        candidates.push(lookup);
+    }
+    if !proposed.is_empty() {
+        let _ = writeln!(
+            out,
+            "# The e-mail a request may name the customer by (kept only as keyed hashes; compared in any\n\
+             # case where a unique index on lower(...) allows it).\nlookups = [{}]",
+            proposed.join(", ")
+        );
+    }
+    if candidates.len() > proposed.len() {
+        let _ = writeln!(
+            out,
+            "# Other unique columns a request may name the customer by, tried in order after the key:\n\
+             # lookups = [{}]",
+            candidates.join(", ")
+        );
+    }
+    out
+}
 
 /// Whether, following the chosen path ends from `from`, one reaches `to`.
 fn leads_to(
@@ -118,29 +202,8 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
          schema = {schema:?}\n\n[subject]\ntable = {:?}\nkey = {key:?}",
         subject.name
     );
-    let lookups: Vec<&String> = table
-        .columns
-        .iter()
-        .filter(|(c, column)| {
-            *c != key
-                && column.key_type() == Some(super::KeyType::Text)
-                && table.is_unique(c, false)
-        })
-        .map(|(c, _)| c)
-        .collect();
-    if !lookups.is_empty() {
-        let _ = writeln!(
-            out,
-            "# Other unique columns a request may name the customer by (kept only as keyed hashes);\n\
-             # compare an email in any case with case_insensitive = true and a unique index on lower(email).\n\
-             # lookups = [{}]",
-            lookups
-                .iter()
-                .map(|c| format!("{{ column = {c:?} }}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    out.push_str(&personal::marks(live, subject, "the customer row", true));
+    out.push_str(&lookups(subject, table, key));
     let _ = writeln!(out, "counted_as = {:?}", subject.name);
 
     let mut counted: BTreeMap<String, usize> = BTreeMap::new();
@@ -183,13 +246,20 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
                 ));
             }
         }
-        let not_null_to_subject = keys.iter().any(|fk| {
-            &fk.parent == subject
-                && fk.child_columns.len() == 1
-                && live
-                    .column(child, &fk.child_columns[0])
-                    .is_some_and(|c| !c.nullable)
-        });
+        // The keys its paths take that cannot be null: keeping its rows keeps the rows they
+        // point at, unless they are repointed at a placeholder.
+        let held: Vec<&ForeignKey> = keys
+            .iter()
+            .copied()
+            .filter(|fk| {
+                fk.child_columns.len() == 1
+                    && &fk.parent != child
+                    && !looping.contains(fk)
+                    && live
+                        .column(child, &fk.child_columns[0])
+                        .is_some_and(|c| !c.nullable)
+            })
+            .collect();
         let accounting = ACCOUNTING
             .iter()
             .any(|word| child.name.to_lowercase().contains(word));
@@ -204,17 +274,36 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
             let _ = writeln!(out, "{note}");
         }
         if accounting {
+            let why = if held.iter().any(|fk| &fk.parent == subject) {
+                "; its key to the customer cannot be null, so keep the subject too\n\
+                 # (action = \"anonymize\" in [subject]), or repoint the key at a placeholder (below)"
+                    .to_string()
+            } else if let Some(fk) = held.first() {
+                format!(
+                    "; its key to {} cannot be null, so keep those rows too\n\
+                     # (action = \"anonymize\" in their step), or repoint the key at a placeholder (below)",
+                    fk.parent
+                )
+            } else {
+                ", nulling its key to the customer".to_string()
+            };
             let _ = writeln!(
                 out,
                 "# {child} looks like an accounting record. If the law says to keep it, anonymize its rows\n\
-                 # instead (action = \"anonymize\", with set_null / set_value / remove_keys for its personal columns){}.",
-                if not_null_to_subject {
-                    "; its key to the customer cannot be null, so keep the subject too\n# (action = \"anonymize\" in [subject])"
-                } else {
-                    ", nulling its key to the customer"
-                }
+                 # instead (action = \"anonymize\", with set_null / set_value / remove_keys for its personal columns){why}."
             );
+            for fk in &held {
+                out.push_str(&placeholder::comment(
+                    live,
+                    child,
+                    &fk.child_columns[0],
+                    &fk.parent,
+                    &fk.parent_columns[0],
+                    "in this step",
+                ));
+            }
         }
+        out.push_str(&personal::marks(live, child, "its rows", false));
         if paths.is_empty() {
             let _ = writeln!(
                 out,
@@ -247,18 +336,26 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
         .iter()
         .filter(|k| &k.child == subject && &k.parent != subject && k.child_columns.len() == 1)
     {
+        let from = &fk.child_columns[0];
+        let kept_subject = match live.column(subject, from).is_some_and(|c| c.nullable) {
+            true => format!("a kept subject must null {from} to delete it"),
+            // A placeholder would not do: asked again, a kept customer's erasure would take the
+            // placeholder row it points at for its own.
+            false => format!("a kept subject cannot null {from}, so it must anonymize it"),
+        };
         let _ = writeln!(
             out,
-            "\n# The customer references a row of {} by {}. If it holds personal data (an address), erase it\n\
+            "\n# The customer references a row of {} by {from}. If it holds personal data (an address), erase it\n\
              # after the customer unless another row still references it: uncomment, and choose delete or\n\
-             # anonymize (a kept subject must null {} to delete it).\n\
-             # [[referenced]]\n# table = {:?}\n# key = {:?}\n# from = {:?}\n# action = \"delete\"\n# counted_as = {:?}",
+             # anonymize ({kept_subject}).",
             fk.parent,
-            fk.child_columns[0],
-            fk.child_columns[0],
+        );
+        out.push_str(&personal::marks(live, &fk.parent, "the row", true));
+        let _ = writeln!(
+            out,
+            "# [[referenced]]\n# table = {:?}\n# key = {:?}\n# from = {from:?}\n# action = \"delete\"\n# counted_as = {:?}",
             name(&fk.parent),
             fk.parent_columns[0],
-            fk.child_columns[0],
             fk.parent.name
         );
     }
