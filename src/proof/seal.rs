@@ -133,9 +133,13 @@ pub(super) struct Seal {
     purged_rows: Option<i64>,
 }
 
+/// Read from `erasure.audit_seals` unaliased (the purge columns through its whole row, so that
+/// a log whose schema predates them reads too).
 const SEAL_COLUMNS: &str = "seq, sealed_at, xid_from::text::bigint AS xid_from, \
      xid_to::text::bigint AS xid_to, row_count, row_hashes, prev_digest, digest, key_id, signature, \
-     redaction_id, reason, purged_through, purged_rows";
+     redaction_id, reason, \
+     (to_jsonb(audit_seals) ->> 'purged_through')::bigint AS purged_through, \
+     (to_jsonb(audit_seals) ->> 'purged_rows')::bigint AS purged_rows";
 
 impl Seal {
     /// The seal as an evidence pack carries it: every column, bytes in base64url or hex.
@@ -412,27 +416,35 @@ pub(super) async fn insert(
 ) -> Result<(), sqlx::Error> {
     seal.digest = seal.compute_digest().to_vec();
     seal.signature = signer.sign(&seal.digest).to_vec();
-    sqlx::query(
+    // The purge columns are named only for a purge seal: a seal of rows or a redaction is
+    // written the same whether or not the schema has them yet.
+    let purge = match seal.purged_through {
+        Some(_) => (", purged_through, purged_rows", ", $13, $14"),
+        None => ("", ""),
+    };
+    let sql = format!(
         "INSERT INTO erasure.audit_seals (seq, sealed_at, xid_from, xid_to, row_count, row_hashes, \
-           prev_digest, digest, key_id, signature, redaction_id, reason, purged_through, purged_rows) \
-         VALUES ($1, $2, $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(seal.seq)
-    .bind(seal.sealed_at)
-    .bind(seal.xid_from.to_string())
-    .bind(seal.xid_to.to_string())
-    .bind(seal.row_count)
-    .bind(&seal.row_hashes)
-    .bind(&seal.prev_digest)
-    .bind(&seal.digest)
-    .bind(&seal.key_id)
-    .bind(&seal.signature)
-    .bind(seal.redaction_id)
-    .bind(&seal.reason)
-    .bind(seal.purged_through)
-    .bind(seal.purged_rows)
-    .execute(conn)
-    .await?;
+           prev_digest, digest, key_id, signature, redaction_id, reason{}) \
+         VALUES ($1, $2, $3::text::xid8, $4::text::xid8, $5, $6, $7, $8, $9, $10, $11, $12{})",
+        purge.0, purge.1
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(seal.seq)
+        .bind(seal.sealed_at)
+        .bind(seal.xid_from.to_string())
+        .bind(seal.xid_to.to_string())
+        .bind(seal.row_count)
+        .bind(&seal.row_hashes)
+        .bind(&seal.prev_digest)
+        .bind(&seal.digest)
+        .bind(&seal.key_id)
+        .bind(&seal.signature)
+        .bind(seal.redaction_id)
+        .bind(&seal.reason);
+    if seal.purged_through.is_some() {
+        query = query.bind(seal.purged_through).bind(seal.purged_rows);
+    }
+    query.execute(conn).await?;
     Ok(())
 }
 
@@ -571,7 +583,7 @@ pub async fn check_log(
     // is where rows a redaction listed may be missing for that reason.
     let purged: Option<(i64, i64)> = {
         let through: Option<i64> = sqlx::query_scalar(
-            "SELECT max(purged_through) FROM erasure.audit_seals WHERE purged_through IS NOT NULL",
+            "SELECT max((to_jsonb(audit_seals) ->> 'purged_through')::bigint) FROM erasure.audit_seals",
         )
         .fetch_one(&mut *conn)
         .await?;
@@ -808,12 +820,12 @@ pub async fn evidence(
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     // The seals covering the rows' transactions, and the redaction seals naming any of them.
     let seals: Vec<Seal> = sqlx::query_as(&format!(
-        "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals s \
-         WHERE (s.redaction_id IS NULL AND EXISTS (SELECT 1 FROM unnest($1::text[]) x \
-                  WHERE x::xid8 >= s.xid_from AND x::xid8 < s.xid_to)) \
-            OR (s.redaction_id IS NOT NULL AND EXISTS (SELECT 1 FROM erasure.audit_redactions r \
-                  WHERE r.id = s.redaction_id AND r.row_ids && $2)) \
-         ORDER BY s.seq"
+        "SELECT {SEAL_COLUMNS} FROM erasure.audit_seals \
+         WHERE (audit_seals.redaction_id IS NULL AND EXISTS (SELECT 1 FROM unnest($1::text[]) x \
+                  WHERE x::xid8 >= audit_seals.xid_from AND x::xid8 < audit_seals.xid_to)) \
+            OR (audit_seals.redaction_id IS NOT NULL AND EXISTS (SELECT 1 FROM erasure.audit_redactions r \
+                  WHERE r.id = audit_seals.redaction_id AND r.row_ids && $2)) \
+         ORDER BY audit_seals.seq"
     ))
     .bind(&xids)
     .bind(&ids)

@@ -133,6 +133,52 @@ fn leads_to(
 }
 
 /// The draft for `subject`, or why there is none.
+/// A hop over a foreign key of several columns, the pair holding the subject's key (when it
+/// leads to the subject) last, as a path's last hop must have it.
+fn composite_hop(fk: &ForeignKey, parent: &str, subject: &TableName, key: &str) -> String {
+    let mut pairs: Vec<(&String, &String)> =
+        fk.child_columns.iter().zip(&fk.parent_columns).collect();
+    if &fk.parent == subject
+        && let Some(i) = pairs.iter().position(|(_, k)| k.as_str() == key)
+    {
+        let main = pairs.remove(i);
+        pairs.push(main);
+    }
+    let (columns, keys): (Vec<&str>, Vec<&str>) =
+        pairs.iter().map(|(c, k)| (c.as_str(), k.as_str())).unzip();
+    format!("({}) -> {parent}.({})", columns.join(", "), keys.join(", "))
+}
+
+/// The subject's own links to other customers (a `referred_by`): cleared in their rows when
+/// the customer is erased (`unlink`), when they can be null.
+fn own_links(live: &LiveSchema, subject: &TableName, key: &str) -> String {
+    let mut unlink = Vec::new();
+    let mut out = String::new();
+    for fk in live.foreign_keys.iter().filter(|k| {
+        &k.child == subject && &k.parent == subject && k.parent_columns == [key.to_owned()]
+    }) {
+        let column = &fk.child_columns[0];
+        match live.column(subject, column).is_some_and(|c| c.nullable) {
+            true => unlink.push(format!("{column:?}")),
+            false => {
+                let _ = writeln!(
+                    out,
+                    "# {subject}.{column} points at another customer and cannot be null: erasing a customer others\n\
+                     # point at fails; make it nullable (then unlink it here) or ON DELETE SET NULL."
+                );
+            }
+        }
+    }
+    if !unlink.is_empty() {
+        let _ = writeln!(
+            out,
+            "# Other customers' links to the customer (foreign keys of the table to itself), cleared in their rows:\nunlink = [{}]",
+            unlink.join(", ")
+        );
+    }
+    out
+}
+
 pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
     let Some(table) = live.tables.get(subject) else {
         return Err(match live.partitions.get(subject) {
@@ -140,9 +186,23 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
             None => format!("table {subject} does not exist"),
         });
     };
-    let Some(key) = &table.primary_key else {
+    // The primary key, or (where it has several columns, as a tenant's and an id) a unique
+    // column of a key type that is never null.
+    let key = table.primary_key.clone().or_else(|| {
+        table
+            .unique
+            .iter()
+            .find(|c| {
+                table
+                    .columns
+                    .get(*c)
+                    .is_some_and(|col| !col.nullable && col.key_type().is_some())
+            })
+            .cloned()
+    });
+    let Some(key) = &key else {
         return Err(format!(
-            "{subject} has no single-column primary key to name its customers by"
+            "{subject} has no single-column primary key, nor a unique column that is never null, to name its customers by"
         ));
     };
     let schema = &subject.schema;
@@ -161,7 +221,7 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
     let mut queue: VecDeque<TableName> = VecDeque::from([subject.clone()]);
     while let Some(parent) = queue.pop_front() {
         for fk in live.referencing(&parent) {
-            if fk.child_columns.len() == 1 && !depth.contains_key(&fk.child) {
+            if !depth.contains_key(&fk.child) {
                 depth.insert(fk.child.clone(), depth[&parent] + 1);
                 order.push(fk.child.clone());
                 queue.push_back(fk.child.clone());
@@ -176,8 +236,7 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
         .foreign_keys
         .iter()
         .filter(|k| {
-            k.child_columns.len() == 1
-                && k.child != k.parent
+            k.child != k.parent
                 && k.child != *subject
                 && reached.contains(&k.child)
                 && reached.contains(&k.parent)
@@ -204,6 +263,7 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
     );
     out.push_str(&personal::marks(live, subject, "the customer row", true));
     out.push_str(&lookups(subject, table, key));
+    out.push_str(&own_links(live, subject, key));
     let _ = writeln!(out, "counted_as = {:?}", subject.name);
 
     let mut counted: BTreeMap<String, usize> = BTreeMap::new();
@@ -216,17 +276,33 @@ pub fn draft(live: &LiveSchema, subject: &TableName) -> Result<String, String> {
         let mut paths = Vec::new();
         let mut notes = Vec::new();
         for fk in &keys {
-            if fk.child_columns.len() != 1 {
+            if &fk.parent == child && fk.child_columns.len() == 1 {
                 notes.push(format!(
-                    "# Foreign key {} has several columns ({}); a path takes one: keep the table or drop the key.",
-                    fk.name,
-                    fk.child_columns.join(", ")
+                    "# {} references its own rows by {} (foreign key {}): a path from the table to itself takes\n\
+                     # the rows under the customer's, however deep; another customer's row under them lets go of it.",
+                    child, fk.child_columns[0], fk.name
+                ));
+                paths.push(format!(
+                    "{:?}",
+                    format!(
+                        "{} -> {}.{}",
+                        fk.child_columns[0],
+                        name(&fk.parent),
+                        fk.parent_columns[0]
+                    )
                 ));
             } else if &fk.parent == child {
                 notes.push(format!(
-                    "# {} references its own rows by {} (foreign key {}): deleting one another rows point at fails\n\
-                     # unless the key is ON DELETE SET NULL or CASCADE; with such a key, keep the table instead.",
-                    child, fk.child_columns[0], fk.name
+                    "# {} references its own rows by several columns ({}, foreign key {}): a tree takes one;\n\
+                     # keep the table, or let the database act (ON DELETE SET NULL or CASCADE).",
+                    child,
+                    fk.child_columns.join(", "),
+                    fk.name
+                ));
+            } else if fk.child_columns.len() != 1 {
+                paths.push(format!(
+                    "{:?}",
+                    composite_hop(fk, &name(&fk.parent), subject, key)
                 ));
             } else if looping.contains(fk) {
                 notes.push(format!(
