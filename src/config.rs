@@ -100,6 +100,10 @@ pub struct ErasureSettings {
     /// How long each request is held before it is carried out ("0", "90s", "30m", "72h",
     /// "14d").
     pub grace_period: GracePeriod,
+    /// Refuse to start when the worker's sessions cannot keep what they erase out of the
+    /// server's log ([`crate::exhaust`]); otherwise a warning at start.
+    #[serde(default)]
+    pub require_quiet_logging: bool,
 }
 
 /// A grace period, written as a whole number and a unit (`s`, `m`, `h`, `d`), or `0`.

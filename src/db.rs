@@ -51,6 +51,15 @@ pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
 /// The pool every query goes through. Server-side settings travel in the start-up packet, so
 /// they cost no round trip and hold on every connection.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    Ok(connect_quietly(settings).await?.0)
+}
+
+/// [`connect`], and what the server's logging makes of the pool's sessions: each silences
+/// the server's logging of what it sends where its role may ([`crate::exhaust`]), which one
+/// connection made first asks.
+pub async fn connect_quietly(
+    settings: &DatabaseSettings,
+) -> Result<(PgPool, crate::exhaust::Logging), sqlx::Error> {
     let mut server_settings = vec![
         (
             "statement_timeout",
@@ -73,25 +82,41 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error>
             format!("{}ms", settings.client_connection_check_interval_ms),
         ));
     }
-    let options = PgConnectOptions::from_str(settings.url.expose())?
-        .application_name("erasure")
-        .options(server_settings);
-    PgPoolOptions::new()
+    let options = PgConnectOptions::from_str(settings.url.expose())?.application_name("erasure");
+    // A setting the role may not set would refuse every connection: ask first.
+    let mut probe = options
+        .clone()
+        .options(server_settings.clone())
+        .connect()
+        .await?;
+    let logging = crate::exhaust::Logging::read(&mut probe).await;
+    let _ = probe.close().await;
+    let logging = logging?;
+    server_settings.extend(logging.startup_options());
+    let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         // A ping before every acquire is a round trip per erasure; broken connections surface
         // as errors on use instead, and those are retried.
         .test_before_acquire(false)
-        .connect_with(options)
-        .await
+        .connect_with(options.options(server_settings))
+        .await?;
+    Ok((pool, logging))
 }
 
 /// Creates the database if needed, connects, and applies migrations.
 pub async fn prepare(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    Ok(prepare_quietly(settings).await?.0)
+}
+
+/// [`prepare`], and what the server's logging makes of the pool's sessions.
+pub async fn prepare_quietly(
+    settings: &DatabaseSettings,
+) -> anyhow::Result<(PgPool, crate::exhaust::Logging)> {
     ensure_database(settings.url.expose()).await?;
-    let pool = connect(settings).await?;
+    let (pool, logging) = connect_quietly(settings).await?;
     migrate(&pool, settings.reference_schema).await?;
-    Ok(pool)
+    Ok((pool, logging))
 }
 
 /// Applies the worker's migrations, and the reference schema's when asked. Both sets are

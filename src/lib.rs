@@ -12,7 +12,8 @@
 //!    [`erase::EraseError`] says whether to retry, hold or give up); [`intake`] records a
 //!    request accepted over HTTP, then publishes it; [`proof`] checks each DONE erasure after
 //!    its commit, signs receipts, and seals the audit log so that tampering shows.
-//! 4. [`db`] connects, migrates and classifies database errors.
+//! 4. [`db`] connects, migrates and classifies database errors; [`exhaust`] keeps what the
+//!    worker's sessions send out of the server's log.
 //! 5. [`plan`]: the erasure plan (data, checked against the live schema) and the SQL made from
 //!    it; [`outbox`] publishes each outcome event at least once and relays requests the broker
 //!    has not confirmed; [`keys`] are the API keys; [`metrics`] counts what happens.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod db;
 pub mod deletion;
 pub mod erase;
+pub mod exhaust;
 pub mod http;
 pub mod identity;
 pub mod intake;

@@ -50,9 +50,10 @@ impl Application {
     /// Creates and migrates the database, loads the plan and checks it against the live
     /// schema. A plan with gaps stops here, with a message naming each gap.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = crate::db::prepare(&settings.database)
+        let (pool, logging) = crate::db::prepare_quietly(&settings.database)
             .await
             .context("preparing the database")?;
+        crate::exhaust::at_start(&logging, settings.erasure.require_quiet_logging)?;
         let plan = Plan::load(settings.erasure.plan.as_deref())?;
         let plan = check::against_live_schema(plan, &pool).await?;
         let key = match &settings.erasure.source_id_key {

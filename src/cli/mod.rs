@@ -279,7 +279,7 @@ async fn keys_revoke(pool: &PgPool, id_or_name: &str) -> anyhow::Result<ExitCode
 /// `erasure plan [--sql]`: exit 2 naming every gap.
 async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
-    let pool = crate::db::prepare(&settings.database).await?;
+    let (pool, logging) = crate::db::prepare_quietly(&settings.database).await?;
     let plan = match check::against_live_schema(plan, &pool).await {
         Ok(plan) => plan,
         Err(e) => {
@@ -292,6 +292,7 @@ async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", plan.describe());
         println!("\nThe plan covers the live schema.");
+        print!("\n{}", logging.describe());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ mod chunked;
 mod cli;
 mod console;
 mod erasure_outcomes;
+mod exhaust;
 mod fault_proxy;
 mod faults;
 mod hardening;
