@@ -56,6 +56,13 @@ impl Application {
         crate::exhaust::at_start(&logging, settings.erasure.require_quiet_logging)?;
         let plan = Plan::load(settings.erasure.plan.as_deref())?;
         let plan = check::against_live_schema(plan, &pool).await?;
+        let (plan, residue) = crate::plan::residue::read(plan, &pool).await?;
+        if let Some(refusal) = residue.refusal() {
+            return Err(refusal.into());
+        }
+        for warning in &residue.warnings {
+            tracing::warn!("what an erasure leaves behind: {warning}");
+        }
         let key = match &settings.erasure.source_id_key {
             Some(key) => key.expose().as_bytes().to_vec(),
             None => crate::db::instance_source_id_key(&pool).await?,

@@ -287,11 +287,18 @@ async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let (plan, residue) = crate::plan::residue::read(plan, &pool).await?;
+    if let Some(refusal) = residue.refusal() {
+        print!("{}", residue.describe());
+        eprintln!("error: {refusal}");
+        return Ok(ExitCode::from(2));
+    }
     if sql {
         println!("{}", crate::plan::sql::erase_statement(&plan).render());
     } else {
         print!("{}", plan.describe());
         println!("\nThe plan covers the live schema.");
+        print!("\n{}", residue.describe());
         print!("\n{}", logging.describe());
     }
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,8 @@
 //! - [`sql`] turns the plan into the erasure statement and its companions, once, at start-up;
 //! - [`sizes`] reads the statistics of the tables the plan erases from, to say which customers
 //!   the statement probes for size;
+//! - [`residue`] reads what a DELETE leaves behind for the plan's tables (trigger copies,
+//!   materialized views, large objects, change streams...), and what the plan says of it;
 //! - [`draft`] writes a starting plan from a live schema (`erasure plan --draft`);
 //! - [`describe`] says a plan in words (`erasure plan`).
 
@@ -19,6 +21,7 @@ pub mod describe;
 pub mod document;
 pub mod draft;
 pub mod live;
+pub mod residue;
 pub mod sizes;
 pub mod sql;
 
@@ -74,6 +77,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub referenced: Vec<Referenced>,
     pub keeps: Vec<Keep>,
+    /// Views to refresh or exempt, large objects to unlink, columns exempt ([`residue`]).
+    pub residue: residue::Spec,
     /// What the live schema says of the plan's columns; filled by [`check`].
     pub facts: Facts,
     /// `sha256:` and the hex SHA-256 of the plan's canonical JSON (RFC 8785): the same for the
@@ -321,6 +326,9 @@ pub struct Facts {
     /// (anonymized), when it has one of a single column: the erasure records the rows it kept
     /// by it, for the check after commit to read them again.
     pub row_keys: std::collections::BTreeMap<TableName, (String, String)>,
+    /// Steps' tables that triggers on the plan's tables write to during the erasure, cleared
+    /// once more after its statement; filled by [`residue::read`].
+    pub refilled: BTreeSet<TableName>,
 }
 
 impl Facts {
@@ -345,6 +353,11 @@ pub enum PlanError {
         .0.join("\n  - ")
     )]
     Gaps(Vec<String>),
+    #[error(
+        "the erasure plan leaves copies of what it erases behind:\n  - {}",
+        .0.join("\n  - ")
+    )]
+    Residue(Vec<String>),
     #[error("cannot read the live schema: {0}")]
     Database(#[from] sqlx::Error),
 }

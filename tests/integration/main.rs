@@ -22,6 +22,7 @@ mod plan_agreement;
 mod plan_check;
 mod plan_language;
 mod proof;
+mod residue;
 mod schemas;
 mod shared_rows;
 mod size_probe;

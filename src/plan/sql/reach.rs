@@ -416,8 +416,13 @@ pub fn anonymize(
 ) -> (String, String) {
     let mut sets = Vec::new();
     let mut changes = Vec::new();
+    let unlinks = plan.residue.unlinks(table);
     for column in &a.set_null {
-        sets.push(format!("{} = NULL", ident(column)));
+        let null = match unlinks.contains(column) {
+            true => crate::plan::residue::unlinked(alias, column),
+            false => "NULL".into(),
+        };
+        sets.push(format!("{} = {null}", ident(column)));
         changes.push(format!("{alias}.{} IS NOT NULL", ident(column)));
     }
     for (column, value) in &a.set_value {
@@ -491,7 +496,15 @@ pub fn change(
     returning: Option<&str>,
     params: &mut Params,
 ) -> String {
-    let returning = returning.map_or(String::new(), |r| format!(" RETURNING {r}"));
+    let mut returning: Vec<String> = returning.into_iter().map(str::to_owned).collect();
+    if let Action::Delete = action {
+        // The large objects the deleted rows point at go with them.
+        returning.extend(crate::plan::residue::unlinked_on_delete(plan, table, "x"));
+    }
+    let returning = match returning.is_empty() {
+        true => String::new(),
+        false => format!(" RETURNING {}", returning.join(", ")),
+    };
     match action {
         Action::Delete => {
             let using = from.map_or(String::new(), |f| format!(" USING {f}"));

@@ -1,0 +1,239 @@
+//! What survives a DELETE: the residue map `erasure plan` reads from the catalog, with the fix
+//! for each copy; an erasure under the completed plan that leaves none of the customer's values
+//! in the history table a trigger fills, in the materialized view or in `pg_largeobject`; the
+//! residue section of the deletion and its receipt.
+
+use chrono::Utc;
+use erasure::deletion::{DeletionRow, DeletionStatus};
+use erasure::erase::Outcome;
+use erasure::request::{Channel, ErasureRequest};
+use erasure::startup::Application;
+use uuid::Uuid;
+
+use crate::helpers::{Shape, TestApp};
+
+/// The reference schema's copies: a materialized view over customers, a trigger that copies
+/// each deleted customer into a history table, a photo kept as a large object, a publication
+/// that sends no deletes, and a table whose replica identity is FULL.
+pub const COPIES: &str = "
+    CREATE MATERIALIZED VIEW customer_contacts AS SELECT id, name, email FROM customers;
+    CREATE UNIQUE INDEX customer_contacts_id_idx ON customer_contacts (id);
+    CREATE TABLE customers_history (id text, source_id text, name text, email text, phone text,
+        address jsonb, metadata jsonb, photo oid, deleted_at timestamptz NOT NULL DEFAULT now());
+    CREATE INDEX customers_history_id_idx ON customers_history (id);
+    CREATE FUNCTION keep_history() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO customers_history (id, source_id, name, email, phone, address, metadata, photo)
+        VALUES (OLD.id, OLD.source_id, OLD.name, OLD.email, OLD.phone, OLD.address, OLD.metadata, OLD.photo);
+        RETURN OLD;
+    END $$;
+    CREATE TRIGGER keep_history AFTER DELETE ON customers FOR EACH ROW EXECUTE FUNCTION keep_history();
+    ALTER TABLE customers ADD COLUMN photo oid;
+    SET client_min_messages = error;
+    CREATE PUBLICATION no_deletes FOR TABLE customers WITH (publish = 'insert, update');
+    ALTER TABLE events REPLICA IDENTITY FULL;
+";
+
+/// The built-in plan, completed as `erasure plan` says.
+pub fn completed_plan() -> String {
+    let plan = erasure::plan::BUILT_IN.replacen(
+        "counted_as = \"customer\"\n",
+        "counted_as = \"customer\"\nunlink_large_objects = [\"photo\"]\n",
+        1,
+    );
+    format!(
+        "{plan}
+[[step]]
+table = \"customers_history\"
+path = [\"id -> customers.id\"]
+action = \"delete\"
+counted_as = \"customer_history\"
+unlink_large_objects = [\"photo\"]
+
+[[view]]
+name = \"customer_contacts\"
+refresh = true
+"
+    )
+}
+
+/// The reference schema with [`COPIES`].
+pub async fn app_with_copies() -> TestApp {
+    let app = TestApp::new().await;
+    sqlx::raw_sql(COPIES).execute(&app.pool).await.unwrap();
+    app
+}
+
+/// Writes `plan` where the application's settings will find it.
+pub fn plan_file(app: &TestApp, plan: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("erasure-test-{}", app.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("completed-plan.toml");
+    std::fs::write(&path, plan).unwrap();
+    path
+}
+
+fn request(identifier: &str) -> ErasureRequest {
+    ErasureRequest {
+        request_id: Uuid::new_v4(),
+        customer_id: identifier.to_owned(),
+        requested_by: "dpo".into(),
+        reason: None,
+        requested_at: None,
+        identifier_type: None,
+    }
+}
+
+/// Erases the customer `identifier` names with `application`.
+pub async fn erase(application: &Application, identifier: &str) -> DeletionRow {
+    let eraser = &application.eraser;
+    let received = eraser
+        .receive(request(identifier), Channel::Cli, Utc::now())
+        .unwrap();
+    match eraser.erase(&received).await.unwrap() {
+        Outcome::Recorded(row) => row,
+        other => panic!("expected a recorded outcome, got {other:?}"),
+    }
+}
+
+/// Seeds `id` with a photo (a large object) and a row in the history table from before;
+/// returns the photo's oid.
+pub async fn seed_with_copies(app: &TestApp, id: &str) -> u32 {
+    app.seed_customer(id, &format!("src_{id}"), Shape::typical())
+        .await;
+    let photo: sqlx::postgres::types::Oid = sqlx::query_scalar(
+        "UPDATE customers SET photo = lo_from_bytea(0, convert_to('photo of ' || id, 'UTF8')) \
+         WHERE id = $1 RETURNING photo",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO customers_history (id, name, email) VALUES ($1, 'Name of ' || $1, $1 || '@mail.example')",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("REFRESH MATERIALIZED VIEW customer_contacts")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    photo.0
+}
+
+#[tokio::test]
+async fn erasure_plan_names_each_copy_a_delete_leaves_with_its_fix() {
+    let app = app_with_copies().await;
+
+    let out = app.command().arg("plan").output().await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    for gap in [
+        "trigger keep_history on public.customers copies what the erasure changes into public.customers_history, which the plan does not cover",
+        "add a [[step]] for table public.customers_history whose path reaches the customer (by the column that holds its key: path = [\"<column> -> public.customers.id\"])",
+        "materialized view public.customer_contacts is built from public.customers: an erased customer stays in it until it is refreshed",
+        "add [[view]] name = \"public.customer_contacts\" with refresh = true",
+        "column public.customers.photo holds large object references",
+        "add unlink_large_objects = [\"photo\"] to [subject]",
+    ] {
+        assert!(stderr.contains(gap), "{gap} not in {stderr}");
+    }
+    for warning in [
+        "publication no_deletes publishes public.customers without the deletes or updates the erasure makes: its subscribers keep each erased row",
+        "ALTER PUBLICATION \"no_deletes\" SET (publish = 'insert, update, delete')",
+        "table public.events has REPLICA IDENTITY FULL",
+        "ALTER TABLE \"public\".\"events\" REPLICA IDENTITY DEFAULT",
+    ] {
+        assert!(stdout.contains(warning), "{warning} not in {stdout}");
+    }
+    // The worker does not start either.
+    let refused = Application::build(app.settings.clone())
+        .await
+        .err()
+        .expect("the worker refuses to start")
+        .to_string();
+    assert!(
+        refused.contains("leaves copies of what it erases behind"),
+        "{refused}"
+    );
+
+    // Completed, the plan passes and says how each copy is covered; the operator's remain.
+    let path = plan_file(&app, &completed_plan());
+    let out = app
+        .command()
+        .arg("plan")
+        .env("ERASURE_ERASURE__PLAN", &path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for covered in [
+        "step public.customers_history covers it, and the erasure clears the copies its own statement makes",
+        "materialized view public.customer_contacts is built from public.customers: refreshed after erasures (CONCURRENTLY: it has a unique index)",
+        "column public.customers.photo holds large objects: the erasure statement unlinks them",
+        "warning: publication no_deletes",
+        "warning: table public.events has REPLICA IDENTITY FULL",
+    ] {
+        assert!(stdout.contains(covered), "{covered} not in {stdout}");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn with_the_plan_completed_an_erasure_leaves_nothing_of_the_customer_in_the_history_or_pg_largeobject()
+ {
+    let app = app_with_copies().await;
+    let id = "cust_copies";
+    let photo = seed_with_copies(&app, id).await;
+    app.seed_customer("cust_stays", "src_cust_stays", Shape::typical())
+        .await;
+    let mut settings = app.settings.clone();
+    settings.erasure.plan = Some(plan_file(&app, &completed_plan()));
+    let application = Application::build(settings).await.unwrap();
+
+    let row = erase(&application, id).await;
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    // The history row from before, counted by its step; the copy the trigger made during the
+    // erasure is cleared in its transaction, uncounted.
+    assert_eq!(row.data_json["customer_history"], 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM customers_history WHERE id = $1", id)
+            .await,
+        0
+    );
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1")
+            .bind(sqlx::postgres::types::Oid(photo))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "the photo's large object is gone");
+    for value in [format!("{id}@mail.example"), format!("Name of {id}")] {
+        assert_eq!(
+            app.rows_containing(&value).await,
+            Vec::<String>::new(),
+            "{value}"
+        );
+    }
+    // Another customer's copies stay as they were.
+    assert_eq!(
+        app.count("SELECT count(*) FROM customers WHERE id = $1", "cust_stays")
+            .await,
+        1
+    );
+    // The check after commit reads the history table too, and passes.
+    let checked = application.verifier.verify_queued(10).await.unwrap();
+    assert!(checked.iter().all(|c| c.passed()), "{checked:?}");
+    application.pool.close().await;
+    app.cleanup().await;
+}
