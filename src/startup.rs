@@ -33,6 +33,8 @@ pub struct Application {
     pub pinned: Option<KeySet>,
     /// The check after commit of DONE deletions.
     pub verifier: Verifier,
+    /// What each checked DONE erasure left behind, cleared where it can and recorded.
+    pub residue: crate::proof::residue::Recorder,
 }
 
 /// What a process runs.
@@ -90,6 +92,8 @@ impl Application {
             );
         }
         let verifier = Verifier::new(pool.clone(), &plan);
+        let recorder =
+            crate::proof::residue::Recorder::new(pool.clone(), &plan, &settings.proof, logging);
         let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
         let intake = Intake::new(
             pool.clone(),
@@ -118,6 +122,7 @@ impl Application {
             signer,
             pinned,
             verifier,
+            residue: recorder,
         })
     }
 
@@ -222,6 +227,12 @@ impl Application {
         if proof.verify_every_ms > 0 {
             tokio::spawn(self.verifier.clone().run(
                 Duration::from_millis(proof.verify_every_ms),
+                shutdown.clone(),
+            ));
+        }
+        if proof.residue_every_ms > 0 {
+            tokio::spawn(self.residue.clone().run(
+                Duration::from_millis(proof.residue_every_ms),
                 shutdown.clone(),
             ));
         }

@@ -13,7 +13,8 @@
 //! - [`lifecycle`]: holding a request for the grace period, and canceling it;
 //! - [`report`]: what the console shows of them;
 //! - [`ledger`]: final deletions as the ledger kept outside the database, and the
-//!   suppression check.
+//!   suppression check;
+//! - [`residue`]: what a DONE deletion's erasure left behind and what was cleared of it.
 
 pub mod audit;
 pub mod claims;
@@ -22,6 +23,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod owed;
 pub mod report;
+pub mod residue;
 pub mod statement;
 pub mod store;
 
@@ -40,14 +42,16 @@ pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json,
      error_key, error_message, requested_by, requested_at, due_at, created_at, completed_at, \
      plan_hash, scheduled_at, reason, started_at";
 
-/// [`COLUMNS`], and what the check after commit recorded (each a primary-key lookup), for
+/// [`COLUMNS`], what the check after commit recorded and what the erasure left behind (each a
+/// primary-key lookup), for
 /// queries that read deletions from `erasure.deletions` (not aliased) for people: the API's
 /// answers, the console. The erasure path reads [`COLUMNS`] alone.
 pub fn read_columns() -> String {
     format!(
         "{COLUMNS}, \
          (SELECT v.verified_at FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verified_at, \
-         (SELECT v.outcome FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verification"
+         (SELECT v.outcome FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verification, \
+         (SELECT r.record FROM erasure.residue r WHERE r.deletion_id = erasure.deletions.id) AS residue"
     )
 }
 
@@ -130,6 +134,10 @@ pub struct DeletionRow {
     pub verified_at: Option<DateTime<Utc>>,
     #[sqlx(default)]
     pub verification: Option<Value>,
+    /// What the erasure left behind, as recorded after it ([`residue`]), where the query read
+    /// it.
+    #[sqlx(default)]
+    pub residue: Option<Value>,
 }
 
 text_enum! {
@@ -193,6 +201,18 @@ impl DeletionRow {
         self.status.is_final()
     }
 
+    /// What the erasure left behind, as recorded after it; until then (or where the query did
+    /// not read it), pending: `recorded_at` null and no classes.
+    pub fn residue(&self) -> Value {
+        self.residue.clone().unwrap_or_else(|| {
+            serde_json::json!({
+                "recorded_at": null,
+                "committed_at": self.completed_at.map(millis),
+                "classes": {},
+            })
+        })
+    }
+
     /// The public shape; `count_keys` orders `data_json` (every key present, 0 when absent).
     pub fn to_object(&self, count_keys: &[String]) -> DeletionObject {
         let mut counts = Map::new();
@@ -224,6 +244,7 @@ impl DeletionRow {
             already_erased: self.already_erased,
             scheduled_at: self.scheduled_at.map(millis),
             verification: (self.status == DeletionStatus::Done).then(|| self.verification()),
+            residue: (self.status == DeletionStatus::Done).then(|| self.residue()),
             error: self.error_key.map(|key| ErrorObject {
                 key,
                 message: self.error_message.clone().unwrap_or_default(),
@@ -251,6 +272,10 @@ pub struct DeletionObject {
     pub scheduled_at: Option<String>,
     /// For a DONE deletion, what the check after commit found; null otherwise.
     pub verification: Option<Verification>,
+    /// For a DONE deletion, what its erasure left behind and what was cleared of it; null
+    /// otherwise.
+    #[serde(default)]
+    pub residue: Option<Value>,
     pub error: Option<ErrorObject>,
 }
 

@@ -8,6 +8,7 @@ use erasure::deletion::{DeletionRow, DeletionStatus};
 use erasure::erase::Outcome;
 use erasure::request::{Channel, ErasureRequest};
 use erasure::startup::Application;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{Shape, TestApp};
@@ -234,6 +235,119 @@ async fn with_the_plan_completed_an_erasure_leaves_nothing_of_the_customer_in_th
     // The check after commit reads the history table too, and passes.
     let checked = application.verifier.verify_queued(10).await.unwrap();
     assert!(checked.iter().all(|c| c.passed()), "{checked:?}");
+    application.pool.close().await;
+    app.cleanup().await;
+}
+
+/// Checks the queued deletions, then records what they left behind, with `application`.
+pub async fn check_and_record(application: &Application) {
+    application.verifier.verify_queued(100).await.unwrap();
+    application.residue.record_queued(100).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_residue_section_of_the_deletion_and_its_receipt_matches_the_settings() {
+    let app = app_with_copies().await;
+    let id = "cust_residue";
+    seed_with_copies(&app, id).await;
+    app.seed_customer("cust_unset", "src_cust_unset", Shape::typical())
+        .await;
+    let mut settings = app.settings.clone();
+    settings.erasure.plan = Some(plan_file(&app, &completed_plan()));
+    settings.proof.wal_retention = Some(erasure::config::Retention::parse("7d").unwrap());
+    settings.proof.backup_retention = Some(erasure::config::Retention::parse("5w").unwrap());
+    let application = Application::build(settings.clone()).await.unwrap();
+
+    let row = erase(&application, id).await;
+    assert_eq!(row.status, DeletionStatus::Done);
+    // Pending until the check after commit has run and the residue is recorded.
+    let object = row.to_object(application.eraser.count_keys());
+    assert_eq!(object.residue.as_ref().unwrap()["recorded_at"], Value::Null);
+    check_and_record(&application).await;
+
+    let row = erasure::deletion::find(&app.pool, &row.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let committed = row.completed_at.unwrap();
+    let object = serde_json::to_value(row.to_object(application.eraser.count_keys())).unwrap();
+    let residue = &object["residue"];
+    assert!(residue["recorded_at"].is_string(), "{residue}");
+    let classes = &residue["classes"];
+    let date = |at: chrono::DateTime<Utc>| erasure::deletion::millis(at);
+    assert_eq!(classes["wal"]["state"], "remains_until", "{classes}");
+    assert_eq!(
+        classes["wal"]["until"],
+        date(committed + chrono::Duration::days(7))
+    );
+    assert_eq!(classes["backups"]["state"], "remains_until");
+    assert_eq!(
+        classes["backups"]["until"],
+        date(committed + chrono::Duration::weeks(5))
+    );
+    assert_eq!(classes["page_space"]["state"], "remains");
+    assert_eq!(classes["page_space"]["until"], Value::Null);
+    assert!(
+        classes["page_space"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("until it is reused or the table is rewritten")
+    );
+    let objects = |class: &str| -> Vec<String> {
+        serde_json::from_value(classes[class]["objects"].clone()).unwrap()
+    };
+    assert!(objects("page_space").contains(&"public.customers".to_string()));
+    assert_eq!(classes["large_objects"]["state"], "cleared");
+    assert_eq!(classes["large_objects"]["cleared_at"], date(committed));
+    assert_eq!(
+        objects("large_objects"),
+        ["public.customers.photo", "public.customers_history.photo"]
+    );
+    assert_eq!(classes["trigger_copies"]["state"], "cleared");
+    assert_eq!(
+        objects("trigger_copies"),
+        ["public.customers_history (trigger keep_history on public.customers)"]
+    );
+    // The publication sends no deletes, and events' replica identity is FULL.
+    assert_eq!(classes["change_streams"]["state"], "not_covered");
+    assert!(
+        objects("change_streams")
+            .iter()
+            .any(|o| o.starts_with("publication no_deletes (public.customers)"))
+    );
+    assert_eq!(classes["server_log"]["state"], "none");
+    for class in ["statistics", "replicas", "materialized_views"] {
+        assert!(classes[class]["state"].is_string(), "{class}: {classes}");
+    }
+
+    // The receipt carries the same section, signed.
+    let signer = &application.signer;
+    let receipt =
+        erasure::proof::receipt::issue(&row, application.eraser.count_keys(), signer, Utc::now())
+            .unwrap();
+    assert_eq!(receipt["residue"], *residue);
+    let keys = erasure::proof::signing::KeySet::of(signer);
+    erasure::proof::receipt::check(&receipt, &keys).unwrap();
+    let mut changed = receipt.clone();
+    changed["residue"]["classes"]["wal"]["state"] = "cleared".into();
+    assert!(erasure::proof::receipt::check(&changed, &keys).is_err());
+
+    // Without retentions set, WAL and backups are unknown: never a guess.
+    settings.proof.wal_retention = None;
+    settings.proof.backup_retention = None;
+    let unset = Application::build(settings).await.unwrap();
+    let row = erase(&unset, "cust_unset").await;
+    check_and_record(&unset).await;
+    let row = erasure::deletion::find(&app.pool, &row.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let classes = &row.residue.unwrap()["classes"];
+    for class in ["wal", "backups"] {
+        assert_eq!(classes[class]["state"], "unknown", "{classes}");
+        assert_eq!(classes[class]["until"], Value::Null);
+    }
+    unset.pool.close().await;
     application.pool.close().await;
     app.cleanup().await;
 }
