@@ -199,10 +199,26 @@ pub struct ProofSettings {
     /// time (milliseconds); 0: never.
     #[serde(default = "default_residue_every_ms")]
     pub residue_every_ms: u64,
+    /// A materialized view the plan lists is refreshed after erasures at most this often
+    /// (milliseconds); deletions wait for the refresh to record their residue.
+    #[serde(default = "default_refresh_views_every_ms")]
+    pub refresh_views_every_ms: u64,
+    /// A table is analyzed after erasures changed this many of its rows since its last
+    /// ANALYZE by the service (its statistics may hold erased values until then); 0: never.
+    #[serde(default = "default_analyze_after_rows")]
+    pub analyze_after_rows: i64,
 }
 
 fn default_residue_every_ms() -> u64 {
     5000
+}
+
+fn default_refresh_views_every_ms() -> u64 {
+    60_000
+}
+
+fn default_analyze_after_rows() -> i64 {
+    10_000
 }
 
 /// How long something is kept, written as a whole number and a unit (`s`, `m`, `h`, `d`, `w`).

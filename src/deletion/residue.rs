@@ -30,15 +30,17 @@ pub struct Unrecorded {
     pub data_json: Option<Value>,
 }
 
-/// Queued deletions, oldest first, locked for this transaction and skipped by others.
-pub async fn claim_unrecorded(
+/// Queued deletions, oldest first. Nothing is locked: recording is the same whoever does it
+/// (two processes recording one deletion write the same record twice), and the clearing before
+/// it may take long.
+pub async fn unrecorded(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<Unrecorded>, sqlx::Error> {
     sqlx::query_as(
         "SELECT q.deletion_id, d.completed_at, d.data_json FROM erasure.residue_queue q \
          LEFT JOIN erasure.deletions d ON d.id = q.deletion_id \
-         ORDER BY q.queued_at LIMIT $1 FOR UPDATE OF q SKIP LOCKED",
+         ORDER BY q.queued_at LIMIT $1",
     )
     .bind(limit)
     .fetch_all(conn)

@@ -47,7 +47,7 @@ pub struct Cleared {
     pub analyzed: BTreeMap<TableName, DateTime<Utc>>,
 }
 
-/// Records what each checked DONE deletion left behind.
+/// Records what each checked DONE deletion left behind, after clearing what it can.
 #[derive(Clone)]
 pub struct Recorder {
     pool: PgPool,
@@ -55,6 +55,21 @@ pub struct Recorder {
     wal_retention: Option<Retention>,
     backup_retention: Option<Retention>,
     logging: Arc<Logging>,
+    /// A listed view is refreshed at most this often.
+    refresh_every: Duration,
+    /// A table is analyzed once erasures recorded since its last ANALYZE here changed this
+    /// many of its rows; 0: never.
+    analyze_after_rows: i64,
+    state: Arc<std::sync::Mutex<State>>,
+}
+
+/// What this process cleared so far.
+#[derive(Debug, Default)]
+struct State {
+    /// When each listed view's last refresh began.
+    refreshed: BTreeMap<TableName, DateTime<Utc>>,
+    /// Rows changed in each table by the erasures recorded since its last ANALYZE here.
+    changed_rows: BTreeMap<TableName, i64>,
 }
 
 /// One class of copy, as the residue section says it.
@@ -84,21 +99,59 @@ impl Recorder {
             wal_retention: proof.wal_retention,
             backup_retention: proof.backup_retention,
             logging: Arc::new(logging),
+            refresh_every: Duration::from_millis(proof.refresh_views_every_ms),
+            analyze_after_rows: proof.analyze_after_rows,
+            state: Arc::default(),
         }
     }
 
-    /// Records up to `limit` queued deletions, oldest first, in one transaction; another
-    /// recorder (another process) skips the ones this one holds. Returns what it recorded.
+    /// Records up to `limit` queued deletions, oldest first. First it clears what it can
+    /// for them, once for the batch: it refreshes the views the plan lists (at most every
+    /// `proof.refresh_views_every_ms`; a deletion whose views have not been refreshed since
+    /// its commit waits for the next refresh), and analyzes the tables large erasures changed.
+    /// Returns what it recorded.
     pub async fn record_queued(&self, limit: i64) -> Result<Vec<(String, Value)>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let queued = records::claim_unrecorded(&mut tx, limit).await?;
+        let queued = {
+            let mut conn = self.pool.acquire().await?;
+            records::unrecorded(&mut conn, limit).await?
+        };
         if queued.is_empty() {
             return Ok(Vec::new());
         }
         let map = crate::plan::residue::map(&self.plan, &self.pool).await?;
-        let cleared = self.clear(&map).await?;
+        let committed = |q: &Unrecorded| q.completed_at.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let oldest = queued.iter().map(committed).min().unwrap_or_else(Utc::now);
+        let failed = self.refresh_views(&map, oldest).await;
+        let refreshed = self
+            .state
+            .lock()
+            .expect("no panic holds it")
+            .refreshed
+            .clone();
+        let listed: Vec<&TableName> = map
+            .views
+            .iter()
+            .filter(|v| v.treatment == Some(Treatment::Refresh))
+            .map(|v| &v.name)
+            .collect();
+        let ready: Vec<&Unrecorded> = queued
+            .iter()
+            .filter(|q| {
+                listed.iter().all(|v| {
+                    failed.contains(*v) || refreshed.get(*v).is_some_and(|at| *at >= committed(q))
+                })
+            })
+            .collect();
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.analyze_changed(&ready).await;
+        let cleared = Cleared {
+            views: refreshed,
+            analyzed: last_analyzed(&self.pool, &map.touched).await?,
+        };
         let recorded_at = Utc::now();
-        let made: Vec<(String, Value)> = queued
+        let made: Vec<(String, Value)> = ready
             .iter()
             .map(|q| {
                 (
@@ -111,44 +164,176 @@ impl Recorder {
             .iter()
             .map(|(id, record)| (id.as_str(), record.clone()))
             .collect();
-        records::record(&mut tx, &rows).await?;
-        tx.commit().await?;
+        let mut conn = self.pool.acquire().await?;
+        records::record(&mut conn, &rows).await?;
         Ok(made)
     }
 
-    /// Clears what the service can of the plan's tables' residue, for a batch; says what and
-    /// when.
-    async fn clear(&self, map: &Map) -> Result<Cleared, sqlx::Error> {
-        Ok(Cleared {
-            views: BTreeMap::new(),
-            analyzed: last_analyzed(&self.pool, &map.touched).await?,
+    /// Refreshes each view the plan lists that was not refreshed since `since` (the oldest
+    /// queued commit), unless it was refreshed less than `refresh_every` ago: `CONCURRENTLY`
+    /// where it has a unique index (readers go on; the old rows stay in its freed pages, as a
+    /// table's do), else whole (readers wait; its old file goes). A view never populated holds
+    /// nothing and is left so. Returns the views whose refresh failed (logged), for which no
+    /// deletion waits.
+    async fn refresh_views(
+        &self,
+        map: &Map,
+        since: DateTime<Utc>,
+    ) -> std::collections::BTreeSet<TableName> {
+        let mut failed = std::collections::BTreeSet::new();
+        for view in map
+            .views
+            .iter()
+            .filter(|v| v.treatment == Some(Treatment::Refresh))
+        {
+            let last = self
+                .state
+                .lock()
+                .expect("no panic holds it")
+                .refreshed
+                .get(&view.name)
+                .copied();
+            let now = Utc::now();
+            let due = last.is_none_or(|at| {
+                at < since && (now - at).to_std().unwrap_or_default() >= self.refresh_every
+            });
+            if !due {
+                continue;
+            }
+            let populated: bool = match sqlx::query_scalar(
+                "SELECT c.relispopulated FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+            )
+            .bind(&view.name.schema)
+            .bind(&view.name.name)
+            .fetch_optional(&self.pool)
+            .await
+            {
+                Ok(populated) => populated.unwrap_or(false),
+                Err(e) => {
+                    tracing::warn!(view = %view.name, error = %crate::db::SafeError(&e), "could not read a materialized view's state");
+                    failed.insert(view.name.clone());
+                    continue;
+                }
+            };
+            let started = Utc::now();
+            if populated {
+                let how = if view.concurrently {
+                    "CONCURRENTLY "
+                } else {
+                    ""
+                };
+                let refreshed = sqlx::query(&format!(
+                    "REFRESH MATERIALIZED VIEW {how}{}",
+                    view.name.sql()
+                ))
+                .execute(&self.pool)
+                .await;
+                if let Err(e) = refreshed {
+                    tracing::warn!(view = %view.name, error = %crate::db::SafeError(&e), "could not refresh a materialized view the plan lists (it needs the view's ownership); the erasures' residue says it remains");
+                    failed.insert(view.name.clone());
+                    continue;
+                }
+                tracing::info!(view = %view.name, concurrently = view.concurrently, "refreshed a materialized view after erasures");
+            }
+            self.state
+                .lock()
+                .expect("no panic holds it")
+                .refreshed
+                .insert(view.name.clone(), started);
+        }
+        failed
+    }
+
+    /// Adds the rows `ready` changed to each table's count, and analyzes the tables past
+    /// `analyze_after_rows`: the deleted tables whole, the anonymized ones' cleared columns.
+    /// An ANALYZE the role may not run is skipped by the server with a warning of its own.
+    async fn analyze_changed(&self, ready: &[&Unrecorded]) {
+        if self.analyze_after_rows <= 0 {
+            return;
+        }
+        let due: Vec<TableName> = {
+            let mut state = self.state.lock().expect("no panic holds it");
+            for q in ready {
+                for (table, n) in self.changed_rows(q.data_json.as_ref()) {
+                    *state.changed_rows.entry(table).or_default() += n;
+                }
+            }
+            let due: Vec<TableName> = state
+                .changed_rows
+                .iter()
+                .filter(|(_, n)| **n >= self.analyze_after_rows)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for table in &due {
+                state.changed_rows.remove(table);
+            }
+            due
+        };
+        for table in due {
+            let columns = match self.action_of(&table) {
+                Some(crate::plan::Action::Anonymize(a)) => {
+                    let cleared: Vec<String> = a.cleared().map(crate::plan::ident).collect();
+                    format!(" ({})", cleared.join(", "))
+                }
+                _ => String::new(),
+            };
+            match sqlx::query(&format!("ANALYZE {}{columns}", table.sql()))
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => tracing::info!(table = %table, "analyzed a table after large erasures"),
+                Err(e) => {
+                    tracing::warn!(table = %table, error = %crate::db::SafeError(&e), "could not analyze a table after large erasures")
+                }
+            }
+        }
+    }
+
+    /// What the plan does to `table`'s rows.
+    fn action_of(&self, table: &TableName) -> Option<&crate::plan::Action> {
+        let plan = &self.plan;
+        if &plan.subject.table == table {
+            return Some(&plan.subject.action);
+        }
+        plan.step(table).map(|s| &s.action).or_else(|| {
+            plan.referenced
+                .iter()
+                .find(|r| &r.table == table)
+                .map(|r| &r.action)
         })
+    }
+
+    /// The rows `counts` says the erasure changed, by table.
+    fn changed_rows(&self, counts: Option<&Value>) -> BTreeMap<TableName, i64> {
+        let plan = &self.plan;
+        let n = |key: &str| {
+            counts
+                .and_then(|c| c.get(key))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        let mut rows: BTreeMap<TableName, i64> = BTreeMap::new();
+        for step in &plan.steps {
+            *rows.entry(step.table.clone()).or_default() += n(&step.counted_as)
+                + if step.may_reach_others() {
+                    n(&step.others_as)
+                } else {
+                    0
+                };
+        }
+        for r in &plan.referenced {
+            *rows.entry(r.table.clone()).or_default() += n(&r.counted_as);
+        }
+        *rows.entry(plan.subject.table.clone()).or_default() += n(&plan.subject.counted_as);
+        rows.retain(|_, n| *n > 0);
+        rows
     }
 
     /// The tables of the plan's steps, referenced rows and subject whose rows `counts` says
     /// the erasure changed.
     fn changed_tables(&self, counts: Option<&Value>) -> Vec<TableName> {
-        let plan = &self.plan;
-        let changed = |key: &str| {
-            counts
-                .and_then(|c| c.get(key))
-                .and_then(Value::as_i64)
-                .is_some_and(|n| n > 0)
-        };
-        let mut tables: Vec<TableName> = Vec::new();
-        let mut add = |table: &TableName, keys: &[&str]| {
-            if keys.iter().any(|k| changed(k)) && !tables.contains(table) {
-                tables.push(table.clone());
-            }
-        };
-        for step in &plan.steps {
-            add(&step.table, &[&step.counted_as, &step.others_as]);
-        }
-        for r in &plan.referenced {
-            add(&r.table, &[&r.counted_as]);
-        }
-        add(&plan.subject.table, &[&plan.subject.counted_as]);
-        tables
+        self.changed_rows(counts).into_keys().collect()
     }
 
     /// The residue section of one deletion, from the map and what was cleared.
@@ -285,7 +470,7 @@ impl Recorder {
                     "cleared",
                     None,
                     refreshed.into_iter().max(),
-                    "refreshed after the erasure",
+                    "refreshed after the erasure (CONCURRENTLY leaves the old rows in the view's freed pages, as a DELETE does in a table's)",
                     map.views.iter().map(|v| v.name.to_string()).collect(),
                 )
             }

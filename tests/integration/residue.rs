@@ -191,7 +191,7 @@ async fn erasure_plan_names_each_copy_a_delete_leaves_with_its_fix() {
 }
 
 #[tokio::test]
-async fn with_the_plan_completed_an_erasure_leaves_nothing_of_the_customer_in_the_history_or_pg_largeobject()
+async fn with_the_plan_completed_an_erasure_leaves_nothing_of_the_customer_in_the_view_the_history_or_pg_largeobject()
  {
     let app = app_with_copies().await;
     let id = "cust_copies";
@@ -200,7 +200,11 @@ async fn with_the_plan_completed_an_erasure_leaves_nothing_of_the_customer_in_th
         .await;
     let mut settings = app.settings.clone();
     settings.erasure.plan = Some(plan_file(&app, &completed_plan()));
+    settings.proof.refresh_views_every_ms = 0;
     let application = Application::build(settings).await.unwrap();
+    let in_view =
+        "SELECT count(*) FROM customer_contacts WHERE id = $1 OR email = $1 || '@mail.example'";
+    assert_eq!(app.count(in_view, id).await, 1);
 
     let row = erase(&application, id).await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
@@ -232,9 +236,20 @@ async fn with_the_plan_completed_an_erasure_leaves_nothing_of_the_customer_in_th
             .await,
         1
     );
-    // The check after commit reads the history table too, and passes.
+    // The check after commit reads the history table too, and passes; then the view the plan
+    // lists is refreshed, and the deletion records it.
     let checked = application.verifier.verify_queued(10).await.unwrap();
     assert!(checked.iter().all(|c| c.passed()), "{checked:?}");
+    let recorded = application.residue.record_queued(10).await.unwrap();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(app.count(in_view, id).await, 0);
+    assert_eq!(app.count(in_view, "cust_stays").await, 1);
+    let views = &recorded[0].1["classes"]["materialized_views"];
+    assert_eq!(views["state"], "cleared", "{views}");
+    assert!(
+        views["cleared_at"].as_str().unwrap()
+            >= erasure::deletion::millis(row.completed_at.unwrap()).as_str()
+    );
     application.pool.close().await;
     app.cleanup().await;
 }
@@ -256,6 +271,8 @@ async fn the_residue_section_of_the_deletion_and_its_receipt_matches_the_setting
     settings.erasure.plan = Some(plan_file(&app, &completed_plan()));
     settings.proof.wal_retention = Some(erasure::config::Retention::parse("7d").unwrap());
     settings.proof.backup_retention = Some(erasure::config::Retention::parse("5w").unwrap());
+    settings.proof.refresh_views_every_ms = 0;
+    settings.proof.analyze_after_rows = 1;
     let application = Application::build(settings.clone()).await.unwrap();
 
     let row = erase(&application, id).await;
@@ -316,9 +333,12 @@ async fn the_residue_section_of_the_deletion_and_its_receipt_matches_the_setting
             .any(|o| o.starts_with("publication no_deletes (public.customers)"))
     );
     assert_eq!(classes["server_log"]["state"], "none");
-    for class in ["statistics", "replicas", "materialized_views"] {
-        assert!(classes[class]["state"].is_string(), "{class}: {classes}");
-    }
+    // Cleared after commit: the view refreshed, the changed tables analyzed.
+    assert_eq!(classes["materialized_views"]["state"], "cleared");
+    assert_eq!(objects("materialized_views"), ["public.customer_contacts"]);
+    assert_eq!(classes["statistics"]["state"], "cleared", "{classes}");
+    assert!(objects("statistics").contains(&"public.customers_history".to_string()));
+    assert!(classes["replicas"]["state"].is_string());
 
     // The receipt carries the same section, signed.
     let signer = &application.signer;
@@ -335,6 +355,7 @@ async fn the_residue_section_of_the_deletion_and_its_receipt_matches_the_setting
     // Without retentions set, WAL and backups are unknown: never a guess.
     settings.proof.wal_retention = None;
     settings.proof.backup_retention = None;
+    settings.proof.analyze_after_rows = 0;
     let unset = Application::build(settings).await.unwrap();
     let row = erase(&unset, "cust_unset").await;
     check_and_record(&unset).await;
