@@ -11,7 +11,9 @@
 //!    statement, the fresh look when it found nothing, chunks for huge customers, failures; its
 //!    [`erase::EraseError`] says whether to retry, hold or give up); [`intake`] records a
 //!    request accepted over HTTP, then publishes it; [`proof`] checks each DONE erasure after
-//!    its commit, signs receipts, and seals the audit log so that tampering shows.
+//!    its commit, signs receipts, records what each erasure left behind, and seals the audit
+//!    log so that tampering shows; [`canary`] plants a synthetic customer, erases it and looks
+//!    for what is left of it.
 //! 4. [`db`] connects, migrates and classifies database errors; [`exhaust`] keeps what the
 //!    worker's sessions send out of the server's log.
 //! 5. [`plan`]: the erasure plan (data, checked against the live schema) and the SQL made from
@@ -34,6 +36,7 @@
 pub mod text_enum;
 
 pub mod broker;
+pub mod canary;
 pub mod canonical;
 pub mod cli;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The `erasure` command line; [`proof`] holds the commands that check receipts and the audit
-//! log.
+//! log, [`canary`] the canary and the drift gate.
 
+mod canary;
 mod ledger;
 mod proof;
 
@@ -72,6 +73,18 @@ pub enum Command {
         /// With --draft: the customer table, `schema.table` (default: the plan's subject).
         #[arg(long, requires = "draft")]
         subject: Option<String>,
+        /// Also fail (exit 2) on columns that look personal and that the plan neither reaches
+        /// nor exempts.
+        #[arg(long, conflicts_with = "draft")]
+        strict: bool,
+    },
+    /// Plant a synthetic customer on every path of the plan, erase it, and look for its
+    /// values everywhere; exit 0 only when none is found, 1 naming where one is.
+    Canary {
+        /// The server's log file, to look in too (default: the logging collector's file,
+        /// where the role may read it).
+        #[arg(long)]
+        server_log: Option<PathBuf>,
     },
     /// Show what erasing a customer would record (run and rolled back), and the guard that
     /// would refuse it; exit 1 if no customer has the identifier.
@@ -158,13 +171,15 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             sql,
             draft: false,
             subject: _,
-        } => plan(&settings, sql).await,
+            strict,
+        } => plan(&settings, sql, strict).await,
         Command::Plan {
             draft: true,
             subject,
             ..
         } => plan_draft(&settings, subject).await,
         Command::Preview { customer } => preview(settings, &customer).await,
+        Command::Canary { server_log } => canary::run(settings, server_log).await,
         Command::Enqueue {
             customer,
             requested_by,
@@ -276,8 +291,8 @@ async fn keys_revoke(pool: &PgPool, id_or_name: &str) -> anyhow::Result<ExitCode
     }
 }
 
-/// `erasure plan [--sql]`: exit 2 naming every gap.
-async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
+/// `erasure plan [--sql] [--strict]`: exit 2 naming every gap.
+async fn plan(settings: &Settings, sql: bool, strict: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
     let (pool, logging) = crate::db::prepare_quietly(&settings.database).await?;
     let plan = match check::against_live_schema(plan, &pool).await {
@@ -300,6 +315,9 @@ async fn plan(settings: &Settings, sql: bool) -> anyhow::Result<ExitCode> {
         println!("\nThe plan covers the live schema.");
         print!("\n{}", residue.describe());
         print!("\n{}", logging.describe());
+    }
+    if strict && !canary::strict(&plan, &pool).await? {
+        return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }

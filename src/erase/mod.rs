@@ -522,6 +522,11 @@ impl Eraser {
         .await
     }
 
+    /// The plan, with its facts.
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
+    }
+
     /// The hash of the plan every deletion records.
     pub fn plan_hash(&self) -> &str {
         &self.inner.plan.hash

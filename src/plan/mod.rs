@@ -12,6 +12,8 @@
 //!   the statement probes for size;
 //! - [`residue`] reads what a DELETE leaves behind for the plan's tables (trigger copies,
 //!   materialized views, large objects, change streams...), and what the plan says of it;
+//! - [`drift`] finds the columns that look personal and that the plan neither reaches nor
+//!   exempts (`erasure plan --strict`);
 //! - [`draft`] writes a starting plan from a live schema (`erasure plan --draft`);
 //! - [`describe`] says a plan in words (`erasure plan`).
 
@@ -20,6 +22,7 @@ pub mod consistency;
 pub mod describe;
 pub mod document;
 pub mod draft;
+pub mod drift;
 pub mod live;
 pub mod residue;
 pub mod sizes;

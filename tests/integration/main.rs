@@ -1,6 +1,7 @@
 //! Integration tests against the machine's real PostgreSQL and RabbitMQ.
 
 mod batches;
+mod canary;
 mod chunked;
 mod cli;
 mod console;
