@@ -24,12 +24,14 @@ use serde_json::{Map, Value, json};
 use sqlx::{PgPool, Row};
 
 use crate::deletion::DeletionStatus;
+use crate::erase::Eraser;
 use crate::erase::Outcome;
 use crate::plan::live::LiveSchema;
 use crate::plan::residue::Treatment;
 use crate::plan::{Action, Anonymize, LookupType, Plan, TableName, Test, ident};
+use crate::proof::residue::Recorder;
+use crate::proof::verification::Verifier;
 use crate::request::{Channel, ErasureRequest};
-use crate::startup::Application;
 
 /// Where to look beyond the database.
 #[derive(Clone, Debug, Default)]
@@ -508,9 +510,18 @@ fn json_text(value: &Value) -> String {
     }
 }
 
+/// What the canary runs with: an application's pool, eraser, check after commit and residue
+/// recorder.
+pub struct Parts<'a> {
+    pub pool: &'a PgPool,
+    pub eraser: &'a Eraser,
+    pub verifier: &'a Verifier,
+    pub residue: &'a Recorder,
+}
+
 /// Plants, erases, clears, scans and cleans up; the report says what it found.
-pub async fn run(app: &Application, options: &Options) -> Result<Report, CanaryError> {
-    let pool = &app.pool;
+pub async fn run(app: &Parts<'_>, options: &Options) -> Result<Report, CanaryError> {
+    let pool = app.pool;
     let plan = app.eraser.plan().clone();
     let hex = uuid::Uuid::new_v4().simple().to_string();
     let token = format!("cnry{}", &hex[..12]);
@@ -717,8 +728,8 @@ async fn plant(
 }
 
 /// Erases the canary; the deletion's id.
-async fn erase(app: &Application, identifier: &str) -> Result<String, CanaryError> {
-    let eraser = &app.eraser;
+async fn erase(app: &Parts<'_>, identifier: &str) -> Result<String, CanaryError> {
+    let eraser = app.eraser;
     let request = ErasureRequest {
         request_id: uuid::Uuid::new_v4(),
         customer_id: identifier.to_owned(),

@@ -7,13 +7,13 @@
 //!    wires an application together from [`config`].
 //! 2. The ways in: [`worker`] consumes the queue ([`worker::handle_delivery`] is the one step
 //!    per delivery); [`http`] serves the API, the console and the operations routes.
-//! 3. What they do: [`erase`] carries a request out (a worker slot, the plan's erasure
+//! 3. What they do: [`canary`] plants a synthetic customer, erases it and looks for what is
+//!    left of it; [`erase`] carries a request out (a worker slot, the plan's erasure
 //!    statement, the fresh look when it found nothing, chunks for huge customers, failures; its
 //!    [`erase::EraseError`] says whether to retry, hold or give up); [`intake`] records a
 //!    request accepted over HTTP, then publishes it; [`proof`] checks each DONE erasure after
 //!    its commit, signs receipts, records what each erasure left behind, and seals the audit
-//!    log so that tampering shows; [`canary`] plants a synthetic customer, erases it and looks
-//!    for what is left of it.
+//!    log so that tampering shows.
 //! 4. [`db`] connects, migrates and classifies database errors; [`exhaust`] keeps what the
 //!    worker's sessions send out of the server's log.
 //! 5. [`plan`]: the erasure plan (data, checked against the live schema) and the SQL made from

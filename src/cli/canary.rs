@@ -36,7 +36,13 @@ pub(super) async fn run(
     server_log: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let app = Application::build(settings).await?;
-    let outcome = canary::run(&app, &Options { server_log }).await;
+    let parts = canary::Parts {
+        pool: &app.pool,
+        eraser: &app.eraser,
+        verifier: &app.verifier,
+        residue: &app.residue,
+    };
+    let outcome = canary::run(&parts, &Options { server_log }).await;
     app.pool.close().await;
     let report = match outcome {
         Ok(report) => report,

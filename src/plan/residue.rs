@@ -89,22 +89,6 @@ impl Spec {
     }
 }
 
-/// The SQL that unlinks the large object column `column` of row `alias` points at, and is
-/// NULL: the value an anonymizing action sets, or a `RETURNING` item of a delete.
-pub fn unlinked(alias: &str, column: &str) -> String {
-    format!("erasure.unlink_large_object({alias}.{})", ident(column))
-}
-
-/// The `RETURNING` items that unlink the large objects of a deleted row `alias` of `table`.
-pub fn unlinked_on_delete(plan: &Plan, table: &TableName, alias: &str) -> Vec<String> {
-    plan.residue
-        .unlinks(table)
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} AS unlinked_{i}", unlinked(alias, c)))
-        .collect()
-}
-
 /// Checks that need no database.
 pub fn consistency(plan: &Plan, problems: &mut Vec<String>) {
     let actions = plan

@@ -419,7 +419,7 @@ pub fn anonymize(
     let unlinks = plan.residue.unlinks(table);
     for column in &a.set_null {
         let null = match unlinks.contains(column) {
-            true => crate::plan::residue::unlinked(alias, column),
+            true => unlinked(alias, column),
             false => "NULL".into(),
         };
         sets.push(format!("{} = {null}", ident(column)));
@@ -483,6 +483,23 @@ pub fn anonymize(
     (sets.join(", "), changes)
 }
 
+/// The SQL that unlinks the large object the column `column` of row `alias` points at (a
+/// step's `unlink_large_objects`), and is NULL: the value an anonymizing action sets, or a
+/// `RETURNING` item of a delete.
+pub fn unlinked(alias: &str, column: &str) -> String {
+    format!("erasure.unlink_large_object({alias}.{})", ident(column))
+}
+
+/// The `RETURNING` items that unlink the large objects of a deleted row `alias` of `table`.
+fn unlinked_on_delete(plan: &Plan, table: &TableName, alias: &str) -> Vec<String> {
+    plan.residue
+        .unlinks(table)
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} AS unlinked_{i}", unlinked(alias, c)))
+        .collect()
+}
+
 /// `DELETE` or `UPDATE` of the rows of `table` (aliased `x`) that `condition` selects, joined
 /// with `from` when given (`USING` or `FROM`), returning `returning` when given.
 #[allow(clippy::too_many_arguments)]
@@ -499,7 +516,7 @@ pub fn change(
     let mut returning: Vec<String> = returning.into_iter().map(str::to_owned).collect();
     if let Action::Delete = action {
         // The large objects the deleted rows point at go with them.
-        returning.extend(crate::plan::residue::unlinked_on_delete(plan, table, "x"));
+        returning.extend(unlinked_on_delete(plan, table, "x"));
     }
     let returning = match returning.is_empty() {
         true => String::new(),
