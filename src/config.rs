@@ -28,17 +28,17 @@ pub struct Settings {
 pub struct RecordsSettings {
     /// CANCELED deletions, and FAILED ones that owe nothing any more, ended longer ago than
     /// this are removed ("0": kept for ever). DONE deletions are always kept.
-    pub keep_deletions: Retention,
+    pub keep_deletions: Keep,
     /// Audit rows sealed longer ago than this are removed, whole seals at a time, with a purge
     /// seal that records it ("0": kept for ever).
-    pub keep_audit: Retention,
+    pub keep_audit: Keep,
 }
 
-/// A retention period: a whole number and a unit (`s`, `m`, `h`, `d`), or `0` for ever.
+/// How long records are kept: a whole number and a unit (`s`, `m`, `h`, `d`), or `0` for ever.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Retention(pub Option<std::time::Duration>);
+pub struct Keep(pub Option<std::time::Duration>);
 
-impl Retention {
+impl Keep {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text == "0" {
@@ -59,7 +59,7 @@ impl Retention {
     }
 }
 
-impl<'de> Deserialize<'de> for Retention {
+impl<'de> Deserialize<'de> for Keep {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Self::parse(&text).map_err(serde::de::Error::custom)
@@ -150,6 +150,10 @@ pub struct ErasureSettings {
     /// How long each request is held before it is carried out ("0", "90s", "30m", "72h",
     /// "14d").
     pub grace_period: GracePeriod,
+    /// Refuse to start when the worker's sessions cannot keep what they erase out of the
+    /// server's log ([`crate::exhaust`]); otherwise a warning at start.
+    #[serde(default)]
+    pub require_quiet_logging: bool,
 }
 
 /// A grace period, written as a whole number and a unit (`s`, `m`, `h`, `d`), or `0`.
@@ -236,6 +240,75 @@ pub struct ProofSettings {
     pub verify_every_ms: u64,
     /// How often the audit log is sealed (milliseconds); 0: never.
     pub seal_every_ms: u64,
+    /// How long the WAL and its archive are kept (the operator's): the receipt's residue says
+    /// erased bytes remain there until commit time plus this. Unset: unknown.
+    #[serde(default)]
+    pub wal_retention: Option<Retention>,
+    /// How long backups are kept (the operator's); unset: unknown.
+    #[serde(default)]
+    pub backup_retention: Option<Retention>,
+    /// How often the residue of checked DONE deletions is cleared and recorded, a batch at a
+    /// time (milliseconds); 0: never.
+    #[serde(default = "default_residue_every_ms")]
+    pub residue_every_ms: u64,
+    /// A materialized view the plan lists is refreshed after erasures at most this often
+    /// (milliseconds); deletions wait for the refresh to record their residue.
+    #[serde(default = "default_refresh_views_every_ms")]
+    pub refresh_views_every_ms: u64,
+    /// A table is analyzed after erasures changed this many of its rows since its last
+    /// ANALYZE by the service (its statistics may hold erased values until then); 0: never.
+    #[serde(default = "default_analyze_after_rows")]
+    pub analyze_after_rows: i64,
+}
+
+fn default_residue_every_ms() -> u64 {
+    5000
+}
+
+fn default_refresh_views_every_ms() -> u64 {
+    60_000
+}
+
+fn default_analyze_after_rows() -> i64 {
+    10_000
+}
+
+/// How long something is kept, written as a whole number and a unit (`s`, `m`, `h`, `d`, `w`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention(pub std::time::Duration);
+
+impl Retention {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        let seconds: u64 = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            _ => 0,
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .filter(|_| seconds > 0)
+            .and_then(|n| n.checked_mul(seconds))
+            .map(|s| Self(std::time::Duration::from_secs(s)))
+            .ok_or_else(|| format!("{text:?} is not a whole number with a unit (s, m, h, d, w)"))
+    }
+
+    /// The retention as a signed duration, to add to a time.
+    pub fn chrono(self) -> chrono::Duration {
+        chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A value that must not appear in logs or `Debug` output (URLs carry passwords).
@@ -414,6 +487,17 @@ mod tests {
         assert_eq!(secs("14d"), Ok(1_209_600));
         for bad in ["", "7", "7w", "d", "-1d", "1.5h", "40d"] {
             assert!(GracePeriod::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retentions_read_with_a_unit() {
+        let secs = |t: &str| Retention::parse(t).map(|r| r.0.as_secs());
+        assert_eq!(secs("7d"), Ok(604_800));
+        assert_eq!(secs("2w"), Ok(1_209_600));
+        assert_eq!(secs("36h"), Ok(129_600));
+        for bad in ["", "7", "d", "-1d", "1.5d", "7y"] {
+            assert!(Retention::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -53,15 +53,31 @@ pub async fn ensure_database(url: &str) -> Result<(), sqlx::Error> {
 /// The pool every query goes through. Server-side settings travel in the start-up packet, so
 /// they cost no round trip and hold on every connection.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
-    pool(settings, connect_options(settings, false)?).await
+    Ok(connect_quietly(settings).await?.0)
 }
 
-/// How each connection is made. `read_only`: every transaction is READ ONLY, so that nothing
-/// run through the connection can write.
+/// [`connect`], and what the server's logging makes of the pool's sessions: each silences
+/// the server's logging of what it sends where its role may ([`crate::exhaust`]), which one
+/// connection made first asks.
+pub async fn connect_quietly(
+    settings: &DatabaseSettings,
+) -> Result<(PgPool, crate::exhaust::Logging), sqlx::Error> {
+    quiet_pool(settings, false).await
+}
+
+/// How each connection is made, but for the logging settings ([`quiet_pool`] adds those).
+/// `read_only`: every transaction is READ ONLY, so that nothing run through the connection
+/// can write.
 fn connect_options(
     settings: &DatabaseSettings,
     read_only: bool,
 ) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(settings.url.expose())?
+        .application_name("erasure")
+        .options(server_settings(settings, read_only)))
+}
+
+fn server_settings(settings: &DatabaseSettings, read_only: bool) -> Vec<(&'static str, String)> {
     let mut server_settings = vec![
         (
             "statement_timeout",
@@ -87,31 +103,50 @@ fn connect_options(
     if read_only {
         server_settings.push(("default_transaction_read_only", "on".to_string()));
     }
-    Ok(PgConnectOptions::from_str(settings.url.expose())?
-        .application_name("erasure")
-        .options(server_settings))
+    server_settings
 }
 
-async fn pool(
+/// The pool, its sessions silencing the server's logging where the role may.
+async fn quiet_pool(
     settings: &DatabaseSettings,
-    options: PgConnectOptions,
-) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    read_only: bool,
+) -> Result<(PgPool, crate::exhaust::Logging), sqlx::Error> {
+    let mut server_settings = server_settings(settings, read_only);
+    let options = PgConnectOptions::from_str(settings.url.expose())?.application_name("erasure");
+    // A setting the role may not set would refuse every connection: ask first.
+    let mut probe = options
+        .clone()
+        .options(server_settings.clone())
+        .connect()
+        .await?;
+    let logging = crate::exhaust::Logging::read(&mut probe).await;
+    let _ = probe.close().await;
+    let logging = logging?;
+    server_settings.extend(logging.startup_options());
+    let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         // A ping before every acquire is a round trip per erasure; broken connections surface
         // as errors on use instead, and those are retried.
         .test_before_acquire(false)
-        .connect_with(options)
-        .await
+        .connect_with(options.options(server_settings))
+        .await?;
+    Ok((pool, logging))
 }
 
 /// Creates the database if needed, connects, and applies migrations.
 pub async fn prepare(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    Ok(prepare_quietly(settings).await?.0)
+}
+
+/// [`prepare`], and what the server's logging makes of the pool's sessions.
+pub async fn prepare_quietly(
+    settings: &DatabaseSettings,
+) -> anyhow::Result<(PgPool, crate::exhaust::Logging)> {
     ensure_database(settings.url.expose()).await?;
-    let pool = connect(settings).await?;
+    let (pool, logging) = connect_quietly(settings).await?;
     migrate(&pool, settings.reference_schema).await?;
-    Ok(pool)
+    Ok((pool, logging))
 }
 
 /// What a command that creates nothing found missing: what `erasure migrate` makes.
@@ -153,7 +188,7 @@ pub async fn connect_existing(
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(pool(settings, options).await?)
+    Ok(quiet_pool(settings, read_only).await?.0)
 }
 
 /// Whether every migration of the worker's schema this version has is applied, for a command

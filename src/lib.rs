@@ -7,12 +7,15 @@
 //!    wires an application together from [`config`].
 //! 2. The ways in: [`worker`] consumes the queue ([`worker::handle_delivery`] is the one step
 //!    per delivery); [`http`] serves the API, the console and the operations routes.
-//! 3. What they do: [`erase`] carries a request out (a worker slot, the plan's erasure
+//! 3. What they do: [`canary`] plants a synthetic customer, erases it and looks for what is
+//!    left of it; [`erase`] carries a request out (a worker slot, the plan's erasure
 //!    statement, the fresh look when it found nothing, chunks for huge customers, failures; its
 //!    [`erase::EraseError`] says whether to retry, hold or give up); [`intake`] records a
 //!    request accepted over HTTP, then publishes it; [`proof`] checks each DONE erasure after
-//!    its commit, signs receipts, and seals the audit log so that tampering shows.
-//! 4. [`db`] connects, migrates and classifies database errors.
+//!    its commit, signs receipts, records what each erasure left behind, and seals the audit
+//!    log so that tampering shows.
+//! 4. [`db`] connects, migrates and classifies database errors; [`exhaust`] keeps what the
+//!    worker's sessions send out of the server's log.
 //! 5. [`plan`]: the erasure plan (data, checked against the live schema) and the SQL made from
 //!    it; [`outbox`] publishes each outcome event at least once and relays requests the broker
 //!    has not confirmed; [`keys`] are the API keys; [`metrics`] counts what happens.
@@ -33,12 +36,14 @@
 pub mod text_enum;
 
 pub mod broker;
+pub mod canary;
 pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod deletion;
 pub mod erase;
+pub mod exhaust;
 pub mod http;
 pub mod identity;
 pub mod intake;

@@ -33,6 +33,8 @@ pub struct Application {
     pub pinned: Option<KeySet>,
     /// The check after commit of DONE deletions.
     pub verifier: Verifier,
+    /// What each checked DONE erasure left behind, cleared where it can and recorded.
+    pub residue: crate::proof::residue::Recorder,
 }
 
 /// What a process runs.
@@ -50,9 +52,10 @@ impl Application {
     /// Creates and migrates the database, loads the plan and checks it against the live
     /// schema. A plan with gaps stops here, with a message naming each gap.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = crate::db::prepare(&settings.database)
+        let (pool, logging) = crate::db::prepare_quietly(&settings.database)
             .await
             .context("preparing the database")?;
+        crate::exhaust::at_start(&logging, settings.erasure.require_quiet_logging)?;
         let plan = checked_plan(&settings, &pool).await?;
         let signer = Signer::load(&pool, &settings.proof)
             .await
@@ -76,6 +79,8 @@ impl Application {
             );
         }
         let verifier = Verifier::new(pool.clone(), &plan);
+        let recorder =
+            crate::proof::residue::Recorder::new(pool.clone(), &plan, &settings.proof, logging);
         let publisher = Arc::new(Publisher::new(settings.amqp.clone()));
         let intake = Intake::new(
             pool.clone(),
@@ -93,6 +98,7 @@ impl Application {
             signer,
             pinned,
             verifier,
+            residue: recorder,
         })
     }
 
@@ -192,7 +198,17 @@ impl Application {
 /// with gaps is a [`crate::plan::PlanError`] naming each.
 pub async fn checked_plan(settings: &Settings, pool: &PgPool) -> anyhow::Result<Plan> {
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
-    Ok(check::against_live_schema(plan, pool).await?)
+    let plan = check::against_live_schema(plan, pool).await?;
+    // What an erasure would leave behind: copies the plan must cover stop here; what only the
+    // operator can act on is a warning.
+    let (plan, residue) = crate::plan::residue::read(plan, pool).await?;
+    if let Some(refusal) = residue.refusal() {
+        return Err(refusal.into());
+    }
+    for warning in &residue.warnings {
+        tracing::warn!("what an erasure leaves behind: {warning}");
+    }
+    Ok(plan)
 }
 
 /// The eraser of `plan` (as [`checked_plan`] returned it) on `pool`, with the keyed hash of
@@ -230,6 +246,12 @@ impl Application {
         if proof.verify_every_ms > 0 {
             tokio::spawn(self.verifier.clone().run(
                 Duration::from_millis(proof.verify_every_ms),
+                shutdown.clone(),
+            ));
+        }
+        if proof.residue_every_ms > 0 {
+            tokio::spawn(self.residue.clone().run(
+                Duration::from_millis(proof.residue_every_ms),
                 shutdown.clone(),
             ));
         }

@@ -1,6 +1,8 @@
 //! The `erasure` command line; [`plan`] holds the commands that read the plan and the live
-//! schema and change nothing, [`proof`] those that check receipts and the audit log.
+//! schema and change nothing, [`proof`] those that check receipts and the audit log,
+//! [`canary`] the canary and the drift gate.
 
+mod canary;
 mod ledger;
 mod plan;
 mod proof;
@@ -73,10 +75,18 @@ pub enum Command {
         /// With --draft: the customer table, `schema.table` (default: the plan's subject).
         #[arg(long, requires = "draft")]
         subject: Option<String>,
-        /// Count a column the plan filters on that has no index as a gap (exit 2), not a
-        /// warning.
+        /// Count as gaps (exit 2), not warnings: a column the plan filters on that has no
+        /// index, and a column that looks personal that the plan neither reaches nor exempts.
         #[arg(long, conflicts_with = "draft")]
         strict: bool,
+    },
+    /// Plant a synthetic customer on every path of the plan, erase it, and look for its
+    /// values everywhere; exit 0 only when none is found, 1 naming where one is.
+    Canary {
+        /// The server's log file, to look in too (default: the logging collector's file,
+        /// where the role may read it).
+        #[arg(long)]
+        server_log: Option<PathBuf>,
     },
     /// Show what erasing a customer would record (counted, reading only), and the guard that
     /// would refuse it; exit 1 if no customer has the identifier. Needs `erasure migrate` run
@@ -191,6 +201,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preview { customer } => {
             plan::exit_2_for_unusable(plan::preview(&settings, &customer).await)
         }
+        Command::Canary { server_log } => canary::run(settings, server_log).await,
         Command::Enqueue {
             customer,
             requested_by,

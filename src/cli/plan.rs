@@ -40,8 +40,18 @@ pub async fn plan(settings: &Settings, sql: bool, strict: bool) -> anyhow::Resul
     let plan = Plan::load(settings.erasure.plan.as_deref())?;
     let pool = db::connect_existing(&settings.database, true).await?;
     let plan = check::against_live_schema(plan, &pool).await?;
+    // What an erasure would leave behind (copies the plan must cover are gaps), and what the
+    // server's log would keep of the worker's statements.
+    let (plan, residue) = crate::plan::residue::read(plan, &pool).await?;
+    if let Some(refusal) = residue.refusal() {
+        print!("{}", residue.describe());
+        return Err(refusal.into());
+    }
+    let logging = {
+        let mut conn = pool.acquire().await?;
+        crate::exhaust::Logging::read(&mut conn).await?
+    };
     let storage = live::read_storage(&pool).await?;
-    pool.close().await;
     let unindexed: Vec<String> = indexes::unindexed(&plan, &storage)
         .iter()
         .map(ToString::to_string)
@@ -64,6 +74,14 @@ pub async fn plan(settings: &Settings, sql: bool, strict: bool) -> anyhow::Resul
                 if unindexed.len() == 1 { "has" } else { "have" }
             );
         }
+        print!("\n{}", residue.describe());
+        print!("\n{}", logging.describe());
+    }
+    // The drift gate: columns that look personal that the plan neither reaches nor exempts.
+    let drifted = strict && !super::canary::strict(&plan, &pool).await?;
+    pool.close().await;
+    if drifted {
+        return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }

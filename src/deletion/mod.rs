@@ -15,7 +15,8 @@
 //!   with the notes that give staff's reasons;
 //! - [`report`]: what the console shows of them;
 //! - [`ledger`]: final deletions as the ledger kept outside the database, and the
-//!   suppression check.
+//!   suppression check;
+//! - [`residue`]: what a DONE deletion's erasure left behind and what was cleared of it.
 
 pub mod audit;
 pub mod claims;
@@ -25,6 +26,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod owed;
 pub mod report;
+pub mod residue;
 pub mod statement;
 pub mod store;
 
@@ -44,14 +46,16 @@ pub const COLUMNS: &str = "id, request_id, related_object_id, status, data_json,
      plan_hash, scheduled_at, reason, started_at, requested_by_key_id, requested_by_key_name, \
      extended_due_at, retry_of";
 
-/// [`COLUMNS`], and what the check after commit recorded (each a primary-key lookup), for
+/// [`COLUMNS`], what the check after commit recorded and what the erasure left behind (each a
+/// primary-key lookup), for
 /// queries that read deletions from `erasure.deletions` (not aliased) for people: the API's
 /// answers, the console. The erasure path reads [`COLUMNS`] alone.
 pub fn read_columns() -> String {
     format!(
         "{COLUMNS}, \
          (SELECT v.verified_at FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verified_at, \
-         (SELECT v.outcome FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verification"
+         (SELECT v.outcome FROM erasure.verifications v WHERE v.deletion_id = erasure.deletions.id) AS verification, \
+         (SELECT r.record FROM erasure.residue r WHERE r.deletion_id = erasure.deletions.id) AS residue"
     )
 }
 
@@ -142,6 +146,10 @@ pub struct DeletionRow {
     pub verified_at: Option<DateTime<Utc>>,
     #[sqlx(default)]
     pub verification: Option<Value>,
+    /// What the erasure left behind, as recorded after it ([`residue`]), where the query read
+    /// it.
+    #[sqlx(default)]
+    pub residue: Option<Value>,
 }
 
 text_enum! {
@@ -218,6 +226,18 @@ impl DeletionRow {
         })
     }
 
+    /// What the erasure left behind, as recorded after it; until then (or where the query did
+    /// not read it), pending: `recorded_at` null and no classes.
+    pub fn residue(&self) -> Value {
+        self.residue.clone().unwrap_or_else(|| {
+            serde_json::json!({
+                "recorded_at": null,
+                "committed_at": self.completed_at.map(millis),
+                "classes": {},
+            })
+        })
+    }
+
     /// The public shape; `count_keys` orders `data_json` (every key present, 0 when absent).
     pub fn to_object(&self, count_keys: &[String]) -> DeletionObject {
         let mut counts = Map::new();
@@ -252,6 +272,7 @@ impl DeletionRow {
             extended_due_at: self.extended_due_at.map(auto),
             retry_of: self.retry_of.clone(),
             verification: (self.status == DeletionStatus::Done).then(|| self.verification()),
+            residue: (self.status == DeletionStatus::Done).then(|| self.residue()),
             error: self.error_key.map(|key| ErrorObject {
                 key,
                 message: self.error_message.clone().unwrap_or_default(),
@@ -287,6 +308,10 @@ pub struct DeletionObject {
     pub retry_of: Option<String>,
     /// For a DONE deletion, what the check after commit found; null otherwise.
     pub verification: Option<Verification>,
+    /// For a DONE deletion, what its erasure left behind and what was cleared of it; null
+    /// otherwise.
+    #[serde(default)]
+    pub residue: Option<Value>,
     pub error: Option<ErrorObject>,
 }
 

@@ -112,6 +112,10 @@ struct Inner {
     /// For a plan with rows the customer references: the statement that locks them first, in
     /// the erasure statement's transaction ([`crate::plan::sql::lock_statement`]).
     lock: Option<Statement>,
+    /// For a plan whose steps' tables triggers write to during the erasure: the statement that
+    /// clears them once more after it, in its transaction
+    /// ([`crate::plan::residue::trailing_statement`]).
+    trailing: Option<Statement>,
     /// Whether a customer has more rows in a step's table than one statement should take.
     oversized: Statement,
     chunks: Vec<ChunkStatement>,
@@ -153,6 +157,7 @@ impl Eraser {
                 statement: erase_statement(&plan),
                 count: crate::plan::sql::count_statement(&plan),
                 lock: lock_statement(&plan),
+                trailing: crate::plan::residue::trailing_statement(&plan),
                 oversized: oversized_statement(&plan),
                 chunks: chunk_statements(&plan),
                 count_keys: plan.count_keys(),
@@ -410,7 +415,7 @@ impl Eraser {
     ) -> Result<Vec<DeletionRow>, sqlx::Error> {
         let args = self.statement_arguments(batch, probing)?;
         let query = sqlx::query_as_with::<_, DeletionRow, _>(&self.inner.statement.sql, args);
-        if !after_chunks && self.inner.lock.is_none() {
+        if !after_chunks && self.inner.lock.is_none() && self.inner.trailing.is_none() {
             let rows = query.fetch_all(conn).await?;
             self.tell_large_in_one_statement(&rows);
             return Ok(rows);
@@ -423,6 +428,7 @@ impl Eraser {
                 .await?;
         }
         let rows = query.fetch_all(&mut *tx).await?;
+        self.clear_trigger_copies(&mut tx, &rows).await?;
         tx.commit().await?;
         if !after_chunks {
             self.tell_large_in_one_statement(&rows);
@@ -446,6 +452,33 @@ impl Eraser {
             ..Values::default()
         })?;
         sqlx::query_with(&lock.sql, args).execute(conn).await?;
+        Ok(())
+    }
+
+    /// Clears once more, in the erasure's transaction, the steps' tables that triggers wrote
+    /// to while the statement erased the customers of `rows` (see
+    /// [`crate::plan::residue::trailing_statement`]).
+    async fn clear_trigger_copies(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[DeletionRow],
+    ) -> Result<(), sqlx::Error> {
+        let Some(trailing) = &self.inner.trailing else {
+            return Ok(());
+        };
+        let erased: Vec<String> = rows
+            .iter()
+            .filter(|r| r.status == deletion::DeletionStatus::Done)
+            .filter_map(|r| r.related_object_id.clone())
+            .collect();
+        if erased.is_empty() {
+            return Ok(());
+        }
+        let args = trailing.arguments(&Values {
+            subject_ids: Some(&erased),
+            ..Values::default()
+        })?;
+        sqlx::query_with(&trailing.sql, args).execute(conn).await?;
         Ok(())
     }
 

@@ -32,6 +32,10 @@ struct Document {
     referenced: Vec<ReferencedDoc>,
     #[serde(default, rename = "keep")]
     keeps: Vec<KeepDoc>,
+    #[serde(default, rename = "view")]
+    views: Vec<ViewDoc>,
+    #[serde(default, rename = "exempt")]
+    exempts: Vec<ExemptDoc>,
 }
 
 fn default_schema() -> String {
@@ -63,6 +67,8 @@ struct SubjectDoc {
     #[serde(default)]
     unlink: Vec<String>,
     unlinked_as: Option<String>,
+    #[serde(default)]
+    unlink_large_objects: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +158,8 @@ struct StepDoc {
     /// Where rows of other subjects, reached through the customer's and unlinked from it,
     /// are counted (default `<counted_as>_of_others_unlinked`).
     others_as: Option<String>,
+    #[serde(default)]
+    unlink_large_objects: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +289,8 @@ struct ReferencedDoc {
     remove_keys: HashMap<String, Vec<String>>,
     counted_as: String,
     kept_as: Option<String>,
+    #[serde(default)]
+    unlink_large_objects: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -425,10 +435,12 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
         steps,
         referenced,
         keeps,
+        residue: residue_spec(&doc, &mut problems),
         facts: Default::default(),
         hash: super::hash_of(text)?,
     };
     super::consistency::check(&plan, &mut problems);
+    super::residue::consistency(&plan, &mut problems);
     if problems.is_empty() {
         Ok(plan)
     } else {
@@ -436,6 +448,77 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
         problems.dedup();
         Err(PlanError::Inconsistent(problems))
     }
+}
+
+/// A materialized view built from the plan's tables: refreshed after erasures, or exempt with
+/// the reason.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewDoc {
+    name: String,
+    #[serde(default)]
+    refresh: bool,
+    exempt: Option<String>,
+}
+
+/// Columns that look personal and are not (or an `oid` column that is no large object).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExemptDoc {
+    table: String,
+    #[serde(default)]
+    columns: Vec<String>,
+    reason: String,
+}
+
+/// What the plan says of the residue ([`super::residue`]).
+fn residue_spec(doc: &Document, problems: &mut Vec<String>) -> super::residue::Spec {
+    use super::residue::{Exempt, Spec, Treatment, View};
+    let table = |name: &str| TableName::parse(name, &doc.schema);
+    let mut spec = Spec::default();
+    for v in &doc.views {
+        let treatment = match (v.refresh, &v.exempt) {
+            (true, None) => Treatment::Refresh,
+            (false, Some(reason)) => Treatment::Exempt(reason.clone()),
+            _ => {
+                problems.push(format!(
+                    "view {}: give it refresh = true or exempt = \"the reason\", one of them",
+                    v.name
+                ));
+                continue;
+            }
+        };
+        spec.views.push(View {
+            name: table(&v.name),
+            treatment,
+        });
+    }
+    let unlinks = std::iter::once((&doc.subject.table, &doc.subject.unlink_large_objects))
+        .chain(
+            doc.steps
+                .iter()
+                .map(|s| (&s.table, &s.unlink_large_objects)),
+        )
+        .chain(
+            doc.referenced
+                .iter()
+                .map(|r| (&r.table, &r.unlink_large_objects)),
+        );
+    for (name, columns) in unlinks {
+        if !columns.is_empty() {
+            spec.unlink.insert(table(name), columns.clone());
+        }
+    }
+    spec.exempt = doc
+        .exempts
+        .iter()
+        .map(|e| Exempt {
+            table: table(&e.table),
+            columns: e.columns.clone(),
+            reason: e.reason.clone(),
+        })
+        .collect();
+    spec
 }
 
 /// A value of the plan as text, as the database reads it for the column's type (the plan check

@@ -13,6 +13,10 @@
 //!   (`erasure plan`'s warnings), from what [`live::read_storage`] reads;
 //! - [`sizes`] reads the statistics of the tables the plan erases from, to say which customers
 //!   the statement probes for size;
+//! - [`residue`] reads what a DELETE leaves behind for the plan's tables (trigger copies,
+//!   materialized views, large objects, change streams...), and what the plan says of it;
+//! - [`drift`] finds the columns that look personal and that the plan neither reaches nor
+//!   exempts (`erasure plan --strict`);
 //! - [`draft`] writes a starting plan from a live schema (`erasure plan --draft`);
 //! - [`describe`] says a plan in words (`erasure plan`), and [`names`] writes the names in the
 //!   SQL it prints for people to run.
@@ -22,10 +26,12 @@ pub mod consistency;
 pub mod describe;
 pub mod document;
 pub mod draft;
+pub mod drift;
 pub mod indexes;
 pub mod live;
 pub mod names;
 pub mod repoint;
+pub mod residue;
 pub mod sizes;
 pub mod sql;
 
@@ -81,6 +87,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub referenced: Vec<Referenced>,
     pub keeps: Vec<Keep>,
+    /// Views to refresh or exempt, large objects to unlink, columns exempt ([`residue`]).
+    pub residue: residue::Spec,
     /// What the live schema says of the plan's columns; filled by [`check`].
     pub facts: Facts,
     /// `sha256:` and the hex SHA-256 of the plan's canonical JSON (RFC 8785): the same for the
@@ -397,6 +405,9 @@ pub struct Facts {
     /// (anonymized), when it has one of a single column: the erasure records the rows it kept
     /// by it, for the check after commit to read them again.
     pub row_keys: std::collections::BTreeMap<TableName, (String, String)>,
+    /// Steps' tables that triggers on the plan's tables write to during the erasure, cleared
+    /// once more after its statement; filled by [`residue::read`].
+    pub refilled: BTreeSet<TableName>,
 }
 
 impl Facts {
@@ -420,6 +431,11 @@ pub enum PlanError {
         .0.join("\n  - ")
     )]
     Gaps(Vec<String>),
+    #[error(
+        "the erasure plan leaves copies of what it erases behind:\n  - {}",
+        .0.join("\n  - ")
+    )]
+    Residue(Vec<String>),
     #[error("cannot read the live schema: {0}")]
     Database(sqlx::Error),
 }

@@ -4,6 +4,9 @@
 //! - [`signing`]: the Ed25519 key receipts and seals are signed with, and the public keys
 //!   (every key ever used) as a JWK set;
 //! - [`receipt`]: a final deletion as a signed receipt, and the check of one, offline;
+//! - [`residue`]: after the check, what the erasure left behind (WAL, backups, freed pages,
+//!   views, statistics, change streams...), cleared where the service can, recorded on the
+//!   deletion and its receipt;
 //! - [`signed`]: the signed JSON objects receipts and ledger lines are;
 //! - [`seal`]: seals over the audit log, a signed chain that shows any later edit, deletion or
 //!   reordering of its rows, and the check of the whole log;
@@ -12,6 +15,7 @@
 
 pub mod purge;
 pub mod receipt;
+pub mod residue;
 pub mod seal;
 pub mod signed;
 pub mod signing;

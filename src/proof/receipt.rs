@@ -45,6 +45,9 @@ pub fn issue(
         "due_at": auto(row.due_at),
         "plan_hash": row.plan_hash,
         "verification": row.verification(),
+        // What the erasure left behind (a DONE deletion's; null otherwise). Receipts issued
+        // before it was recorded, and by earlier versions, lack it or say it is pending.
+        "residue": object.residue,
         "issued_at": millis(now),
         // Where the signing key is kept: "database" means whoever can read the database can
         // sign such a receipt.
@@ -119,6 +122,7 @@ mod tests {
             retry_of: None,
             verified_at: Some(at),
             verification: Some(json!({"outcome": "passed"})),
+            residue: None,
         }
     }
 

@@ -125,6 +125,9 @@ impl Verifier {
             .map(|c| (c.deletion_id.as_str(), c.record()))
             .collect();
         owed::record_verifications(&mut tx, &records).await?;
+        // Checked: what the erasure left behind is recorded next ([`super::residue`]).
+        let checked_ids: Vec<&str> = checked.iter().map(|c| c.deletion_id.as_str()).collect();
+        crate::deletion::residue::queue(&mut tx, &checked_ids).await?;
         tx.commit().await?;
         for c in &checked {
             crate::metrics::verification(c.passed());

@@ -1,11 +1,13 @@
 //! Integration tests against the machine's real PostgreSQL and RabbitMQ.
 
 mod batches;
+mod canary;
 mod chunked;
 mod cli;
 mod console;
 mod draft;
 mod erasure_outcomes;
+mod exhaust;
 mod fault_proxy;
 mod faults;
 mod hardening;
@@ -25,6 +27,7 @@ mod plan_language;
 mod plan_trees;
 mod proof;
 mod read_only;
+mod residue;
 mod schemas;
 mod shared_rows;
 mod size_probe;

@@ -523,8 +523,13 @@ pub fn anonymize(
 ) -> (String, String) {
     let mut sets = Vec::new();
     let mut changes = Vec::new();
+    let unlinks = plan.residue.unlinks(table);
     for column in &a.set_null {
-        sets.push(format!("{} = NULL", ident(column)));
+        let null = match unlinks.contains(column) {
+            true => unlinked(alias, column),
+            false => "NULL".into(),
+        };
+        sets.push(format!("{} = {null}", ident(column)));
         changes.push(format!("{alias}.{} IS NOT NULL", ident(column)));
     }
     for (column, value) in &a.set_value {
@@ -585,6 +590,23 @@ pub fn anonymize(
     (sets.join(", "), changes)
 }
 
+/// The SQL that unlinks the large object the column `column` of row `alias` points at (a
+/// step's `unlink_large_objects`), and is NULL: the value an anonymizing action sets, or a
+/// `RETURNING` item of a delete.
+pub fn unlinked(alias: &str, column: &str) -> String {
+    format!("erasure.unlink_large_object({alias}.{})", ident(column))
+}
+
+/// The `RETURNING` items that unlink the large objects of a deleted row `alias` of `table`.
+fn unlinked_on_delete(plan: &Plan, table: &TableName, alias: &str) -> Vec<String> {
+    plan.residue
+        .unlinks(table)
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} AS unlinked_{i}", unlinked(alias, c)))
+        .collect()
+}
+
 /// `DELETE` or `UPDATE` of the rows of `table` (aliased `x`) that `condition` selects, joined
 /// with `from` when given (`USING` or `FROM`), returning `returning` when given. With
 /// [`Params::counting`], the `SELECT` of what it would return instead.
@@ -600,7 +622,8 @@ pub fn change(
     params: &mut Params,
 ) -> String {
     if params.is_counting() {
-        // The rows the change would return, read, not changed.
+        // The rows the change would return, read, not changed (nor their large objects
+        // unlinked).
         let from = from.map_or(String::new(), |f| format!(", {f}"));
         let columns = returning.unwrap_or("1");
         let condition = match action {
@@ -615,7 +638,15 @@ pub fn change(
             table.sql()
         );
     }
-    let returning = returning.map_or(String::new(), |r| format!(" RETURNING {r}"));
+    let mut returning: Vec<String> = returning.into_iter().map(str::to_owned).collect();
+    if let Action::Delete = action {
+        // The large objects the deleted rows point at go with them.
+        returning.extend(unlinked_on_delete(plan, table, "x"));
+    }
+    let returning = match returning.is_empty() {
+        true => String::new(),
+        false => format!(" RETURNING {}", returning.join(", ")),
+    };
     match action {
         Action::Delete => {
             let using = from.map_or(String::new(), |f| format!(" USING {f}"));
