@@ -4,15 +4,11 @@
 //! the member's personal values left, and the check after commit passing; and the plan check
 //! refusing guard values the column's type cannot hold.
 
-use chrono::Utc;
-use erasure::deletion::{DeletionRow, DeletionStatus, ErrorKey};
-use erasure::erase::Outcome;
-use erasure::plan::{Plan, check};
-use erasure::request::{Channel, ErasureRequest};
+use erasure::deletion::{DeletionStatus, ErrorKey};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::helpers::plans::{checksum_of, erase_one, gaps_of};
 use crate::shared_rows::verification_of_now;
 
 const LENDING: (&str, &str) = (
@@ -40,38 +36,6 @@ const SEED: &str = "\
       (1, '{\"branch\": \"south\", \"contact\": {\"phone\": \"+44-701-lena\"}}'), \
       (5, '{\"branch\": \"north\", \"name\": \"Stan Stay\", \"contact\": {\"email\": \"stan@mail.example\"}}')";
 
-fn request(identifier: &str) -> ErasureRequest {
-    ErasureRequest {
-        request_id: Uuid::new_v4(),
-        customer_id: identifier.to_owned(),
-        requested_by: "dpo".into(),
-        reason: None,
-        requested_at: None,
-        identifier_type: None,
-    }
-}
-
-async fn erase(app: &TestApp, identifier: &str) -> DeletionRow {
-    let eraser = app.eraser();
-    let received = eraser
-        .receive(request(identifier), Channel::Cli, Utc::now())
-        .unwrap();
-    match eraser.erase(&received).await.unwrap() {
-        Outcome::Recorded(row) => row,
-        other => panic!("expected a recorded outcome, got {other:?}"),
-    }
-}
-
-async fn checksum(app: &TestApp, query: &str) -> String {
-    sqlx::query_scalar::<_, Option<String>>(&format!(
-        "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM ({query}) t"
-    ))
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
-    .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn typed_lookups_null_and_typed_guards_and_nested_json_keys() {
     let app = TestApp::with_schema(LENDING.0, LENDING.1).await;
@@ -79,17 +43,17 @@ async fn typed_lookups_null_and_typed_guards_and_nested_json_keys() {
     let others = "SELECT 'm', m.*::text FROM lend.member m WHERE member_id <> 1 \
         UNION ALL SELECT 'l', l.*::text FROM lend.loan l WHERE member_id <> 1 \
         UNION ALL SELECT 'n', n.*::text FROM lend.contact_note n WHERE note_id > 2";
-    let before = checksum(&app, others).await;
+    let before = checksum_of(&app, others).await;
 
     // By its bigint external id, written with a sign and leading zeros: read as a bigint.
-    let row = erase(&app, "+09000000001").await;
+    let row = erase_one(&app, "+09000000001").await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(row.related_object_id.as_deref(), Some("1"));
     assert_eq!(
         row.data_json,
         json!({"loans": 3, "contact_notes": 2, "member": 1})
     );
-    assert_eq!(checksum(&app, others).await, before);
+    assert_eq!(checksum_of(&app, others).await, before);
     // The notes are kept, their nested personal keys gone and the rest left.
     let notes: Vec<Value> = sqlx::query_scalar(
         "SELECT data FROM lend.contact_note WHERE member_id IS NULL ORDER BY note_id",
@@ -128,26 +92,26 @@ async fn typed_lookups_null_and_typed_guards_and_nested_json_keys() {
         "LENA.LENDWELL@lend.example",
         "A1B2C3D4000040008000000000000001",
     ] {
-        let again = erase(&app, again).await;
+        let again = erase_one(&app, again).await;
         assert!(again.already_erased, "{again:?}");
         assert_eq!(again.related_object_id.as_deref(), Some("1"));
     }
 
     // By its card in upper case without hyphens: a uuid, read as one.
-    let cara = erase(&app, "A1B2C3D4000040008000000000000003").await;
+    let cara = erase_one(&app, "A1B2C3D4000040008000000000000003").await;
     assert_eq!(cara.related_object_id.as_deref(), Some("3"), "{cara:?}");
     assert_eq!(cara.data_json["loans"], 1);
     // Identifiers that do not read as the lookup's type match nothing by it (and fail nothing).
     for nobody in ["99999999999999999999", "a1b2c3d4-0000", "x42"] {
         assert_eq!(
-            erase(&app, nobody).await.error_key,
+            erase_one(&app, nobody).await.error_key,
             Some(ErrorKey::NotFound),
             "{nobody}"
         );
     }
 
     // A loan with no return date holds the erasure; once returned, it goes.
-    let open = erase(&app, "open@LEND.example").await;
+    let open = erase_one(&app, "open@LEND.example").await;
     assert_eq!(open.error_key, Some(ErrorKey::Conflict), "{open:?}");
     assert_eq!(
         open.error_message.as_deref(),
@@ -157,11 +121,14 @@ async fn typed_lookups_null_and_typed_guards_and_nested_json_keys() {
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(erase(&app, "9000000002").await.status, DeletionStatus::Done);
+    assert_eq!(
+        erase_one(&app, "9000000002").await.status,
+        DeletionStatus::Done
+    );
 
     // An unpaid fee over 100 holds it (member 1's unpaid 500 was from 2019, outside the range,
     // and its paid 150 was paid: neither held); paid, it goes.
-    let fee = erase(&app, "42").await;
+    let fee = erase_one(&app, "42").await;
     assert_eq!(
         fee.error_message.as_deref(),
         Some("the member owes a fee over 100"),
@@ -177,7 +144,7 @@ async fn typed_lookups_null_and_typed_guards_and_nested_json_keys() {
         .await
         .unwrap();
     assert_eq!(
-        erase(&app, "fee@lend.example").await.status,
+        erase_one(&app, "fee@lend.example").await.status,
         DeletionStatus::Done
     );
     // Member 5's own key (5) and external id (5) are one customer: found by its key.
@@ -187,17 +154,6 @@ async fn typed_lookups_null_and_typed_guards_and_nested_json_keys() {
         1
     );
     app.cleanup().await;
-}
-
-/// The plan check's gaps for `plan` against the lending schema.
-async fn gaps_of(app: &TestApp, plan: &str) -> String {
-    match Plan::parse(plan) {
-        Err(e) => e.to_string(),
-        Ok(plan) => match check::against_live_schema(plan, &app.pool).await {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        },
-    }
 }
 
 #[tokio::test]

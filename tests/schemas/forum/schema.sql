@@ -1,6 +1,6 @@
 -- A forum: members who referred each other (a tree of referrals), comments that answer
 -- comments (a tree of replies, guests' replies with no member), attachments hanging off
--- comments, and a trigger that keeps a per-thread count.
+-- comments, and a trigger on the comments.
 CREATE SCHEMA forum;
 CREATE TABLE forum.member (
     member_id   integer PRIMARY KEY,
@@ -23,13 +23,11 @@ CREATE TABLE forum.attachment (
     file_name     text NOT NULL
 );
 CREATE INDEX attachment_comment_idx ON forum.attachment (comment_id);
-CREATE TABLE forum.stats (name text PRIMARY KEY, comments integer NOT NULL);
-INSERT INTO forum.stats VALUES ('all', 0);
-CREATE FUNCTION forum.count_comments() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A trigger that keeps the comment's body trimmed (it writes nowhere else).
+CREATE FUNCTION forum.trim_body() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE forum.stats SET comments = comments + CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END
-        WHERE name = 'all';
-    RETURN NULL;
+    NEW.body := btrim(NEW.body);
+    RETURN NEW;
 END $$;
-CREATE TRIGGER comment_count AFTER INSERT OR DELETE ON forum.comment
-    FOR EACH ROW EXECUTE FUNCTION forum.count_comments();
+CREATE TRIGGER comment_trim BEFORE INSERT OR UPDATE ON forum.comment
+    FOR EACH ROW EXECUTE FUNCTION forum.trim_body();
