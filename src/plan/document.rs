@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::{
-    Action, Anonymize, Comparison, Condition, Guard, Hop, Keep, Lookup, PathHops, Plan, PlanError,
-    Referenced, Step, Subject, TableName, Test,
+    Action, Anonymize, Guard, Hop, Keep, Lookup, PathHops, Plan, PlanError, Referenced, Step,
+    Subject, TableName,
 };
 
 #[derive(Deserialize)]
@@ -177,93 +177,6 @@ struct GuardDoc {
     message: String,
 }
 
-/// One condition of a guard: a column and one or more tests of it, all of which must hold.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConditionDoc {
-    column: String,
-    #[serde(rename = "in")]
-    values: Option<Vec<toml::Value>>,
-    is_null: Option<bool>,
-    not_null: Option<bool>,
-    #[serde(rename = "<")]
-    less: Option<toml::Value>,
-    #[serde(rename = "<=")]
-    less_or_equal: Option<toml::Value>,
-    #[serde(rename = ">")]
-    greater: Option<toml::Value>,
-    #[serde(rename = ">=")]
-    greater_or_equal: Option<toml::Value>,
-    between: Option<Vec<toml::Value>>,
-}
-
-/// The conditions of a guard's `when`: a table, or a list of tables; every problem named.
-fn conditions(what: &str, when: &toml::Value, problems: &mut Vec<String>) -> Vec<Condition> {
-    let docs = match when {
-        toml::Value::Array(items) => items.clone(),
-        one => vec![one.clone()],
-    };
-    let mut conditions = Vec::new();
-    for doc in docs {
-        let doc: ConditionDoc = match doc.try_into() {
-            Ok(doc) => doc,
-            Err(e) => {
-                problems.push(format!("{what}: `when` {}", e.message()));
-                continue;
-            }
-        };
-        let before = conditions.len();
-        let mut test = |test: Test| {
-            conditions.push(Condition {
-                column: doc.column.clone(),
-                test,
-            })
-        };
-        if let Some(values) = &doc.values {
-            test(Test::In(values.iter().map(value_text).collect()));
-        }
-        match doc.is_null {
-            Some(true) => test(Test::IsNull),
-            Some(false) => problems.push(format!(
-                "{what}: `is_null` takes true (a column that must hold a value: not_null = true)"
-            )),
-            None => {}
-        }
-        match doc.not_null {
-            Some(true) => test(Test::NotNull),
-            Some(false) => problems.push(format!(
-                "{what}: `not_null` takes true (a column that must be null: is_null = true)"
-            )),
-            None => {}
-        }
-        for (value, op) in [
-            (&doc.less, Comparison::Less),
-            (&doc.less_or_equal, Comparison::LessOrEqual),
-            (&doc.greater, Comparison::Greater),
-            (&doc.greater_or_equal, Comparison::GreaterOrEqual),
-        ] {
-            if let Some(value) = value {
-                test(Test::Compare(op, value_text(value)));
-            }
-        }
-        if let Some(range) = &doc.between {
-            match range.as_slice() {
-                [low, high] => test(Test::Between(value_text(low), value_text(high))),
-                _ => problems.push(format!(
-                    "{what}: `between` takes two values, the lowest and the highest (both included)"
-                )),
-            }
-        }
-        if conditions.len() == before && doc.is_null != Some(false) && doc.not_null != Some(false) {
-            problems.push(format!(
-                "{what}: the condition on {} tests nothing (give `in`, `is_null`, `not_null`, `<`, `<=`, `>`, `>=` or `between`)",
-                doc.column
-            ));
-        }
-    }
-    conditions
-}
-
 /// The error key a tripped guard gives: the deletion object's error keys are fixed, and of
 /// them only `conflict` says "not now, because of the data".
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -397,7 +310,7 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
             name: g.name.clone(),
             table: table(&g.table),
             paths: paths(&what, &reach, &schema, &to_subject, &mut problems),
-            when: conditions(&what, &g.when, &mut problems),
+            when: super::guard::conditions(&what, &g.when, &mut problems),
             message: g.message.clone(),
         });
     }
@@ -523,7 +436,7 @@ fn residue_spec(doc: &Document, problems: &mut Vec<String>) -> super::residue::S
 
 /// A value of the plan as text, as the database reads it for the column's type (the plan check
 /// has it cast each).
-fn value_text(value: &toml::Value) -> String {
+pub(super) fn value_text(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),

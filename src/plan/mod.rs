@@ -3,6 +3,8 @@
 //! - [`document`] reads the TOML into the plan below, normalized (every table named with its
 //!   schema, every way to the subject spelled out as hops), and [`consistency`] checks what
 //!   needs no database;
+//! - [`guard`] holds the guards (the conditions under which a customer is not erased) and
+//!   reads their `when`;
 //! - [`live`] reads the live schema (tables, column types, keys, partitions folded into their
 //!   parent);
 //! - [`check`] checks the plan against it, every gap at once, and records what the SQL needs
@@ -27,6 +29,7 @@ pub mod describe;
 pub mod document;
 pub mod draft;
 pub mod drift;
+pub mod guard;
 pub mod indexes;
 pub mod live;
 pub mod names;
@@ -36,6 +39,7 @@ pub mod sizes;
 pub mod sql;
 
 pub use crate::subject_key::{KeyType, KeyValue, Lookup, LookupType};
+pub use guard::{Comparison, Condition, Guard, Test};
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -214,82 +218,6 @@ impl<'a> IntoIterator for &'a PathHops {
 impl PartialEq<Vec<Hop>> for PathHops {
     fn eq(&self, other: &Vec<Hop>) -> bool {
         &self.hops == other
-    }
-}
-
-/// A condition under which the customer is not erased: a row of `table` that the paths reach
-/// and that meets every one of `when`.
-#[derive(Clone, Debug)]
-pub struct Guard {
-    pub name: String,
-    pub table: TableName,
-    pub paths: Vec<PathHops>,
-    pub when: Vec<Condition>,
-    pub message: String,
-}
-
-/// One test of one column of a guard's row. Values are kept as the plan wrote them, as text;
-/// the plan check has the database cast each to the column's type (a value that cannot be of
-/// that type is a gap), and the statement compares them as that type.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Condition {
-    pub column: String,
-    pub test: Test,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Test {
-    /// Equal to one of the values (never true of NULL).
-    In(Vec<String>),
-    IsNull,
-    NotNull,
-    Compare(Comparison, String),
-    /// Between the two values, both included.
-    Between(String, String),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Comparison {
-    Less,
-    LessOrEqual,
-    Greater,
-    GreaterOrEqual,
-}
-
-impl Comparison {
-    /// As the plan writes it, and as SQL does.
-    pub fn operator(self) -> &'static str {
-        match self {
-            Comparison::Less => "<",
-            Comparison::LessOrEqual => "<=",
-            Comparison::Greater => ">",
-            Comparison::GreaterOrEqual => ">=",
-        }
-    }
-}
-
-impl Test {
-    /// The values the test compares with.
-    pub fn values(&self) -> Vec<&str> {
-        match self {
-            Test::In(values) => values.iter().map(String::as_str).collect(),
-            Test::IsNull | Test::NotNull => Vec::new(),
-            Test::Compare(_, value) => vec![value],
-            Test::Between(low, high) => vec![low, high],
-        }
-    }
-}
-
-impl fmt::Display for Condition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let column = &self.column;
-        match &self.test {
-            Test::In(values) => write!(f, "{column} in {values:?}"),
-            Test::IsNull => write!(f, "{column} is null"),
-            Test::NotNull => write!(f, "{column} is not null"),
-            Test::Compare(op, value) => write!(f, "{column} {} {value:?}", op.operator()),
-            Test::Between(low, high) => write!(f, "{column} between {low:?} and {high:?}"),
-        }
     }
 }
 
