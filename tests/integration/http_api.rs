@@ -1093,3 +1093,33 @@ async fn the_csv_streams_in_bounded_memory_and_stops_at_its_cap_saying_so() {
     assert!(grown < 128 << 20, "grew by {} MiB", grown >> 20);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_list_filter_given_twice_is_the_consoles_own_refusal_page() {
+    let mut app = TestApp::new().await;
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base.clone(), true).await;
+    let cookie = console_cookie(&base, &api.key).await;
+    for path in ["/deletions", "/deletions.csv"] {
+        let response = Client::new()
+            .get(format!("{base}{path}?status=DONE&status=FAILED"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains("Bad filter") && page.contains("duplicate field"),
+            "{page}"
+        );
+    }
+    app.cleanup().await;
+}

@@ -1,6 +1,7 @@
 //! The list of deletions: filtered by status, deadline and creation dates, in pages, and the
 //! same filter as a CSV for auditors (ids, statuses, dates and counts; nothing personal).
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -73,13 +74,29 @@ impl ListQuery {
     }
 }
 
+/// The list's query, or the console's own refusal page (a field given twice, say) instead of
+/// the framework's plain-text one.
+fn read_query(
+    query: Result<Query<ListQuery>, QueryRejection>,
+    session: &super::session::Session,
+) -> Result<ListQuery, axum::response::Response> {
+    query.map(|Query(q)| q).map_err(|e| {
+        failed(
+            StatusCode::BAD_REQUEST,
+            Some(session),
+            "Bad filter",
+            &e.body_text(),
+        )
+    })
+}
+
 pub(super) async fn list(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
-    let (filter, page) = query
+    let (filter, page) = read_query(query, &session)?
         .filter()
         .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
     let mut rows = report::filtered(&state.pool, &filter, (page - 1) * PAGE, PAGE + 1)
@@ -95,10 +112,10 @@ pub(super) async fn list(
 pub(super) async fn csv(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
-    let (filter, _) = query
+    let (filter, _) = read_query(query, &session)?
         .filter()
         .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
     let keys = state.count_keys.clone();
