@@ -74,20 +74,10 @@ impl ListQuery {
     }
 }
 
-/// The list's query, or the console's own refusal page (a field given twice, say) instead of
-/// the framework's plain-text one.
-fn read_query(
-    query: Result<Query<ListQuery>, QueryRejection>,
-    session: &super::session::Session,
-) -> Result<ListQuery, axum::response::Response> {
-    query.map(|Query(q)| q).map_err(|e| {
-        failed(
-            StatusCode::BAD_REQUEST,
-            Some(session),
-            "Bad filter",
-            &e.body_text(),
-        )
-    })
+/// The list's query, or why it does not read (a field given twice, say), for the console's
+/// own refusal page instead of the framework's plain-text one.
+fn read_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, String> {
+    query.map(|Query(q)| q).map_err(|e| e.body_text())
 }
 
 pub(super) async fn list(
@@ -96,8 +86,8 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
-    let (filter, page) = read_query(query, &session)?
-        .filter()
+    let (filter, page) = read_query(query)
+        .and_then(|q| q.filter())
         .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
     let mut rows = report::filtered(&state.pool, &filter, (page - 1) * PAGE, PAGE + 1)
         .await
@@ -115,8 +105,8 @@ pub(super) async fn csv(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
-    let (filter, _) = read_query(query, &session)?
-        .filter()
+    let (filter, _) = read_query(query)
+        .and_then(|q| q.filter())
         .map_err(|why| failed(StatusCode::BAD_REQUEST, Some(&session), "Bad filter", &why))?;
     let keys = state.count_keys.clone();
     let mut head = String::from(
