@@ -1004,9 +1004,9 @@ pub async fn console_cookie(base: &str, key: &str) -> String {
         .to_owned()
 }
 
-/// This process's resident memory, in bytes.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+/// A process's resident memory, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -1018,7 +1018,7 @@ fn resident_bytes() -> u64 {
 #[tokio::test]
 async fn the_csv_streams_in_bounded_memory_and_stops_at_its_cap_saying_so() {
     const ROWS: i64 = 50_000;
-    let mut app = TestApp::with_settings(|s| s.console.csv_max_rows = ROWS - 10).await;
+    let app = TestApp::new().await;
     sqlx::query(
         "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, data_json, requested_at,            due_at, created_at, completed_at, channel) \
          SELECT 'del_csv' || lpad(n::text, 17, '0'), gen_random_uuid(), 'cust_' || n, 'DONE', \
@@ -1030,7 +1030,26 @@ async fn the_csv_streams_in_bounded_memory_and_stops_at_its_cap_saying_so() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let base = app.start(Mode::Api).await;
+    // The service in a process of its own, so that its memory is its own (this one runs every
+    // other test beside it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cap = (ROWS - 10).to_string();
+    let mut service = app
+        .command()
+        .arg("api")
+        .env("ERASURE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("ERASURE_CONSOLE__CSV_MAX_ROWS", &cap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = service.id().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
     let api = Api::new(&app, base.clone(), true).await;
     let cookie = console_cookie(&base, &api.key).await;
     let url = format!("{base}/deletions.csv?status=DONE");
@@ -1057,7 +1076,7 @@ async fn the_csv_streams_in_bounded_memory_and_stops_at_its_cap_saying_so() {
         )
     );
     // Eight at once: the process holds a batch per download, not the downloads.
-    let idle = resident_bytes();
+    let idle = resident_bytes(pid);
     // Each read as it comes and let go (the client keeps nothing), so the growth is the
     // server's.
     let downloads: Vec<_> = (0..8)
@@ -1076,7 +1095,7 @@ async fn the_csv_streams_in_bounded_memory_and_stops_at_its_cap_saying_so() {
     let mut peak = idle;
     let watch = async {
         loop {
-            peak = peak.max(resident_bytes());
+            peak = peak.max(resident_bytes(pid));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -1091,6 +1110,7 @@ async fn the_csv_streams_in_bounded_memory_and_stops_at_its_cap_saying_so() {
     }
     let grown = peak.saturating_sub(idle);
     assert!(grown < 128 << 20, "grew by {} MiB", grown >> 20);
+    service.kill().await.unwrap();
     app.cleanup().await;
 }
 
