@@ -89,14 +89,35 @@ impl Browser {
         panic!("no {css} on {}", self.path().await);
     }
 
+    /// Fills the field, found again if the page was replaced between finding and typing (a
+    /// navigation still under way: the element found belonged to the page before).
     async fn fill(&self, css: &str, value: &str) {
-        let field = self.element(css).await;
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
+        for attempt in 0.. {
+            let field = self.element(css).await;
+            let typed = async {
+                field.clear().await?;
+                field.send_keys(value).await
+            };
+            match typed.await {
+                Ok(()) => return,
+                Err(e) if attempt < 20 && stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("filling {css}: {e}"),
+            }
+        }
     }
 
     async fn click(&self, css: &str) {
-        self.element(css).await.click().await.unwrap();
+        for attempt in 0.. {
+            match self.element(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if attempt < 20 && stale(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
     }
 
     /// The page's path once it is `expected` (a click's navigation may still be under way);
@@ -2091,4 +2112,10 @@ async fn every_page_fits_a_phone_without_sideways_scroll_and_its_charts_stay_rea
     fits_a_phone(b, "submission refused").await;
     let _ = browser.client.clone().close().await;
     app.cleanup().await;
+}
+
+/// Whether the browser refused because the element belonged to a page since replaced.
+fn stale(e: &fantoccini::error::CmdError) -> bool {
+    matches!(e, fantoccini::error::CmdError::Standard(w)
+        if w.error == fantoccini::error::ErrorStatus::StaleElementReference)
 }
