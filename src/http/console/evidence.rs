@@ -11,33 +11,9 @@ use serde_json::Value;
 
 use super::session::Session;
 use super::{Page, failed, html, internal, signed_in, views};
-use crate::deletion::{DeletionRow, DeletionStatus, store};
+use crate::deletion::{DeletionRow, DeletionStatus};
 use crate::http::HttpState;
 use crate::proof::signing::KeySet;
-use crate::request;
-
-/// The deletion the path names, for `session`; the console's page when there is none.
-async fn deletion(state: &HttpState, session: &Session, id: &str) -> Result<DeletionRow, Response> {
-    if request::check_identifier("id", id).is_err() {
-        return Err(failed(
-            StatusCode::BAD_REQUEST,
-            Some(session),
-            "Not a deletion id",
-            "That is not a deletion id.",
-        ));
-    }
-    store::find(&state.pool, id)
-        .await
-        .map_err(|e| internal(crate::db::SafeError(&e)))?
-        .ok_or_else(|| {
-            failed(
-                StatusCode::NOT_FOUND,
-                Some(session),
-                "Not found",
-                "No deletion has that id.",
-            )
-        })
-}
 
 /// The signed receipt of a final deletion, or the console's page saying it has none yet.
 async fn receipt_of(
@@ -86,7 +62,7 @@ pub(super) async fn receipt(
     Path(id): Path<String>,
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
-    let row = deletion(&state, &session, &id).await?;
+    let row = super::named_deletion(&state, &session, &id).await?;
     let receipt = receipt_of(&state, &session, &row).await?;
     Ok(download(
         "application/json",
@@ -111,7 +87,7 @@ pub(super) async fn evidence(
     Path(id): Path<String>,
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
-    let row = deletion(&state, &session, &id).await?;
+    let row = super::named_deletion(&state, &session, &id).await?;
     let receipt = receipt_of(&state, &session, &row).await?;
     let safe = |e: sqlx::Error| internal(crate::db::SafeError(&e));
     let keys = published_keys(&state).await.map_err(safe)?;
@@ -188,7 +164,7 @@ pub(super) async fn certificate(
     Path(id): Path<String>,
 ) -> Page {
     let session = signed_in(&state, &headers).await?;
-    let row = deletion(&state, &session, &id).await?;
+    let row = super::named_deletion(&state, &session, &id).await?;
     if row.status != DeletionStatus::Done {
         return Err(failed(
             StatusCode::CONFLICT,

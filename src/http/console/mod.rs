@@ -404,7 +404,7 @@ async fn detail(
 
 /// The deletion the path names, for a signed-in `session`; the console's page when there is
 /// none.
-async fn named_deletion(
+pub(super) async fn named_deletion(
     state: &HttpState,
     session: &Session,
     id: &str,
