@@ -346,12 +346,8 @@ async fn overview(State(state): State<HttpState>, headers: HeaderMap) -> Page {
         deadlines: report::deadline_counts(db).await.map_err(safe)?,
         overdue: report::overdue(db, 100).await.map_err(safe)?,
         failures: report::failures_by_key(db).await.map_err(safe)?,
-        hourly: report::outcomes_over_time(db, "hour", 24)
-            .await
-            .map_err(safe)?,
-        daily: report::outcomes_over_time(db, "day", 30)
-            .await
-            .map_err(safe)?,
+        hourly: report::outcomes_per_hour(db, 24).await.map_err(safe)?,
+        daily: report::outcomes_per_day(db, 30).await.map_err(safe)?,
     };
     Ok(html(views::overview(&session, &o)))
 }

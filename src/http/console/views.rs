@@ -126,6 +126,7 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                         }
                     }
                 }
+                p class="hint" { "By the day the service received them, in UTC: today, and today with the 29 days before it." }
             }
             section aria-labelledby="deadlines" {
                 h2 id="deadlines" { "Deadlines (GDPR Art. 12(3))" }
