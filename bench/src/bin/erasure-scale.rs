@@ -44,6 +44,13 @@ struct Args {
     erasures: i64,
     #[arg(long, default_value = "target/scale.md")]
     out: PathBuf,
+    /// Rows in each of the 20 concurrent CSV downloads (the console's row cap is set to it).
+    #[arg(long, default_value_t = 1_000_000)]
+    csv_rows: i64,
+    /// Measure the tables a previous run seeded (at the same sizes) instead of seeding anew:
+    /// seeding 10 million deletions takes a while.
+    #[arg(long)]
+    reuse: bool,
     #[arg(long, env = "ERASURE_CONFIG_DIR", default_value = "config")]
     config_dir: PathBuf,
 }
@@ -56,17 +63,30 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let base = Settings::load(&args.config_dir).context("reading the configuration")?;
     let mut out = String::from("| measure | figure |\n|---|---|\n");
-    let full = database(&base, "scale").await?;
-    let empty = database(&base, "scale_empty").await?;
+    let full = database(&base, "scale", args.reuse).await?;
+    let empty = database(&base, "scale_empty", false).await?;
     let pool = erasure::db::prepare(&seeding(&full)).await?;
-    let started = Instant::now();
-    seed_records(&pool, args.deletions, args.audit_rows).await?;
-    eprintln!(
-        "seeded {} deletions and {} audit rows in {:.0} s",
-        args.deletions,
-        args.audit_rows,
-        started.elapsed().as_secs_f64()
-    );
+    let seeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM erasure.deletions WHERE id LIKE 'del_s%'")
+            .fetch_one(&pool)
+            .await?;
+    if seeded == args.deletions {
+        eprintln!("measuring the {seeded} deletions seeded before");
+    } else {
+        anyhow::ensure!(
+            seeded == 0,
+            "the scale database holds {seeded} seeded deletions, not {}: run without --reuse",
+            args.deletions
+        );
+        let started = Instant::now();
+        seed_records(&pool, args.deletions, args.audit_rows).await?;
+        eprintln!(
+            "seeded {} deletions and {} audit rows in {:.0} s",
+            args.deletions,
+            args.audit_rows,
+            started.elapsed().as_secs_f64()
+        );
+    }
     out.push_str(&format!(
         "| deletions / audit rows | {} / {} |\n",
         args.deletions, args.audit_rows
@@ -129,6 +149,11 @@ async fn main() -> anyhow::Result<()> {
             true,
         ),
         (
+            "console: list, completed late",
+            "/deletions?deadline=late".into(),
+            true,
+        ),
+        (
             "console: list, page 100",
             "/deletions?page=100".into(),
             true,
@@ -169,6 +194,18 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = served.await;
 
+    let done: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM erasure.deletions WHERE status = 'DONE'")
+            .fetch_one(&pool)
+            .await?;
+    let (downloads, rows, secs, idle, grown) =
+        csv_downloads(&full, &cookie, args.csv_rows, done).await?;
+    out.push_str(&format!(
+        "| console: CSV, {downloads} downloads of {rows} rows at once: seconds, memory idle / grown | {secs:.0} s, {:.0} / +{:.0} MiB |\n",
+        idle as f64 / 1024.0,
+        grown as f64 / 1024.0
+    ));
+
     let (rows, secs, peak) = export(&full, args.export_days).await?;
     out.push_str(&format!(
         "| ledger export, last {} days: rows, rows/s, peak memory | {rows}, {:.0}, {:.0} MiB |\n",
@@ -192,15 +229,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Settings for a fresh database `<database>_<suffix>`, with the background work that is not
-/// measured (the check after commit, sealing, the retention) off.
-async fn database(base: &Settings, suffix: &str) -> anyhow::Result<Settings> {
+/// Settings for a database `<database>_<suffix>` (fresh, unless `reuse`), with the background
+/// work that is not measured (the check after commit, sealing, the retention) off.
+async fn database(base: &Settings, suffix: &str, reuse: bool) -> anyhow::Result<Settings> {
     let options = PgConnectOptions::from_str(base.database.url.expose())?;
     let name = format!("{}_{suffix}", options.get_database().unwrap_or("erasure"));
-    let mut admin = options.clone().database("postgres").connect().await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    if !reuse {
+        let mut admin = options.clone().database("postgres").connect().await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+    }
     let mut settings = base.clone();
     settings.database.url = Secret::new(options.database(&name).to_url_lossy().to_string());
     settings.database.reference_schema = true;
@@ -216,8 +255,9 @@ fn seeding(settings: &Settings) -> erasure::config::DatabaseSettings {
     db
 }
 
-/// Deletions over the last year (one in fifty FAILED, one in ninety-seven CANCELED, a few
-/// still open), each with audit rows, in chunks.
+/// Deletions over the last year (one in fifty FAILED, one in ninety-seven CANCELED, one in a
+/// thousand still open, one in five hundred due when it was asked and so completed late), each
+/// with audit rows, in chunks.
 async fn seed_records(pool: &PgPool, deletions: i64, audit_rows: i64) -> anyhow::Result<()> {
     let per = (audit_rows / deletions.max(1)).max(1);
     let mut from = 1;
@@ -229,7 +269,8 @@ async fn seed_records(pool: &PgPool, deletions: i64, audit_rows: i64) -> anyhow:
              SELECT 'del_s' || lpad(n::text, 19, '0'), gen_random_uuid(), 'cust_s' || n, \
                CASE WHEN n % 1000 = 7 THEN 'PENDING' WHEN n % 50 = 0 THEN 'FAILED' WHEN n % 97 = 0 THEN 'CANCELED' ELSE 'DONE' END, \
                CASE WHEN n % 1000 <> 7 AND n % 50 = 0 THEN 'conflict' END, \
-               '{\"events\": 3, \"customer\": 1}', 'crm', t, t + interval '1 month', t, \
+               '{\"events\": 3, \"customer\": 1}', 'crm', t, \
+               CASE WHEN n % 500 = 3 THEN t ELSE t + interval '1 month' END, t, \
                CASE WHEN n % 1000 = 7 THEN NULL ELSE t + interval '1 minute' END, 'amqp' \
              FROM (SELECT n, now() - ($3 - n) * (interval '365 days' / $3) AS t FROM generate_series($1, $2) n) s",
         )
@@ -314,6 +355,115 @@ async fn export(settings: &Settings, days: i64) -> anyhow::Result<(usize, f64, u
     let rows = std::fs::read_to_string(&out)?.lines().count();
     let _ = std::fs::remove_file(&out);
     Ok((rows, secs, peak))
+}
+
+/// A process's resident memory, in KiB.
+fn resident_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Twenty CSV downloads of `rows` DONE deletions at once from the `erasure api` binary in a
+/// process of its own (so its memory is the service's alone): downloads, rows each, seconds,
+/// resident KiB idle and grown at the peak.
+async fn csv_downloads(
+    settings: &Settings,
+    cookie: &str,
+    rows: i64,
+    done: i64,
+) -> anyhow::Result<(usize, i64, f64, u64, u64)> {
+    const DOWNLOADS: usize = 20;
+    let binary = std::env::current_exe()?.with_file_name("erasure");
+    // The service's log, kept where a failed download says.
+    let log = std::env::temp_dir().join(format!("erasure-scale-csv-{}.log", Uuid::new_v4()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = tokio::process::Command::new(binary)
+        .arg("api")
+        .envs(settings.connection_environment())
+        .env("ERASURE_DATABASE__REFERENCE_SCHEMA", "true")
+        .env("ERASURE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("ERASURE_HTTP__RATE_LIMIT_PER_MINUTE", "1000000")
+        .env("ERASURE_CONSOLE__CSV_MAX_ROWS", rows.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("running the erasure binary beside this one")?;
+    let pid = child.id().context("the service has a process id")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(up, "the service did not start");
+    // Warm: one small page, so that idle is a serving process.
+    client
+        .get(format!("{base}/deletions"))
+        .header("cookie", cookie)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let idle = resident_kib(pid).unwrap_or(0);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..DOWNLOADS {
+        let request = client
+            .get(format!("{base}/deletions.csv?status=DONE"))
+            .header("cookie", cookie)
+            .send();
+        tasks.push(tokio::spawn(async move {
+            let mut response = request.await?;
+            anyhow::ensure!(response.status().is_success(), "CSV: {}", response.status());
+            let mut lines = 0_i64;
+            while let Some(chunk) = response.chunk().await? {
+                lines += chunk.iter().filter(|b| **b == b'\n').count() as i64;
+            }
+            Ok(lines)
+        }));
+    }
+    let mut peak = idle;
+    let watch = async {
+        loop {
+            peak = peak.max(resident_kib(pid).unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let all = async {
+        let mut counted = Vec::new();
+        for task in tasks {
+            counted.push(task.await??);
+        }
+        anyhow::Ok(counted)
+    };
+    let counted = tokio::select! {
+        counted = all => counted.with_context(|| format!("a download failed; the service's log: {}", log.display()))?,
+        () = watch => unreachable!("the watch never ends"),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    // A header, the rows, and the line that says the cap was reached (if it was).
+    let expected = if done > rows { rows + 2 } else { done + 1 };
+    for lines in &counted {
+        anyhow::ensure!(*lines == expected, "a CSV of {lines} lines, not {expected}");
+    }
+    child.kill().await?;
+    Ok((
+        DOWNLOADS,
+        rows.min(done),
+        secs,
+        idle,
+        peak.saturating_sub(idle),
+    ))
 }
 
 /// Erasures per second of `count` seeded customers, one after another, in-process.
