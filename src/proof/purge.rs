@@ -130,6 +130,17 @@ pub async fn purge_deletions(pool: &PgPool, older_than: Duration) -> Result<u64,
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
+        // The notes of why staff acted on them (append-only, but for the purge).
+        sqlx::query("SET LOCAL erasure.purging = on")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM erasure.deletion_notes WHERE deletion_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET LOCAL erasure.purging = off")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         removed += ids.len() as u64;
         if ids.len() < 1000 {

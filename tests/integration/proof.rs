@@ -691,7 +691,7 @@ async fn a_retention_purge_is_sealed_and_audit_verify_names_it_while_other_delet
 }
 
 #[tokio::test]
-async fn a_deletion_purge_removes_what_owes_nothing_and_keeps_every_done_one() {
+async fn a_deletion_purge_removes_what_owes_nothing_with_its_notes_and_keeps_every_done_one() {
     let app = TestApp::new().await;
     sqlx::raw_sql(
         "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, error_key, requested_at, due_at, completed_at, channel) VALUES \
@@ -705,10 +705,37 @@ async fn a_deletion_purge_removes_what_owes_nothing_and_keeps_every_done_one() {
     .execute(&app.pool)
     .await
     .unwrap();
+    // Staff's reasons for acting on two of them: the canceled one (purged) and the owed one.
+    sqlx::raw_sql(
+        "INSERT INTO erasure.deletion_notes (deletion_id, action, reason) VALUES \
+         ('del_canc000000000000000001', 'erasure.canceled', 'asked twice by phone'), \
+         ('del_owed000000000000000001', 'erasure.extended', 'the shop system is migrating')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Outside the purge the notes stay append-only.
+    let refused = sqlx::raw_sql("DELETE FROM erasure.deletion_notes")
+        .execute(&app.pool)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("erasure.deletion_notes is append-only"),
+        "{refused}"
+    );
     let removed = erasure::proof::purge::purge_deletions(&app.pool, Duration::from_secs(86_400))
         .await
         .unwrap();
     assert_eq!(removed, 3);
+    // The purged deletion's note went with it; the kept one's stays.
+    let notes: Vec<String> =
+        sqlx::query_scalar("SELECT deletion_id FROM erasure.deletion_notes ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(notes, ["del_owed000000000000000001"]);
     let left: Vec<String> = sqlx::query_scalar("SELECT id FROM erasure.deletions ORDER BY id")
         .fetch_all(&app.pool)
         .await
