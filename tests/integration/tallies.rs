@@ -202,14 +202,13 @@ async fn the_tallies_agree_with_the_deletions_however_they_are_written_and_the_o
     let daily = report::outcomes_per_day(&app.pool, 30).await.unwrap();
     assert_eq!(daily.len(), 30);
     let today = daily.last().unwrap();
-    assert_eq!(
-        today.0,
-        Utc::now()
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-            .and_utc()
+    // The last slot is the UTC day now running.
+    let into_day = Utc::now() - today.0;
+    assert!(
+        into_day >= chrono::Duration::zero() && into_day < chrono::Duration::days(1),
+        "{into_day}"
     );
+    assert_eq!(today.0.time(), chrono::NaiveTime::MIN);
     // Today: 5 erasures and 5 ended, one FAILED, one canceled.
     assert_eq!((today.1, today.2, today.3), (10, 1, 1));
     let sums = daily.iter().fold((0, 0, 0), |(d, f, c), day| {
@@ -218,6 +217,21 @@ async fn the_tallies_agree_with_the_deletions_however_they_are_written_and_the_o
     // And 6 DONE two days ago, 5 yesterday, 3 CANCELED 29 days ago; the 40- and 30-day-old ones
     // are outside.
     assert_eq!(sums, (21, 1, 4));
+
+    // Per hour, the last 24 (from the index, not the tallies): what ended today ended within
+    // them; what ended a day ago and before did not.
+    let hourly = report::outcomes_per_hour(&app.pool, 24).await.unwrap();
+    assert_eq!(hourly.len(), 24);
+    // The last slot is the hour now running.
+    let into_hour = Utc::now() - hourly.last().unwrap().0;
+    assert!(
+        into_hour >= chrono::Duration::zero() && into_hour < chrono::Duration::hours(1),
+        "{into_hour}"
+    );
+    let sums = hourly.iter().fold((0, 0, 0), |(d, f, c), hour| {
+        (d + hour.1, f + hour.2, c + hour.3)
+    });
+    assert_eq!(sums, (10, 1, 1));
 
     // Concurrent transactions on their own connections, each ending a few deletions.
     seed(&app, "x", 64, DeletionStatus::Pending, 1, None, -20).await;
