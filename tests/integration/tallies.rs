@@ -7,10 +7,9 @@ use chrono::Utc;
 use erasure::deletion::report;
 use erasure::deletion::{DeletionStatus, KeyRef};
 use erasure::erase::{Outcome, Slot};
-use erasure::request::{Channel, ErasureRequest, Received};
-use uuid::Uuid;
+use erasure::request::Received;
 
-use crate::helpers::plans::erase_one;
+use crate::helpers::plans::{erase_one, received};
 use crate::helpers::{Shape, TestApp};
 
 /// Where the tallies and the deletions disagree, as (tally, day, status, tallied, counted).
@@ -34,23 +33,6 @@ async fn disagreements(app: &TestApp) -> Vec<(String, String, String, i64, i64)>
 async fn assert_agree(app: &TestApp, after: &str) {
     let differ = disagreements(app).await;
     assert!(differ.is_empty(), "after {after}: {differ:?}");
-}
-
-fn received(app: &TestApp, customer: &str) -> Received {
-    app.eraser()
-        .receive(
-            ErasureRequest {
-                request_id: Uuid::new_v4(),
-                customer_id: customer.into(),
-                requested_by: "dpo".into(),
-                reason: None,
-                requested_at: None,
-                identifier_type: None,
-            },
-            Channel::Amqp,
-            Utc::now(),
-        )
-        .unwrap()
 }
 
 /// Deletions written by statements of many rows: `n` of `status`, created `created_days_ago`,

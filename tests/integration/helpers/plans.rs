@@ -5,14 +5,14 @@ use chrono::Utc;
 use erasure::deletion::DeletionRow;
 use erasure::erase::Outcome;
 use erasure::plan::{Plan, check};
-use erasure::request::{Channel, ErasureRequest};
+use erasure::request::{Channel, ErasureRequest, Received};
 use uuid::Uuid;
 
 use super::TestApp;
 
-/// Erases the customer `identifier` names and returns the recorded outcome.
-pub async fn erase_one(app: &TestApp, identifier: &str) -> DeletionRow {
-    let eraser = app.eraser();
+/// A request to erase the customer `identifier` names, received now (as the worker receives a
+/// message), ready for the eraser or a batch.
+pub fn received(app: &TestApp, identifier: &str) -> Received {
     let request = ErasureRequest {
         request_id: Uuid::new_v4(),
         customer_id: identifier.to_owned(),
@@ -21,8 +21,19 @@ pub async fn erase_one(app: &TestApp, identifier: &str) -> DeletionRow {
         requested_at: None,
         identifier_type: None,
     };
-    let received = eraser.receive(request, Channel::Cli, Utc::now()).unwrap();
-    match eraser.erase(&received).await.unwrap() {
+    app.eraser()
+        .receive(request, Channel::Cli, Utc::now())
+        .unwrap()
+}
+
+/// Erases the customer `identifier` names and returns the recorded outcome.
+pub async fn erase_one(app: &TestApp, identifier: &str) -> DeletionRow {
+    match app
+        .eraser()
+        .erase(&received(app, identifier))
+        .await
+        .unwrap()
+    {
         Outcome::Recorded(row) => row,
         other => panic!("expected a recorded outcome, got {other:?}"),
     }
