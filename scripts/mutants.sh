@@ -58,4 +58,9 @@ filters=(
 )
 # After `--`, what cargo test takes; after the second, what the test binaries take: the names
 # of the tests to run.
+mkdir -p target
+# cargo-mutants builds a copy of the tree without target/: the browser tests find axe-core here.
+if [ -f target/npm/node_modules/axe-core/axe.min.js ]; then
+    export AXE_CORE_JS="$PWD/target/npm/node_modules/axe-core/axe.min.js"
+fi
 exec cargo mutants "${args[@]}" "${extra[@]}" --output target/mutants --timeout 900 -- -- "${filters[@]}"
