@@ -12,7 +12,7 @@ seconds=${SECONDS_EACH:-15}
 here=$(dirname "$0")
 psql_() { psql -h "${PGHOST:-127.0.0.1}" -U "${PGUSER:-postgres}" -d "$db" -qAt -c "$1"; }
 triggers() { # ENABLE or DISABLE
-    for t in deletions_tally_insert deletions_tally_update deletions_tally_delete deletions_resolve_failures; do
+    for t in deletions_tally_insert deletions_tally_update deletions_tally_delete deletions_resolve_failures_insert deletions_resolve_failures_update; do
         psql_ "ALTER TABLE erasure.deletions $1 TRIGGER $t"
     done
 }

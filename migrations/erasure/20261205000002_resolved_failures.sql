@@ -18,41 +18,60 @@ UPDATE erasure.deletions d
             SELECT 1 FROM erasure.deletions l
              WHERE l.related_object_id = d.related_object_id AND l.status = 'DONE' AND l.created_at > d.created_at)));
 
--- Before a deletion is written with a status, a retry link or a customer: a retry resolves the
--- deletion it retries; a DONE erasure resolves the customer's FAILED deletions created before
--- it; a deletion that ends FAILED is resolved at once if that has already happened. Writers of
--- one customer's deletions take the same transaction lock first, so that when two of them race
--- (a FAILED and a later DONE committing at the same moment), the second sees the first.
+-- After each statement that writes deletions (set-based, so that a statement of many writes a
+-- few joins, not a query per row): a retry resolves the deletion it retries; a DONE erasure
+-- resolves the customer's FAILED deletions created before it; a deletion that ended FAILED is
+-- resolved at once if that has already happened.
+--
+-- A failure and a later erasure of the same customer committing at the same moment must not
+-- miss each other. The erasure first locks the customer's earlier deletions that are open or
+-- unresolved (row locks, kept in the rows themselves): a failure being written to one of them
+-- makes it wait until that commits, and its update then sees the FAILED row; a failure written
+-- after the lock waits for the erasure to commit, and its own check then sees the DONE row.
 CREATE FUNCTION erasure.resolve_failures() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.related_object_id IS NOT NULL AND NEW.status IN ('DONE', 'FAILED') THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended('erasure.resolve_failures:' || NEW.related_object_id, 0));
+    -- The updates below run this again; they have nothing more to resolve.
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NULL;
     END IF;
-    IF NEW.retry_of IS NOT NULL THEN
-        UPDATE erasure.deletions SET resolved_by = NEW.id
-         WHERE id = NEW.retry_of AND resolved_by IS NULL;
+    UPDATE erasure.deletions d SET resolved_by = n.id
+      FROM new_rows n
+     WHERE n.retry_of IS NOT NULL AND d.id = n.retry_of AND d.resolved_by IS NULL;
+
+    PERFORM 1 FROM erasure.deletions d JOIN new_rows n ON d.related_object_id = n.related_object_id
+      WHERE n.status = 'DONE' AND d.created_at < n.created_at AND d.id <> n.id
+        AND (d.status IN ('PENDING', 'IN_PROGRESS') OR (d.status = 'FAILED' AND d.resolved_by IS NULL))
+      FOR UPDATE OF d;
+    IF FOUND THEN
+        UPDATE erasure.deletions d SET resolved_by = r.by
+          FROM (SELECT DISTINCT ON (e.id) e.id, n.id AS by
+                  FROM erasure.deletions e JOIN new_rows n ON e.related_object_id = n.related_object_id
+                 WHERE n.status = 'DONE' AND e.status = 'FAILED' AND e.resolved_by IS NULL
+                   AND e.created_at < n.created_at AND e.id <> n.id
+                 ORDER BY e.id, n.created_at, n.id) r
+         WHERE d.id = r.id;
     END IF;
-    IF NEW.status = 'DONE' AND NEW.related_object_id IS NOT NULL THEN
-        UPDATE erasure.deletions SET resolved_by = NEW.id
-         WHERE related_object_id = NEW.related_object_id AND status = 'FAILED'
-           AND created_at < NEW.created_at AND resolved_by IS NULL AND id <> NEW.id;
-    END IF;
-    IF NEW.status = 'FAILED' AND NEW.resolved_by IS NULL THEN
-        NEW.resolved_by := COALESCE(
-            (SELECT r.id FROM erasure.deletions r WHERE r.retry_of = NEW.id),
-            (SELECT l.id FROM erasure.deletions l
-              WHERE NEW.related_object_id IS NOT NULL AND l.related_object_id = NEW.related_object_id
-                AND l.status = 'DONE' AND l.created_at > NEW.created_at
-              ORDER BY l.created_at, l.id LIMIT 1));
-    END IF;
-    RETURN NEW;
+
+    UPDATE erasure.deletions d SET resolved_by = COALESCE(
+           (SELECT r.id FROM erasure.deletions r WHERE r.retry_of = d.id),
+           (SELECT l.id FROM erasure.deletions l
+             WHERE l.related_object_id = d.related_object_id AND l.status = 'DONE' AND l.created_at > d.created_at
+             ORDER BY l.created_at, l.id LIMIT 1))
+      FROM new_rows n
+     WHERE d.id = n.id AND n.status = 'FAILED' AND n.resolved_by IS NULL
+       AND (EXISTS (SELECT 1 FROM erasure.deletions r WHERE r.retry_of = d.id)
+            OR (d.related_object_id IS NOT NULL AND EXISTS (
+                SELECT 1 FROM erasure.deletions l
+                 WHERE l.related_object_id = d.related_object_id AND l.status = 'DONE' AND l.created_at > d.created_at)));
+    RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER deletions_resolve_failures
-    BEFORE INSERT OR UPDATE OF status, retry_of, related_object_id ON erasure.deletions
-    FOR EACH ROW EXECUTE FUNCTION erasure.resolve_failures();
+CREATE TRIGGER deletions_resolve_failures_insert AFTER INSERT ON erasure.deletions
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION erasure.resolve_failures();
+CREATE TRIGGER deletions_resolve_failures_update AFTER UPDATE ON erasure.deletions
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION erasure.resolve_failures();
 
 -- What is owed, by its deadline: the console's deadline counts and the overdue list. The
 -- deadline's columns are included so that counting reads the index alone (the owed rows are
