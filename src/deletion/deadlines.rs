@@ -11,7 +11,6 @@
 use chrono::{DateTime, Months, Utc};
 use serde_json::json;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::audit::{Audit, AuditAction};
 use super::{DeletionRow, DeletionStatus, KeyRef, read_columns};
@@ -118,16 +117,7 @@ pub async fn extend(
     key: &KeyRef,
 ) -> Result<Extended, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let request_id = Uuid::parse_str(id_or_request_id).ok();
-    let row: Option<DeletionRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM erasure.deletions WHERE id = $1 OR request_id = $2 FOR UPDATE",
-        read_columns()
-    ))
-    .bind(id_or_request_id)
-    .bind(request_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = super::store::lock(&mut *tx, id_or_request_id).await? else {
         return Ok(Extended::NotFound);
     };
     let owed: bool = sqlx::query_scalar(&format!(

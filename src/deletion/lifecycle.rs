@@ -4,12 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::audit::{Audit, AuditAction};
 use super::due_at;
 use super::store::NewDeletion;
-use super::{DeletionRow, DeletionStatus, read_columns};
+use super::{DeletionRow, DeletionStatus};
 use crate::request::{Channel, InvalidRequest, Received};
 
 /// Where a request stands against its grace period.
@@ -129,16 +128,7 @@ pub async fn cancel(
     reason: Option<&str>,
 ) -> Result<Canceled, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let request_id = Uuid::parse_str(id_or_request_id).ok();
-    let row: Option<DeletionRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM erasure.deletions WHERE id = $1 OR request_id = $2 FOR UPDATE",
-        read_columns()
-    ))
-    .bind(id_or_request_id)
-    .bind(request_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let Some(row) = super::store::lock(&mut *tx, id_or_request_id).await? else {
         return Ok(Canceled::NotFound);
     };
     match row.status {

@@ -369,10 +369,27 @@ pub async fn find(
     db: impl PgExecutor<'_>,
     id_or_request_id: &str,
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
+    find_with(db, id_or_request_id, "").await
+}
+
+/// The same, its row locked until the transaction ends: what a cancel or an extension reads
+/// before it decides, so that an erasure of the same request waits for it (or it for that).
+pub async fn lock(
+    db: impl PgExecutor<'_>,
+    id_or_request_id: &str,
+) -> Result<Option<DeletionRow>, sqlx::Error> {
+    find_with(db, id_or_request_id, " FOR UPDATE").await
+}
+
+async fn find_with(
+    db: impl PgExecutor<'_>,
+    id_or_request_id: &str,
+    locking: &str,
+) -> Result<Option<DeletionRow>, sqlx::Error> {
     match Uuid::parse_str(id_or_request_id) {
         Ok(request_id) => {
             sqlx::query_as(&format!(
-                "SELECT {} FROM erasure.deletions WHERE request_id = $1",
+                "SELECT {} FROM erasure.deletions WHERE request_id = $1{locking}",
                 read_columns()
             ))
             .bind(request_id)
@@ -381,7 +398,7 @@ pub async fn find(
         }
         Err(_) => {
             sqlx::query_as(&format!(
-                "SELECT {} FROM erasure.deletions WHERE id = $1",
+                "SELECT {} FROM erasure.deletions WHERE id = $1{locking}",
                 read_columns()
             ))
             .bind(id_or_request_id)
