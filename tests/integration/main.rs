@@ -1,5 +1,6 @@
 //! Integration tests against the machine's real PostgreSQL and RabbitMQ.
 
+mod acker;
 mod batches;
 mod canary;
 mod chunked;
