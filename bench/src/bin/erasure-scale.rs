@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let empty = database(&base, "scale_empty", false).await?;
     let pool = erasure::db::prepare(&seeding(&full)).await?;
     let seeded: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM erasure.deletions WHERE id LIKE 'del_s%'")
+        sqlx::query_scalar("SELECT count(*) FROM erasure.deletions WHERE id ~ '^del_s[0-9]{19}$'")
             .fetch_one(&pool)
             .await?;
     if seeded == args.deletions {
