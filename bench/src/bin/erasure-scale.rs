@@ -468,19 +468,23 @@ async fn csv_downloads(
 
 /// Erasures per second of `count` seeded customers, one after another, in-process.
 async fn erasure_rate(settings: &Settings, count: i64) -> anyhow::Result<f64> {
+    // Customers of this run's own, never erased before (a reused database holds earlier runs').
+    let prefix = format!("rate_{}_", &Uuid::new_v4().simple().to_string()[..8]);
     let pool = erasure::db::prepare(&seeding(settings)).await?;
     sqlx::query(
         "INSERT INTO customers (id, source_id, name, email) \
-         SELECT 'rate_' || c, 'src_rate_' || c, 'Name ' || c, 'rate' || c || '@mail.example' FROM generate_series(1, $1) c",
+         SELECT $2 || c, 'src_' || $2 || c, 'Name ' || c, $2 || c || '@mail.example' FROM generate_series(1, $1) c",
     )
     .bind(count)
+    .bind(&prefix)
     .execute(&pool)
     .await?;
     sqlx::query(
         "INSERT INTO events (customer_id, type, metadata) \
-         SELECT 'rate_' || c, 'viewed', '{}' FROM generate_series(1, $1) c, generate_series(1, 20) n",
+         SELECT $2 || c, 'viewed', '{}' FROM generate_series(1, $1) c, generate_series(1, 20) n",
     )
     .bind(count)
+    .bind(&prefix)
     .execute(&pool)
     .await?;
     sqlx::raw_sql("ANALYZE").execute(&pool).await?;
@@ -490,7 +494,7 @@ async fn erasure_rate(settings: &Settings, count: i64) -> anyhow::Result<f64> {
     for c in 1..=count {
         let request = ErasureRequest {
             request_id: Uuid::new_v4(),
-            customer_id: format!("rate_{c}"),
+            customer_id: format!("{prefix}{c}"),
             requested_by: "scale".into(),
             reason: None,
             requested_at: None,
