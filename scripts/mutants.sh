@@ -10,6 +10,7 @@
 #                                            run it on a change before it lands)
 #   scripts/mutants.sh --shard 1/40          one fortieth of every area (a sample)
 #   scripts/mutants.sh --jobs 2 ...          two mutants at once
+#   scripts/mutants.sh FILE -- --baseline skip   the rest to cargo mutants as it is
 #
 # Needs PostgreSQL and RabbitMQ (as the tests do) and cargo-mutants
 # (`cargo install cargo-mutants --locked`). Not part of .ci/run: it takes long.
@@ -34,6 +35,12 @@ while [ $# -gt 0 ]; do
     --jobs)
         extra+=(--jobs "$2")
         shift 2
+        ;;
+    --)
+        # The rest goes to cargo mutants as it is (`-- --baseline skip`, `-- --list`).
+        shift
+        extra+=("$@")
+        break
         ;;
     *)
         files+=("$1")
@@ -62,5 +69,7 @@ mkdir -p target
 if [ -f target/npm/node_modules/axe-core/axe.min.js ]; then
     export AXE_CORE_JS="$PWD/target/npm/node_modules/axe-core/axe.min.js"
 fi
+# A test that fails once and passes when run again is a flake of a loaded machine, not a catch.
+export NEXTEST_RETRIES=1
 exec cargo mutants "${args[@]}" "${extra[@]}" --test-tool nextest --profile mutants \
     --output target/mutants --timeout 600

@@ -331,6 +331,25 @@ async fn seal_and_check(app: &TestApp) -> (i32, String, String) {
     audit_verify(app, &[]).await
 }
 
+/// Seals until every audit row is sealed, then checks. A transaction still open in the
+/// database (the worker's, the outbox's) holds sealing back until it ends, so one pass can leave
+/// the newest rows unsealed; a test that then tampers with "the newest row" must know it is
+/// sealed, or `audit verify` rightly says nothing.
+async fn seal_all_and_check(app: &TestApp) -> (i32, String, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, stdout, stderr) = seal_and_check(app).await;
+        if code != 0 || stdout.contains(" 0 rows not sealed yet") {
+            return (code, stdout, stderr);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rows stayed unsealed for 20 s: {stdout}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn editing_deleting_adding_or_reordering_a_sealed_audit_row_is_named_by_audit_verify() {
     let mut app = TestApp::with_settings(|s| s.proof.seal_every_ms = 0).await;
@@ -646,10 +665,10 @@ async fn a_retention_purge_is_sealed_and_audit_verify_names_it_while_other_delet
     app.start_worker().await;
     app.wait_for_final(app.request_erasure("cust_old_4").await)
         .await;
-    let (code, stdout, stderr) = seal_and_check(&app).await;
-    assert_eq!(code, 0, "{stderr}{stdout}");
     app.stop_workers().await;
-    // A row deleted outside the purge is still named.
+    let (code, stdout, stderr) = seal_all_and_check(&app).await;
+    assert_eq!(code, 0, "{stderr}{stdout}");
+    // A row deleted outside the purge is still named (the newest row: sealed, as just checked).
     let id: i64 = sqlx::query_scalar("SELECT max(id) FROM erasure.audit_log")
         .fetch_one(&app.pool)
         .await
