@@ -39,6 +39,17 @@ use crate::outbox::Outbox;
 use acker::Acker;
 pub use delivery::{Disposition, Message, handle_batch, handle_delivery};
 
+/// How long a held delivery waits before it is tried again alone the first time.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// The longest wait between two tries of a held delivery.
+const LONGEST_RETRY: Duration = Duration::from_secs(30);
+
+/// The wait before the next try of a held delivery, after waiting `delay`: twice as long, up to
+/// [`LONGEST_RETRY`] (a customer held for long is not asked for every half second).
+fn next_retry(delay: Duration) -> Duration {
+    (delay * 2).min(LONGEST_RETRY)
+}
+
 /// The consumer, with what it needs.
 pub struct Worker {
     pub eraser: Eraser,
@@ -249,13 +260,13 @@ impl Worker {
         }
         self.outbox.wake();
         for delivery in held {
-            let mut delay = Duration::from_millis(500);
+            let mut delay = FIRST_RETRY;
             let disposition = loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break Disposition::Requeue,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
+                delay = next_retry(delay);
                 let disposition = handle_delivery(
                     slot,
                     &delivery.data,
@@ -284,5 +295,22 @@ impl Worker {
             // The channel is gone; the broker redelivers, and the recorded outcome stands.
             tracing::warn!(error = %e, "could not answer the broker for a delivery");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_delivery_waits_twice_as_long_each_time_up_to_thirty_seconds() {
+        let waits: Vec<u64> = std::iter::successors(Some(FIRST_RETRY), |d| Some(next_retry(*d)))
+            .take(9)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
     }
 }

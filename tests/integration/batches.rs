@@ -473,3 +473,55 @@ async fn a_request_id_twice_in_a_batch_ends_as_alone_without_failing_the_batch_s
     assert_eq!(slot.batch_fallbacks(), 0);
     app.cleanup().await;
 }
+
+/// The requests of one batch share the moment the batch was received: their audit rows' times
+/// give the batches the worker formed, in order.
+async fn batch_sizes(app: &TestApp, requests: &[Uuid]) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT count(DISTINCT request_id) FROM erasure.audit_log WHERE request_id = ANY($1) \
+         GROUP BY received_at ORDER BY min(id)",
+    )
+    .bind(requests)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_worker_waits_batch_wait_for_a_batch_to_fill_and_never_takes_more_than_batch_max() {
+    let mut app = TestApp::with_settings(|s| {
+        s.worker.concurrency = 1;
+        s.worker.batch_max = 3;
+        s.worker.batch_wait_ms = 1500;
+    })
+    .await;
+    let customers: Vec<String> = (0..7).map(|i| format!("cust_g{i}")).collect();
+    for c in &customers {
+        app.seed_customer(c, &format!("src_{c}"), Shape::default())
+            .await;
+    }
+    app.start_worker().await;
+    // Three requests 200 ms apart: the first waits for the other two, and the three are one
+    // batch (without the wait, each would be a batch of its own).
+    let mut first = Vec::new();
+    for c in &customers[..3] {
+        first.push(app.request_erasure(c).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &first {
+        app.wait_for_final(*id).await;
+    }
+    assert_eq!(batch_sizes(&app, &first).await, [3]);
+    // Four at once: a full batch of three, then the last alone once the wait has passed.
+    let mut rest = Vec::new();
+    for c in &customers[3..] {
+        rest.push(app.request_erasure(c).await);
+    }
+    for id in &rest {
+        let row = app.wait_for_final(*id).await;
+        assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    }
+    assert_eq!(batch_sizes(&app, &rest).await, [3, 1]);
+    app.stop_workers().await;
+    app.cleanup().await;
+}
