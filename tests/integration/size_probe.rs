@@ -221,3 +221,40 @@ async fn a_failed_batch_carried_out_alone_probes_everyone_and_erases_a_missed_wh
     assert_nothing_left_of(&app, "cust_grown").await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_service_reads_the_statistics_again_as_they_change_and_stops_reading_at_shutdown() {
+    let app = app().await;
+    app.seed_customer("cust_whale", "src_cust_whale", whale())
+        .await;
+    for i in 0..10 {
+        let c = format!("cust_t{i}");
+        app.seed_customer(&c, &format!("src_{c}"), Shape::typical())
+            .await;
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let reader = tokio::spawn(
+        app.eraser()
+            .clone()
+            .keep_reading_statistics(std::time::Duration::from_millis(50), shutdown.clone()),
+    );
+    // Not analyzed yet: everyone is probed. Once the tables are analyzed, the running reader
+    // (not this test) narrows the probing to the one customer the statistics say is large.
+    assert_eq!(app.eraser().probing(), Probing::All);
+    analyze(&app).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.eraser().probing() != Probing::Only(vec!["cust_whale".to_string()].into()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the statistics were not read again: {:?}",
+            app.eraser().probing()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+        .await
+        .expect("the reader stops at shutdown")
+        .unwrap();
+    app.cleanup().await;
+}
