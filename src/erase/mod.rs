@@ -141,6 +141,26 @@ const MAX_ROUNDS: usize = 5;
 /// recorded its outcome first, and this statement rolled back.
 const LOST_RACE_CONSTRAINT: &str = "audit_log_outcome_has_deletion";
 
+/// The table of a deletion's `counts` with the most rows, and how many, when one statement
+/// erased more than `threshold` rows of it: a customer the statistics did not show as large,
+/// so not probed, erased in one long transaction instead of chunks. Not after chunks: the
+/// chunks erased those rows, and the counts are the whole erasure's.
+fn unprobed_large(
+    counts: &serde_json::Value,
+    threshold: i64,
+    after_chunks: bool,
+) -> Option<(&str, i64)> {
+    if after_chunks {
+        return None;
+    }
+    counts
+        .as_object()?
+        .iter()
+        .filter_map(|(table, n)| Some((table.as_str(), n.as_i64()?)))
+        .max_by_key(|(_, n)| *n)
+        .filter(|(_, n)| *n > threshold)
+}
+
 impl Eraser {
     /// `plan` as the live-schema check returned it (with its facts).
     pub fn new(pool: PgPool, plan: Plan, hash: KeyedHash, limits: Limits) -> Self {
@@ -417,7 +437,7 @@ impl Eraser {
         let query = sqlx::query_as_with::<_, DeletionRow, _>(&self.inner.statement.sql, args);
         if !after_chunks && self.inner.lock.is_none() && self.inner.trailing.is_none() {
             let rows = query.fetch_all(conn).await?;
-            self.tell_large_in_one_statement(&rows);
+            self.tell_large_in_one_statement(&rows, false);
             return Ok(rows);
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -430,9 +450,7 @@ impl Eraser {
         let rows = query.fetch_all(&mut *tx).await?;
         self.clear_trigger_copies(&mut tx, &rows).await?;
         tx.commit().await?;
-        if !after_chunks {
-            self.tell_large_in_one_statement(&rows);
-        }
+        self.tell_large_in_one_statement(&rows, after_chunks);
         Ok(rows)
     }
 
@@ -485,17 +503,10 @@ impl Eraser {
     /// Says so when the statement erased more rows of one table than the chunk threshold: the
     /// statistics did not show that customer as large (they were older than its rows), so it
     /// was not probed, and its erasure took one long transaction instead of chunks.
-    fn tell_large_in_one_statement(&self, rows: &[DeletionRow]) {
+    fn tell_large_in_one_statement(&self, rows: &[DeletionRow], after_chunks: bool) {
         let threshold = self.inner.limits.chunk_threshold;
         for row in rows {
-            let largest = row
-                .data_json
-                .as_object()
-                .into_iter()
-                .flat_map(|counts| counts.iter())
-                .filter_map(|(table, n)| Some((table, n.as_i64()?)))
-                .max_by_key(|(_, n)| *n);
-            if let Some((table, n)) = largest.filter(|(_, n)| *n > threshold) {
+            if let Some((table, n)) = unprobed_large(&row.data_json, threshold, after_chunks) {
                 crate::metrics::unprobed_large();
                 tracing::warn!(deletion_id = %row.id, count_key = %table, rows = n, threshold, "erased a customer larger than the chunk threshold in one statement; the tables' statistics did not show it (ANALYZE them)");
             }
@@ -570,5 +581,22 @@ impl Eraser {
             .map(|k| (k.clone(), Value::from(0)))
             .collect();
         Value::Object(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_table_past_the_threshold_in_one_statement_is_told() {
+        let counts = json!({"customers": 1, "events": 2500, "orders": 40, "note": "x"});
+        assert_eq!(unprobed_large(&counts, 2000, false), Some(("events", 2500)));
+        // Exactly at the threshold is not past it; after chunks, the chunks erased the rows.
+        assert_eq!(unprobed_large(&counts, 2500, false), None);
+        assert_eq!(unprobed_large(&counts, 2000, true), None);
+        assert_eq!(unprobed_large(&json!({"events": 3}), 2000, false), None);
+        assert_eq!(unprobed_large(&json!("not counts"), 0, false), None);
     }
 }
