@@ -212,9 +212,10 @@ impl Worker {
         let mut batch = vec![first];
         let deadline = Instant::now() + Duration::from_millis(self.settings.batch_wait_ms);
         while batch.len() < self.settings.batch_max {
+            // What has arrived joins at once; otherwise wait for more until the deadline (one
+            // already passed, as with no `batch_wait_ms`, ends the wait at once).
             let next = match consumer.next().now_or_never() {
                 Some(next) => next,
-                None if Instant::now() >= deadline => break,
                 None => tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep_until(deadline) => break,
