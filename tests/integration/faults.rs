@@ -350,7 +350,16 @@ async fn killed_backends_and_a_database_outage_lose_nothing_and_fail_nothing() {
             "an outage never fails a request: {row:?}"
         );
         assert_eq!(row.data_json, Shape::typical().expected_counts());
+        assert_eq!(app.audit_actions(request_id).await, ["erasure.done"]);
     }
+    // Each held delivery was acknowledged once its erasure committed, not tried again: when the
+    // worker stops, none goes back to the queue.
+    app.stop_workers().await;
+    assert!(
+        app.take_all(&app.settings.amqp.queue.clone())
+            .await
+            .is_empty()
+    );
     admin.close().await;
     app.cleanup().await;
 }
