@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use erasure::deletion::{DeletionRow, DeletionStatus, ErrorKey};
-use erasure::erase::Outcome;
+use erasure::erase::{Named, Outcome};
 use erasure::request::{Channel, ErasureRequest};
 use erasure::startup::Mode;
 use reqwest::StatusCode;
@@ -145,6 +145,25 @@ async fn an_identifier_that_names_two_customers_is_refused_and_its_type_resolves
         ),
         "{preview:?}"
     );
+    // The console's search asks the same question of the live customers: by any lookup, two;
+    // by the type said, one each.
+    let identity = app.eraser().identity();
+    for (word, named) in [
+        (None, Named::Several),
+        (Some("external_ref"), Named::One("1".into())),
+        (Some("legacy_code"), Named::One("2".into())),
+        (Some("key"), Named::Nobody),
+    ] {
+        let kind = identity.identifier_type(word).unwrap();
+        assert_eq!(
+            app.eraser()
+                .live_customer_key("dup-1", &kind)
+                .await
+                .unwrap(),
+            named,
+            "{word:?}"
+        );
+    }
     // Said which it is, it names one.
     let two = erase(&app, "dup-1", Some("legacy_code")).await;
     assert_eq!(two.related_object_id.as_deref(), Some("2"));
