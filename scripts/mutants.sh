@@ -11,6 +11,7 @@
 #   scripts/mutants.sh --shard 1/40          one fortieth of every area (a sample)
 #   scripts/mutants.sh --jobs 2 ...          two mutants at once
 #   scripts/mutants.sh FILE -- --baseline skip   the rest to cargo mutants as it is
+#   scripts/mutants.sh FILE -- -- -E 'not test(/^console::/)'   and to nextest after a second --
 #
 # Needs PostgreSQL and RabbitMQ (as the tests do) and cargo-mutants
 # (`cargo install cargo-mutants --locked`). Not part of .ci/run: it takes long.
@@ -71,5 +72,6 @@ if [ -f target/npm/node_modules/axe-core/axe.min.js ]; then
 fi
 # A test that fails once and passes when run again is a flake of a loaded machine, not a catch.
 export NEXTEST_RETRIES=1
-exec cargo mutants "${args[@]}" "${extra[@]}" --test-tool nextest --profile mutants \
-    --output target/mutants --timeout 600
+# Ours first, then what was given: what follows a `--` in it goes to the tests (a filter).
+exec cargo mutants "${args[@]}" --test-tool nextest --profile mutants \
+    --output target/mutants --timeout 600 "${extra[@]}"
