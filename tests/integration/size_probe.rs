@@ -46,6 +46,15 @@ fn received(app: &TestApp, customer: &str) -> Received {
         .unwrap()
 }
 
+/// Ten typical customers, `cust_t0` to `cust_t9`: well under the threshold.
+async fn seed_typical(app: &TestApp) {
+    for i in 0..10 {
+        let c = format!("cust_t{i}");
+        app.seed_customer(&c, &format!("src_{c}"), Shape::typical())
+            .await;
+    }
+}
+
 async fn analyze(app: &TestApp) {
     sqlx::raw_sql("ANALYZE").execute(&app.pool).await.unwrap();
 }
@@ -107,11 +116,7 @@ async fn the_statistics_name_the_customers_probed_and_a_batch_erases_those_in_ch
     let app = app().await;
     app.seed_customer("cust_whale", "src_cust_whale", whale())
         .await;
-    for i in 0..10 {
-        let c = format!("cust_t{i}");
-        app.seed_customer(&c, &format!("src_{c}"), Shape::typical())
-            .await;
-    }
+    seed_typical(&app).await;
     // Never analyzed: nothing to go by, everyone is probed.
     assert_eq!(app.eraser().read_statistics().await.unwrap(), Probing::All);
     analyze(&app).await;
@@ -154,11 +159,7 @@ async fn the_statistics_name_the_customers_probed_and_a_batch_erases_those_in_ch
 #[tokio::test]
 async fn a_customer_grown_since_the_statistics_is_erased_in_one_statement_all_the_same() {
     let app = app().await;
-    for i in 0..10 {
-        let c = format!("cust_t{i}");
-        app.seed_customer(&c, &format!("src_{c}"), Shape::typical())
-            .await;
-    }
+    seed_typical(&app).await;
     analyze(&app).await;
     app.seed_customer("cust_grown", "src_cust_grown", whale())
         .await;
@@ -180,11 +181,7 @@ async fn a_customer_grown_since_the_statistics_is_erased_in_one_statement_all_th
 #[tokio::test]
 async fn a_failed_batch_carried_out_alone_probes_everyone_and_erases_a_missed_whale_in_chunks() {
     let app = app().await;
-    for i in 0..10 {
-        let c = format!("cust_t{i}");
-        app.seed_customer(&c, &format!("src_{c}"), Shape::typical())
-            .await;
-    }
+    seed_typical(&app).await;
     analyze(&app).await;
     app.seed_customer("cust_grown", "src_cust_grown", whale())
         .await;
@@ -227,11 +224,7 @@ async fn the_service_reads_the_statistics_again_as_they_change_and_stops_reading
     let app = app().await;
     app.seed_customer("cust_whale", "src_cust_whale", whale())
         .await;
-    for i in 0..10 {
-        let c = format!("cust_t{i}");
-        app.seed_customer(&c, &format!("src_{c}"), Shape::typical())
-            .await;
-    }
+    seed_typical(&app).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let reader = tokio::spawn(
         app.eraser()
