@@ -558,3 +558,108 @@ async fn a_constraint_the_plan_does_not_cover_fails_plan_gap_after_one_retry_nam
     );
     app.cleanup().await;
 }
+
+/// A constraint that refuses once may be a row committed meanwhile: each constraint is given
+/// one more try before it counts as what the plan lacks, a second one too. A trigger on the
+/// rentals refuses the first attempt by one constraint and the second by another (a sequence
+/// counts the attempts: it is not rolled back with them); the third erases.
+#[tokio::test]
+async fn each_constraint_that_refuses_is_tried_again_once_so_two_passing_refusals_end_done() {
+    let app = TestApp::with_schema(crate::shared_rows::SCHEMA, crate::shared_rows::PLAN).await;
+    sqlx::raw_sql(STORE_SEED).execute(&app.pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE SEQUENCE store.erasure_attempts; \
+         CREATE FUNCTION store.refuse_twice() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         DECLARE n bigint := nextval('store.erasure_attempts'); BEGIN \
+           IF n = 1 THEN RAISE foreign_key_violation USING CONSTRAINT = 'first_refusal', TABLE = 'rental'; \
+           ELSIF n = 2 THEN RAISE foreign_key_violation USING CONSTRAINT = 'second_refusal', TABLE = 'rental'; \
+           END IF; RETURN OLD; END $$; \
+         CREATE TRIGGER refuse_twice BEFORE DELETE ON store.rental \
+           FOR EACH ROW WHEN (OLD.customer_id = 10) EXECUTE FUNCTION store.refuse_twice();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let paul = "SELECT string_agg(t::text, '|' ORDER BY t::text) FROM (\
+          SELECT c::text FROM store.customer c WHERE customer_id = 11 \
+          UNION ALL SELECT r::text FROM store.rental r WHERE customer_id = 11) t";
+    let others: String = sqlx::query_scalar(paul).fetch_one(&app.pool).await.unwrap();
+    let eraser = app.eraser();
+    let request = ErasureRequest {
+        request_id: Uuid::new_v4(),
+        customer_id: "10".into(),
+        requested_by: "dpo".into(),
+        reason: None,
+        requested_at: None,
+        identifier_type: None,
+    };
+    let outcome = eraser
+        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
+        .await
+        .unwrap();
+    let Outcome::Recorded(row) = outcome else {
+        panic!("recorded: {outcome:?}")
+    };
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    let attempts: i64 = sqlx::query_scalar("SELECT last_value FROM store.erasure_attempts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts, 4,
+        "two refused attempts, then one that deleted both rentals"
+    );
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.rental WHERE customer_id = 10")
+            .await,
+        0
+    );
+    let after: String = sqlx::query_scalar(paul).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(after, others, "customer 11 untouched");
+    assert_eq!(
+        app.rows_containing("tess@tenant.example").await,
+        Vec::<String>::new()
+    );
+
+    // The same constraint refusing twice is what the plan lacks: FAILED plan_gap, naming it.
+    sqlx::raw_sql(
+        "SELECT setval('store.erasure_attempts', 1, false); \
+         CREATE OR REPLACE FUNCTION store.refuse_twice() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval('store.erasure_attempts') <= 2 THEN \
+           RAISE foreign_key_violation USING CONSTRAINT = 'first_refusal', TABLE = 'rental'; \
+         END IF; RETURN OLD; END $$; \
+         DROP TRIGGER refuse_twice ON store.rental; \
+         CREATE TRIGGER refuse_twice BEFORE DELETE ON store.rental \
+           FOR EACH ROW WHEN (OLD.customer_id = 11) EXECUTE FUNCTION store.refuse_twice();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let request = ErasureRequest {
+        request_id: Uuid::new_v4(),
+        customer_id: "11".into(),
+        requested_by: "dpo".into(),
+        reason: None,
+        requested_at: None,
+        identifier_type: None,
+    };
+    let outcome = eraser
+        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
+        .await
+        .unwrap();
+    let Outcome::Stopped(row) = outcome else {
+        panic!("stopped: {outcome:?}")
+    };
+    assert_eq!(row.error_key, Some(erasure::deletion::ErrorKey::PlanGap));
+    let message = row.error_message.clone().unwrap();
+    assert!(
+        message.starts_with("foreign key first_refusal of table rental"),
+        "{message}"
+    );
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.rental WHERE customer_id = 11")
+            .await,
+        1
+    );
+    app.cleanup().await;
+}
