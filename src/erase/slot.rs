@@ -68,10 +68,11 @@ impl Slot {
         let request_id = received.request_id();
         let mut probing = first;
         let mut delays = self.eraser.backoff().build();
-        let mut attempts: u32 = 0;
+        // Tries that count against the request: every failed one but the free reconnect.
+        let mut tries: u32 = 0;
         let mut reconnected = false;
         let mut refused_by: Vec<String> = Vec::new();
-        let (e, attempts) = loop {
+        let e = loop {
             let eraser = self.eraser.clone();
             let reused = self.conn.is_some();
             let attempt = match self.connection().await {
@@ -84,47 +85,47 @@ impl Slot {
                 Err(e) => e,
             };
             self.conn = None;
-            let class = match e.class() {
-                ErrorClass::Constraint => {
-                    let constraint = e.constraint().unwrap_or_default();
-                    if refused_by.contains(&constraint) {
-                        break (e, attempts + 1);
-                    }
-                    refused_by.push(constraint);
-                    ErrorClass::Retry
-                }
-                class => class,
-            };
+            let class = e.class();
             match class {
                 // A kept connection that died while idle (a database restart, a terminated
                 // backend): one immediate try on a fresh connection before holding.
                 ErrorClass::Hold if reused && !reconnected => {
                     reconnected = true;
                     tracing::info!(%request_id, error = %e, "kept connection lost; reconnecting");
+                    continue;
                 }
                 ErrorClass::Hold => return Err(e),
-                ErrorClass::Retry | ErrorClass::Constraint => {
-                    attempts += 1;
-                    match delays.next() {
-                        Some(delay) => {
-                            tracing::warn!(%request_id, error = %e, attempts, ?delay, "erasure attempt failed; retrying");
-                            tokio::time::sleep(delay).await;
-                        }
-                        None => break (e, attempts),
-                    }
+                ErrorClass::Retry | ErrorClass::Constraint | ErrorClass::Permanent => {}
+            }
+            tries += 1;
+            let may_pass = match class {
+                // A row committed meanwhile can cause it once; the same constraint again is a gap.
+                ErrorClass::Constraint => {
+                    let constraint = e.constraint().unwrap_or_default();
+                    let first = !refused_by.contains(&constraint);
+                    refused_by.push(constraint);
+                    first
                 }
-                ErrorClass::Permanent => break (e, attempts + 1),
+                ErrorClass::Retry => true,
+                ErrorClass::Permanent | ErrorClass::Hold => false,
+            };
+            match delays.next().filter(|_| may_pass) {
+                Some(delay) => {
+                    tracing::warn!(%request_id, error = %e, tries, ?delay, "erasure attempt failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => break e,
             }
         };
         let (key, message) = match e.failure() {
             (ErrorKey::PlanGap, gap) => (ErrorKey::PlanGap, gap),
             (key, _) if e.class() == ErrorClass::Retry => (
                 key,
-                format!("the erasure failed {attempts} times; the last time: {e}"),
+                format!("the erasure failed {tries} times; the last time: {e}"),
             ),
             (key, _) => (key, format!("the erasure failed: {e}")),
         };
-        tracing::error!(%request_id, error = %e, attempts, error_key = %key, "erasure failed");
+        tracing::error!(%request_id, error = %e, tries, error_key = %key, "erasure failed");
         self.eraser.record_failure(received, key, &message).await
     }
 
