@@ -608,3 +608,77 @@ async fn later_deliveries_committed_before_an_earlier_one_never_answer_for_it_ac
     kill_9(&mut worker).await;
     app.cleanup().await;
 }
+
+/// A worker slot keeps its connection from one request to the next. One that died while idle
+/// (a restart, a terminated backend) is replaced at once, and the request carried out; a
+/// database that cannot be reached holds the request (the caller tries it again later) after
+/// that one try, instead of trying on and on.
+#[tokio::test]
+async fn a_kept_connection_lost_while_idle_is_replaced_at_once_and_an_unreachable_database_holds_the_request()
+ {
+    use erasure::erase::{Outcome, Slot};
+    use erasure::request::{Channel, ErasureRequest};
+
+    let app = TestApp::new().await;
+    let customers = ["cust_kept_1", "cust_kept_2", "cust_kept_3"];
+    for customer in customers {
+        app.seed_customer(customer, &format!("src_{customer}"), Shape::typical())
+            .await;
+    }
+    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = app.settings.clone();
+    settings.database.url = erasure::config::Secret::new(format!(
+        "postgres://postgres@{}/{}?sslmode=disable",
+        proxy.addr, app.database
+    ));
+    settings.database.max_connections = 1;
+    settings.database.acquire_timeout_ms = 1000;
+    let through_proxy = erasure::startup::Application::build(settings)
+        .await
+        .unwrap();
+    let eraser = through_proxy.eraser.clone();
+    let received = |customer: &str| {
+        let request = ErasureRequest {
+            request_id: Uuid::new_v4(),
+            customer_id: customer.into(),
+            requested_by: "support-portal".into(),
+            reason: None,
+            requested_at: None,
+            identifier_type: None,
+        };
+        eraser
+            .receive(request, Channel::Amqp, chrono::Utc::now())
+            .unwrap()
+    };
+    let mut slot = Slot::new(eraser.clone());
+    let done = |outcome: Outcome| match outcome {
+        Outcome::Recorded(row) => assert_eq!(row.status, DeletionStatus::Done, "{row:?}"),
+        other => panic!("recorded: {other:?}"),
+    };
+    done(slot.erase(&received(customers[0])).await.unwrap());
+
+    proxy.reset();
+    let second = tokio::time::timeout(Duration::from_secs(30), slot.erase(&received(customers[1])))
+        .await
+        .expect("a kept connection lost is replaced, not waited on");
+    done(second.expect("carried out on a fresh connection, not held"));
+
+    let before = app.checksum_of_everything().await;
+    proxy.set(Mode::Refuse);
+    proxy.reset();
+    let third = tokio::time::timeout(Duration::from_secs(30), slot.erase(&received(customers[2])))
+        .await
+        .expect("an unreachable database holds the request instead of trying on and on");
+    let Err(e) = third else {
+        panic!("held: {third:?}")
+    };
+    assert_eq!(e.class(), erasure::db::ErrorClass::Hold, "{e}");
+    drop(slot);
+    proxy.set(Mode::Pass);
+    assert_eq!(
+        app.checksum_of_everything().await,
+        before,
+        "nothing erased while held"
+    );
+    app.cleanup().await;
+}
