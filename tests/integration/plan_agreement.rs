@@ -559,6 +559,58 @@ async fn a_constraint_the_plan_does_not_cover_fails_plan_gap_after_one_retry_nam
     app.cleanup().await;
 }
 
+/// An error no retry can pass (here a trigger's own exception) ends the request FAILED
+/// `internal` after one try, naming the error by its code only.
+#[tokio::test]
+async fn an_error_no_retry_can_pass_fails_internal_after_one_try() {
+    let app = TestApp::with_schema(crate::shared_rows::SCHEMA, crate::shared_rows::PLAN).await;
+    sqlx::raw_sql(STORE_SEED).execute(&app.pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE SEQUENCE store.erasure_attempts; \
+         CREATE FUNCTION store.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM nextval('store.erasure_attempts'); \
+           RAISE EXCEPTION 'rentals of % are kept', OLD.customer_id; END $$; \
+         CREATE TRIGGER refuse BEFORE DELETE ON store.rental \
+           FOR EACH ROW WHEN (OLD.customer_id = 10) EXECUTE FUNCTION store.refuse();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let eraser = app.eraser();
+    let request = ErasureRequest {
+        request_id: Uuid::new_v4(),
+        customer_id: "10".into(),
+        requested_by: "dpo".into(),
+        reason: None,
+        requested_at: None,
+        identifier_type: None,
+    };
+    let outcome = eraser
+        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
+        .await
+        .unwrap();
+    let Outcome::Stopped(row) = outcome else {
+        panic!("stopped: {outcome:?}")
+    };
+    assert_eq!(row.error_key, Some(erasure::deletion::ErrorKey::Internal));
+    assert_eq!(
+        row.error_message.as_deref(),
+        Some("the erasure failed: database error P0001"),
+        "the code, not the message (which holds the customer's key), and no count of tries"
+    );
+    let tries: i64 = sqlx::query_scalar("SELECT last_value FROM store.erasure_attempts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(tries, 1);
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.rental WHERE customer_id = 10")
+            .await,
+        2
+    );
+    app.cleanup().await;
+}
+
 /// A constraint that refuses once may be a row committed meanwhile: each constraint is given
 /// one more try before it counts as what the plan lacks, a second one too. A trigger on the
 /// rentals refuses the first attempt by one constraint and the second by another (a sequence
