@@ -244,3 +244,66 @@ async fn the_check_after_commit_reads_the_orders_the_erasure_kept_also_when_chun
     );
     app.cleanup().await;
 }
+
+/// A customer another request is erasing in chunks (its claim) holds every other request for
+/// that customer: the slot answers at once that the request waits on the claim, erases
+/// nothing, and carries it out once the claim ends.
+#[tokio::test]
+async fn a_customer_claimed_by_another_request_holds_the_request_until_the_claim_ends() {
+    use erasure::erase::{EraseError, Outcome, Slot};
+    use erasure::request::{Channel, ErasureRequest};
+
+    let app = TestApp::new().await;
+    app.seed_customer("cust_claimed", "src_claimed", Shape::typical())
+        .await;
+    app.seed_customer("cust_other", "src_other", Shape::typical())
+        .await;
+    let claimant = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO erasure.claims (subject_id, request_id) VALUES ($1, $2)")
+        .bind("cust_claimed")
+        .bind(claimant)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let before = app.checksum_of_everything().await;
+    let eraser = app.eraser();
+    let request = ErasureRequest {
+        request_id: uuid::Uuid::new_v4(),
+        customer_id: "src_claimed".into(),
+        requested_by: "support-portal".into(),
+        reason: None,
+        requested_at: None,
+        identifier_type: None,
+    };
+    let received = eraser
+        .receive(request, Channel::Amqp, chrono::Utc::now())
+        .unwrap();
+    let mut slot = Slot::new(eraser.clone());
+    let held = tokio::time::timeout(Duration::from_secs(20), slot.erase(&received))
+        .await
+        .expect("answered at once, not tried on while the claim stands");
+    match held {
+        Err(EraseError::ClaimedByAnotherRequest(by)) => assert_eq!(by, claimant),
+        other => panic!("held by the claim: {other:?}"),
+    }
+    assert_eq!(app.checksum_of_everything().await, before);
+
+    sqlx::query("DELETE FROM erasure.claims")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let others = app.checksum_of_others("cust_claimed").await;
+    match slot.erase(&received).await.unwrap() {
+        Outcome::Recorded(row) => {
+            assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+            assert_eq!(row.data_json, Shape::typical().expected_counts());
+        }
+        other => panic!("recorded: {other:?}"),
+    }
+    assert_eq!(app.checksum_of_others("cust_claimed").await, others);
+    assert_eq!(
+        app.rows_containing("cust_claimed@mail.example").await,
+        Vec::<String>::new()
+    );
+    app.cleanup().await;
+}
