@@ -10,6 +10,9 @@
 #                                            run it on a change before it lands)
 #   scripts/mutants.sh --shard 1/40          one fortieth of every area (a sample)
 #   scripts/mutants.sh --jobs 2 ...          two mutants at once
+#   scripts/mutants.sh --copy-target ...     each copy starts from target/ (build first:
+#                                            `cargo build --profile mutants --tests`), so it
+#                                            does not build every dependency again
 #   scripts/mutants.sh FILE -- --baseline skip   the rest to cargo mutants as it is
 #   scripts/mutants.sh FILE -- -- -E 'not test(/^console::/)'   and to nextest after a second --
 #
@@ -36,6 +39,10 @@ while [ $# -gt 0 ]; do
     --jobs)
         extra+=(--jobs "$2")
         shift 2
+        ;;
+    --copy-target)
+        extra+=(--copy-target true)
+        shift
         ;;
     --)
         # The rest goes to cargo mutants as it is (`-- --baseline skip`, `-- --list`).
