@@ -863,6 +863,45 @@ async fn a_preview_past_its_timeout_is_503_with_retry_after() {
     app.cleanup().await;
 }
 
+/// Only a preview the statement timeout stopped says it took too long: another failure of
+/// its reading (here a table of the plan dropped under the running service) is an error of the
+/// database, not a reason to try again in 30 seconds.
+#[tokio::test]
+async fn a_preview_that_fails_otherwise_is_an_error_not_too_long() {
+    use erasure::erase::preview::PreviewError;
+    use erasure::request::Channel;
+
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_gone", "src_gone", Shape::typical())
+        .await;
+    // The service checks its plan when it starts: the table goes once it runs.
+    let base = app.start(Mode::Api).await;
+    let reader = Api::new(&app, base, true).await;
+    sqlx::query("DROP TABLE daily_events CASCADE")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    match app.eraser().preview("cust_gone", "dpo", Channel::Cli).await {
+        Err(PreviewError::Database(e)) => assert_eq!(
+            e.as_database_error().and_then(|d| d.code()).as_deref(),
+            Some("42P01"),
+            "{e}"
+        ),
+        other => panic!("a database error: {other:?}"),
+    }
+    let response = reader
+        .request(
+            Method::GET,
+            "/v1/customers/cust_gone/permanent-deletion/preview",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers().get("retry-after"), None);
+    app.cleanup().await;
+}
+
 /// Waits, if the database's minute is about to turn, for the next one: the rate limits count
 /// in minute windows, and a test that counts must not straddle two.
 pub async fn fresh_minute(app: &TestApp) {
