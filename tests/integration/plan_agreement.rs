@@ -261,18 +261,7 @@ async fn erase_on(pool: &PgPool, plan: Plan, key: &[u8], customer: &str) -> Opti
             preview_timeout: std::time::Duration::from_secs(5),
         },
     );
-    let request = ErasureRequest {
-        request_id: Uuid::new_v4(),
-        customer_id: customer.to_owned(),
-        requested_by: "dpo".into(),
-        reason: None,
-        requested_at: None,
-        identifier_type: None,
-    };
-    let row = match eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
-        .await
-    {
+    let row = match erase_now(&eraser, customer).await {
         Ok(Outcome::Recorded(row)) => row,
         other => return Some(format!("{other:?}")),
     };
@@ -489,19 +478,7 @@ async fn a_kept_subject_with_no_step_runs_and_prints_no_empty_condition() {
         .unwrap();
     assert_eq!(preview.data_json, serde_json::json!({"person": 1}));
     let eraser = app.eraser();
-    let request = ErasureRequest {
-        request_id: Uuid::new_v4(),
-        customer_id: "1".into(),
-        requested_by: "dpo".into(),
-        reason: None,
-        requested_at: None,
-        identifier_type: None,
-    };
-    let Outcome::Recorded(row) = eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
-        .await
-        .unwrap()
-    else {
+    let Outcome::Recorded(row) = erase_now(&eraser, "1").await.unwrap() else {
         panic!("recorded")
     };
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
@@ -523,18 +500,7 @@ async fn a_constraint_the_plan_does_not_cover_fails_plan_gap_after_one_retry_nam
     .await
     .unwrap();
     let eraser = app.eraser();
-    let request = ErasureRequest {
-        request_id: Uuid::new_v4(),
-        customer_id: "10".into(),
-        requested_by: "dpo".into(),
-        reason: None,
-        requested_at: None,
-        identifier_type: None,
-    };
-    let outcome = eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
-        .await
-        .unwrap();
+    let outcome = erase_now(&eraser, "10").await.unwrap();
     let Outcome::Stopped(row) = outcome else {
         panic!("stopped: {outcome:?}")
     };
@@ -577,18 +543,7 @@ async fn an_error_no_retry_can_pass_fails_internal_after_one_try() {
     .await
     .unwrap();
     let eraser = app.eraser();
-    let request = ErasureRequest {
-        request_id: Uuid::new_v4(),
-        customer_id: "10".into(),
-        requested_by: "dpo".into(),
-        reason: None,
-        requested_at: None,
-        identifier_type: None,
-    };
-    let outcome = eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
-        .await
-        .unwrap();
+    let outcome = erase_now(&eraser, "10").await.unwrap();
     let Outcome::Stopped(row) = outcome else {
         panic!("stopped: {outcome:?}")
     };
@@ -637,18 +592,7 @@ async fn each_constraint_that_refuses_is_tried_again_once_so_two_passing_refusal
           UNION ALL SELECT r::text FROM store.rental r WHERE customer_id = 11) t";
     let others: String = sqlx::query_scalar(paul).fetch_one(&app.pool).await.unwrap();
     let eraser = app.eraser();
-    let request = ErasureRequest {
-        request_id: Uuid::new_v4(),
-        customer_id: "10".into(),
-        requested_by: "dpo".into(),
-        reason: None,
-        requested_at: None,
-        identifier_type: None,
-    };
-    let outcome = eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
-        .await
-        .unwrap();
+    let outcome = erase_now(&eraser, "10").await.unwrap();
     let Outcome::Recorded(row) = outcome else {
         panic!("recorded: {outcome:?}")
     };
@@ -687,18 +631,7 @@ async fn each_constraint_that_refuses_is_tried_again_once_so_two_passing_refusal
     .execute(&app.pool)
     .await
     .unwrap();
-    let request = ErasureRequest {
-        request_id: Uuid::new_v4(),
-        customer_id: "11".into(),
-        requested_by: "dpo".into(),
-        reason: None,
-        requested_at: None,
-        identifier_type: None,
-    };
-    let outcome = eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
-        .await
-        .unwrap();
+    let outcome = erase_now(&eraser, "11").await.unwrap();
     let Outcome::Stopped(row) = outcome else {
         panic!("stopped: {outcome:?}")
     };
@@ -714,4 +647,19 @@ async fn each_constraint_that_refuses_is_tried_again_once_so_two_passing_refusal
         1
     );
     app.cleanup().await;
+}
+
+/// Carries out an erasure of `customer` asked on the command line, as a worker slot would.
+async fn erase_now(eraser: &Eraser, customer: &str) -> Result<Outcome, erasure::erase::EraseError> {
+    let request = ErasureRequest {
+        request_id: Uuid::new_v4(),
+        customer_id: customer.to_owned(),
+        requested_by: "dpo".into(),
+        reason: None,
+        requested_at: None,
+        identifier_type: None,
+    };
+    eraser
+        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
+        .await
 }
