@@ -478,7 +478,7 @@ async fn a_kept_subject_with_no_step_runs_and_prints_no_empty_condition() {
         .unwrap();
     assert_eq!(preview.data_json, serde_json::json!({"person": 1}));
     let eraser = app.eraser();
-    let Outcome::Recorded(row) = erase_now(&eraser, "1").await.unwrap() else {
+    let Outcome::Recorded(row) = erase_now(eraser, "1").await.unwrap() else {
         panic!("recorded")
     };
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
@@ -500,7 +500,7 @@ async fn a_constraint_the_plan_does_not_cover_fails_plan_gap_after_one_retry_nam
     .await
     .unwrap();
     let eraser = app.eraser();
-    let outcome = erase_now(&eraser, "10").await.unwrap();
+    let outcome = erase_now(eraser, "10").await.unwrap();
     let Outcome::Stopped(row) = outcome else {
         panic!("stopped: {outcome:?}")
     };
@@ -543,7 +543,7 @@ async fn an_error_no_retry_can_pass_fails_internal_after_one_try() {
     .await
     .unwrap();
     let eraser = app.eraser();
-    let outcome = erase_now(&eraser, "10").await.unwrap();
+    let outcome = erase_now(eraser, "10").await.unwrap();
     let Outcome::Stopped(row) = outcome else {
         panic!("stopped: {outcome:?}")
     };
@@ -592,7 +592,7 @@ async fn each_constraint_that_refuses_is_tried_again_once_so_two_passing_refusal
           UNION ALL SELECT r::text FROM store.rental r WHERE customer_id = 11) t";
     let others: String = sqlx::query_scalar(paul).fetch_one(&app.pool).await.unwrap();
     let eraser = app.eraser();
-    let outcome = erase_now(&eraser, "10").await.unwrap();
+    let outcome = erase_now(eraser, "10").await.unwrap();
     let Outcome::Recorded(row) = outcome else {
         panic!("recorded: {outcome:?}")
     };
@@ -631,7 +631,7 @@ async fn each_constraint_that_refuses_is_tried_again_once_so_two_passing_refusal
     .execute(&app.pool)
     .await
     .unwrap();
-    let outcome = erase_now(&eraser, "11").await.unwrap();
+    let outcome = erase_now(eraser, "11").await.unwrap();
     let Outcome::Stopped(row) = outcome else {
         panic!("stopped: {outcome:?}")
     };
