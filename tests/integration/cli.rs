@@ -89,7 +89,39 @@ async fn plan_prints_the_plan_and_its_sql_and_names_a_gap() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("The plan covers the live schema."));
     let output = erasure(&app, &["plan", "--sql"]).await;
-    assert!(stdout(&output).contains("DELETE FROM \"public\".\"events\""));
+    let sql = stdout(&output);
+    assert!(sql.contains("DELETE FROM \"public\".\"events\""));
+    // Each parameter the statement takes is listed once, in order, by name, and the plan's own
+    // values quoted: what someone running the statement by hand has to supply.
+    assert!(
+        sql.starts_with(
+            "-- Parameters:\n--   $1 text[] customer\n--   $2 uuid[] request_id\n--   $3 text[] deletion_id\n"
+        ),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("\n--   $11 bytea inner_pad\n--   $12 bytea outer_pad\n"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(" text constant = 'the customer has an order in status OPEN'\n"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(" text[] constant = ARRAY['OPEN']::text[]\n"),
+        "{sql}"
+    );
+    let listed = sql.lines().filter(|l| l.starts_with("--   $")).count();
+    let highest = sql
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .flat_map(|l| l.split('$').skip(1))
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .max();
+    assert_eq!(Some(listed), highest, "{sql}");
 
     sqlx::query(
         "CREATE TABLE wishlists (id bigserial PRIMARY KEY, owner text REFERENCES customers (id))",

@@ -454,6 +454,50 @@ async fn a_row_of_another_customer_that_cannot_let_go_refuses_the_erasure_and_ch
 }
 
 #[tokio::test]
+async fn a_row_of_another_customer_pointing_at_a_customer_row_that_stays_does_not_refuse() {
+    // As above, customer 10 paid for customer 12's rental, but the plan keeps the customer row
+    // (anonymized): the payment's link to customer 10 points at a row that stays, so nothing
+    // forces that payment out and the erasure goes through, leaving it to customer 12.
+    let app = TestApp::with_schema(SCHEMA, PLAN_KEPT).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, 120, 9.99, '2022-03-13')").await;
+    let others = [
+        "SELECT * FROM store.customer WHERE customer_id <> 10",
+        "SELECT * FROM store.address WHERE address_id <> 10",
+        "SELECT * FROM store.rental WHERE customer_id <> 10",
+        "SELECT payment_id, customer_id, staff_id, amount, payment_date FROM store.payment WHERE customer_id <> 10",
+        "SELECT * FROM store.payment WHERE rental_id = 120",
+    ];
+    let before = checksum(&app, &others).await;
+    let row = erase(&app, "10").await;
+    assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
+    assert_eq!(
+        row.data_json,
+        json!({"rentals": 2, "payments": 2, "payments_of_others_unlinked": 1,
+               "address": 1, "address_kept": 0, "customer": 1})
+    );
+    assert_eq!(checksum(&app, &others).await, before);
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.payment WHERE customer_id = 10")
+            .await,
+        1,
+        "only the payment on customer 12's rental is left"
+    );
+    assert_gone(
+        &app,
+        &[
+            "Tenant".into(),
+            "tess@tenant.example".into(),
+            "10 Tenant Terrace".into(),
+            "+1-555-1010".into(),
+        ],
+    )
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_not_null_link_to_another_customers_row_refuses_and_changes_nothing() {
     let not_null =
         format!("{SCHEMA}\nALTER TABLE store.payment ALTER COLUMN rental_id SET NOT NULL;");
