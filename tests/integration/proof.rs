@@ -202,8 +202,9 @@ async fn a_row_left_behind_after_commit_fails_the_verification_and_names_its_tab
     assert_eq!(left.status, DeletionStatus::Done);
 
     // Between the commit and the check: an event of the erased customer appears (foreign
-    // keys off, as a bulk load with triggers disabled would write it), and a stale import
-    // brings the customer row back.
+    // keys off, as a bulk load with triggers disabled would write it), a stale import brings
+    // the customer row back, and another writes a billing email back onto one of the orders
+    // the erasure kept (anonymized).
     let mut tx = app.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL session_replication_role = replica")
         .execute(&mut *tx)
@@ -222,6 +223,13 @@ async fn a_row_left_behind_after_commit_fails_the_verification_and_names_its_tab
     .execute(&mut *tx)
     .await
     .unwrap();
+    let restored = sqlx::query(
+        "UPDATE orders SET billing_email = 'back@mail.example' WHERE id = 'cust_left_order_2'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(restored.rows_affected(), 1);
     tx.commit().await.unwrap();
 
     let verifier = &app.app.as_ref().unwrap().verifier;
@@ -234,7 +242,10 @@ async fn a_row_left_behind_after_commit_fails_the_verification_and_names_its_tab
             .unwrap()
             .clone()
     };
-    assert_eq!(of(&left.id).tables, ["public.events", "public.customers"]);
+    assert_eq!(
+        of(&left.id).tables,
+        ["public.events", "public.orders", "public.customers"]
+    );
     assert!(of(&clean.id).passed());
     assert!(
         verifier.verify_queued(256).await.unwrap().is_empty(),
@@ -245,10 +256,15 @@ async fn a_row_left_behind_after_commit_fails_the_verification_and_names_its_tab
     assert!(row.verified_at.is_some());
     assert_eq!(
         row.verification,
-        Some(json!({"outcome": "failed", "tables": ["public.events", "public.customers"]}))
+        Some(
+            json!({"outcome": "failed", "tables": ["public.events", "public.orders", "public.customers"]})
+        )
     );
     let v = row.verification();
-    assert_eq!(v.failed_tables, ["public.events", "public.customers"]);
+    assert_eq!(
+        v.failed_tables,
+        ["public.events", "public.orders", "public.customers"]
+    );
     let receipt = erasure::proof::receipt::issue(
         &row,
         app.eraser().count_keys(),
@@ -259,7 +275,7 @@ async fn a_row_left_behind_after_commit_fails_the_verification_and_names_its_tab
     assert_eq!(receipt["verification"]["outcome"], "failed");
     assert_eq!(
         receipt["verification"]["failed_tables"],
-        json!(["public.events", "public.customers"])
+        json!(["public.events", "public.orders", "public.customers"])
     );
     app.cleanup().await;
 }
