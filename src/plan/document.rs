@@ -277,6 +277,15 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
                 path.owns = false;
             }
         }
+        // With no path that makes a row the customer's outright, no other subject could ever
+        // own one either, and every row any path reaches would be erased: the opposite of
+        // what the marks ask.
+        if step_paths.len() > 1 && step_paths.iter().all(|path| !path.owns) {
+            problems.push(format!(
+                "{what} marks every path only_when_unowned (a path from the table to itself counts as marked); \
+                 leave unmarked the path that makes a row the customer's"
+            ));
+        }
         steps.push(Step {
             table: table(&s.table),
             paths: step_paths,
@@ -681,6 +690,60 @@ mod tests {
     fn unknown_fields_are_rejected() {
         let text = format!("{BUILT_IN}\n[[keep]]\ntable = \"x\"\nreason = \"y\"\ncolour = 1\n");
         assert!(matches!(parse(&text), Err(PlanError::Parse(_))));
+    }
+
+    /// The store's payments: the payer's by `customer_id`, the renter's by `rental_id`.
+    const TWO_PATHS: &str = r#"schema = "store"
+[subject]
+table = "customer"
+key = "customer_id"
+counted_as = "customer"
+
+[[step]]
+table = "rental"
+path = ["customer_id -> customer.customer_id"]
+action = "delete"
+counted_as = "rentals"
+
+[[step]]
+table = "payment"
+paths = [PAYER, RENTER]
+action = "delete"
+counted_as = "payments"
+"#;
+
+    fn with_paths(payer: &str, renter: &str) -> Result<Plan, PlanError> {
+        parse(&TWO_PATHS.replace("PAYER", payer).replace("RENTER", renter))
+    }
+
+    #[test]
+    fn only_when_unowned_must_leave_a_path_unmarked() {
+        let payer = r#"["customer_id -> customer.customer_id"]"#;
+        let renter = r#"["rental_id -> rental.rental_id"]"#;
+        let marked = |path: &str| format!("{{ path = {path}, only_when_unowned = true }}");
+        let plan = with_paths(payer, &marked(renter)).unwrap();
+        let payment = plan.step(&TableName::new("store", "payment")).unwrap();
+        assert_eq!(
+            payment.paths.iter().map(|p| p.owns).collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert!(with_paths(payer, renter).is_ok());
+        let err = with_paths(&marked(payer), &marked(renter))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("step store.payment marks every path only_when_unowned"),
+            "{err}"
+        );
+        let one = TWO_PATHS.replace(
+            "paths = [PAYER, RENTER]",
+            &format!("paths = [{}]", marked(payer)),
+        );
+        let err = parse(&one).unwrap_err().to_string();
+        assert!(
+            err.contains("marks its only path only_when_unowned"),
+            "{err}"
+        );
     }
 
     #[test]
