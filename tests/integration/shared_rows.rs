@@ -387,14 +387,21 @@ pub async fn verification_of_now(app: &TestApp, deletion_id: &str) -> Value {
     verification_of(app, deletion_id).await
 }
 
+/// The store under `plan` with the base rows, the others, and a payment customer 10 made on
+/// customer 12's rental (rental 120).
+async fn paid_for_another(plan: &str) -> TestApp {
+    let app = TestApp::with_schema(SCHEMA, plan).await;
+    run(&app, BASE).await;
+    run(&app, OTHERS).await;
+    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, 120, 9.99, '2022-03-13')").await;
+    app
+}
+
 #[tokio::test]
 async fn a_row_of_another_customer_that_cannot_let_go_refuses_the_erasure_and_changes_nothing() {
     // Customer 10 paid for customer 12's rental: by the plan as written, that payment is
     // customer 10's and customer 12's both; its link to customer 10 cannot be null.
-    let app = TestApp::with_schema(SCHEMA, PLAN).await;
-    run(&app, BASE).await;
-    run(&app, OTHERS).await;
-    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, 120, 9.99, '2022-03-13')").await;
+    let app = paid_for_another(PLAN).await;
     let everything = [
         "SELECT * FROM store.customer",
         "SELECT * FROM store.address",
@@ -429,10 +436,7 @@ async fn a_row_of_another_customer_that_cannot_let_go_refuses_the_erasure_and_ch
         r#"paths = [["customer_id -> customer.customer_id"], { path = ["rental_id -> rental.rental_id"], only_when_unowned = true }]"#,
     );
     assert_ne!(marked, PLAN);
-    let app = TestApp::with_schema(SCHEMA, &marked).await;
-    run(&app, BASE).await;
-    run(&app, OTHERS).await;
-    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, 120, 9.99, '2022-03-13')").await;
+    let app = paid_for_another(&marked).await;
     let row = erase(&app, "10").await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(
@@ -458,10 +462,7 @@ async fn a_row_of_another_customer_pointing_at_a_customer_row_that_stays_does_no
     // As above, customer 10 paid for customer 12's rental, but the plan keeps the customer row
     // (anonymized): the payment's link to customer 10 points at a row that stays, so nothing
     // forces that payment out and the erasure goes through, leaving it to customer 12.
-    let app = TestApp::with_schema(SCHEMA, PLAN_KEPT).await;
-    run(&app, BASE).await;
-    run(&app, OTHERS).await;
-    run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, 120, 9.99, '2022-03-13')").await;
+    let app = paid_for_another(PLAN_KEPT).await;
     let others = [
         "SELECT * FROM store.customer WHERE customer_id <> 10",
         "SELECT * FROM store.address WHERE address_id <> 10",
