@@ -439,12 +439,14 @@ async fn a_request_id_twice_in_a_batch_ends_as_alone_without_failing_the_batch_s
         received(&app, "cust_other", two),
     ];
     let mut slot = Slot::new(app.eraser().clone());
-    let outcomes: Vec<Outcome> = slot
-        .erase_batch(&batch)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    // Bounded: a batch path that goes wrong must fail this test, not hang the suite.
+    let outcomes: Vec<Outcome> =
+        tokio::time::timeout(Duration::from_secs(120), slot.erase_batch(&batch))
+            .await
+            .expect("the batch ended within two minutes")
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
     assert!(
         matches!(&outcomes[0], Outcome::Recorded(row) if row.data_json == shape.expected_counts()),
         "{outcomes:?}"

@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
-use erasure::deletion::deadlines::standing;
-use erasure::deletion::report;
+use chrono::{DateTime, Utc};
+use erasure::deletion::deadlines::{Extended, extend, latest_extension, notes, standing};
+use erasure::deletion::{KeyRef, auto, due_at, report, store};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::helpers::TestApp;
 
@@ -116,5 +119,147 @@ async fn a_failure_is_owed_until_retried_or_its_customer_is_erased_later_even_wh
         .collect();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&"del_c".to_owned()) && listed.contains(&"del_e".to_owned()));
+    // The metric counts open deletions past their deadline only: del_e.
+    assert_eq!(store::count_overdue(&app.pool).await.unwrap(), 1);
+    app.cleanup().await;
+}
+
+/// A deletion `id` in `status`, asked at `requested_at` and due one month later.
+async fn asked_at(app: &TestApp, id: &str, status: &str, requested_at: DateTime<Utc>) {
+    sqlx::query(
+        "INSERT INTO erasure.deletions (id, request_id, status, requested_at, due_at, completed_at, channel) \
+         VALUES ($1, gen_random_uuid(), $2, $3, $4, CASE WHEN $2 = 'DONE' THEN now() END, 'http')",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(requested_at)
+    .bind(due_at(requested_at))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+/// The audit rows of extensions, as (deletion, requested_by, key id, key name, detail).
+async fn extension_audit(app: &TestApp) -> Vec<(String, String, String, String, Value)> {
+    sqlx::query_as(
+        "SELECT deletion_id, requested_by, key_id, key_name, detail FROM erasure.audit_log \
+         WHERE action = 'erasure.extended' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_deadline_is_extended_only_while_owed_in_the_first_month_past_the_due_date_and_to_three_months_at_most()
+ {
+    let app = TestApp::new().await;
+    let key = KeyRef {
+        id: "key_ops".into(),
+        name: "ops desk".into(),
+    };
+    let reason = "many systems to search";
+    // Whole seconds, so that the bounds compare exactly after a round trip through the database.
+    let asked = DateTime::from_timestamp(Utc::now().timestamp() - 86_400, 0).unwrap();
+    let (due, latest) = (due_at(asked), latest_extension(asked));
+    let second = chrono::Duration::seconds(1);
+    asked_at(&app, "del_open", "PENDING", asked).await;
+    asked_at(
+        &app,
+        "del_old",
+        "PENDING",
+        asked - chrono::Duration::days(40),
+    )
+    .await;
+    asked_at(&app, "del_done", "DONE", asked).await;
+    let extended =
+        |id: &'static str, to: DateTime<Utc>| extend(&app.pool, id, to, reason, "ops", &key);
+
+    // Refused: on or before the due date, or past three months after the request.
+    for to in [due - second, due, latest + second] {
+        let refused = extended("del_open", to).await.unwrap();
+        assert!(
+            matches!(&refused, Extended::OutOfBounds(m) if m.contains(&auto(due)) && m.contains(&auto(latest))),
+            "{to}: {refused:?}"
+        );
+    }
+    // Refused: the first month has passed (the person must be told within it).
+    let old_latest = latest_extension(asked - chrono::Duration::days(40));
+    let refused = extended("del_old", old_latest).await.unwrap();
+    assert!(
+        matches!(&refused, Extended::TooLate(m) if m.contains("first month")),
+        "{refused:?}"
+    );
+    // Refused: nothing is owed any more.
+    let refused = extended("del_done", latest).await.unwrap();
+    assert!(
+        matches!(&refused, Extended::TooLate(m) if m.contains("DONE")),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        extended("del_nothing", latest).await.unwrap(),
+        Extended::NotFound
+    ));
+    // A refusal writes nothing.
+    assert!(extension_audit(&app).await.is_empty());
+    for id in ["del_open", "del_old", "del_done"] {
+        assert!(notes(&app.pool, id).await.unwrap().is_empty(), "{id}");
+        let row = erasure::deletion::find(&app.pool, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.extended_due_at, None, "{id}");
+    }
+
+    // Three months to the second: recorded, with the reason as a note and an audit row naming
+    // the key, the dates and the note by its id and the reason's hash.
+    let Extended::Extended(row) = extended("del_open", latest).await.unwrap() else {
+        panic!("the latest date allowed was refused");
+    };
+    assert_eq!(
+        (row.due_at, row.extended_due_at, row.effective_due()),
+        (due, Some(latest), latest)
+    );
+    let noted = notes(&app.pool, "del_open").await.unwrap();
+    assert_eq!(noted.len(), 1);
+    let note = &noted[0];
+    assert_eq!(
+        (note.action.as_str(), note.reason.as_str()),
+        ("erasure.extended", reason)
+    );
+    assert_eq!(
+        (note.key_id.as_deref(), note.key_name.as_deref()),
+        (Some("key_ops"), Some("ops desk"))
+    );
+    let reason_sha256 = format!("{:x}", Sha256::digest(reason.as_bytes()));
+    assert_eq!(
+        extension_audit(&app).await,
+        [(
+            "del_open".to_owned(),
+            "ops".to_owned(),
+            "key_ops".to_owned(),
+            "ops desk".to_owned(),
+            json!({"extended_due_at": auto(latest), "due_at": auto(due), "note": note.id,
+                   "reason_sha256": reason_sha256}),
+        )]
+    );
+    // Once more, by request id, to a second after the due date: the earliest allowed.
+    let Extended::Extended(again) = extend(
+        &app.pool,
+        &row.request_id.to_string(),
+        due + second,
+        reason,
+        "ops",
+        &key,
+    )
+    .await
+    .unwrap() else {
+        panic!("a second after the due date was refused");
+    };
+    assert_eq!(
+        (again.id.as_str(), again.extended_due_at),
+        ("del_open", Some(due + second))
+    );
+    assert_eq!(notes(&app.pool, "del_open").await.unwrap().len(), 2);
     app.cleanup().await;
 }
