@@ -307,3 +307,84 @@ async fn a_customer_claimed_by_another_request_holds_the_request_until_the_claim
     );
     app.cleanup().await;
 }
+
+/// A chunked erasure that fails after some chunks committed lets its claim on the customer go
+/// with its FAILED record: a later request for the customer is carried out, not held for ever.
+#[tokio::test]
+async fn a_chunked_erasure_that_fails_half_way_lets_its_claim_go() {
+    use serde_json::json;
+
+    let mut app = TestApp::with_settings(|s| {
+        s.erasure.chunk_threshold = 100;
+        s.erasure.chunk_rows = 40;
+    })
+    .await;
+    app.seed_customer("cust_big", "src_big", large()).await;
+    app.seed_customer("cust_other", "src_other", Shape::typical())
+        .await;
+    let others = app.checksum_of_others("cust_big").await;
+    // An event in the middle of the customer's refuses to go: chunks before it commit, the one
+    // holding it fails with an error no retry passes.
+    sqlx::raw_sql(
+        "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'kept'; END $$; \
+         DO $$ BEGIN EXECUTE format('CREATE TRIGGER refuse BEFORE DELETE ON public.events FOR EACH ROW \
+           WHEN (OLD.id = %s) EXECUTE FUNCTION public.refuse()', \
+           (SELECT id FROM public.events WHERE customer_id = 'cust_big' ORDER BY id OFFSET 500 LIMIT 1)); END $$;",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.start_worker().await;
+
+    let failed = app
+        .wait_for_final(app.request_erasure("cust_big").await)
+        .await;
+    assert_eq!(failed.status, DeletionStatus::Failed, "{failed:?}");
+    assert_eq!(
+        failed.error_key,
+        Some(erasure::deletion::ErrorKey::Internal)
+    );
+    let left = app
+        .count(
+            "SELECT count(*) FROM events WHERE customer_id = $1",
+            "cust_big",
+        )
+        .await;
+    assert!(
+        left > 0 && left < large().events,
+        "chunks committed before the failure: {left} of {} events left",
+        large().events
+    );
+    // What the committed chunks erased is recorded on the failure: every order event (their
+    // step comes first) and the events before the one that refused.
+    assert_eq!(failed.data_json["order_events"], json!(150));
+    assert_eq!(failed.data_json["events"], json!(large().events - left));
+    assert_eq!(app.count_of("SELECT count(*) FROM erasure.claims").await, 0);
+
+    sqlx::raw_sql("DROP TRIGGER refuse ON public.events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        app.wait_for_final(app.request_erasure("src_big").await),
+    )
+    .await
+    .expect("the later request is carried out, not held by the failed one's claim");
+    assert_eq!(done.status, DeletionStatus::Done, "{done:?}");
+    assert!(!done.already_erased);
+    let mut expected = large().expected_counts();
+    expected["events"] = left.into();
+    expected["order_events"] = 0.into();
+    assert_eq!(done.data_json, expected);
+    assert_eq!(app.checksum_of_others("cust_big").await, others);
+    for needle in ["Name of cust_big", "cust_big@mail.example", "src_big"] {
+        assert_eq!(
+            app.rows_containing(needle).await,
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+    app.cleanup().await;
+}
