@@ -387,6 +387,57 @@ mod tests {
         );
     }
 
+    fn row(status: DeletionStatus, data_json: Value) -> DeletionRow {
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
+        DeletionRow {
+            id: "del_x".into(),
+            request_id: Uuid::nil(),
+            related_object_id: Some("cust_1".into()),
+            status,
+            data_json,
+            already_erased: false,
+            error_key: None,
+            error_message: None,
+            requested_by: Some("crm".into()),
+            requested_at: at,
+            due_at: due_at(at),
+            created_at: at,
+            completed_at: Some(at),
+            plan_hash: None,
+            scheduled_at: None,
+            reason: None,
+            started_at: None,
+            requested_by_key_id: None,
+            requested_by_key_name: None,
+            extended_due_at: None,
+            retry_of: None,
+            verified_at: None,
+            verification: None,
+            residue: None,
+        }
+    }
+
+    #[test]
+    fn counts_name_every_table_of_the_plan_in_its_order_and_keep_those_of_an_earlier_plan() {
+        let recorded = row(
+            DeletionStatus::Done,
+            serde_json::json!({"events": 3, "notes": 2}),
+        );
+        let object = recorded.to_object(&["orders".into(), "events".into(), "customer".into()]);
+        assert_eq!(
+            object.data_json,
+            serde_json::json!({"orders": 0, "events": 3, "customer": 0, "notes": 2})
+        );
+        let keys: Vec<&str> = object
+            .data_json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["orders", "events", "customer", "notes"]);
+    }
+
     #[test]
     fn ids_have_the_documented_shape() {
         let id = new_id();
