@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{DeletionRow, DeletionStatus, ErrorKey};
+use super::{DeletionRow, ErrorKey};
 use crate::request::{Channel, Received};
 use crate::text_enum::text_enum;
 
@@ -34,17 +34,6 @@ text_enum! {
         /// Rows the customer referenced, kept by its erasure because something used them, were
         /// found unused by the check after commit and cleared.
         ReferencedSwept = "erasure.swept",
-    }
-}
-
-impl AuditAction {
-    /// The action recording a final outcome in `status`.
-    pub fn outcome(status: DeletionStatus) -> Self {
-        match status {
-            DeletionStatus::Done => AuditAction::ErasureDone,
-            DeletionStatus::Canceled => AuditAction::ErasureCanceled,
-            _ => AuditAction::ErasureFailed,
-        }
     }
 }
 

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::audit::Audit;
+use super::audit::{Audit, AuditAction};
 use super::store::{NEW_COLUMNS, NewDeletion, add, new_values, open};
 use super::{COLUMNS, DeletionRow, DeletionStatus, ErrorKey};
 
@@ -38,6 +38,15 @@ impl FinalOutcome {
             already_erased: true,
             error: None,
             lookup_digests,
+        }
+    }
+
+    /// The audit action recording it (a cancel is not a final outcome of an erasure: it has
+    /// its own writer, [`cancel`]).
+    pub fn action(&self) -> AuditAction {
+        match self.status {
+            DeletionStatus::Done => AuditAction::ErasureDone,
+            _ => AuditAction::ErasureFailed,
         }
     }
 }

@@ -107,7 +107,7 @@ impl Eraser {
             &outcome,
             self.zero_counts(),
             self.plan_hash(),
-            Audit::of(AuditAction::outcome(outcome.status), received),
+            Audit::of(outcome.action(), received),
         )
         .await?
         else {

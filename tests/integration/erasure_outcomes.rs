@@ -110,10 +110,10 @@ async fn a_customer_named_by_source_id_is_erased_and_recorded_under_its_id() {
     app.start_worker().await;
 
     let first = app.request_erasure("crm-77").await;
-    let row = app.wait_for_final(first).await;
-    assert_eq!(row.status, DeletionStatus::Done);
-    assert_eq!(row.related_object_id.as_deref(), Some("cust_s"));
-    assert_eq!(row.data_json, Shape::typical().expected_counts());
+    let erased = app.wait_for_final(first).await;
+    assert_eq!(erased.status, DeletionStatus::Done);
+    assert_eq!(erased.related_object_id.as_deref(), Some("cust_s"));
+    assert_eq!(erased.data_json, Shape::typical().expected_counts());
     assert_eq!(app.rows_containing("crm-77").await, Vec::<String>::new());
 
     // Asked again by source id after the customer is gone: already erased, found by hash.
@@ -123,6 +123,25 @@ async fn a_customer_named_by_source_id_is_erased_and_recorded_under_its_id() {
     assert!(row.already_erased);
     assert_eq!(row.related_object_id.as_deref(), Some("cust_s"));
     assert_eq!(app.rows_containing("crm-77").await, Vec::<String>::new());
+    // Each audit row names its deletion and the customer by key (never the source id it was
+    // asked by), the one that found the customer erased already too.
+    for (request_id, deletion) in [(first, &erased), (again, &row)] {
+        let audited: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT action, deletion_id, related_object_id FROM erasure.audit_log WHERE request_id = $1",
+        )
+        .bind(request_id)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            audited,
+            [(
+                "erasure.done".to_owned(),
+                Some(deletion.id.clone()),
+                Some("cust_s".to_owned())
+            )]
+        );
+    }
     app.cleanup().await;
 }
 
