@@ -161,6 +161,52 @@ async fn a_post_is_accepted_pending_and_polled_to_done_then_found_by_id_and_sour
     app.cleanup().await;
 }
 
+/// A request submitted over the API that ends outside the erasure statement (here: it names
+/// nobody) still names the key that submitted it, on the deletion and in its audit row.
+#[tokio::test]
+async fn a_request_naming_nobody_fails_not_found_and_its_records_name_the_submitting_key() {
+    let mut app = TestApp::new().await;
+    let base = app.start(Mode::All).await;
+    let api = Api::new(&app, base, false).await;
+    let key_id = api
+        .key
+        .trim_start_matches("erk_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let (_, accepted) = read(api.post("nobody_here", None, None).await).await;
+    let id = accepted["id"].as_str().unwrap();
+    let failed = api.wait_for_final(id).await;
+    assert_eq!(failed["status"], "FAILED");
+    assert_eq!(failed["error"]["key"], "not_found");
+    assert_eq!(
+        failed["requested_by_key"],
+        json!({"id": key_id, "name": api.name})
+    );
+    let audited: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT action, key_id, key_name FROM erasure.audit_log WHERE deletion_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [(
+            "erasure.failed".to_owned(),
+            Some(key_id.clone()),
+            Some(api.name.clone())
+        )]
+    );
+    assert_eq!(
+        app.rows_containing("nobody_here").await,
+        Vec::<String>::new()
+    );
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn the_same_idempotency_key_answers_200_with_the_same_object_and_erases_once() {
     let mut app = TestApp::new().await;
