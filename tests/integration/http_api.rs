@@ -185,8 +185,16 @@ async fn a_request_naming_nobody_fails_not_found_and_its_records_name_the_submit
         failed["requested_by_key"],
         json!({"id": key_id, "name": api.name})
     );
-    let audited: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT action, key_id, key_name FROM erasure.audit_log WHERE deletion_id = $1 ORDER BY id",
+    // Its audit row: the error, and (no detail given where it ended) the counts recorded.
+    let audited: Vec<(
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Value,
+    )> = sqlx::query_as(
+        "SELECT action, key_id, key_name, error_key, detail FROM erasure.audit_log \
+             WHERE deletion_id = $1 ORDER BY id",
     )
     .bind(id)
     .fetch_all(&app.pool)
@@ -197,7 +205,9 @@ async fn a_request_naming_nobody_fails_not_found_and_its_records_name_the_submit
         [(
             "erasure.failed".to_owned(),
             Some(key_id.clone()),
-            Some(api.name.clone())
+            Some(api.name.clone()),
+            Some("not_found".to_owned()),
+            json!({"counts": failed["data_json"], "already_erased": false}),
         )]
     );
     assert_eq!(
@@ -765,13 +775,15 @@ async fn a_preview_shows_what_an_erasure_would_record_and_writes_only_its_audit_
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    assert_eq!(audited.len(), 2, "{audited:?}");
-    assert!(
-        audited
-            .iter()
-            .all(|(action, _, by)| action == "erasure.previewed"
-                && by.as_deref() == Some(reader.name.as_str()))
-    );
+    let previewed = |customer: &str| {
+        (
+            "erasure.previewed".to_owned(),
+            Some(customer.to_owned()),
+            Some(reader.name.clone()),
+        )
+    };
+    // Each names the customer by key, though one was asked for by source id.
+    assert_eq!(audited, [previewed("cust_look"), previewed("cust_held")]);
     assert_eq!(
         app.rows_containing("src_look").await,
         ["public.customers: 1"]

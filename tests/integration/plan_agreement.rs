@@ -553,6 +553,17 @@ async fn an_error_no_retry_can_pass_fails_internal_after_one_try() {
         Some("the erasure failed: database error P0001"),
         "the code, not the message (which holds the customer's key), and no count of tries"
     );
+    let detail: serde_json::Value = sqlx::query_scalar(
+        "SELECT detail FROM erasure.audit_log WHERE deletion_id = $1 AND action = 'erasure.failed'",
+    )
+    .bind(&row.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        detail,
+        serde_json::json!({"message": "the erasure failed: database error P0001"})
+    );
     let tries: i64 = sqlx::query_scalar("SELECT last_value FROM store.erasure_attempts")
         .fetch_one(&app.pool)
         .await
