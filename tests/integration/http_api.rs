@@ -647,12 +647,9 @@ async fn readiness_follows_the_database() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_request_accepted_by_a_process_that_dies_before_publishing_is_still_carried_out() {
-    let mut app = TestApp::with_settings(|s| s.http.relay_after_ms = 200).await;
-    app.seed_customer("cust_orphan", "src_orphan", Shape::typical())
-        .await;
-    // An API whose broker is unreachable: the request is recorded, the publish fails.
+/// Submits an erasure of `customer` to an API whose broker is unreachable (the request is
+/// recorded, its publish fails), which then goes away before anything reached the broker.
+async fn accepted_by_a_process_that_dies_before_publishing(app: &TestApp, customer: &str) -> Value {
     let mut cut_off = app.settings.clone();
     cut_off.amqp.url = erasure::config::Secret::new("amqp://guest:guest@127.0.0.1:1/%2f");
     let api_app = erasure::startup::Application::build(cut_off).await.unwrap();
@@ -660,13 +657,73 @@ async fn a_request_accepted_by_a_process_that_dies_before_publishing_is_still_ca
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let process = tokio::spawn(api_app.run(Mode::Api, Some(listener), shutdown.clone()));
-    let api = Api::new(&app, base, false).await;
-    let response = api.post("src_orphan", None, None).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let (_, accepted) = read(response).await;
-    // The process goes away before anything reached the broker.
+    let api = Api::new(app, base, false).await;
+    let (status, accepted) = read(api.post(customer, None, None).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     process.abort();
     let _ = process.await;
+    accepted
+}
+
+/// The relay hands a request whose publish failed to the broker once, and its message (which
+/// names the customer) is kept on the deletion no longer than that, even while no worker takes
+/// it.
+#[tokio::test]
+async fn a_request_relayed_after_a_failed_publish_is_published_once_and_its_message_kept_no_longer()
+{
+    let mut app = TestApp::with_settings(|s| s.http.relay_after_ms = 200).await;
+    app.seed_customer("cust_relay", "src_relay", Shape::typical())
+        .await;
+    // Accepted by an API whose broker is unreachable, which then goes away.
+    let accepted = accepted_by_a_process_that_dies_before_publishing(&app, "src_relay").await;
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let pool = app.pool.clone();
+    let kept = || {
+        let pool = pool.clone();
+        let id = id.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT pending_message IS NOT NULL FROM erasure.deletions WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(
+        kept().await,
+        "unpublished: its message waits on the deletion"
+    );
+
+    // An API with a working broker relays it; no worker runs.
+    app.start(Mode::Api).await;
+    let mut waited = 0;
+    while kept().await {
+        assert!(waited < 150, "the message was still kept after 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    // Two more rounds of the relay: nothing is published again.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let published = app.take_all(&app.settings.amqp.queue).await;
+    assert_eq!(published.len(), 1, "published once");
+    let request_id = accepted["request_id"].as_str().unwrap();
+    assert!(String::from_utf8_lossy(&published[0]).contains(request_id));
+    let row = erasure::deletion::find(&app.pool, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, DeletionStatus::Pending, "no worker took it");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_request_accepted_by_a_process_that_dies_before_publishing_is_still_carried_out() {
+    let mut app = TestApp::with_settings(|s| s.http.relay_after_ms = 200).await;
+    app.seed_customer("cust_orphan", "src_orphan", Shape::typical())
+        .await;
+    let accepted = accepted_by_a_process_that_dies_before_publishing(&app, "src_orphan").await;
     assert!(app.take_all(&app.settings.amqp.queue).await.is_empty());
 
     // A worker with a working broker relays and carries it out.
