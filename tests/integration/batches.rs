@@ -473,6 +473,7 @@ async fn a_request_id_twice_in_a_batch_ends_as_alone_without_failing_the_batch_s
     );
     // One statement for the batch, which did not fail: each request id is in it once.
     assert_eq!(slot.batch_fallbacks(), 0);
+    drop(slot);
     app.cleanup().await;
 }
 
