@@ -665,22 +665,26 @@ async fn accepted_by_a_process_that_dies_before_publishing(app: &TestApp, custom
     accepted
 }
 
-/// The relay hands a request whose publish failed to the broker once, and its message (which
-/// names the customer) is kept on the deletion no longer than that, even while no worker takes
-/// it.
+/// A request is handed to the broker once, by the intake when its publish gets through, by the
+/// relay when it failed, and its message (which names the customer) is kept on the deletion no
+/// longer than that, even while no worker takes it.
 #[tokio::test]
-async fn a_request_relayed_after_a_failed_publish_is_published_once_and_its_message_kept_no_longer()
-{
+async fn a_request_is_published_once_by_the_intake_or_the_relay_and_its_message_kept_no_longer() {
     let mut app = TestApp::with_settings(|s| s.http.relay_after_ms = 200).await;
-    app.seed_customer("cust_relay", "src_relay", Shape::typical())
+    for customer in ["relay", "direct"] {
+        app.seed_customer(
+            &format!("cust_{customer}"),
+            &format!("src_{customer}"),
+            Shape::typical(),
+        )
         .await;
+    }
     // Accepted by an API whose broker is unreachable, which then goes away.
-    let accepted = accepted_by_a_process_that_dies_before_publishing(&app, "src_relay").await;
-    let id = accepted["id"].as_str().unwrap().to_owned();
+    let relayed = accepted_by_a_process_that_dies_before_publishing(&app, "src_relay").await;
     let pool = app.pool.clone();
-    let kept = || {
+    let kept = |accepted: &Value| {
         let pool = pool.clone();
-        let id = id.clone();
+        let id = accepted["id"].as_str().unwrap().to_owned();
         async move {
             sqlx::query_scalar::<_, bool>(
                 "SELECT pending_message IS NOT NULL FROM erasure.deletions WHERE id = $1",
@@ -692,29 +696,44 @@ async fn a_request_relayed_after_a_failed_publish_is_published_once_and_its_mess
         }
     };
     assert!(
-        kept().await,
+        kept(&relayed).await,
         "unpublished: its message waits on the deletion"
     );
 
-    // An API with a working broker relays it; no worker runs.
-    app.start(Mode::Api).await;
+    // An API with a working broker relays it, and publishes one of its own; no worker runs.
+    let base = app.start(Mode::Api).await;
+    let api = Api::new(&app, base, false).await;
+    let (_, direct) = read(api.post("src_direct", None, None).await).await;
     let mut waited = 0;
-    while kept().await {
-        assert!(waited < 150, "the message was still kept after 15 s");
+    while kept(&relayed).await || kept(&direct).await {
+        assert!(waited < 150, "a message was still kept after 15 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += 1;
     }
     // Two more rounds of the relay: nothing is published again.
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let published = app.take_all(&app.settings.amqp.queue).await;
-    assert_eq!(published.len(), 1, "published once");
-    let request_id = accepted["request_id"].as_str().unwrap();
-    assert!(String::from_utf8_lossy(&published[0]).contains(request_id));
-    let row = erasure::deletion::find(&app.pool, &id)
+    let mut published: Vec<String> = app
+        .take_all(&app.settings.amqp.queue)
         .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(row.status, DeletionStatus::Pending, "no worker took it");
+        .iter()
+        .map(|body| serde_json::from_slice::<Value>(body).unwrap()["request_id"].to_string())
+        .collect();
+    published.sort();
+    let mut expected = vec![
+        relayed["request_id"].to_string(),
+        direct["request_id"].to_string(),
+    ];
+    expected.sort();
+    assert_eq!(published, expected, "each published once");
+    for accepted in [&relayed, &direct] {
+        let (_, row) = api
+            .get(&format!(
+                "/v1/permanent-deletions/{}",
+                accepted["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(row["status"], "PENDING", "no worker took it");
+    }
     app.cleanup().await;
 }
 
