@@ -186,13 +186,14 @@ async fn a_request_naming_nobody_fails_not_found_and_its_records_name_the_submit
         json!({"id": key_id, "name": api.name})
     );
     // Its audit row: the error, and (no detail given where it ended) the counts recorded.
-    let audited: Vec<(
+    type AuditRow = (
         String,
         Option<String>,
         Option<String>,
         Option<String>,
         Value,
-    )> = sqlx::query_as(
+    );
+    let audited: Vec<AuditRow> = sqlx::query_as(
         "SELECT action, key_id, key_name, error_key, detail FROM erasure.audit_log \
              WHERE deletion_id = $1 ORDER BY id",
     )
