@@ -17,9 +17,10 @@ fn large() -> Shape {
     }
 }
 
-#[tokio::test]
-async fn a_large_customer_is_erased_in_chunks_counted_once_even_with_a_second_request() {
-    let mut app = TestApp::with_settings(|s| {
+/// An app erasing in chunks of 40 past 100 rows, with a large customer `cust_big` (source id
+/// `src_big`) and a typical `cust_other`; and the checksum of everyone's rows but `cust_big`'s.
+async fn big_and_other() -> (TestApp, String) {
+    let app = TestApp::with_settings(|s| {
         s.erasure.chunk_threshold = 100;
         s.erasure.chunk_rows = 40;
     })
@@ -28,6 +29,25 @@ async fn a_large_customer_is_erased_in_chunks_counted_once_even_with_a_second_re
     app.seed_customer("cust_other", "src_other", Shape::typical())
         .await;
     let others = app.checksum_of_others("cust_big").await;
+    (app, others)
+}
+
+/// Everyone's rows but `cust_big`'s are as they were (`others`), and none of its personal values
+/// is left anywhere.
+async fn assert_only_the_big_customer_gone(app: &TestApp, others: &str) {
+    assert_eq!(app.checksum_of_others("cust_big").await, others);
+    for needle in ["Name of cust_big", "cust_big@mail.example", "src_big"] {
+        assert_eq!(
+            app.rows_containing(needle).await,
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_large_customer_is_erased_in_chunks_counted_once_even_with_a_second_request() {
+    let (mut app, others) = big_and_other().await;
     app.start_worker().await;
     app.start_worker().await;
 
@@ -51,14 +71,7 @@ async fn a_large_customer_is_erased_in_chunks_counted_once_even_with_a_second_re
     let audited: Vec<String> = app.audit_actions(erased[0].request_id).await;
     assert_eq!(audited, ["erasure.done"]);
     assert_eq!(app.count_of("SELECT count(*) FROM erasure.claims").await, 0);
-    assert_eq!(app.checksum_of_others("cust_big").await, others);
-    for needle in ["Name of cust_big", "cust_big@mail.example", "src_big"] {
-        assert_eq!(
-            app.rows_containing(needle).await,
-            Vec::<String>::new(),
-            "{needle}"
-        );
-    }
+    assert_only_the_big_customer_gone(&app, &others).await;
     app.cleanup().await;
 }
 
@@ -314,15 +327,7 @@ async fn a_customer_claimed_by_another_request_holds_the_request_until_the_claim
 async fn a_chunked_erasure_that_fails_half_way_lets_its_claim_go() {
     use serde_json::json;
 
-    let mut app = TestApp::with_settings(|s| {
-        s.erasure.chunk_threshold = 100;
-        s.erasure.chunk_rows = 40;
-    })
-    .await;
-    app.seed_customer("cust_big", "src_big", large()).await;
-    app.seed_customer("cust_other", "src_other", Shape::typical())
-        .await;
-    let others = app.checksum_of_others("cust_big").await;
+    let (mut app, others) = big_and_other().await;
     // An event in the middle of the customer's refuses to go: chunks before it commit, the one
     // holding it fails with an error no retry passes.
     sqlx::raw_sql(
@@ -378,13 +383,6 @@ async fn a_chunked_erasure_that_fails_half_way_lets_its_claim_go() {
     expected["events"] = left.into();
     expected["order_events"] = 0.into();
     assert_eq!(done.data_json, expected);
-    assert_eq!(app.checksum_of_others("cust_big").await, others);
-    for needle in ["Name of cust_big", "cust_big@mail.example", "src_big"] {
-        assert_eq!(
-            app.rows_containing(needle).await,
-            Vec::<String>::new(),
-            "{needle}"
-        );
-    }
+    assert_only_the_big_customer_gone(&app, &others).await;
     app.cleanup().await;
 }
