@@ -84,15 +84,6 @@ impl From<Row> for LedgerLine {
     }
 }
 
-/// The final deletions completed at or after `since` (all without it), in the ledger's order:
-/// by completion time, then id.
-pub async fn final_deletions(
-    db: impl PgExecutor<'_>,
-    since: Option<DateTime<Utc>>,
-) -> Result<Vec<LedgerLine>, sqlx::Error> {
-    final_deletions_after(db, since, None, i64::MAX).await
-}
-
 /// The next `limit` final deletions in the ledger's order after `after` (the completion time
 /// and id of the last one read), from `since`: the export reads them a page at a time by the
 /// index on (completed_at, id), so its memory stays bounded whatever the table's size.
