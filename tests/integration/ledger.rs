@@ -385,16 +385,83 @@ async fn the_export_reads_in_pages_and_writes_every_final_deletion_once_in_order
     let url = app.settings.database.url.expose().to_owned();
     let (code, stdout, stderr) = run(&app, &url, &["ledger", "export"]).await;
     assert_eq!(code, 0, "{stderr}");
-    let ids: Vec<String> = stdout
-        .lines()
+    let expected: Vec<String> = (1..=2500).map(|n| format!("del_page{n:016}")).collect();
+    assert_eq!(ledger_ids(&stdout), expected);
+    app.cleanup().await;
+}
+
+/// The ids of a ledger's lines, in order.
+fn ledger_ids(text: &str) -> Vec<String> {
+    text.lines()
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["deletion_id"]
                 .as_str()
                 .unwrap()
                 .to_owned()
         })
-        .collect();
-    let expected: Vec<String> = (1..=2500).map(|n| format!("del_page{n:016}")).collect();
-    assert_eq!(ids, expected);
+        .collect()
+}
+
+#[tokio::test]
+async fn extending_a_ledger_file_reads_from_a_little_before_its_last_deletion_and_adds_each_new_one_once()
+ {
+    let app = TestApp::new().await;
+    let done_at = |id: &str, at: &str| {
+        format!(
+            "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, \
+               due_at, completed_at, channel) \
+             VALUES ('{id}', gen_random_uuid(), 'cust_{id}', 'DONE', now(), now() + interval '1 month', \
+               timestamptz '{at}', 'cli');"
+        )
+    };
+    sqlx::raw_sql(
+        &[
+            done_at("del_before", "2026-11-01 00:00:00Z"),
+            done_at("del_first", "2026-11-01 01:00:00Z"),
+            done_at("del_last", "2026-11-01 01:00:10Z"),
+        ]
+        .concat(),
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("erasure-test-{}", app.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = dir.join("ledger.jsonl");
+    let path = ledger.display().to_string();
+    let url = app.settings.database.url.expose().to_owned();
+    let since = "2026-11-01T00:30:00Z";
+    let (code, _, stderr) = run(
+        &app,
+        &url,
+        &["ledger", "export", "--since", since, "--out", &path],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        ledger_ids(&std::fs::read_to_string(&ledger).unwrap()),
+        ["del_first", "del_last"]
+    );
+    // Committed since: one that ended just before the file's last (a transaction that took its
+    // time), inside the overlap the extension reads again; and a new one.
+    sqlx::raw_sql(
+        &[
+            done_at("del_late", "2026-11-01 00:58:00Z"),
+            done_at("del_new", "2026-11-01 02:00:00Z"),
+        ]
+        .concat(),
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Without --since: the file says where it ends, so the deletion before the first export's
+    // start is not added (the file was started from there on purpose), and none twice.
+    let (code, _, stderr) = run(&app, &url, &["ledger", "export", "--out", &path]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("2 deletions added"), "{stderr}");
+    assert_eq!(
+        ledger_ids(&std::fs::read_to_string(&ledger).unwrap()),
+        ["del_first", "del_last", "del_late", "del_new"]
+    );
     app.cleanup().await;
 }
