@@ -636,3 +636,107 @@ async fn a_shared_address_nothing_uses_any_more_fails_the_check_and_the_sweep_cl
     assert_gone(&app, &["1 Storefront Way".to_string(), "Storeside".into()]).await;
     app.cleanup().await;
 }
+
+/// A library where a fine is the borrower's of the loan it is on, whoever paid it: the path that
+/// owns a fine ends at another step's table (or runs through it to the member), and that table
+/// names its member `borrower`, not by the member's key. A fine paid without a loan is its
+/// payer's.
+const LIBRARY: &str = "\
+    CREATE SCHEMA lib; \
+    CREATE TABLE lib.member (member_id integer PRIMARY KEY, full_name text NOT NULL, email text NOT NULL); \
+    CREATE UNIQUE INDEX member_email_idx ON lib.member (lower(email)); \
+    CREATE TABLE lib.loan (loan_id integer PRIMARY KEY, \
+      borrower integer NOT NULL REFERENCES lib.member (member_id), title text NOT NULL); \
+    CREATE INDEX loan_borrower_idx ON lib.loan (borrower); \
+    CREATE TABLE lib.fine (fine_id integer PRIMARY KEY, payer_id integer REFERENCES lib.member (member_id), \
+      loan_id integer REFERENCES lib.loan (loan_id), amount numeric(6, 2) NOT NULL, note text); \
+    CREATE INDEX fine_payer_idx ON lib.fine (payer_id); \
+    CREATE INDEX fine_loan_idx ON lib.fine (loan_id);";
+
+const LIBRARY_PLAN: &str = r#"
+schema = "lib"
+
+[subject]
+table = "member"
+key = "member_id"
+lookups = [{ column = "email", case_insensitive = true }]
+counted_as = "member"
+
+[[step]]
+table = "loan"
+path = ["borrower -> member.member_id"]
+action = "delete"
+counted_as = "loans"
+
+[[step]]
+table = "fine"
+paths = [["loan_id -> loan.loan_id"], { path = ["payer_id -> member.member_id"], only_when_unowned = true }]
+action = "delete"
+counted_as = "fines"
+"#;
+
+/// Ada (1) paid a fine on Bob's (2) loan, Bob one on Ada's; Ada has a fine with no loan.
+const LIBRARY_ROWS: &str = "\
+    INSERT INTO lib.member VALUES (1, 'Ada Lenderby', 'ada@lib.example'), \
+      (2, 'Bob Borrowman', 'bob@lib.example'), (3, 'Cy Quietly', 'cy@lib.example'); \
+    INSERT INTO lib.loan VALUES (10, 1, 'Notes on engines'), (11, 1, 'Sketches'), \
+      (20, 2, 'Bob''s atlas'), (30, 3, 'Cy''s novel'); \
+    INSERT INTO lib.fine VALUES (1, 1, 10, 1.00, 'late'), (2, 1, 20, 2.00, 'paid for a friend'), \
+      (3, 2, 10, 3.00, 'paid for a friend'), (4, 3, 30, 4.00, NULL), (5, 1, NULL, 5.00, 'lost card'), \
+      (6, 2, 20, 6.00, NULL);";
+
+#[tokio::test]
+async fn a_row_owned_through_another_steps_table_is_its_owners_whoever_else_it_points_at() {
+    // The owning path as a hop to the loan step (which leads on to the member by its own
+    // path), and as two hops through the loan table to the member: the same rows either way.
+    let through_loan = LIBRARY_PLAN.replace(
+        r#"[["loan_id -> loan.loan_id"], "#,
+        r#"[["loan_id -> loan.loan_id", "borrower -> member.member_id"], "#,
+    );
+    assert_ne!(through_loan, LIBRARY_PLAN);
+    for plan in [LIBRARY_PLAN, &through_loan] {
+        let app = TestApp::with_schema(LIBRARY, plan).await;
+        run(&app, LIBRARY_ROWS).await;
+        let others = [
+            "SELECT * FROM lib.member WHERE member_id <> 1",
+            "SELECT * FROM lib.loan WHERE borrower <> 1",
+            "SELECT * FROM lib.fine WHERE fine_id IN (4, 6)",
+            "SELECT fine_id, loan_id, amount, note FROM lib.fine WHERE fine_id = 2",
+        ];
+        let before = checksum(&app, &others).await;
+        let ada = erase(&app, "ADA@lib.example").await;
+        assert_eq!(ada.status, DeletionStatus::Done, "{ada:?}");
+        // Her loans, the fine on her loan she paid, the one Bob paid on it, and the one with no
+        // loan; the fine she paid on Bob's loan is Bob's, and lets go of her.
+        assert_eq!(
+            ada.data_json,
+            json!({"loans": 2, "fines": 3, "fines_of_others_unlinked": 1, "member": 1}),
+            "{plan}"
+        );
+        assert_eq!(checksum(&app, &others).await, before);
+        let left: Vec<(i32, Option<i32>)> =
+            sqlx::query_as("SELECT fine_id, payer_id FROM lib.fine ORDER BY fine_id")
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(left, [(2, None), (4, Some(3)), (6, Some(2))]);
+        assert_gone(&app, &["Ada Lenderby".into(), "ada@lib.example".into()]).await;
+        assert_eq!(
+            verification_of_now(&app, &ada.id).await["outcome"],
+            "passed"
+        );
+        // Bob's erasure then takes his loan and both fines on it, the one Ada paid included.
+        let bob = erase(&app, "2").await;
+        assert_eq!(
+            bob.data_json,
+            json!({"loans": 1, "fines": 2, "fines_of_others_unlinked": 0, "member": 1}),
+            "{plan}"
+        );
+        assert_eq!(
+            app.count_of("SELECT count(*) FROM lib.fine WHERE fine_id = 4")
+                .await,
+            1
+        );
+        app.cleanup().await;
+    }
+}
