@@ -640,7 +640,8 @@ async fn a_shared_address_nothing_uses_any_more_fails_the_check_and_the_sweep_cl
 /// A library where a fine is the borrower's of the loan it is on, whoever paid it: the path that
 /// owns a fine ends at another step's table (or runs through it to the member), and that table
 /// names its member `borrower`, not by the member's key. A fine paid without a loan is its
-/// payer's.
+/// payer's. A reminder about a fine (which holds the address it went to) is the fine's owner's,
+/// three tables from the member.
 const LIBRARY: &str = "\
     CREATE SCHEMA lib; \
     CREATE TABLE lib.member (member_id integer PRIMARY KEY, full_name text NOT NULL, email text NOT NULL); \
@@ -651,7 +652,10 @@ const LIBRARY: &str = "\
     CREATE TABLE lib.fine (fine_id integer PRIMARY KEY, payer_id integer REFERENCES lib.member (member_id), \
       loan_id integer REFERENCES lib.loan (loan_id), amount numeric(6, 2) NOT NULL, note text); \
     CREATE INDEX fine_payer_idx ON lib.fine (payer_id); \
-    CREATE INDEX fine_loan_idx ON lib.fine (loan_id);";
+    CREATE INDEX fine_loan_idx ON lib.fine (loan_id); \
+    CREATE TABLE lib.reminder (reminder_id integer PRIMARY KEY, \
+      fine_id integer NOT NULL REFERENCES lib.fine (fine_id), sent_to text NOT NULL); \
+    CREATE INDEX reminder_fine_idx ON lib.reminder (fine_id);";
 
 const LIBRARY_PLAN: &str = r#"
 schema = "lib"
@@ -673,6 +677,12 @@ table = "fine"
 paths = [["loan_id -> loan.loan_id"], { path = ["payer_id -> member.member_id"], only_when_unowned = true }]
 action = "delete"
 counted_as = "fines"
+
+[[step]]
+table = "reminder"
+path = ["fine_id -> fine.fine_id"]
+action = "delete"
+counted_as = "reminders"
 "#;
 
 /// Ada (1) paid a fine on Bob's (2) loan, Bob one on Ada's; Ada has a fine with no loan.
@@ -683,7 +693,9 @@ const LIBRARY_ROWS: &str = "\
       (20, 2, 'Bob''s atlas'), (30, 3, 'Cy''s novel'); \
     INSERT INTO lib.fine VALUES (1, 1, 10, 1.00, 'late'), (2, 1, 20, 2.00, 'paid for a friend'), \
       (3, 2, 10, 3.00, 'paid for a friend'), (4, 3, 30, 4.00, NULL), (5, 1, NULL, 5.00, 'lost card'), \
-      (6, 2, 20, 6.00, NULL);";
+      (6, 2, 20, 6.00, NULL); \
+    INSERT INTO lib.reminder VALUES (1, 1, 'ada@lib.example'), (2, 3, 'bob@lib.example'), \
+      (3, 6, 'bob@lib.example'), (4, 2, 'bob@lib.example');";
 
 #[tokio::test]
 async fn a_row_owned_through_another_steps_table_is_its_owners_whoever_else_it_points_at() {
@@ -702,15 +714,18 @@ async fn a_row_owned_through_another_steps_table_is_its_owners_whoever_else_it_p
             "SELECT * FROM lib.loan WHERE borrower <> 1",
             "SELECT * FROM lib.fine WHERE fine_id IN (4, 6)",
             "SELECT fine_id, loan_id, amount, note FROM lib.fine WHERE fine_id = 2",
+            "SELECT * FROM lib.reminder WHERE reminder_id IN (3, 4)",
         ];
         let before = checksum(&app, &others).await;
         let ada = erase(&app, "ADA@lib.example").await;
         assert_eq!(ada.status, DeletionStatus::Done, "{ada:?}");
         // Her loans, the fine on her loan she paid, the one Bob paid on it, and the one with no
-        // loan; the fine she paid on Bob's loan is Bob's, and lets go of her.
+        // loan, and the reminders about the first two; the fine she paid on Bob's loan is Bob's,
+        // and lets go of her.
         assert_eq!(
             ada.data_json,
-            json!({"loans": 2, "fines": 3, "fines_of_others_unlinked": 1, "member": 1}),
+            json!({"loans": 2, "fines": 3, "fines_of_others_unlinked": 1, "reminders": 2,
+                   "member": 1}),
             "{plan}"
         );
         assert_eq!(checksum(&app, &others).await, before);
@@ -725,13 +740,16 @@ async fn a_row_owned_through_another_steps_table_is_its_owners_whoever_else_it_p
             verification_of_now(&app, &ada.id).await["outcome"],
             "passed"
         );
-        // Bob's erasure then takes his loan and both fines on it, the one Ada paid included.
+        // Bob's erasure then takes his loan, both fines on it (the one Ada paid included) and
+        // their reminders.
         let bob = erase(&app, "2").await;
         assert_eq!(
             bob.data_json,
-            json!({"loans": 1, "fines": 2, "fines_of_others_unlinked": 0, "member": 1}),
+            json!({"loans": 1, "fines": 2, "fines_of_others_unlinked": 0, "reminders": 2,
+                   "member": 1}),
             "{plan}"
         );
+        assert_gone(&app, &["Bob Borrowman".into(), "bob@lib.example".into()]).await;
         assert_eq!(
             app.count_of("SELECT count(*) FROM lib.fine WHERE fine_id = 4")
                 .await,
