@@ -273,6 +273,66 @@ async fn pairs_of_kept_customers_sharing_an_address_erased_at_once_anonymize_it_
 }
 
 #[tokio::test]
+async fn a_shared_address_the_customers_point_at_without_a_foreign_key_stays_while_one_of_them_lives()
+ {
+    // Real schemas leave keys undeclared: nothing in the database says the customers use their
+    // address, so the plan's own `from` column must count as a use.
+    let schema =
+        format!("{SCHEMA}\nALTER TABLE store.customer DROP CONSTRAINT customer_address_id_fkey;");
+    let app = TestApp::with_schema(&schema, PLAN).await;
+    run(&app, BASE).await;
+    run(&app, &pairs_sql(0..2)).await;
+    let others = [
+        "SELECT * FROM store.customer WHERE customer_id <> 100",
+        "SELECT * FROM store.address",
+        "SELECT * FROM store.rental WHERE customer_id <> 100",
+        "SELECT * FROM store.payment WHERE customer_id <> 100",
+    ];
+    let before = checksum(&app, &others).await;
+    let first = erase(&app, "100").await;
+    assert_eq!(
+        first.data_json,
+        json!({"rentals": 2, "payments": 2, "payments_of_others_unlinked": 0,
+               "address": 0, "address_kept": 1, "customer": 1})
+    );
+    assert_eq!(
+        checksum(&app, &others).await,
+        before,
+        "customer 101 still lives there"
+    );
+    assert_gone(&app, &["Pairson100".into(), "pat100@pairs.example".into()]).await;
+    assert_eq!(
+        verification_of_now(&app, &first.id).await["outcome"],
+        "passed"
+    );
+    let second = erase(&app, "101").await;
+    assert_eq!(
+        (count(&second, "address"), count(&second, "address_kept")),
+        (1, 0)
+    );
+    assert_gone(
+        &app,
+        &[
+            "0 Pairfield Lane".into(),
+            "+1-555-7000".into(),
+            "Pairson101".into(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        verification_of_now(&app, &second.id).await["outcome"],
+        "passed"
+    );
+    // The other pair's address and the store's are where they were.
+    assert_eq!(
+        app.count_of("SELECT count(*) FROM store.address WHERE address_id IN (1, 2, 101)")
+            .await,
+        3
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_kept_customers_shared_address_is_cleared_when_the_last_of_them_is_erased() {
     let app = TestApp::with_schema(SCHEMA, PLAN_KEPT).await;
     run(&app, BASE).await;
