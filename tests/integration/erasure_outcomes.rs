@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use erasure::deletion::{DeletionStatus, ErrorKey};
+use erasure::deletion::{DeletionStatus, ErrorKey, report};
 use erasure::erase::{Outcome, Slot};
 use erasure::request::Channel;
 use erasure::request::ErasureRequest;
@@ -553,5 +553,54 @@ async fn a_typical_erasure_is_one_database_round_trip() {
     // The slot holds its connection until dropped; closing the pool waits for it.
     drop(slot);
     through_proxy.pool.close().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_outcomes_event_is_owed_from_its_commit_until_the_publisher_has_it() {
+    let mut app = TestApp::new().await;
+    app.seed_customer("cust_owed", "src_owed", Shape::typical())
+        .await;
+    let events = app.subscribe_to_events().await;
+    // Erased by the engine alone, with no publisher running: the outcome and its owed event
+    // committed together.
+    let Outcome::Recorded(row) = app
+        .eraser()
+        .erase(
+            &app.eraser()
+                .receive(request_for("cust_owed"), Channel::Cli, Utc::now())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("expected a recorded outcome")
+    };
+    assert_eq!(row.status, DeletionStatus::Done);
+    assert!(report::event_owed(&app.pool, &row.id).await.unwrap());
+    assert!(
+        !report::event_owed(&app.pool, "del_000000000000000000000000")
+            .await
+            .unwrap()
+    );
+    assert!(app.take_all(&events).await.is_empty());
+    // A worker's publisher sends it, and it is owed no longer.
+    app.start_worker().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut published = Vec::new();
+    while published.is_empty() || report::event_owed(&app.pool, &row.id).await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event stays owed"
+        );
+        published.extend(app.take_all(&events).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(published.len(), 1);
+    let event: serde_json::Value = serde_json::from_slice(&published[0]).unwrap();
+    assert_eq!(
+        (event["id"].as_str(), event["status"].as_str()),
+        (Some(row.id.as_str()), Some("DONE"))
+    );
     app.cleanup().await;
 }
