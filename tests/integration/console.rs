@@ -1414,6 +1414,15 @@ async fn deadlines_show_what_is_overdue_due_soon_or_late_and_a_write_key_extends
     assert_eq!(count("overdue").await, "2");
     assert_eq!(count("due_soon").await, "1");
     assert_eq!(count("late").await, "1");
+    // Each named as the people who follow requests say it.
+    for (deadline, label) in [
+        ("overdue", "Overdue"),
+        ("due_soon", "Due within 7 days"),
+        ("late", "Completed late"),
+    ] {
+        let link = format!("#deadline-counts tr[data-deadline='{deadline}'] a");
+        assert_eq!(b.text(&link).await, label);
+    }
     let overdue_rows = b
         .client
         .find_all(Locator::Css("#overdue-list tbody tr"))
