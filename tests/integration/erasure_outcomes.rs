@@ -418,23 +418,30 @@ async fn hostile_identifiers_are_bound_not_spliced() {
     app.seed_customer("cust_bystander", "src_bystander", Shape::typical())
         .await;
     let before = app.checksum_of_others(hostile).await;
-    let Outcome::Recorded(row) = app
-        .eraser()
-        .erase(
-            &app.eraser()
-                .receive(request_for(hostile), Channel::Cli, Utc::now())
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("expected a recorded outcome")
-    };
+    let row = erase_by_engine(&app, hostile).await;
     assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.related_object_id.as_deref(), Some(hostile));
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     assert_eq!(app.checksum_of_others(hostile).await, before);
     app.cleanup().await;
+}
+
+/// Erases `customer` through the engine alone (no queue, no worker) and returns its recorded
+/// outcome.
+async fn erase_by_engine(app: &TestApp, customer: &str) -> erasure::deletion::DeletionRow {
+    let eraser = app.eraser();
+    match eraser
+        .erase(
+            &eraser
+                .receive(request_for(customer), Channel::Cli, Utc::now())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+    {
+        Outcome::Recorded(row) => row,
+        other => panic!("expected a recorded outcome, got {other:?}"),
+    }
 }
 
 fn request_for(customer: &str) -> ErasureRequest {
@@ -564,18 +571,7 @@ async fn an_outcomes_event_is_owed_from_its_commit_until_the_publisher_has_it() 
     let events = app.subscribe_to_events().await;
     // Erased by the engine alone, with no publisher running: the outcome and its owed event
     // committed together.
-    let Outcome::Recorded(row) = app
-        .eraser()
-        .erase(
-            &app.eraser()
-                .receive(request_for("cust_owed"), Channel::Cli, Utc::now())
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("expected a recorded outcome")
-    };
+    let row = erase_by_engine(&app, "cust_owed").await;
     assert_eq!(row.status, DeletionStatus::Done);
     assert!(report::event_owed(&app.pool, &row.id).await.unwrap());
     assert!(

@@ -406,22 +406,28 @@ fn ledger_ids(text: &str) -> Vec<String> {
 async fn extending_a_ledger_file_reads_from_a_little_before_its_last_deletion_and_adds_each_new_one_once()
  {
     let app = TestApp::new().await;
-    let done_at = |id: &str, at: &str| {
+    // DONE deletions (id, when it ended).
+    let done_at = |ended: &[(&str, &str)]| {
+        let rows: Vec<String> = ended
+            .iter()
+            .map(|(id, at)| {
+                format!(
+                    "('{id}', gen_random_uuid(), 'cust_{id}', 'DONE', now(), \
+                     now() + interval '1 month', timestamptz '{at}', 'cli')"
+                )
+            })
+            .collect();
         format!(
             "INSERT INTO erasure.deletions (id, request_id, related_object_id, status, requested_at, \
-               due_at, completed_at, channel) \
-             VALUES ('{id}', gen_random_uuid(), 'cust_{id}', 'DONE', now(), now() + interval '1 month', \
-               timestamptz '{at}', 'cli');"
+               due_at, completed_at, channel) VALUES {}",
+            rows.join(", ")
         )
     };
-    sqlx::raw_sql(
-        &[
-            done_at("del_before", "2026-11-01 00:00:00Z"),
-            done_at("del_first", "2026-11-01 01:00:00Z"),
-            done_at("del_last", "2026-11-01 01:00:10Z"),
-        ]
-        .concat(),
-    )
+    sqlx::raw_sql(&done_at(&[
+        ("del_before", "2026-11-01 00:00:00Z"),
+        ("del_first", "2026-11-01 01:00:00Z"),
+        ("del_last", "2026-11-01 01:00:10Z"),
+    ]))
     .execute(&app.pool)
     .await
     .unwrap();
@@ -444,13 +450,10 @@ async fn extending_a_ledger_file_reads_from_a_little_before_its_last_deletion_an
     );
     // Committed since: one that ended just before the file's last (a transaction that took its
     // time), inside the overlap the extension reads again; and a new one.
-    sqlx::raw_sql(
-        &[
-            done_at("del_late", "2026-11-01 00:58:00Z"),
-            done_at("del_new", "2026-11-01 02:00:00Z"),
-        ]
-        .concat(),
-    )
+    sqlx::raw_sql(&done_at(&[
+        ("del_late", "2026-11-01 00:58:00Z"),
+        ("del_new", "2026-11-01 02:00:00Z"),
+    ]))
     .execute(&app.pool)
     .await
     .unwrap();
