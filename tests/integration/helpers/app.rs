@@ -221,8 +221,13 @@ impl TestApp {
             // database below closes it.
             let _ = tokio::time::timeout(Duration::from_secs(5), app.pool.close()).await;
         }
-        let _ = self.connection.close(200, "test done".into()).await;
-        self.pool.close().await;
+        // Neither may hold a test past its end: the drop below closes what is left.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.connection.close(200, "test done".into()),
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
         remove(&self.database, &self.settings.amqp).await;
         remove_plan_dir(&self.id);
         self.removed = true;
