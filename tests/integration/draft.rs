@@ -3,12 +3,10 @@
 //! that must be kept cannot let go of what the erasure removes. Every test schema's draft passes
 //! the check as drafted, and the placeholder patterns it writes erase as they say.
 
-use chrono::Utc;
 use erasure::deletion::{DeletionStatus, ErrorKey};
-use erasure::erase::Outcome;
 use erasure::plan::live::LiveSchema;
 use erasure::plan::{Plan, TableName, draft};
-use erasure::request::{Channel, ErasureRequest};
+use erasure::request::ErasureRequest;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -160,24 +158,15 @@ async fn every_test_schema_drafts_a_plan_that_passes_the_check() {
     }
 }
 
-/// Erases the customer `identifier` names and returns the recorded outcome.
-async fn erase(app: &TestApp, identifier: &str) -> erasure::deletion::DeletionRow {
-    let eraser = app.eraser();
-    let request = ErasureRequest {
+/// A request from the DPO for the customer `identifier` names.
+fn request(identifier: &str) -> ErasureRequest {
+    ErasureRequest {
         request_id: Uuid::new_v4(),
         customer_id: identifier.to_owned(),
         requested_by: "dpo".into(),
         reason: None,
         requested_at: None,
         identifier_type: None,
-    };
-    match eraser
-        .erase(&eraser.receive(request, Channel::Cli, Utc::now()).unwrap())
-        .await
-        .unwrap()
-    {
-        Outcome::Recorded(row) | Outcome::Stopped(row) => row,
-        other => panic!("expected a recorded outcome, got {other:?}"),
     }
 }
 
@@ -257,7 +246,7 @@ async fn invoices_repointed_at_a_placeholder_customer_stay_while_the_customer_go
     sqlx::raw_sql(DATA).execute(&app.pool).await.unwrap();
     let others = rows(&app, "SELECT * FROM crm.invoice WHERE invoice_id = 3").await;
 
-    let row = erase(&app, "1").await;
+    let row = app.erase_by_engine(request("1")).await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(
         row.data_json,
@@ -284,7 +273,7 @@ async fn invoices_repointed_at_a_placeholder_customer_stay_while_the_customer_go
         "passed"
     );
     // Another customer's erasure leaves the invoices already repointed as they are.
-    let bob = erase(&app, "2").await;
+    let bob = app.erase_by_engine(request("2")).await;
     assert_eq!(bob.data_json["invoice"], 1, "{bob:?}");
     let kept = rows(&app, "SELECT * FROM crm.invoice").await;
     assert_eq!(kept.len(), 4);
@@ -297,7 +286,7 @@ async fn invoices_repointed_at_a_placeholder_customer_stay_while_the_customer_go
         ["(0)"]
     );
     // An erasure naming the placeholder itself fails, changing nothing.
-    let placeholder = erase(&app, "0").await;
+    let placeholder = app.erase_by_engine(request("0")).await;
     assert_eq!(
         placeholder.status,
         DeletionStatus::Failed,
@@ -324,7 +313,7 @@ async fn invoice_lines_repointed_at_a_placeholder_invoice_stay_while_the_invoice
     let app = TestApp::with_schema(&format!("{SCHEMA} {PLACEHOLDERS}"), &plan).await;
     sqlx::raw_sql(DATA).execute(&app.pool).await.unwrap();
 
-    let row = erase(&app, "1").await;
+    let row = app.erase_by_engine(request("1")).await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(
         row.data_json,

@@ -152,18 +152,7 @@ async fn an_id_wins_over_a_source_id_that_happens_to_equal_it() {
         .await;
     app.seed_customer("cust_b", "src_b", Shape::typical()).await;
     let request = request_for("cust_b");
-    let Outcome::Recorded(row) = app
-        .eraser()
-        .erase(
-            &app.eraser()
-                .receive(request, Channel::Cli, Utc::now())
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("expected a recorded outcome")
-    };
+    let row = app.erase_by_engine(request).await;
     assert_eq!(row.related_object_id.as_deref(), Some("cust_b"));
     assert_eq!(
         app.count("SELECT count(*) FROM customers WHERE id = $1", "cust_a")
@@ -418,30 +407,12 @@ async fn hostile_identifiers_are_bound_not_spliced() {
     app.seed_customer("cust_bystander", "src_bystander", Shape::typical())
         .await;
     let before = app.checksum_of_others(hostile).await;
-    let row = erase_by_engine(&app, hostile).await;
+    let row = app.erase_by_engine(request_for(hostile)).await;
     assert_eq!(row.status, DeletionStatus::Done);
     assert_eq!(row.related_object_id.as_deref(), Some(hostile));
     assert_eq!(row.data_json, Shape::typical().expected_counts());
     assert_eq!(app.checksum_of_others(hostile).await, before);
     app.cleanup().await;
-}
-
-/// Erases `customer` through the engine alone (no queue, no worker) and returns its recorded
-/// outcome.
-async fn erase_by_engine(app: &TestApp, customer: &str) -> erasure::deletion::DeletionRow {
-    let eraser = app.eraser();
-    match eraser
-        .erase(
-            &eraser
-                .receive(request_for(customer), Channel::Cli, Utc::now())
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-    {
-        Outcome::Recorded(row) => row,
-        other => panic!("expected a recorded outcome, got {other:?}"),
-    }
 }
 
 fn request_for(customer: &str) -> ErasureRequest {
@@ -571,7 +542,7 @@ async fn an_outcomes_event_is_owed_from_its_commit_until_the_publisher_has_it() 
     let events = app.subscribe_to_events().await;
     // Erased by the engine alone, with no publisher running: the outcome and its owed event
     // committed together.
-    let row = erase_by_engine(&app, "cust_owed").await;
+    let row = app.erase_by_engine(request_for("cust_owed")).await;
     assert_eq!(row.status, DeletionStatus::Done);
     assert!(report::event_owed(&app.pool, &row.id).await.unwrap());
     assert!(

@@ -4,8 +4,8 @@
 //! refused; and an identifier that named nobody is kept nowhere in clear.
 
 use chrono::Utc;
-use erasure::deletion::{DeletionRow, DeletionStatus, ErrorKey};
-use erasure::erase::{Named, Outcome};
+use erasure::deletion::{DeletionStatus, ErrorKey};
+use erasure::erase::Named;
 use erasure::request::{Channel, ErasureRequest};
 use erasure::startup::Mode;
 use reqwest::StatusCode;
@@ -48,21 +48,6 @@ fn request(identifier: &str, identifier_type: Option<&str>) -> ErasureRequest {
     }
 }
 
-async fn erase(app: &TestApp, identifier: &str, identifier_type: Option<&str>) -> DeletionRow {
-    let eraser = app.eraser();
-    let received = eraser
-        .receive(
-            request(identifier, identifier_type),
-            Channel::Cli,
-            Utc::now(),
-        )
-        .unwrap();
-    match eraser.erase(&received).await.unwrap() {
-        Outcome::Recorded(row) => row,
-        other => panic!("expected a recorded outcome, got {other:?}"),
-    }
-}
-
 async fn person_rows(app: &TestApp, id: i64) -> i64 {
     app.count_of(&format!(
         "SELECT (SELECT count(*) FROM ident.person WHERE id = {id}) + (SELECT count(*) FROM ident.visit WHERE person_id = {id})"
@@ -75,13 +60,13 @@ async fn a_key_names_its_customer_only_and_keeps_naming_it_once_erased() {
     let mut app = TestApp::with_schema(SCHEMA, PLAN).await;
     sqlx::raw_sql(PEOPLE).execute(&app.pool).await.unwrap();
     // 42 is person 42's key, and person 7's external reference: the key wins.
-    let first = erase(&app, "42", None).await;
+    let first = app.erase_by_engine(request("42", None)).await;
     assert_eq!(first.status, DeletionStatus::Done);
     assert_eq!(first.related_object_id.as_deref(), Some("42"));
     assert_eq!(person_rows(&app, 7).await, 2, "person 7 untouched");
     // Asked again with a new request id, through the engine, the queue and the API: already
     // erased, for person 42; person 7 is never touched.
-    let again = erase(&app, "42", None).await;
+    let again = app.erase_by_engine(request("42", None)).await;
     assert!(again.already_erased, "{again:?}");
     assert_eq!(again.related_object_id.as_deref(), Some("42"));
     app.start_worker().await;
@@ -104,7 +89,9 @@ async fn a_key_names_its_customer_only_and_keeps_naming_it_once_erased() {
     let (_, latest) = api.get("/v1/customers/42/permanent-deletion").await;
     assert_eq!(latest["related_object_id"], "42", "{latest}");
     // Said to be a lookup value, 42 is person 7's external reference.
-    let seven = erase(&app, "42", Some("external_ref")).await;
+    let seven = app
+        .erase_by_engine(request("42", Some("external_ref")))
+        .await;
     assert_eq!(seven.related_object_id.as_deref(), Some("7"));
     assert_eq!(person_rows(&app, 7).await, 0);
     app.cleanup().await;
@@ -124,7 +111,7 @@ async fn an_identifier_that_names_two_customers_is_refused_and_its_type_resolves
     };
     let before = checksum().await;
     // dup-1 is person 1's external reference and person 2's legacy code.
-    let refused = erase(&app, "dup-1", None).await;
+    let refused = app.erase_by_engine(request("dup-1", None)).await;
     assert_eq!(refused.status, DeletionStatus::Failed);
     assert_eq!(refused.error_key, Some(ErrorKey::Conflict));
     assert!(
@@ -165,12 +152,14 @@ async fn an_identifier_that_names_two_customers_is_refused_and_its_type_resolves
         );
     }
     // Said which it is, it names one.
-    let two = erase(&app, "dup-1", Some("legacy_code")).await;
+    let two = app
+        .erase_by_engine(request("dup-1", Some("legacy_code")))
+        .await;
     assert_eq!(two.related_object_id.as_deref(), Some("2"));
     assert_eq!(person_rows(&app, 2).await, 0);
     // Person 2 is erased, but its legacy code still names it: dup-1 alone still names two
     // customers (person 1 alive, person 2 erased), and is refused.
-    let still = erase(&app, "dup-1", None).await;
+    let still = app.erase_by_engine(request("dup-1", None)).await;
     assert_eq!(still.error_key, Some(ErrorKey::Conflict), "{still:?}");
     assert_eq!(person_rows(&app, 1).await, 2, "person 1 untouched");
     // An identifier type that is neither the key nor a lookup is not a valid request.
@@ -191,20 +180,24 @@ async fn a_lookup_compared_exactly_matches_one_spelling_and_one_in_any_case_ever
     sqlx::raw_sql(PEOPLE).execute(&app.pool).await.unwrap();
     // Src_X is person 2's external reference, compared exactly.
     assert_eq!(
-        erase(&app, "SRC_X", None).await.error_key,
+        app.erase_by_engine(request("SRC_X", None)).await.error_key,
         Some(ErrorKey::NotFound)
     );
     assert_eq!(
-        erase(&app, "src_x", None).await.error_key,
+        app.erase_by_engine(request("src_x", None)).await.error_key,
         Some(ErrorKey::NotFound)
     );
     assert_eq!(person_rows(&app, 2).await, 2);
-    let two = erase(&app, "Src_X", None).await;
+    let two = app.erase_by_engine(request("Src_X", None)).await;
     assert_eq!(two.related_object_id.as_deref(), Some("2"));
     // Erased: the exact spelling is found erased, another spelling names nobody, in the
     // "erased earlier" look and in suppression alike.
-    assert!(erase(&app, "Src_X", None).await.already_erased);
-    let other = erase(&app, "SRC_X", None).await;
+    assert!(
+        app.erase_by_engine(request("Src_X", None))
+            .await
+            .already_erased
+    );
+    let other = app.erase_by_engine(request("SRC_X", None)).await;
     assert_eq!(other.error_key, Some(ErrorKey::NotFound), "{other:?}");
     let identity = app.eraser().identity();
     let naming = |id: &str| identity.naming(id, erasure::identity::IdentifierType::Any);
@@ -221,9 +214,13 @@ async fn a_lookup_compared_exactly_matches_one_spelling_and_one_in_any_case_ever
             .is_none()
     );
     // The e-mail, compared in any case: found in any case, alive and erased.
-    let seven = erase(&app, "SEVEN@People.Example", None).await;
+    let seven = app
+        .erase_by_engine(request("SEVEN@People.Example", None))
+        .await;
     assert_eq!(seven.related_object_id.as_deref(), Some("7"));
-    let again = erase(&app, "seven@PEOPLE.example", None).await;
+    let again = app
+        .erase_by_engine(request("seven@PEOPLE.example", None))
+        .await;
     assert!(again.already_erased, "{again:?}");
     assert!(
         erasure::deletion::ledger::suppression(&app.pool, &naming("Seven@people.EXAMPLE"))

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use erasure::deletion::{DeletionRow, DeletionStatus, ErrorKey};
-use erasure::erase::Outcome;
 use erasure::request::{Channel, ErasureRequest};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -73,23 +71,6 @@ fn request(identifier: &str) -> ErasureRequest {
         reason: None,
         requested_at: None,
         identifier_type: None,
-    }
-}
-
-/// Erases the customer `identifier` names, through the engine, and returns the outcome.
-async fn erase(app: &TestApp, identifier: &str) -> DeletionRow {
-    let eraser = app.eraser();
-    match eraser
-        .erase(
-            &eraser
-                .receive(request(identifier), Channel::Cli, Utc::now())
-                .unwrap(),
-        )
-        .await
-        .unwrap()
-    {
-        Outcome::Recorded(row) | Outcome::Stopped(row) => row,
-        other => panic!("expected a recorded outcome, got {other:?}"),
     }
 }
 
@@ -289,7 +270,7 @@ async fn a_shared_address_the_customers_point_at_without_a_foreign_key_stays_whi
         "SELECT * FROM store.payment WHERE customer_id <> 100",
     ];
     let before = checksum(&app, &others).await;
-    let first = erase(&app, "100").await;
+    let first = app.erase_by_engine(request("100")).await;
     assert_eq!(
         first.data_json,
         json!({"rentals": 2, "payments": 2, "payments_of_others_unlinked": 0,
@@ -305,7 +286,7 @@ async fn a_shared_address_the_customers_point_at_without_a_foreign_key_stays_whi
         verification_of_now(&app, &first.id).await["outcome"],
         "passed"
     );
-    let second = erase(&app, "101").await;
+    let second = app.erase_by_engine(request("101")).await;
     assert_eq!(
         (count(&second, "address"), count(&second, "address_kept")),
         (1, 0)
@@ -339,22 +320,22 @@ async fn a_kept_customers_shared_address_is_cleared_when_the_last_of_them_is_era
     run(&app, &pairs_sql(0..1)).await;
     // One after the other: the first keeps it (the second still lives there), the second
     // clears it, though the first's kept row still points at it.
-    let first = erase(&app, "100").await;
+    let first = app.erase_by_engine(request("100")).await;
     assert_eq!(
         (count(&first, "address"), count(&first, "address_kept")),
         (0, 1)
     );
-    let second = erase(&app, "PAT101@pairs.example").await;
+    let second = app.erase_by_engine(request("PAT101@pairs.example")).await;
     assert_eq!(
         (count(&second, "address"), count(&second, "address_kept")),
         (1, 0)
     );
     assert_gone(&app, &["0 Pairfield Lane".to_string(), "Pairson100".into()]).await;
     // Asked again: nothing left to clear.
-    let again = erase(&app, "101").await;
+    let again = app.erase_by_engine(request("101")).await;
     assert!(again.already_erased, "{again:?}");
     // The store's address, shared with customer 1: kept, in use by the store.
-    let storeside = erase(&app, "1").await;
+    let storeside = app.erase_by_engine(request("1")).await;
     assert_eq!(
         (
             count(&storeside, "address"),
@@ -418,7 +399,7 @@ async fn payments_others_made_on_the_customers_rentals_are_unlinked_not_erased()
         .await
         .unwrap();
     assert_eq!(preview.data_json, expected);
-    let row = erase(&app, "10").await;
+    let row = app.erase_by_engine(request("10")).await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(row.data_json, expected);
     // Customer 11's payment for the erased customer's rental stays, let go of the rental.
@@ -481,7 +462,7 @@ async fn a_row_of_another_customer_that_cannot_let_go_refuses_the_erasure_and_ch
         "{message}"
     );
     assert!(message.contains("customer_id"), "{message}");
-    let row = erase(&app, "10").await;
+    let row = app.erase_by_engine(request("10")).await;
     assert_eq!(row.status, DeletionStatus::Failed);
     assert_eq!(row.error_key, Some(ErrorKey::Conflict));
     assert_eq!(row.error_message.as_deref(), Some(message.as_str()));
@@ -497,7 +478,7 @@ async fn a_row_of_another_customer_that_cannot_let_go_refuses_the_erasure_and_ch
     );
     assert_ne!(marked, PLAN);
     let app = paid_for_another(&marked).await;
-    let row = erase(&app, "10").await;
+    let row = app.erase_by_engine(request("10")).await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(
         row.data_json,
@@ -531,7 +512,7 @@ async fn a_row_of_another_customer_pointing_at_a_customer_row_that_stays_does_no
         "SELECT * FROM store.payment WHERE rental_id = 120",
     ];
     let before = checksum(&app, &others).await;
-    let row = erase(&app, "10").await;
+    let row = app.erase_by_engine(request("10")).await;
     assert_eq!(row.status, DeletionStatus::Done, "{row:?}");
     assert_eq!(
         row.data_json,
@@ -563,7 +544,7 @@ async fn a_not_null_link_to_another_customers_row_refuses_and_changes_nothing() 
         "SELECT * FROM store.address",
     ];
     let before = checksum(&app, &everything).await;
-    let row = erase(&app, "tess@TENANT.example").await;
+    let row = app.erase_by_engine(request("tess@TENANT.example")).await;
     assert_eq!(row.error_key, Some(ErrorKey::Conflict), "{row:?}");
     let message = row.error_message.clone().unwrap();
     assert!(
@@ -573,7 +554,7 @@ async fn a_not_null_link_to_another_customers_row_refuses_and_changes_nothing() 
     assert_eq!(checksum(&app, &everything).await, before);
     // Nor can the customer who made that payment be erased: the payment hangs off customer
     // 10's rental too, and the plan says it is theirs as much as its payer's.
-    let payer = erase(&app, "11").await;
+    let payer = app.erase_by_engine(request("11")).await;
     assert_eq!(payer.error_key, Some(ErrorKey::Conflict), "{payer:?}");
     assert_eq!(checksum(&app, &everything).await, before);
     app.cleanup().await;
@@ -587,11 +568,14 @@ async fn a_not_null_link_to_another_customers_row_refuses_and_changes_nothing() 
     let app = TestApp::with_schema(&not_null, &marked).await;
     run(&app, BASE).await;
     run(&app, OTHERS).await;
-    assert_eq!(erase(&app, "10").await.error_key, Some(ErrorKey::Conflict));
-    let payer = erase(&app, "11").await;
+    assert_eq!(
+        app.erase_by_engine(request("10")).await.error_key,
+        Some(ErrorKey::Conflict)
+    );
+    let payer = app.erase_by_engine(request("11")).await;
     assert_eq!(payer.status, DeletionStatus::Done, "{payer:?}");
     assert_eq!(payer.data_json["payments"], 2);
-    let tenant = erase(&app, "10").await;
+    let tenant = app.erase_by_engine(request("10")).await;
     assert_eq!(tenant.status, DeletionStatus::Done, "{tenant:?}");
     assert_eq!(tenant.data_json["payments"], 2);
     assert_eq!(app.count_of(ORPHANS).await, 0);
@@ -604,8 +588,8 @@ async fn the_check_after_commit_fails_on_a_row_left_behind_and_passes_what_is_on
     run(&app, BASE).await;
     run(&app, OTHERS).await;
     run(&app, &pairs_sql(0..1)).await;
-    let tenant = erase(&app, "10").await;
-    let pat = erase(&app, "100").await;
+    let tenant = app.erase_by_engine(request("10")).await;
+    let pat = app.erase_by_engine(request("100")).await;
     // A payment of the erased customer's appears after the commit, in the partition that has
     // no foreign key to hold it back: the check finds it, and names the table.
     run(&app, "INSERT INTO store.payment (customer_id, staff_id, rental_id, amount, payment_date) VALUES (10, 1, NULL, 5.55, '2022-03-20')").await;
@@ -627,7 +611,7 @@ async fn the_check_after_commit_fails_on_a_row_left_behind_and_passes_what_is_on
     let app = TestApp::with_schema(SCHEMA, &stamped).await;
     run(&app, BASE).await;
     run(&app, OTHERS).await;
-    let row = erase(&app, "12").await;
+    let row = app.erase_by_engine(request("12")).await;
     assert_eq!(row.data_json["rentals"], 1, "{row:?}");
     // A rental of the kept customer written after the commit, not stamped: it holds nothing
     // the plan clears either, so the check has nothing to find in it.
@@ -638,7 +622,7 @@ async fn the_check_after_commit_fails_on_a_row_left_behind_and_passes_what_is_on
     );
     run(&app, "DELETE FROM store.rental WHERE rental_id = 121").await;
     // Asked again, there is nothing left to stamp or clear.
-    let again = erase(&app, "12").await;
+    let again = app.erase_by_engine(request("12")).await;
     assert!(again.already_erased, "{again:?}");
     assert_eq!(again.data_json["rentals"], 0);
     app.cleanup().await;
@@ -649,7 +633,7 @@ async fn a_shared_address_nothing_uses_any_more_fails_the_check_and_the_sweep_cl
     let app = TestApp::with_schema(SCHEMA, PLAN).await;
     run(&app, BASE).await;
     // Customer 1 lives at the store's address: kept, in use by the store.
-    let row = erase(&app, "1").await;
+    let row = app.erase_by_engine(request("1")).await;
     assert_eq!(
         (count(&row, "address"), count(&row, "address_kept")),
         (0, 1)
@@ -777,7 +761,7 @@ async fn a_row_owned_through_another_steps_table_is_its_owners_whoever_else_it_p
             "SELECT * FROM lib.reminder WHERE reminder_id IN (3, 4)",
         ];
         let before = checksum(&app, &others).await;
-        let ada = erase(&app, "ADA@lib.example").await;
+        let ada = app.erase_by_engine(request("ADA@lib.example")).await;
         assert_eq!(ada.status, DeletionStatus::Done, "{ada:?}");
         // Her loans, the fine on her loan she paid, the one Bob paid on it, and the one with no
         // loan, and the reminders about the first two; the fine she paid on Bob's loan is Bob's,
@@ -802,7 +786,7 @@ async fn a_row_owned_through_another_steps_table_is_its_owners_whoever_else_it_p
         );
         // Bob's erasure then takes his loan, both fines on it (the one Ada paid included) and
         // their reminders.
-        let bob = erase(&app, "2").await;
+        let bob = app.erase_by_engine(request("2")).await;
         assert_eq!(
             bob.data_json,
             json!({"loans": 1, "fines": 2, "fines_of_others_unlinked": 0, "reminders": 2,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use erasure::broker;
 use erasure::config::{AmqpSettings, Secret, Settings};
 use erasure::deletion::{self, DeletionRow};
+use erasure::erase::Outcome;
+use erasure::request::{Channel as RequestChannel, ErasureRequest};
 use erasure::startup::{Application, Mode};
 use lapin::options::QueueDeleteOptions;
 use lapin::{Channel, Connection};
@@ -170,6 +172,19 @@ impl TestApp {
 
     pub fn eraser(&self) -> &erasure::erase::Eraser {
         &self.app.as_ref().unwrap().eraser
+    }
+
+    /// Carries out `request` through the engine alone (no queue, no worker) and returns the
+    /// deletion it recorded, DONE or FAILED; any other outcome fails the test.
+    pub async fn erase_by_engine(&self, request: ErasureRequest) -> DeletionRow {
+        let eraser = self.eraser();
+        let received = eraser
+            .receive(request, RequestChannel::Cli, chrono::Utc::now())
+            .unwrap();
+        match eraser.erase(&received).await.unwrap() {
+            Outcome::Recorded(row) | Outcome::Stopped(row) => row,
+            other => panic!("expected a recorded outcome, got {other:?}"),
+        }
     }
 
     /// Waits until the deletion for `request_id` is final.
