@@ -233,7 +233,9 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             // Closing waits for every connection to come back; one a test still holds (a worker
             // slot keeps its connection between requests) is not waited for: dropping the
-            // database below closes it.
+            // database below closes it. Without the bound such a test hangs only sometimes: the
+            // pool's close counts each idle connection it closes as one come back, so it ends
+            // when the pool had at least as many idle connections as held ones.
             let _ = tokio::time::timeout(Duration::from_secs(5), app.pool.close()).await;
         }
         // Neither may hold a test past its end: the drop below closes what is left.
