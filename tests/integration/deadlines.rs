@@ -121,6 +121,17 @@ async fn a_failure_is_owed_until_retried_or_its_customer_is_erased_later_even_wh
     assert!(listed.contains(&"del_c".to_owned()) && listed.contains(&"del_e".to_owned()));
     // The metric counts open deletions past their deadline only: del_e.
     assert_eq!(store::count_overdue(&app.pool).await.unwrap(), 1);
+    // An erasure in progress past its deadline counts too; one whose deadline was extended
+    // past now does not.
+    insert(&app.pool, "del_j", "cust_o", "IN_PROGRESS", 5, None).await;
+    insert(&app.pool, "del_k", "cust_n", "PENDING", 5, None).await;
+    sqlx::query(
+        "UPDATE erasure.deletions SET extended_due_at = now() + interval '1 month' WHERE id = 'del_k'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(store::count_overdue(&app.pool).await.unwrap(), 2);
     app.cleanup().await;
 }
 
