@@ -238,7 +238,8 @@ impl TestApp {
             // when the pool had at least as many idle connections as held ones.
             let _ = tokio::time::timeout(Duration::from_secs(5), app.pool.close()).await;
         }
-        // Neither may hold a test past its end: the drop below closes what is left.
+        // Neither may hold a test past its end: the drop below closes what is left. (`pool` is
+        // a clone of the service's pool: this closes it a second time, and would wait as above.)
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
             self.connection.close(200, "test done".into()),
